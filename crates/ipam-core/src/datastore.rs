@@ -1,0 +1,439 @@
+//! The datastore contract: versioned records with compare-and-swap commits.
+//!
+//! Every record has a [`Key`] and, once stored, a [`Revision`] that changes on every write.
+//! Reads return the record with its revision; writes are [`Write`]s grouped into one
+//! [`Datastore::commit`], which applies all of them or none: each `Create` requires the key to
+//! be absent, each `Update`/`Delete` requires the key's current revision to equal the one
+//! given. Any failed condition is a [`StoreError::Conflict`] naming the key, and nothing is
+//! written. A commit returns only once it is durable (for stores that persist).
+//!
+//! The trait is synchronous: the algorithms are a read-modify-commit loop that gains nothing
+//! from `async`, the embedded store (sled) is synchronous, and a networked store (etcd) keeps
+//! its own runtime and blocks on each call. See docs/ARCHITECTURE.md.
+
+use crate::cidr::{self, net_cmp, Family};
+use crate::model::{Affinity, Block, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex};
+use ipnetwork::IpNetwork;
+use std::cmp::Ordering;
+use std::fmt;
+
+/// A record's version. Opaque: only equality matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Revision(pub u64);
+
+/// A record with the revision it was read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The record.
+    pub value: T,
+    /// Its revision.
+    pub revision: Revision,
+}
+
+/// The address of a record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// The cluster configuration (one record).
+    Config,
+    /// A pool, by name.
+    Pool(String),
+    /// A node, by name.
+    Node(String),
+    /// A block, by CIDR.
+    Block(IpNetwork),
+    /// An affinity of a node for a block.
+    Affinity {
+        /// Node name.
+        node: String,
+        /// Block CIDR.
+        cidr: IpNetwork,
+    },
+    /// A handle, by id.
+    Handle(String),
+    /// A chunk of a pool's claim index.
+    IndexChunk {
+        /// Pool CIDR.
+        pool: IpNetwork,
+        /// Chunk number.
+        chunk: u64,
+    },
+    /// The full-chunk summary of a pool's claim index.
+    PoolIndex(IpNetwork),
+}
+
+impl Key {
+    fn rank(&self) -> u8 {
+        match self {
+            Key::Config => 0,
+            Key::Pool(_) => 1,
+            Key::Node(_) => 2,
+            Key::Block(_) => 3,
+            Key::Affinity { .. } => 4,
+            Key::Handle(_) => 5,
+            Key::IndexChunk { .. } => 6,
+            Key::PoolIndex(_) => 7,
+        }
+    }
+}
+
+impl Ord for Key {
+    /// Kind first; then names lexically, networks by family and address, so blocks of one pool
+    /// are contiguous and in address order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank()
+            .cmp(&other.rank())
+            .then_with(|| match (self, other) {
+                (Key::Pool(a), Key::Pool(b))
+                | (Key::Node(a), Key::Node(b))
+                | (Key::Handle(a), Key::Handle(b)) => a.cmp(b),
+                (Key::Block(a), Key::Block(b)) | (Key::PoolIndex(a), Key::PoolIndex(b)) => {
+                    net_cmp(a, b)
+                }
+                (Key::Affinity { node: n1, cidr: c1 }, Key::Affinity { node: n2, cidr: c2 }) => {
+                    n1.cmp(n2).then_with(|| net_cmp(c1, c2))
+                }
+                (
+                    Key::IndexChunk {
+                        pool: p1,
+                        chunk: k1,
+                    },
+                    Key::IndexChunk {
+                        pool: p2,
+                        chunk: k2,
+                    },
+                ) => net_cmp(p1, p2).then(k1.cmp(k2)),
+                _ => Ordering::Equal,
+            })
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Config => write!(f, "config"),
+            Key::Pool(n) => write!(f, "pool {n}"),
+            Key::Node(n) => write!(f, "node {n}"),
+            Key::Block(c) => write!(f, "block {c}"),
+            Key::Affinity { node, cidr } => write!(f, "affinity {node} -> {cidr}"),
+            Key::Handle(h) => write!(f, "handle {h}"),
+            Key::IndexChunk { pool, chunk } => write!(f, "index chunk {chunk} of {pool}"),
+            Key::PoolIndex(p) => write!(f, "pool index of {p}"),
+        }
+    }
+}
+
+/// A set of keys that a store lists in [`Key`] order. Each is one contiguous key range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Range {
+    /// Every pool.
+    Pools,
+    /// Every node.
+    Nodes,
+    /// Every block.
+    Blocks,
+    /// Blocks whose CIDR lies within the network (same family).
+    BlocksIn(IpNetwork),
+    /// Every affinity.
+    Affinities,
+    /// Affinities of one node.
+    AffinitiesOf(String),
+    /// Every handle.
+    Handles,
+    /// Index chunks of one pool.
+    IndexChunksOf(IpNetwork),
+}
+
+impl Range {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &Key) -> bool {
+        match (self, key) {
+            (Range::Pools, Key::Pool(_))
+            | (Range::Nodes, Key::Node(_))
+            | (Range::Blocks, Key::Block(_))
+            | (Range::Affinities, Key::Affinity { .. })
+            | (Range::Handles, Key::Handle(_)) => true,
+            (Range::BlocksIn(net), Key::Block(b)) => cidr::contains_net(net, b),
+            (Range::AffinitiesOf(n), Key::Affinity { node, .. }) => n == node,
+            (Range::IndexChunksOf(p), Key::IndexChunk { pool, .. }) => pool == p,
+            _ => false,
+        }
+    }
+
+    /// True when `key` and every key after it (in [`Key`] order) are outside the range, so a
+    /// scan from [`Range::start`] may stop.
+    pub fn past_end(&self, key: &Key) -> bool {
+        let start = self.start();
+        if key.rank() != start.rank() {
+            return key.rank() > start.rank();
+        }
+        match (self, key) {
+            (Range::BlocksIn(net), Key::Block(b)) => {
+                let hb = cidr::host_bits(net);
+                let span = if hb >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << hb) - 1
+                };
+                let last = cidr::base(net).saturating_add(span);
+                Family::of_net(b) != Family::of_net(net) || cidr::base(b) > last
+            }
+            (Range::AffinitiesOf(n), Key::Affinity { node, .. }) => node > n,
+            (Range::IndexChunksOf(p), Key::IndexChunk { pool, .. }) => pool != p,
+            _ => false,
+        }
+    }
+
+    /// The smallest key that can be in the range (a store scans from here while `contains`).
+    pub fn start(&self) -> Key {
+        let zero_net = |f: Family| cidr::network(f, 0, 0).expect("prefix 0 is valid");
+        match self {
+            Range::Pools => Key::Pool(String::new()),
+            Range::Nodes => Key::Node(String::new()),
+            Range::Blocks => Key::Block(zero_net(Family::V4)),
+            Range::BlocksIn(net) => Key::Block(cidr::masked(*net)),
+            Range::Affinities => Key::Affinity {
+                node: String::new(),
+                cidr: zero_net(Family::V4),
+            },
+            Range::AffinitiesOf(n) => Key::Affinity {
+                node: n.clone(),
+                cidr: zero_net(Family::V4),
+            },
+            Range::Handles => Key::Handle(String::new()),
+            Range::IndexChunksOf(p) => Key::IndexChunk { pool: *p, chunk: 0 },
+        }
+    }
+}
+
+/// A stored record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// See [`IpamConfig`].
+    Config(IpamConfig),
+    /// See [`Pool`].
+    Pool(Pool),
+    /// See [`Node`].
+    Node(Node),
+    /// See [`Block`].
+    Block(Block),
+    /// See [`Affinity`].
+    Affinity(Affinity),
+    /// See [`Handle`].
+    Handle(Handle),
+    /// See [`IndexChunk`].
+    IndexChunk(IndexChunk),
+    /// See [`PoolIndex`].
+    PoolIndex(PoolIndex),
+}
+
+impl Record {
+    /// The key this record is stored under.
+    pub fn key(&self) -> Key {
+        match self {
+            Record::Config(_) => Key::Config,
+            Record::Pool(p) => Key::Pool(p.name.clone()),
+            Record::Node(n) => Key::Node(n.name.clone()),
+            Record::Block(b) => Key::Block(b.cidr),
+            Record::Affinity(a) => Key::Affinity {
+                node: a.node.clone(),
+                cidr: a.cidr,
+            },
+            Record::Handle(h) => Key::Handle(h.id.clone()),
+            Record::IndexChunk(c) => Key::IndexChunk {
+                pool: c.pool,
+                chunk: c.chunk,
+            },
+            Record::PoolIndex(p) => Key::PoolIndex(p.pool),
+        }
+    }
+}
+
+/// One conditional write of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Store a record whose key must be absent.
+    Create(Record),
+    /// Replace a record whose current revision must be `expected`.
+    Update {
+        /// The new value (its key names the record).
+        record: Record,
+        /// The revision it was read at.
+        expected: Revision,
+    },
+    /// Delete a record whose current revision must be `expected`.
+    Delete {
+        /// The record.
+        key: Key,
+        /// The revision it was read at.
+        expected: Revision,
+    },
+}
+
+impl Write {
+    /// The key written.
+    pub fn key(&self) -> Key {
+        match self {
+            Write::Create(r) | Write::Update { record: r, .. } => r.key(),
+            Write::Delete { key, .. } => key.clone(),
+        }
+    }
+}
+
+/// Why a condition failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// `Create` of a key that exists.
+    Exists,
+    /// `Update`/`Delete` of a key that does not exist.
+    Missing,
+    /// `Update`/`Delete` at a revision that is no longer current.
+    Changed,
+}
+
+/// Datastore failures.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A commit's condition failed; nothing was written. Re-read and retry.
+    #[error("conflict on {key}: {kind:?}")]
+    Conflict {
+        /// The key whose condition failed.
+        key: Key,
+        /// How it failed.
+        kind: ConflictKind,
+    },
+    /// The store could not be reached or timed out; the commit may or may not have applied
+    /// only if `indeterminate`.
+    #[error("datastore unavailable: {reason}")]
+    Unavailable {
+        /// What happened.
+        reason: String,
+        /// True when a commit may have been applied although no answer came back.
+        indeterminate: bool,
+    },
+    /// A stored record could not be decoded or failed validation.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// The record (as text: a corrupt key may not parse).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A request the store cannot serve (e.g. a commit larger than the store allows).
+    #[error("datastore rejected the request: {0}")]
+    Rejected(String),
+}
+
+/// A store of versioned records. Implementations must be safe to share between threads.
+pub trait Datastore: Send + Sync {
+    /// Reads one record.
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError>;
+
+    /// Lists the records in `range`, in key order.
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError>;
+
+    /// Applies every write or none (see the module docs). Returns the new revision shared by
+    /// the written records. An empty commit is a no-op.
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError>;
+}
+
+impl<T: Datastore + ?Sized> Datastore for &T {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        (**self).get(key)
+    }
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        (**self).list(range)
+    }
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        (**self).commit(writes)
+    }
+}
+
+impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        (**self).get(key)
+    }
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        (**self).list(range)
+    }
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        (**self).commit(writes)
+    }
+}
+
+impl<T: Datastore + ?Sized> Datastore for Box<T> {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        (**self).get(key)
+    }
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        (**self).list(range)
+    }
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        (**self).commit(writes)
+    }
+}
+
+macro_rules! typed {
+    ($get:ident, $list:ident, $variant:ident, $ty:ty) => {
+        #[doc = concat!("Reads a [`", stringify!($ty), "`] record.")]
+        fn $get(&self, key: &Key) -> Result<Option<Versioned<$ty>>, StoreError> {
+            match self.get(key)? {
+                None => Ok(None),
+                Some(Versioned {
+                    value: Record::$variant(v),
+                    revision,
+                }) => Ok(Some(Versioned { value: v, revision })),
+                Some(_) => Err(wrong_kind(key)),
+            }
+        }
+
+        #[doc = concat!("Lists [`", stringify!($ty), "`] records in a range.")]
+        fn $list(&self, range: &Range) -> Result<Vec<Versioned<$ty>>, StoreError> {
+            self.list(range)?
+                .into_iter()
+                .map(|v| match v.value {
+                    Record::$variant(x) => Ok(Versioned {
+                        value: x,
+                        revision: v.revision,
+                    }),
+                    other => Err(wrong_kind(&other.key())),
+                })
+                .collect()
+        }
+    };
+}
+
+fn wrong_kind(key: &Key) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        reason: "record of the wrong kind under this key".into(),
+    }
+}
+
+/// Typed reads over any [`Datastore`].
+pub trait StoreExt: Datastore {
+    typed!(get_pool, list_pools, Pool, Pool);
+    typed!(get_node, list_nodes, Node, Node);
+    typed!(get_block, list_blocks, Block, Block);
+    typed!(get_affinity, list_affinities, Affinity, Affinity);
+    typed!(get_handle, list_handles, Handle, Handle);
+    typed!(get_chunk, list_chunks, IndexChunk, IndexChunk);
+    typed!(get_pool_index, list_pool_indexes, PoolIndex, PoolIndex);
+    typed!(get_config_rec, list_config_recs, Config, IpamConfig);
+}
+
+impl<T: Datastore + ?Sized> StoreExt for T {}
+
+/// Builds the write that stores `record` whether or not it existed: `Update` at `rev` when
+/// read at a revision, `Create` otherwise.
+pub fn put(record: Record, rev: Option<Revision>) -> Write {
+    match rev {
+        Some(expected) => Write::Update { record, expected },
+        None => Write::Create(record),
+    }
+}

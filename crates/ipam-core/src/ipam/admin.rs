@@ -1,0 +1,127 @@
+//! Pools, nodes and the cluster configuration.
+
+use super::Ipam;
+use crate::cidr;
+use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt, Write};
+use crate::error::IpamError;
+use crate::model::{IpamConfig, Node, Pool};
+use std::collections::BTreeMap;
+
+impl<S: Datastore> Ipam<S> {
+    /// Validates and stores the cluster configuration.
+    pub fn set_config(&self, config: IpamConfig) -> Result<(), IpamError> {
+        config.validate()?;
+        self.retrying("set config", || {
+            let rev = self.store.get_config_rec(&Key::Config)?.map(|v| v.revision);
+            self.store.commit(vec![put(Record::Config(config), rev)])?;
+            Ok(())
+        })
+    }
+
+    /// Creates a pool; refuses a duplicate name or a CIDR overlapping another pool.
+    pub fn create_pool(&self, pool: Pool) -> Result<(), IpamError> {
+        pool.validate()?;
+        for p in self.pools()? {
+            if p.name == pool.name {
+                return Err(IpamError::PoolExists(format!(
+                    "a pool named {} exists",
+                    p.name
+                )));
+            }
+            if cidr::overlaps(&p.cidr, &pool.cidr) {
+                return Err(IpamError::PoolExists(format!(
+                    "{} overlaps pool {} ({})",
+                    pool.cidr, p.name, p.cidr
+                )));
+            }
+        }
+        match self
+            .store
+            .commit(vec![Write::Create(Record::Pool(pool.clone()))])
+        {
+            Ok(_) => Ok(()),
+            Err(crate::datastore::StoreError::Conflict { .. }) => Err(IpamError::PoolExists(
+                format!("a pool named {} exists", pool.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Changes a pool's mutable settings (disabled, selector, uses, mode); the CIDR and block
+    /// size cannot change.
+    pub fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {
+        self.retrying("update pool", || {
+            let v = self
+                .store
+                .get_pool(&Key::Pool(name.to_string()))?
+                .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
+            let mut p = v.value.clone();
+            f(&mut p);
+            if p.cidr != v.value.cidr || p.block_size != v.value.block_size || p.name != name {
+                return Err(IpamError::InvalidArgument(
+                    "a pool's name, CIDR and block size cannot change".into(),
+                ));
+            }
+            p.validate()?;
+            self.store.commit(vec![Write::Update {
+                record: Record::Pool(p.clone()),
+                expected: v.revision,
+            }])?;
+            Ok(p)
+        })
+    }
+
+    /// Deletes a pool that has no blocks left (release its affinities first), with its claim
+    /// index.
+    pub fn delete_pool(&self, name: &str) -> Result<(), IpamError> {
+        self.retrying("delete pool", || {
+            let v = self
+                .store
+                .get_pool(&Key::Pool(name.to_string()))?
+                .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
+            let blocks = self.store.list_blocks(&Range::BlocksIn(v.value.cidr))?;
+            if !blocks.is_empty() {
+                return Err(IpamError::PoolInUse {
+                    pool: name.to_string(),
+                    blocks: blocks.len(),
+                    addresses: blocks.iter().map(|b| u64::from(b.value.used_count())).sum(),
+                });
+            }
+            let mut writes = vec![Write::Delete {
+                key: Key::Pool(name.to_string()),
+                expected: v.revision,
+            }];
+            for c in self.store.list(&Range::IndexChunksOf(v.value.cidr))? {
+                writes.push(Write::Delete {
+                    key: c.value.key(),
+                    expected: c.revision,
+                });
+            }
+            if let Some(ix) = self.store.get(&Key::PoolIndex(v.value.cidr))? {
+                writes.push(Write::Delete {
+                    key: Key::PoolIndex(v.value.cidr),
+                    expected: ix.revision,
+                });
+            }
+            self.store.commit(writes)?;
+            Ok(())
+        })
+    }
+
+    /// Creates or replaces a node's labels.
+    pub fn set_node(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), IpamError> {
+        crate::model::node::validate_node_name(name).map_err(IpamError::InvalidArgument)?;
+        self.retrying("set node", || {
+            let rev = self
+                .store
+                .get_node(&Key::Node(name.to_string()))?
+                .map(|v| v.revision);
+            let n = Node {
+                name: name.to_string(),
+                labels: labels.clone(),
+            };
+            self.store.commit(vec![put(Record::Node(n), rev)])?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,711 @@
+//! Auto-assignment (affine blocks, then new blocks, then reclaim, then borrowing) and
+//! assignment of a specific address.
+
+use super::{fnv1a, pool_chunks, Ipam, ATTR_NODE};
+use crate::cidr::{self, Family};
+use crate::datastore::{put, Datastore, Key, Range, Record, StoreError, StoreExt, Write};
+use crate::error::IpamError;
+use crate::model::block::HostReserved;
+use crate::model::handle::validate_handle_id;
+use crate::model::index::chunk_len;
+use crate::model::node::validate_node_name;
+use crate::model::{
+    Affinity, AffinityState, AllocAttrs, AllowedUse, AssignmentMode, Block, Handle, IndexChunk,
+    IpamConfig, Pool, CHUNK_SLOTS,
+};
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A request for automatically chosen addresses.
+#[derive(Clone, Debug)]
+pub struct AutoAssignArgs {
+    /// IPv4 addresses wanted.
+    pub num_v4: usize,
+    /// IPv6 addresses wanted.
+    pub num_v6: usize,
+    /// The handle the addresses are held under (CNI: `<network>.<container id>`).
+    pub handle_id: String,
+    /// Owner attributes stored with each address (the node is added as `node`).
+    pub attrs: BTreeMap<String, String>,
+    /// The requesting node.
+    pub node: String,
+    /// IPv4 pools to use, by name or CIDR; empty means every pool that selects the node.
+    pub v4_pools: Vec<String>,
+    /// IPv6 pools, likewise.
+    pub v6_pools: Vec<String>,
+    /// Per-request cap on the node's blocks; 0 uses the cluster configuration.
+    pub max_blocks_per_host: u32,
+    /// Addresses reserved in each block this request creates.
+    pub host_reserved: HostReserved,
+    /// What the addresses are for.
+    pub intended_use: AllowedUse,
+    /// Return what could be assigned instead of failing (dual-stack is still all-or-nothing
+    /// across families).
+    pub allow_partial: bool,
+}
+
+impl AutoAssignArgs {
+    /// A request for `num_v4` IPv4 addresses for a workload on `node`.
+    pub fn v4(node: &str, handle_id: &str, num_v4: usize) -> Self {
+        AutoAssignArgs {
+            num_v4,
+            num_v6: 0,
+            handle_id: handle_id.to_string(),
+            attrs: BTreeMap::new(),
+            node: node.to_string(),
+            v4_pools: Vec::new(),
+            v6_pools: Vec::new(),
+            max_blocks_per_host: 0,
+            host_reserved: HostReserved::default(),
+            intended_use: AllowedUse::Workload,
+            allow_partial: false,
+        }
+    }
+}
+
+/// One assigned address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssignedIp {
+    /// The address.
+    pub ip: IpAddr,
+    /// The block it came from.
+    pub block: IpNetwork,
+    /// The allocation's sequence number (for guarded release).
+    pub seq: u64,
+}
+
+impl AssignedIp {
+    /// The address with its block's prefix length (what Calico returns to CNI).
+    pub fn with_block_prefix(&self) -> IpNetwork {
+        IpNetwork::new(self.ip, self.block.prefix()).expect("block prefix fits the family")
+    }
+}
+
+/// What one family of a request got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FamilyAssignment {
+    /// Addresses requested.
+    pub requested: usize,
+    /// Addresses assigned.
+    pub ips: Vec<AssignedIp>,
+    /// Pools that were candidates.
+    pub pools: Vec<IpNetwork>,
+}
+
+impl FamilyAssignment {
+    /// True when fewer were assigned than requested.
+    pub fn is_short(&self) -> bool {
+        self.ips.len() < self.requested
+    }
+}
+
+/// The outcome of an auto-assign.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoAssignResult {
+    /// IPv4 part.
+    pub v4: FamilyAssignment,
+    /// IPv6 part.
+    pub v6: FamilyAssignment,
+}
+
+/// A request for one specific address.
+#[derive(Clone, Debug)]
+pub struct AssignIpArgs {
+    /// The address.
+    pub ip: IpAddr,
+    /// Holder handle.
+    pub handle_id: String,
+    /// Owner attributes (the node is added as `node`).
+    pub attrs: BTreeMap<String, String>,
+    /// Requesting node; if the address's block does not exist yet it is claimed for it.
+    pub node: String,
+    /// Reservation for a block this request creates.
+    pub host_reserved: HostReserved,
+}
+
+/// Everything the per-family search needs, read once per request.
+struct Ctx<'a> {
+    args: &'a AutoAssignArgs,
+    config: IpamConfig,
+    attrs: Arc<AllocAttrs>,
+    pools: Vec<Pool>,
+    labels: BTreeMap<String, String>,
+}
+
+impl<S: Datastore> Ipam<S> {
+    /// Assigns addresses chosen by the block-affinity algorithm. On a shortfall the error names
+    /// the pools tried, unless `allow_partial`; when both families are asked for and either
+    /// falls short, everything taken is released and the call fails.
+    pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult, IpamError> {
+        validate_handle_id(&args.handle_id).map_err(IpamError::InvalidArgument)?;
+        validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+        let config = self.config()?;
+        let labels = self
+            .store
+            .get_node(&Key::Node(args.node.clone()))?
+            .map(|n| n.value.labels)
+            .unwrap_or_default();
+        let mut attrs = args.attrs.clone();
+        attrs
+            .entry(ATTR_NODE.to_string())
+            .or_insert_with(|| args.node.clone());
+        let ctx = Ctx {
+            args,
+            config,
+            attrs: Arc::new(AllocAttrs {
+                handle_id: args.handle_id.clone(),
+                attrs,
+            }),
+            pools: self.pools()?,
+            labels,
+        };
+        let mut result = AutoAssignResult::default();
+        let dual = args.num_v4 > 0 && args.num_v6 > 0;
+        if args.num_v4 > 0 {
+            result.v4 = self.assign_family(&ctx, Family::V4, args.num_v4, &args.v4_pools)?;
+            if result.v4.is_short() && (dual || !args.allow_partial) {
+                self.undo(&ctx, &result.v4);
+                return Err(self.exhausted(&ctx, Family::V4, &result.v4));
+            }
+        }
+        if args.num_v6 > 0 {
+            let v6 = self.assign_family(&ctx, Family::V6, args.num_v6, &args.v6_pools);
+            let v6 = match v6 {
+                Ok(v) => v,
+                Err(e) => {
+                    self.undo(&ctx, &result.v4);
+                    return Err(e);
+                }
+            };
+            if v6.is_short() && (dual || !args.allow_partial) {
+                self.undo(&ctx, &result.v4);
+                self.undo(&ctx, &v6);
+                return Err(self.exhausted(&ctx, Family::V6, &v6));
+            }
+            result.v6 = v6;
+        }
+        Ok(result)
+    }
+
+    fn exhausted(&self, ctx: &Ctx<'_>, family: Family, got: &FamilyAssignment) -> IpamError {
+        let limit = self.block_limit(ctx);
+        let reason = if ctx.config.strict_affinity {
+            format!(
+                "strict affinity is on: node {} may use only its own blocks, at most {limit}",
+                ctx.args.node
+            )
+        } else {
+            String::new()
+        };
+        IpamError::Exhausted {
+            family,
+            requested: got.requested,
+            assigned: got.ips.len(),
+            pools: got.pools.clone(),
+            reason,
+        }
+    }
+
+    /// Releases what a failed request took (best effort: guarded by handle and sequence, so it
+    /// can never free someone else's address).
+    fn undo(&self, ctx: &Ctx<'_>, got: &FamilyAssignment) {
+        if got.ips.is_empty() {
+            return;
+        }
+        let reqs: Vec<_> = got
+            .ips
+            .iter()
+            .map(|a| super::ReleaseRequest {
+                ip: a.ip,
+                handle_id: Some(ctx.args.handle_id.clone()),
+                seq: Some(a.seq),
+            })
+            .collect();
+        let _ = self.release_ips(&reqs);
+    }
+
+    fn block_limit(&self, ctx: &Ctx<'_>) -> u32 {
+        if ctx.args.max_blocks_per_host > 0 {
+            ctx.args.max_blocks_per_host
+        } else {
+            ctx.config.block_limit()
+        }
+    }
+
+    fn candidate_pools(
+        &self,
+        ctx: &Ctx<'_>,
+        family: Family,
+        requested: &[String],
+    ) -> Result<Vec<Pool>, IpamError> {
+        let use_ = ctx.args.intended_use;
+        if !requested.is_empty() {
+            let mut out = Vec::new();
+            for r in requested {
+                let cidr: Option<IpNetwork> = r.parse().ok();
+                let pool = ctx
+                    .pools
+                    .iter()
+                    .find(|p| p.name == *r || Some(p.cidr) == cidr)
+                    .ok_or_else(|| IpamError::UnknownPool(r.clone()))?;
+                if pool.disabled {
+                    return Err(IpamError::PoolDisabled(pool.name.clone()));
+                }
+                if pool.family() != family {
+                    return Err(IpamError::PoolMismatch {
+                        pool: pool.name.clone(),
+                        why: format!("it is not an {family} pool"),
+                    });
+                }
+                if !pool.allows(use_) {
+                    return Err(IpamError::PoolMismatch {
+                        pool: pool.name.clone(),
+                        why: format!("it does not allow {use_:?} addresses"),
+                    });
+                }
+                if !out.iter().any(|p: &Pool| p.name == pool.name) {
+                    out.push(pool.clone());
+                }
+            }
+            return Ok(out);
+        }
+        let out: Vec<Pool> = ctx
+            .pools
+            .iter()
+            .filter(|p| {
+                !p.disabled
+                    && p.family() == family
+                    && p.assignment_mode == AssignmentMode::Automatic
+                    && p.allows(use_)
+                    && p.node_selector.matches(&ctx.labels)
+            })
+            .cloned()
+            .collect();
+        if out.is_empty() {
+            return Err(IpamError::NoPools {
+                family,
+                node: ctx.args.node.clone(),
+                use_: format!("{use_:?}"),
+            });
+        }
+        Ok(out)
+    }
+
+    fn assign_family(
+        &self,
+        ctx: &Ctx<'_>,
+        family: Family,
+        num: usize,
+        requested: &[String],
+    ) -> Result<FamilyAssignment, IpamError> {
+        let pools = self.candidate_pools(ctx, family, requested)?;
+        let mut got = FamilyAssignment {
+            requested: num,
+            ips: Vec::with_capacity(num),
+            pools: pools.iter().map(|p| p.cidr).collect(),
+        };
+        let node = ctx.args.node.as_str();
+        let in_pools = |c: &IpNetwork| pools.iter().position(|p| cidr::contains_net(&p.cidr, c));
+
+        // 1. Blocks already affine to the node, in pool order then address order.
+        let affs = self
+            .store
+            .list_affinities(&Range::AffinitiesOf(node.to_string()))?;
+        let mut mine: Vec<(usize, IpNetwork)> = Vec::new();
+        let mut family_blocks = 0u32;
+        for a in &affs {
+            if Family::of_net(&a.value.cidr) != family {
+                continue;
+            }
+            if a.value.state == AffinityState::Confirmed {
+                family_blocks += 1;
+            }
+            match in_pools(&a.value.cidr) {
+                Some(i) if a.value.state == AffinityState::Confirmed => {
+                    mine.push((i, a.value.cidr))
+                }
+                Some(_) => {}
+                None if requested.is_empty() => {
+                    // A pool that no longer selects this node: give back the block if empty.
+                    let still_selected = ctx.pools.iter().any(|p| {
+                        cidr::contains_net(&p.cidr, &a.value.cidr)
+                            && !p.disabled
+                            && p.node_selector.matches(&ctx.labels)
+                    });
+                    if !still_selected
+                        && self
+                            .release_affinity(a.value.cidr, node, true)
+                            .unwrap_or(false)
+                    {
+                        family_blocks -= 1;
+                    }
+                }
+                None => {}
+            }
+        }
+        mine.sort_by(|a, b| a.0.cmp(&b.0).then(cidr::net_cmp(&a.1, &b.1)));
+        for (_, c) in &mine {
+            if got.ips.len() >= num {
+                break;
+            }
+            let more = self.assign_from_block(ctx, *c, num - got.ips.len(), Some(node))?;
+            got.ips.extend(more);
+        }
+
+        // 2. New blocks, while the node is under its limit.
+        let limit = self.block_limit(ctx);
+        while got.ips.len() < num && ctx.config.auto_allocate_blocks && family_blocks < limit {
+            let want = num - got.ips.len();
+            let mut claimed = None;
+            for p in &pools {
+                if let Some(ips) = self.claim_and_assign(ctx, p, want)? {
+                    claimed = Some(ips);
+                    break;
+                }
+            }
+            if claimed.is_none() {
+                if let Some(c) = self.reclaim_empty_block(&pools, node)? {
+                    claimed = Some(self.assign_from_block(ctx, c, want, Some(node))?);
+                }
+            }
+            match claimed {
+                Some(ips) => {
+                    family_blocks += 1;
+                    got.ips.extend(ips);
+                }
+                None => break,
+            }
+        }
+
+        // 3. Borrow from any block of the candidate pools.
+        if got.ips.len() < num && !ctx.config.strict_affinity {
+            'pools: for p in &pools {
+                for b in self.store.list_blocks(&Range::BlocksIn(p.cidr))? {
+                    if got.ips.len() >= num {
+                        break 'pools;
+                    }
+                    let blk = &b.value;
+                    if blk.free_count() == 0 && blk.cooling_count() == 0 {
+                        continue;
+                    }
+                    let more = self.assign_from_block(ctx, blk.cidr, num - got.ips.len(), None)?;
+                    got.ips.extend(more);
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// Takes up to `n` addresses from an existing block (only if still affine to `affine_to`,
+    /// when given), counting them under the handle in the same commit.
+    fn assign_from_block(
+        &self,
+        ctx: &Ctx<'_>,
+        cidr: IpNetwork,
+        n: usize,
+        affine_to: Option<&str>,
+    ) -> Result<Vec<AssignedIp>, IpamError> {
+        self.retrying("assign", || {
+            let Some(vb) = self.store.get_block(&Key::Block(cidr))? else {
+                return Ok(Vec::new());
+            };
+            let mut block = vb.value;
+            if let Some(node) = affine_to {
+                if block.affinity.as_deref() != Some(node) {
+                    return Ok(Vec::new());
+                }
+            }
+            block.expire_cooling(self.now());
+            let seq = block.seq;
+            let ords = block.allocate(n, &ctx.attrs);
+            if ords.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ips: Vec<AssignedIp> = ords
+                .iter()
+                .map(|&o| AssignedIp {
+                    ip: block.ip(o),
+                    block: cidr,
+                    seq,
+                })
+                .collect();
+            let handle_write = self.handle_add(&ctx.args.handle_id, cidr, ords.len())?;
+            self.store.commit(vec![
+                Write::Update {
+                    record: Record::Block(block),
+                    expected: vb.revision,
+                },
+                handle_write,
+            ])?;
+            Ok(ips)
+        })
+    }
+
+    /// The write that adds `n` addresses in `block` to a handle (creating it if needed).
+    fn handle_add(&self, id: &str, block: IpNetwork, n: usize) -> Result<Write, IpamError> {
+        let (mut h, rev) = match self.store.get_handle(&Key::Handle(id.to_string()))? {
+            Some(v) => (v.value, Some(v.revision)),
+            None => (Handle::new(id), None),
+        };
+        h.add(block, u32::try_from(n).unwrap_or(u32::MAX));
+        Ok(put(Record::Handle(h), rev))
+    }
+
+    /// Finds an unclaimed block slot of `pool` through the claim index, starting at the node's
+    /// own point, and claims it for the node with `n` addresses taken, in one commit. `None`
+    /// when every slot of the pool is claimed.
+    fn claim_and_assign(
+        &self,
+        ctx: &Ctx<'_>,
+        pool: &Pool,
+        n: usize,
+    ) -> Result<Option<Vec<AssignedIp>>, IpamError> {
+        let node = ctx.args.node.as_str();
+        let slots = pool.block_count();
+        let chunks = pool_chunks(pool);
+        let start = fnv1a(
+            self.opts.seed,
+            &[node.as_bytes(), pool.cidr.to_string().as_bytes()],
+        ) % slots;
+        let start_chunk = start / u64::from(CHUNK_SLOTS);
+        for _ in 0..self.opts.max_retries {
+            let full = self
+                .store
+                .get_pool_index(&Key::PoolIndex(pool.cidr))?
+                .map(|v| v.value.full_chunks)
+                .unwrap_or_default();
+            // The first chunk from the start that is not full; `full` bounds the walk.
+            let mut c = start_chunk;
+            let mut steps = 0usize;
+            while full.contains(&c) {
+                c = (c + 1) % chunks;
+                steps += 1;
+                if steps > full.len() {
+                    return Ok(None);
+                }
+            }
+            let key = Key::IndexChunk {
+                pool: pool.cidr,
+                chunk: c,
+            };
+            let (mut chunk, chunk_rev) = match self.store.get_chunk(&key)? {
+                Some(v) => (v.value, Some(v.revision)),
+                None => (IndexChunk::new(pool.cidr, c, chunk_len(slots, c)), None),
+            };
+            let from = if c == start_chunk {
+                u32::try_from(start % u64::from(CHUNK_SLOTS)).unwrap_or(0)
+            } else {
+                0
+            };
+            let Some(i) = chunk.claimed.first_zero_from(from) else {
+                // Full but not summarised (a lost race): record it and look again.
+                let w = self.pool_index_write(pool.cidr, |f| {
+                    f.insert(c);
+                })?;
+                match self.store.commit(vec![w]) {
+                    Ok(_) | Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let cidr = pool.block_at(c * u64::from(CHUNK_SLOTS) + u64::from(i));
+            let now = self.now();
+            let mut block = Block::new(cidr, Some(node.to_string()), ctx.args.host_reserved, now)?;
+            let seq = block.seq;
+            let ords = block.allocate(n, &ctx.attrs);
+            chunk.claimed.set(i);
+            let mut writes = vec![
+                Write::Create(Record::Block(block.clone())),
+                Write::Create(Record::Affinity(Affinity::confirmed(node, cidr))),
+                put(Record::IndexChunk(chunk.clone()), chunk_rev),
+            ];
+            if chunk.claimed.is_full() {
+                writes.push(self.pool_index_write(pool.cidr, |f| {
+                    f.insert(c);
+                })?);
+            }
+            if !ords.is_empty() {
+                writes.push(self.handle_add(&ctx.args.handle_id, cidr, ords.len())?);
+            }
+            match self.store.commit(writes) {
+                Ok(_) => {
+                    return Ok(Some(
+                        ords.iter()
+                            .map(|&o| AssignedIp {
+                                ip: block.ip(o),
+                                block: cidr,
+                                seq,
+                            })
+                            .collect(),
+                    ))
+                }
+                Err(StoreError::Conflict { key, .. }) => {
+                    self.repair_claim_conflict(&key)?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::ExcessiveContention {
+            operation: "claim block",
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    /// After a lost claim: if the block exists but the index did not know (written by an
+    /// older writer, or repaired by hand), mark it claimed; if a stale non-confirmed affinity
+    /// was in the way, remove it. Other conflicts just mean "re-read".
+    fn repair_claim_conflict(&self, key: &Key) -> Result<(), IpamError> {
+        let res = match key {
+            Key::Block(cidr) => {
+                let pools = self.pools()?;
+                let w = self.index_writes(&pools, cidr, true)?;
+                self.store.commit(w)
+            }
+            Key::Affinity { cidr, .. } => {
+                let block_exists = self.store.get_block(&Key::Block(*cidr))?.is_some();
+                match self.store.get_affinity(key)? {
+                    Some(a) if !block_exists || a.value.state != AffinityState::Confirmed => {
+                        self.store.commit(vec![Write::Delete {
+                            key: key.clone(),
+                            expected: a.revision,
+                        }])
+                    }
+                    _ => {
+                        let pools = self.pools()?;
+                        let w = self.index_writes(&pools, cidr, true)?;
+                        self.store.commit(w)
+                    }
+                }
+            }
+            _ => Ok(crate::datastore::Revision(0)),
+        };
+        match res {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// When no slot is free: take over a block affine to another node that has been empty for
+    /// longer than the grace period. Lists the pools' blocks, so it runs only once a pool is
+    /// fully claimed.
+    fn reclaim_empty_block(
+        &self,
+        pools: &[Pool],
+        node: &str,
+    ) -> Result<Option<IpNetwork>, IpamError> {
+        let now = self.now();
+        for p in pools {
+            for vb in self.store.list_blocks(&Range::BlocksIn(p.cidr))? {
+                let b = &vb.value;
+                let Some(owner) = b.affinity.clone() else {
+                    continue;
+                };
+                let idle = b
+                    .empty_since
+                    .is_some_and(|t| now.saturating_sub(t) >= self.opts.reclaim_grace_ns);
+                if owner == node || !b.is_unused() || !idle {
+                    continue;
+                }
+                let mut nb = vb.value.clone();
+                nb.affinity = Some(node.to_string());
+                nb.empty_since = Some(now);
+                nb.touch();
+                let old_key = Key::Affinity {
+                    node: owner,
+                    cidr: b.cidr,
+                };
+                let mut writes = vec![
+                    Write::Update {
+                        record: Record::Block(nb),
+                        expected: vb.revision,
+                    },
+                    Write::Create(Record::Affinity(Affinity::confirmed(node, b.cidr))),
+                ];
+                if let Some(a) = self.store.get_affinity(&old_key)? {
+                    writes.push(Write::Delete {
+                        key: old_key,
+                        expected: a.revision,
+                    });
+                }
+                match self.store.commit(writes) {
+                    Ok(_) => return Ok(Some(b.cidr)),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Assigns one specific address. If its block does not exist yet, the block is created
+    /// affine to the requesting node (unaffine when `auto_allocate_blocks` is off). With strict
+    /// affinity, an address in a block affine to another node is refused.
+    pub fn assign_ip(&self, args: &AssignIpArgs) -> Result<AssignedIp, IpamError> {
+        validate_handle_id(&args.handle_id).map_err(IpamError::InvalidArgument)?;
+        validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+        let pools = self.pools()?;
+        let pool = pools
+            .iter()
+            .find(|p| p.cidr.contains(args.ip))
+            .ok_or(IpamError::NotInPool(args.ip))?;
+        if pool.disabled {
+            return Err(IpamError::PoolDisabled(pool.name.clone()));
+        }
+        let cidr = pool
+            .block_for(args.ip)
+            .ok_or(IpamError::NotInPool(args.ip))?;
+        let config = self.config()?;
+        let mut attrs = args.attrs.clone();
+        attrs
+            .entry(ATTR_NODE.to_string())
+            .or_insert_with(|| args.node.clone());
+        let attrs = Arc::new(AllocAttrs {
+            handle_id: args.handle_id.clone(),
+            attrs,
+        });
+        self.retrying("assign ip", || {
+            let mut writes = Vec::with_capacity(5);
+            let (mut block, rev) = match self.store.get_block(&Key::Block(cidr))? {
+                Some(v) => (v.value, Some(v.revision)),
+                None => {
+                    let affinity = config.auto_allocate_blocks.then(|| args.node.clone());
+                    if let Some(n) = &affinity {
+                        writes.push(Write::Create(Record::Affinity(Affinity::confirmed(
+                            n, cidr,
+                        ))));
+                    }
+                    writes.extend(self.index_writes(&pools, &cidr, true)?);
+                    (
+                        Block::new(cidr, affinity, args.host_reserved, self.now())?,
+                        None,
+                    )
+                }
+            };
+            if let Some(owner) = &block.affinity {
+                if config.strict_affinity && owner != &args.node {
+                    return Err(IpamError::AffinityConflict {
+                        cidr,
+                        owner: owner.clone(),
+                    });
+                }
+            }
+            block.expire_cooling(self.now());
+            let seq = block.seq;
+            let ord = block.allocate_ip(args.ip, &attrs).map_err(|e| match e {
+                crate::model::block::BlockError::InUse(ip) => IpamError::AlreadyAllocated(ip),
+                other => IpamError::Block(other),
+            })?;
+            writes.push(put(Record::Block(block), rev));
+            writes.push(self.handle_add(&args.handle_id, cidr, 1)?);
+            self.store.commit(writes)?;
+            let _ = ord;
+            Ok(AssignedIp {
+                ip: args.ip,
+                block: cidr,
+                seq,
+            })
+        })
+    }
+}

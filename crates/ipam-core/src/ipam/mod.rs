@@ -1,0 +1,211 @@
+//! The IPAM operations over a [`Datastore`].
+//!
+//! Every operation is a loop of read, modify in memory, and one atomic [`Datastore::commit`]
+//! whose conditions are the revisions read. A conflict means another writer got there first:
+//! the loop re-reads and tries again, at most `max_retries` times, then fails with
+//! [`IpamError::ExcessiveContention`]. Records that must change together (a block and the
+//! handles counting its addresses; a new block, its affinity and the claim index) are written
+//! in the same commit, so the invariants in docs/ARCHITECTURE.md hold after every commit, not
+//! just eventually.
+
+mod admin;
+mod affinity;
+mod assign;
+mod query;
+mod release;
+
+pub use affinity::AffinityRelease;
+pub use assign::{AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment};
+pub use query::{Allocation, BlockUsage, NodeUsage, PoolUsage, Utilisation};
+pub use release::{ReleaseOutcome, ReleaseRequest};
+
+use crate::clock::Clock;
+use crate::datastore::{put, Datastore, Key, Record, StoreError, StoreExt, Write};
+use crate::error::IpamError;
+use crate::model::index::{chunk_count, chunk_len};
+use crate::model::{IndexChunk, IpamConfig, Pool, PoolIndex, CHUNK_SLOTS};
+use ipnetwork::IpNetwork;
+use std::sync::Arc;
+
+/// The attribute key under which the assigning node is recorded with every address.
+pub const ATTR_NODE: &str = "node";
+
+/// Tuning knobs of [`Ipam`].
+#[derive(Clone, Debug)]
+pub struct IpamOptions {
+    /// Compare-and-swap attempts per operation before `ExcessiveContention` (default 100).
+    pub max_retries: u32,
+    /// Mixed into the per-node starting point of the block search (default 0).
+    pub seed: u64,
+    /// How long a block must have been empty before another node may reclaim it (default
+    /// 60 s).
+    pub reclaim_grace_ns: u64,
+}
+
+impl Default for IpamOptions {
+    fn default() -> Self {
+        IpamOptions {
+            max_retries: 100,
+            seed: 0,
+            reclaim_grace_ns: 60_000_000_000,
+        }
+    }
+}
+
+/// The IPAM engine: the algorithms, bound to a store and a clock.
+pub struct Ipam<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    opts: IpamOptions,
+}
+
+impl<S: Datastore> Ipam<S> {
+    /// An engine with default options.
+    pub fn new(store: S, clock: Arc<dyn Clock>) -> Self {
+        Self::with_options(store, clock, IpamOptions::default())
+    }
+
+    /// An engine with explicit options.
+    pub fn with_options(store: S, clock: Arc<dyn Clock>, opts: IpamOptions) -> Self {
+        Ipam { store, clock, opts }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// Runs `f` until it returns something other than a store conflict.
+    fn retrying<T>(
+        &self,
+        operation: &'static str,
+        mut f: impl FnMut() -> Result<T, IpamError>,
+    ) -> Result<T, IpamError> {
+        for _ in 0..self.opts.max_retries {
+            match f() {
+                Err(IpamError::Store(StoreError::Conflict { .. })) => continue,
+                other => return other,
+            }
+        }
+        Err(IpamError::ExcessiveContention {
+            operation,
+            attempts: self.opts.max_retries,
+        })
+    }
+
+    /// The cluster configuration (defaults when never set).
+    pub fn config(&self) -> Result<IpamConfig, IpamError> {
+        Ok(self
+            .store
+            .get_config_rec(&Key::Config)?
+            .map(|v| v.value)
+            .unwrap_or_default())
+    }
+
+    /// Every pool, in name order.
+    pub fn pools(&self) -> Result<Vec<Pool>, IpamError> {
+        Ok(self
+            .store
+            .list_pools(&crate::datastore::Range::Pools)?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+
+    /// Index writes that mark `block`'s slot claimed (`claimed = true`) or free, for the pool
+    /// that owns it. Nothing when no pool owns the block.
+    fn index_writes(
+        &self,
+        pools: &[Pool],
+        block: &IpNetwork,
+        claimed: bool,
+    ) -> Result<Vec<Write>, IpamError> {
+        let Some((pool, slot)) = pools.iter().find_map(|p| p.slot_of(block).map(|s| (p, s))) else {
+            return Ok(Vec::new());
+        };
+        let c = slot / u64::from(CHUNK_SLOTS);
+        let i = u32::try_from(slot % u64::from(CHUNK_SLOTS)).unwrap_or(0);
+        let key = Key::IndexChunk {
+            pool: pool.cidr,
+            chunk: c,
+        };
+        let (mut chunk, rev) = match self.store.get_chunk(&key)? {
+            Some(v) => (v.value, Some(v.revision)),
+            None => (
+                IndexChunk::new(pool.cidr, c, chunk_len(pool.block_count(), c)),
+                None,
+            ),
+        };
+        if chunk.claimed.get(i) == claimed {
+            return Ok(Vec::new());
+        }
+        let was_full = chunk.claimed.is_full();
+        if claimed {
+            chunk.claimed.set(i);
+        } else {
+            chunk.claimed.clear(i);
+        }
+        let is_full = chunk.claimed.is_full();
+        let mut writes = Vec::with_capacity(2);
+        if chunk.claimed.count_ones() == 0 {
+            if let Some(expected) = rev {
+                writes.push(Write::Delete { key, expected });
+            }
+        } else {
+            writes.push(put(Record::IndexChunk(chunk), rev));
+        }
+        if was_full != is_full {
+            writes.push(self.pool_index_write(pool.cidr, |full| {
+                if is_full {
+                    full.insert(c);
+                } else {
+                    full.remove(&c);
+                }
+            })?);
+        }
+        Ok(writes)
+    }
+
+    fn pool_index_write(
+        &self,
+        pool: IpNetwork,
+        change: impl FnOnce(&mut std::collections::BTreeSet<u64>),
+    ) -> Result<Write, IpamError> {
+        let key = Key::PoolIndex(pool);
+        let (mut idx, rev) = match self.store.get_pool_index(&key)? {
+            Some(v) => (v.value, Some(v.revision)),
+            None => (
+                PoolIndex {
+                    pool,
+                    full_chunks: Default::default(),
+                },
+                None,
+            ),
+        };
+        change(&mut idx.full_chunks);
+        Ok(put(Record::PoolIndex(idx), rev))
+    }
+}
+
+/// FNV-1a, for a stable per-node starting point that does not depend on the std hasher.
+fn fnv1a(seed: u64, parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Number of chunks of a pool (re-exported for the claim search).
+fn pool_chunks(pool: &Pool) -> u64 {
+    chunk_count(pool.block_count())
+}

@@ -1,0 +1,196 @@
+//! Read-only views: who holds an address, a handle's addresses, and utilisation.
+
+use super::Ipam;
+use crate::cidr;
+use crate::datastore::{Datastore, Key, Range, StoreExt};
+use crate::error::IpamError;
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Who holds an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// The address.
+    pub ip: IpAddr,
+    /// Its block.
+    pub block: IpNetwork,
+    /// The block's node.
+    pub block_affinity: Option<String>,
+    /// Holder handle.
+    pub handle_id: String,
+    /// Owner attributes.
+    pub attrs: BTreeMap<String, String>,
+    /// Allocation sequence number.
+    pub seq: u64,
+}
+
+/// One pool's numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Name.
+    pub name: String,
+    /// CIDR.
+    pub cidr: Option<IpNetwork>,
+    /// Addresses in the pool.
+    pub capacity: u128,
+    /// Blocks that exist.
+    pub blocks: u64,
+    /// Addresses held.
+    pub in_use: u64,
+    /// Host-reserved addresses.
+    pub reserved: u64,
+    /// Released addresses still cooling down.
+    pub cooling: u64,
+}
+
+impl PoolUsage {
+    /// Addresses neither held, reserved nor cooling.
+    pub fn free(&self) -> u128 {
+        self.capacity - u128::from(self.in_use + self.reserved + self.cooling)
+    }
+}
+
+/// One block's numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockUsage {
+    /// CIDR.
+    pub cidr: IpNetwork,
+    /// Pool name, if any pool holds it.
+    pub pool: Option<String>,
+    /// Node.
+    pub affinity: Option<String>,
+    /// Addresses.
+    pub size: u32,
+    /// Held.
+    pub in_use: u32,
+    /// Host-reserved.
+    pub reserved: u32,
+    /// Cooling.
+    pub cooling: u32,
+    /// Held by a node other than the block's (the `node` attribute differs).
+    pub borrowed: u32,
+}
+
+/// One node's numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// Node.
+    pub node: String,
+    /// Blocks affine to it.
+    pub blocks: Vec<IpNetwork>,
+    /// Addresses held in its blocks.
+    pub in_use: u64,
+}
+
+/// Utilisation of the whole store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Utilisation {
+    /// Per pool, in name order.
+    pub pools: Vec<PoolUsage>,
+    /// Per block, in address order.
+    pub blocks: Vec<BlockUsage>,
+    /// Per node, in name order.
+    pub nodes: Vec<NodeUsage>,
+}
+
+impl<S: Datastore> Ipam<S> {
+    /// Who holds `ip`, if anyone.
+    pub fn allocation(&self, ip: IpAddr) -> Result<Option<Allocation>, IpamError> {
+        let pools = self.pools()?;
+        let Some(c) = self.find_block_of(&pools, ip)? else {
+            return Ok(None);
+        };
+        let Some(b) = self.store.get_block(&Key::Block(c))? else {
+            return Ok(None);
+        };
+        let b = b.value;
+        Ok(b.ordinal(ip).and_then(|o| {
+            b.holder(o).map(|(a, seq)| Allocation {
+                ip,
+                block: c,
+                block_affinity: b.affinity.clone(),
+                handle_id: a.handle_id.clone(),
+                attrs: a.attrs.clone(),
+                seq,
+            })
+        }))
+    }
+
+    /// Every address held by `handle_id`, in block then address order.
+    pub fn addresses_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
+        let Some(h) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for c in h.value.blocks.keys() {
+            if let Some(b) = self.store.get_block(&Key::Block(c.0))? {
+                out.extend(
+                    b.value
+                        .ordinals_of(handle_id)
+                        .into_iter()
+                        .map(|o| b.value.ip(o)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Utilisation per pool, block and node.
+    pub fn utilisation(&self) -> Result<Utilisation, IpamError> {
+        let pools = self.pools()?;
+        let mut u = Utilisation {
+            pools: pools
+                .iter()
+                .map(|p| PoolUsage {
+                    name: p.name.clone(),
+                    cidr: Some(p.cidr),
+                    capacity: 1u128 << cidr::host_bits(&p.cidr),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut nodes: BTreeMap<String, NodeUsage> = BTreeMap::new();
+        for vb in self.store.list_blocks(&Range::Blocks)? {
+            let b = vb.value;
+            let pi = pools
+                .iter()
+                .position(|p| cidr::contains_net(&p.cidr, &b.cidr));
+            let borrowed = b
+                .used()
+                .filter(|(_, a, _)| {
+                    a.attrs.get(super::ATTR_NODE).map(String::as_str) != b.affinity.as_deref()
+                })
+                .count();
+            let bu = BlockUsage {
+                cidr: b.cidr,
+                pool: pi.map(|i| pools[i].name.clone()),
+                affinity: b.affinity.clone(),
+                size: b.size(),
+                in_use: b.used_count(),
+                reserved: b.reserved_count(),
+                cooling: b.cooling_count(),
+                borrowed: u32::try_from(borrowed).unwrap_or(u32::MAX),
+            };
+            if let Some(i) = pi {
+                let pu = &mut u.pools[i];
+                pu.blocks += 1;
+                pu.in_use += u64::from(bu.in_use);
+                pu.reserved += u64::from(bu.reserved);
+                pu.cooling += u64::from(bu.cooling);
+            }
+            if let Some(n) = &b.affinity {
+                let nu = nodes.entry(n.clone()).or_insert_with(|| NodeUsage {
+                    node: n.clone(),
+                    ..Default::default()
+                });
+                nu.blocks.push(b.cidr);
+                nu.in_use += u64::from(bu.in_use);
+            }
+            u.blocks.push(bu);
+        }
+        u.nodes = nodes.into_values().collect();
+        Ok(u)
+    }
+}

@@ -1,0 +1,281 @@
+//! Releasing addresses: by address (guarded by handle and sequence number) and by handle.
+
+use super::Ipam;
+use crate::cidr::{self, Family};
+use crate::datastore::{Datastore, Key, Record, StoreExt, Versioned, Write};
+use crate::error::IpamError;
+use crate::model::{Block, Pool};
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One address to release, optionally guarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseRequest {
+    /// The address.
+    pub ip: IpAddr,
+    /// If set, release only when held by this handle.
+    pub handle_id: Option<String>,
+    /// If set, release only when allocated at this sequence number.
+    pub seq: Option<u64>,
+}
+
+impl ReleaseRequest {
+    /// An unguarded release.
+    pub fn ip(ip: IpAddr) -> Self {
+        ReleaseRequest {
+            ip,
+            handle_id: None,
+            seq: None,
+        }
+    }
+}
+
+/// What a release did, address by address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseOutcome {
+    /// Released.
+    pub released: Vec<IpAddr>,
+    /// Not held by anyone (nothing to do).
+    pub not_allocated: Vec<IpAddr>,
+    /// Held, but the guard did not match: left alone.
+    pub refused: Vec<(IpAddr, IpamError)>,
+}
+
+impl<S: Datastore> Ipam<S> {
+    /// Releases addresses. Each is checked against its guard; one commit per block updates the
+    /// block and the handles together. Empty blocks with no affinity are deleted.
+    pub fn release_ips(&self, reqs: &[ReleaseRequest]) -> Result<ReleaseOutcome, IpamError> {
+        let pools = self.pools()?;
+        let mut out = ReleaseOutcome::default();
+        let mut by_block: BTreeMap<crate::cidr::Cidr, Vec<&ReleaseRequest>> = BTreeMap::new();
+        for r in reqs {
+            match self.find_block_of(&pools, r.ip)? {
+                Some(c) => by_block.entry(crate::cidr::Cidr(c)).or_default().push(r),
+                None => out.not_allocated.push(r.ip),
+            }
+        }
+        let cooldown = self.config()?.cooldown_ns();
+        for (c, reqs) in by_block {
+            let part = self.retrying("release", || {
+                let mut part = ReleaseOutcome::default();
+                let Some(vb) = self.store.get_block(&Key::Block(c.0))? else {
+                    part.not_allocated = reqs.iter().map(|r| r.ip).collect();
+                    return Ok(part);
+                };
+                let mut block = vb.value.clone();
+                let now = self.now();
+                block.expire_cooling(now);
+                let mut per_handle: BTreeMap<String, u32> = BTreeMap::new();
+                for r in &reqs {
+                    let Some(ord) = block.ordinal(r.ip) else {
+                        part.not_allocated.push(r.ip);
+                        continue;
+                    };
+                    let Some((holder, seq)) = block.holder(ord) else {
+                        part.not_allocated.push(r.ip);
+                        continue;
+                    };
+                    if let Some(h) = &r.handle_id {
+                        if *h != holder.handle_id {
+                            part.refused.push((
+                                r.ip,
+                                IpamError::WrongHandle {
+                                    ip: r.ip,
+                                    expected: h.clone(),
+                                    actual: holder.handle_id.clone(),
+                                },
+                            ));
+                            continue;
+                        }
+                    }
+                    if let Some(s) = r.seq {
+                        if s != seq {
+                            part.refused.push((
+                                r.ip,
+                                IpamError::StaleSequence {
+                                    ip: r.ip,
+                                    expected: s,
+                                    actual: seq,
+                                },
+                            ));
+                            continue;
+                        }
+                    }
+                    if let Some(h) = block.release(ord, now, cooldown) {
+                        *per_handle.entry(h).or_insert(0) += 1;
+                        part.released.push(r.ip);
+                    }
+                }
+                if part.released.is_empty() {
+                    return Ok(part);
+                }
+                let mut writes = self.block_write_after_release(&pools, vb.clone(), block)?;
+                for (h, n) in per_handle {
+                    writes.extend(self.handle_remove(&h, c.0, n)?);
+                }
+                self.store.commit(writes)?;
+                Ok(part)
+            })?;
+            out.released.extend(part.released);
+            out.not_allocated.extend(part.not_allocated);
+            out.refused.extend(part.refused);
+        }
+        Ok(out)
+    }
+
+    /// Releases one address; errors when it is not held or the guard does not match.
+    pub fn release_ip(&self, req: &ReleaseRequest) -> Result<(), IpamError> {
+        let mut o = self.release_ips(std::slice::from_ref(req))?;
+        if let Some((_, e)) = o.refused.pop() {
+            return Err(e);
+        }
+        if !o.not_allocated.is_empty() {
+            return Err(IpamError::NotAllocated(req.ip));
+        }
+        Ok(())
+    }
+
+    /// Releases every address held by `handle_id`; returns how many. Releasing an unknown
+    /// handle releases nothing and succeeds (idempotent, as CNI DEL needs).
+    pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, IpamError> {
+        let pools = self.pools()?;
+        let cooldown = self.config()?.cooldown_ns();
+        let mut released = 0usize;
+        let mut attempts = 0u32;
+        loop {
+            let Some(vh) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
+                return Ok(released);
+            };
+            let Some((&c, _)) = vh.value.blocks.iter().next() else {
+                // An empty handle should not exist; remove it.
+                let r = self.store.commit(vec![Write::Delete {
+                    key: Key::Handle(handle_id.to_string()),
+                    expected: vh.revision,
+                }]);
+                match r {
+                    Ok(_) => return Ok(released),
+                    Err(crate::datastore::StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                attempts += 1;
+                self.check_attempts(attempts)?;
+                continue;
+            };
+            let mut handle = vh.value.clone();
+            handle.blocks.remove(&c);
+            let mut writes = Vec::with_capacity(4);
+            let mut n = 0;
+            if let Some(vb) = self.store.get_block(&Key::Block(c.0))? {
+                let mut block = vb.value.clone();
+                let now = self.now();
+                block.expire_cooling(now);
+                for o in block.ordinals_of(handle_id) {
+                    block.release(o, now, cooldown);
+                    n += 1;
+                }
+                if n > 0 {
+                    writes.extend(self.block_write_after_release(&pools, vb, block)?);
+                }
+            }
+            writes.push(if handle.is_empty() {
+                Write::Delete {
+                    key: Key::Handle(handle_id.to_string()),
+                    expected: vh.revision,
+                }
+            } else {
+                Write::Update {
+                    record: Record::Handle(handle),
+                    expected: vh.revision,
+                }
+            });
+            match self.store.commit(writes) {
+                Ok(_) => released += n,
+                Err(crate::datastore::StoreError::Conflict { .. }) => {
+                    attempts += 1;
+                    self.check_attempts(attempts)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn check_attempts(&self, attempts: u32) -> Result<(), IpamError> {
+        if attempts >= self.opts.max_retries {
+            Err(IpamError::ExcessiveContention {
+                operation: "release by handle",
+                attempts,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The block write after addresses left it: delete it (and free its index slot) when it
+    /// is unused and affine to no one, update it otherwise.
+    pub(super) fn block_write_after_release(
+        &self,
+        pools: &[Pool],
+        read: Versioned<Block>,
+        mut block: Block,
+    ) -> Result<Vec<Write>, IpamError> {
+        if block.is_unused() && block.affinity.is_none() {
+            let mut w = vec![Write::Delete {
+                key: Key::Block(block.cidr),
+                expected: read.revision,
+            }];
+            w.extend(self.index_writes(pools, &block.cidr, false)?);
+            return Ok(w);
+        }
+        block.touch();
+        Ok(vec![Write::Update {
+            record: Record::Block(block),
+            expected: read.revision,
+        }])
+    }
+
+    /// Writes that take `n` addresses in `block` off a handle (deleting it at zero). Nothing
+    /// if the handle is missing (an inconsistency `audit` reports).
+    fn handle_remove(&self, id: &str, block: IpNetwork, n: u32) -> Result<Vec<Write>, IpamError> {
+        let Some(vh) = self.store.get_handle(&Key::Handle(id.to_string()))? else {
+            return Ok(Vec::new());
+        };
+        let mut h = vh.value;
+        h.remove(block, n);
+        Ok(vec![if h.is_empty() {
+            Write::Delete {
+                key: Key::Handle(id.to_string()),
+                expected: vh.revision,
+            }
+        } else {
+            Write::Update {
+                record: Record::Handle(h),
+                expected: vh.revision,
+            }
+        }])
+    }
+
+    /// The block that holds `ip`: from its pool's block size, or, for an address outside every
+    /// pool (its pool was deleted), by trying each valid block size.
+    pub(super) fn find_block_of(
+        &self,
+        pools: &[Pool],
+        ip: IpAddr,
+    ) -> Result<Option<IpNetwork>, IpamError> {
+        if let Some(c) = pools.iter().find_map(|p| p.block_for(ip)) {
+            return Ok(Some(c));
+        }
+        let sizes = match Family::of(ip) {
+            Family::V4 => 20..=32,
+            Family::V6 => 116..=128,
+        };
+        for prefix in sizes {
+            if let Some(c) = cidr::block_containing(ip, prefix) {
+                if self.store.get(&Key::Block(c))?.is_some() {
+                    return Ok(Some(c));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,44 @@
+//! Block-affinity IP address management: the model and the algorithms.
+//!
+//! A *pool* (say 192.168.0.0/16) is cut into *blocks* (/26 by default). A node claims blocks
+//! by *affinity* and hands out addresses from them, so routes aggregate per block and nodes
+//! rarely write the same record. Each address is held under a *handle* (for CNI,
+//! `<network>.<container id>`), which makes release by owner one lookup.
+//!
+//! What this crate is:
+//! - the records ([`model`]) with their validation, and the bitmap allocator inside a block;
+//! - the datastore contract ([`datastore`]): versioned records, atomic compare-and-swap
+//!   commits, a distinct conflict error;
+//! - the operations ([`Ipam`]): auto-assign, assign a specific address, release (guarded by
+//!   handle and sequence number), release by handle, affinities, nodes, pools, configuration,
+//!   utilisation; and [`audit`], the invariants as a checker.
+//!
+//! What it is not: it does no I/O, reads no clock and draws no hidden randomness (time comes
+//! from a [`Clock`], the block search's spread from a seed). Stores and their encodings live in
+//! `ipam-store`; CNI JSON lives in the plugin crate.
+
+pub mod audit;
+pub mod bitmap;
+pub mod cidr;
+pub mod clock;
+pub mod datastore;
+pub mod error;
+pub mod ipam;
+pub mod model;
+pub mod selector;
+
+pub use cidr::Family;
+pub use clock::{Clock, ManualClock};
+pub use datastore::{
+    ConflictKind, Datastore, Key, Range, Record, Revision, StoreError, StoreExt, Versioned, Write,
+};
+pub use error::IpamError;
+pub use ipam::{
+    Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam,
+    IpamOptions, ReleaseOutcome, ReleaseRequest, Utilisation, ATTR_NODE,
+};
+pub use model::{
+    Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Handle, HostReserved, IpamConfig,
+    Node, Pool,
+};
+pub use selector::Selector;

@@ -1,0 +1,572 @@
+//! Blocks: one block-sized CIDR of a pool, its bitmap allocator, and who holds each address.
+//!
+//! Ordinal `i` is the block's `i`-th address. Every ordinal is in exactly one state:
+//! *free*, *used* (held by a handle, with attributes and the sequence number it was allocated
+//! at), *reserved* (host-reserved at creation, never handed out) or *cooling* (released, not yet
+//! reusable). `taken` marks every non-free ordinal, so allocation is a search for a zero bit.
+//!
+//! Reuse policy: allocation searches from a cursor just past the last ordinal handed out and
+//! wraps. An address that is freed sits behind the cursor, so it is handed out again only after
+//! every other free address of the block has been (FIFO-like, without a queue). When the
+//! cluster's `ip_cooldown_seconds` is set, a freed address also stays cooling for that long.
+//!
+//! Sequence numbers: `seq` starts at the creation time in nanoseconds (a re-created block never
+//! repeats numbers) and grows by one on every write; a used ordinal remembers the value at its
+//! allocation, so a release that names an older value cannot free a re-used address.
+
+use crate::bitmap::Bitmap;
+use crate::cidr;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Who a block is affine to.
+pub type BlockAffinity = Option<String>;
+
+/// Who holds an address: the handle and the owner's attributes (pod, namespace, node, ...).
+/// Addresses allocated in one request share one `Arc`, and a block stores each distinct value
+/// once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AllocAttrs {
+    /// The handle the address is counted under.
+    pub handle_id: String,
+    /// Owner attributes.
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// The per-ordinal record of a block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// 1 + index into the block's attribute table; 0 when the ordinal is not used.
+    pub attr: u32,
+    /// Block sequence number at allocation; 0 when not used.
+    pub seq: u64,
+}
+
+/// Addresses reserved at the start and end of every new block (Windows nodes use 3 and 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostReserved {
+    /// Reserved at the start.
+    pub first: u32,
+    /// Reserved at the end.
+    pub last: u32,
+}
+
+/// A block failed a structural check (after decoding, or on a bad request).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The stored block is internally inconsistent.
+    #[error("block {cidr} is inconsistent: {why}")]
+    Inconsistent {
+        /// Block.
+        cidr: IpNetwork,
+        /// What is wrong.
+        why: String,
+    },
+    /// The address is not in the block.
+    #[error("{0} is not in block {1}")]
+    OutOfBlock(IpAddr, IpNetwork),
+    /// The address is already in use.
+    #[error("{0} is already allocated")]
+    InUse(IpAddr),
+    /// The address is host-reserved.
+    #[error("{0} is host-reserved")]
+    Reserved(IpAddr),
+    /// The address was released recently and is cooling down.
+    #[error("{0} was released recently and is in its cooldown")]
+    Cooling(IpAddr),
+    /// The reservation leaves no usable address.
+    #[error("reserving {first}+{last} addresses leaves nothing usable in {cidr}")]
+    ReserveTooLarge {
+        /// Block.
+        cidr: IpNetwork,
+        /// First N.
+        first: u32,
+        /// Last M.
+        last: u32,
+    },
+}
+
+/// A block of addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The block's network.
+    pub cidr: IpNetwork,
+    /// The node the block is affine to, if any.
+    pub affinity: BlockAffinity,
+    /// Bumped on every write.
+    pub seq: u64,
+    /// When the block last became (or was created) empty, in ns; `None` while in use.
+    pub empty_since: Option<u64>,
+    taken: Bitmap,
+    reserved: Bitmap,
+    /// (ordinal, reusable-at ns) for cooling ordinals, in release order.
+    cooling: Vec<(u32, u64)>,
+    slots: Vec<Slot>,
+    attrs: Vec<Arc<AllocAttrs>>,
+    cursor: u32,
+}
+
+impl Block {
+    /// A new empty block; `now` seeds the sequence number.
+    pub fn new(
+        cidr: IpNetwork,
+        affinity: BlockAffinity,
+        reserved: HostReserved,
+        now: u64,
+    ) -> Result<Block, BlockError> {
+        let len = cidr::size_u32(&cidr).ok_or_else(|| BlockError::Inconsistent {
+            cidr,
+            why: "too large for a block".into(),
+        })?;
+        if u64::from(reserved.first) + u64::from(reserved.last) >= u64::from(len) {
+            return Err(BlockError::ReserveTooLarge {
+                cidr,
+                first: reserved.first,
+                last: reserved.last,
+            });
+        }
+        let mut b = Block {
+            cidr,
+            affinity,
+            seq: now.max(1),
+            empty_since: Some(now),
+            taken: Bitmap::new(len),
+            reserved: Bitmap::new(len),
+            cooling: Vec::new(),
+            slots: vec![Slot::default(); len as usize],
+            attrs: Vec::new(),
+            cursor: 0,
+        };
+        for o in (0..reserved.first).chain(len - reserved.last..len) {
+            b.taken.set(o);
+            b.reserved.set(o);
+        }
+        b.cursor = reserved.first;
+        Ok(b)
+    }
+
+    /// Number of addresses.
+    pub fn size(&self) -> u32 {
+        self.taken.len()
+    }
+
+    /// Addresses held by handles.
+    pub fn used_count(&self) -> u32 {
+        self.taken.count_ones() - self.reserved.count_ones() - self.cooling_count()
+    }
+
+    /// Host-reserved addresses.
+    pub fn reserved_count(&self) -> u32 {
+        self.reserved.count_ones()
+    }
+
+    /// Released addresses still cooling down.
+    pub fn cooling_count(&self) -> u32 {
+        u32::try_from(self.cooling.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Free addresses (ready to hand out, ignoring cooling that may have expired).
+    pub fn free_count(&self) -> u32 {
+        self.size() - self.taken.count_ones()
+    }
+
+    /// True when nothing is used or cooling (reserved addresses do not count).
+    pub fn is_unused(&self) -> bool {
+        self.used_count() == 0 && self.cooling.is_empty()
+    }
+
+    /// The host reservation this block was created with.
+    pub fn host_reserved(&self) -> HostReserved {
+        let first = (0..self.size())
+            .take_while(|&o| self.reserved.get(o))
+            .count();
+        let last = (0..self.size())
+            .rev()
+            .take_while(|&o| self.reserved.get(o))
+            .count();
+        HostReserved {
+            first: u32::try_from(first).unwrap_or(0),
+            last: u32::try_from(last).unwrap_or(0),
+        }
+    }
+
+    /// The address of ordinal `ord`.
+    pub fn ip(&self, ord: u32) -> IpAddr {
+        cidr::nth(&self.cidr, ord)
+    }
+
+    /// The ordinal of `ip`, if it is in the block.
+    pub fn ordinal(&self, ip: IpAddr) -> Option<u32> {
+        cidr::ordinal(&self.cidr, ip).filter(|&o| o < self.size())
+    }
+
+    /// Who holds `ord` and at which sequence number; `None` unless used.
+    pub fn holder(&self, ord: u32) -> Option<(&Arc<AllocAttrs>, u64)> {
+        let s = self.slots.get(ord as usize)?;
+        (s.attr != 0).then(|| (&self.attrs[(s.attr - 1) as usize], s.seq))
+    }
+
+    /// True when `ord` is host-reserved.
+    pub fn is_reserved(&self, ord: u32) -> bool {
+        self.reserved.get(ord)
+    }
+
+    /// Used ordinals with their holders, in address order.
+    pub fn used(&self) -> impl Iterator<Item = (u32, &Arc<AllocAttrs>, u64)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.attr != 0)
+            .map(|(o, s)| {
+                (
+                    u32::try_from(o).unwrap_or(u32::MAX),
+                    &self.attrs[(s.attr - 1) as usize],
+                    s.seq,
+                )
+            })
+    }
+
+    /// Number of ordinals counted under `handle_id`.
+    pub fn count_for_handle(&self, handle_id: &str) -> u32 {
+        let ids: Vec<u32> = self
+            .attrs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.handle_id == handle_id)
+            .map(|(i, _)| u32::try_from(i + 1).unwrap_or(0))
+            .collect();
+        let n = self.slots.iter().filter(|s| ids.contains(&s.attr)).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Ordinals held by `handle_id`.
+    pub fn ordinals_of(&self, handle_id: &str) -> Vec<u32> {
+        self.used()
+            .filter(|(_, a, _)| a.handle_id == handle_id)
+            .map(|(o, _, _)| o)
+            .collect()
+    }
+
+    /// Frees cooling ordinals whose time has come; true if anything changed.
+    pub fn expire_cooling(&mut self, now: u64) -> bool {
+        let before = self.cooling.len();
+        let taken = &mut self.taken;
+        self.cooling.retain(|&(o, until)| {
+            if until <= now {
+                taken.clear(o);
+                false
+            } else {
+                true
+            }
+        });
+        before != self.cooling.len()
+    }
+
+    fn attr_index(&mut self, attrs: &Arc<AllocAttrs>) -> u32 {
+        // Most requests re-use the entry they just added, so look from the back.
+        if let Some(i) = self
+            .attrs
+            .iter()
+            .rposition(|a| Arc::ptr_eq(a, attrs) || **a == **attrs)
+        {
+            return u32::try_from(i + 1).unwrap_or(0);
+        }
+        self.attrs.push(attrs.clone());
+        u32::try_from(self.attrs.len()).unwrap_or(0)
+    }
+
+    /// Hands out up to `n` free ordinals to `attrs`, from the cursor on. Returns the ordinals
+    /// (fewer than `n` when the block fills). Bumps `seq` once when anything is allocated.
+    pub fn allocate(&mut self, n: usize, attrs: &Arc<AllocAttrs>) -> Vec<u32> {
+        let mut out = Vec::with_capacity(n.min(self.size() as usize));
+        if n == 0 {
+            return out;
+        }
+        let mut idx = 0;
+        while out.len() < n {
+            let Some(o) = self.taken.first_zero_from(self.cursor) else {
+                break;
+            };
+            if idx == 0 {
+                idx = self.attr_index(attrs);
+            }
+            self.taken.set(o);
+            self.slots[o as usize] = Slot {
+                attr: idx,
+                seq: self.seq,
+            };
+            self.cursor = if o + 1 >= self.size() { 0 } else { o + 1 };
+            out.push(o);
+        }
+        if !out.is_empty() {
+            self.seq += 1;
+            self.empty_since = None;
+        }
+        out
+    }
+
+    /// Allocates the specific address `ip` to `attrs`, returning its ordinal.
+    pub fn allocate_ip(&mut self, ip: IpAddr, attrs: &Arc<AllocAttrs>) -> Result<u32, BlockError> {
+        let o = self
+            .ordinal(ip)
+            .ok_or(BlockError::OutOfBlock(ip, self.cidr))?;
+        if self.reserved.get(o) {
+            return Err(BlockError::Reserved(ip));
+        }
+        if self.cooling.iter().any(|&(c, _)| c == o) {
+            return Err(BlockError::Cooling(ip));
+        }
+        if self.taken.get(o) {
+            return Err(BlockError::InUse(ip));
+        }
+        let idx = self.attr_index(attrs);
+        self.taken.set(o);
+        self.slots[o as usize] = Slot {
+            attr: idx,
+            seq: self.seq,
+        };
+        self.seq += 1;
+        self.empty_since = None;
+        Ok(o)
+    }
+
+    /// Releases a used ordinal. With `cooldown_ns > 0` it stays taken until `now +
+    /// cooldown_ns`. Returns the handle it was held by; `None` (and no change) if not used.
+    /// The caller bumps `seq` once per write with [`Block::touch`].
+    pub fn release(&mut self, ord: u32, now: u64, cooldown_ns: u64) -> Option<String> {
+        let slot = *self.slots.get(ord as usize)?;
+        if slot.attr == 0 {
+            return None;
+        }
+        let handle = self.attrs[(slot.attr - 1) as usize].handle_id.clone();
+        self.slots[ord as usize] = Slot::default();
+        if cooldown_ns > 0 {
+            self.cooling.push((ord, now.saturating_add(cooldown_ns)));
+        } else {
+            self.taken.clear(ord);
+        }
+        // Drop the attribute entry when nothing refers to it any more.
+        if !self.slots.iter().any(|s| s.attr == slot.attr) {
+            let removed = (slot.attr - 1) as usize;
+            let last = u32::try_from(self.attrs.len()).unwrap_or(0);
+            self.attrs.swap_remove(removed);
+            if slot.attr != last {
+                for s in self.slots.iter_mut().filter(|s| s.attr == last) {
+                    s.attr = slot.attr;
+                }
+            }
+        }
+        if self.is_unused() {
+            self.empty_since = Some(now);
+        }
+        Some(handle)
+    }
+
+    /// Marks a write: bumps the sequence number.
+    pub fn touch(&mut self) {
+        self.seq += 1;
+    }
+
+    /// Structural check, run by stores after decoding.
+    pub fn validate(&self) -> Result<(), BlockError> {
+        let bad = |why: &str| {
+            Err(BlockError::Inconsistent {
+                cidr: self.cidr,
+                why: why.to_string(),
+            })
+        };
+        if !cidr::is_masked(&self.cidr) {
+            return bad("CIDR has host bits set");
+        }
+        let Some(len) = cidr::size_u32(&self.cidr) else {
+            return bad("too large for a block");
+        };
+        if self.taken.len() != len || self.reserved.len() != len || self.slots.len() != len as usize
+        {
+            return bad("bitmap or slot count does not match the block size");
+        }
+        if self.cursor >= len {
+            return bad("cursor out of range");
+        }
+        let mut refs = vec![0u32; self.attrs.len()];
+        for (o, s) in self.slots.iter().enumerate() {
+            let o = u32::try_from(o).unwrap_or(u32::MAX);
+            if s.attr != 0 {
+                let Some(r) = refs.get_mut((s.attr - 1) as usize) else {
+                    return bad("slot refers to a missing attribute entry");
+                };
+                *r += 1;
+                if !self.taken.get(o) || self.reserved.get(o) {
+                    return bad("used ordinal not marked taken, or marked reserved");
+                }
+            }
+        }
+        if refs.contains(&0) {
+            return bad("attribute entry used by no address");
+        }
+        for r in self.reserved.ones() {
+            if !self.taken.get(r) {
+                return bad("reserved ordinal not marked taken");
+            }
+        }
+        let mut seen = Bitmap::new(len);
+        for &(o, _) in &self.cooling {
+            if o >= len
+                || seen.get(o)
+                || !self.taken.get(o)
+                || self.reserved.get(o)
+                || self.slots[o as usize].attr != 0
+            {
+                return bad("cooling entry is out of range, duplicated, or also used/reserved");
+            }
+            seen.set(o);
+        }
+        let used = self.slots.iter().filter(|s| s.attr != 0).count();
+        if self.taken.count_ones() as usize
+            != used + self.reserved.count_ones() as usize + self.cooling.len()
+        {
+            return bad("taken ordinals are not exactly used + reserved + cooling");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(h: &str) -> Arc<AllocAttrs> {
+        Arc::new(AllocAttrs {
+            handle_id: h.into(),
+            attrs: BTreeMap::new(),
+        })
+    }
+
+    fn block() -> Block {
+        Block::new(
+            "10.244.0.0/26".parse().unwrap(),
+            Some("n1".into()),
+            HostReserved::default(),
+            1_000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn allocates_in_order_and_rotates_past_freed() {
+        let mut b = block();
+        let a = attrs("h1");
+        assert_eq!(b.allocate(3, &a), vec![0, 1, 2]);
+        assert_eq!(b.release(1, 5, 0), Some("h1".into()));
+        // The freed ordinal 1 is behind the cursor: next come 3, 4, ...
+        assert_eq!(b.allocate(2, &a), vec![3, 4]);
+        let rest = b.allocate(100, &a);
+        assert_eq!(rest.len(), 64 - 4);
+        assert_eq!(*rest.last().unwrap(), 1, "freed ordinal comes last");
+        assert_eq!(b.free_count(), 0);
+        assert!(b.allocate(1, &a).is_empty());
+        b.validate().unwrap();
+    }
+
+    #[test]
+    fn sequence_numbers_guard_reuse() {
+        let mut b = block();
+        let s0 = b.seq;
+        let o = b.allocate(1, &attrs("h1"))[0];
+        assert_eq!(b.holder(o).unwrap().1, s0);
+        assert!(b.seq > s0);
+        b.release(o, 10, 0);
+        b.touch();
+        b.cursor = o; // force immediate reuse to prove the number differs
+        let o2 = b.allocate(1, &attrs("h2"))[0];
+        assert_eq!(o2, o);
+        assert_ne!(b.holder(o2).unwrap().1, s0);
+    }
+
+    #[test]
+    fn attributes_are_shared_and_compacted() {
+        let mut b = block();
+        let (a1, a2) = (attrs("h1"), attrs("h2"));
+        let x = b.allocate(2, &a1);
+        let y = b.allocate(1, &a2);
+        assert_eq!(b.attrs.len(), 2);
+        b.allocate(1, &attrs("h1")); // equal value, different Arc: shared
+        assert_eq!(b.attrs.len(), 2);
+        assert_eq!(b.count_for_handle("h1"), 3);
+        for o in x {
+            b.release(o, 1, 0);
+        }
+        assert_eq!(b.attrs.len(), 2, "h1 still holds one address");
+        b.release(b.ordinals_of("h1")[0], 1, 0);
+        assert_eq!(b.attrs.len(), 1);
+        assert_eq!(b.holder(y[0]).unwrap().0.handle_id, "h2");
+        b.validate().unwrap();
+    }
+
+    #[test]
+    fn host_reserved_and_cooldown() {
+        let mut b = Block::new(
+            "10.0.0.0/29".parse().unwrap(),
+            None,
+            HostReserved { first: 3, last: 1 },
+            0,
+        )
+        .unwrap();
+        assert_eq!(b.reserved_count(), 4);
+        assert_eq!(b.host_reserved(), HostReserved { first: 3, last: 1 });
+        let a = attrs("h");
+        assert_eq!(b.allocate(10, &a), vec![3, 4, 5, 6]);
+        assert_eq!(
+            b.allocate_ip("10.0.0.0".parse().unwrap(), &a),
+            Err(BlockError::Reserved("10.0.0.0".parse().unwrap()))
+        );
+        b.release(4, 100, 50);
+        assert_eq!(b.cooling_count(), 1);
+        assert!(b.allocate(1, &a).is_empty(), "cooling address not reusable");
+        assert!(matches!(
+            b.allocate_ip("10.0.0.4".parse().unwrap(), &a),
+            Err(BlockError::Cooling(_))
+        ));
+        b.validate().unwrap();
+        assert!(!b.expire_cooling(149));
+        assert!(b.expire_cooling(150));
+        assert_eq!(b.allocate(1, &a), vec![4]);
+        assert!(Block::new(
+            "10.0.0.0/30".parse().unwrap(),
+            None,
+            HostReserved { first: 3, last: 1 },
+            0
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn validate_catches_inconsistency() {
+        let mut b = block();
+        b.allocate(2, &attrs("h"));
+        b.validate().unwrap();
+        let mut broken = b.clone();
+        broken.taken.clear(0);
+        assert!(broken.validate().is_err());
+        let mut broken = b.clone();
+        broken.slots[5].attr = 9;
+        assert!(broken.validate().is_err());
+        let mut broken = b.clone();
+        broken.cursor = 64;
+        assert!(broken.validate().is_err());
+    }
+
+    #[test]
+    fn empty_since_tracks_use() {
+        let mut b = block();
+        assert_eq!(b.empty_since, Some(1_000));
+        let o = b.allocate(1, &attrs("h"))[0];
+        assert_eq!(b.empty_since, None);
+        b.release(o, 2_000, 0);
+        assert_eq!(b.empty_since, Some(2_000));
+        assert!(b.is_unused());
+    }
+}

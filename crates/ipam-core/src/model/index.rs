@@ -1,0 +1,59 @@
+//! The block-claim index: which block slots of a pool are claimed, so that finding an
+//! unclaimed block never lists the pool's blocks.
+//!
+//! A pool's slots are cut into chunks of [`CHUNK_SLOTS`]. An [`IndexChunk`] holds a bitmap of
+//! claimed slots (an absent chunk means none claimed); a [`PoolIndex`] lists the chunks that are
+//! full. Finding a free block reads the pool index, then one chunk: two reads whatever the
+//! pool's size. Both are written in the same atomic commit as the block they describe, and the
+//! pool index only changes when a chunk turns full or stops being full, so it is rarely
+//! contended.
+
+use crate::bitmap::Bitmap;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Block slots per chunk.
+pub const CHUNK_SLOTS: u32 = 4096;
+
+/// Claimed slots of one chunk of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexChunk {
+    /// The pool's CIDR.
+    pub pool: IpNetwork,
+    /// Chunk number (slot / CHUNK_SLOTS).
+    pub chunk: u64,
+    /// Bit `i` set: slot `chunk * CHUNK_SLOTS + i` has a block.
+    pub claimed: Bitmap,
+}
+
+impl IndexChunk {
+    /// An empty chunk of `len` slots.
+    pub fn new(pool: IpNetwork, chunk: u64, len: u32) -> IndexChunk {
+        IndexChunk {
+            pool,
+            chunk,
+            claimed: Bitmap::new(len),
+        }
+    }
+}
+
+/// Which chunks of a pool are full.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolIndex {
+    /// The pool's CIDR.
+    pub pool: IpNetwork,
+    /// Chunks with every slot claimed.
+    pub full_chunks: BTreeSet<u64>,
+}
+
+/// Number of chunks and the length of chunk `c` for a pool of `slots` block slots.
+pub fn chunk_len(slots: u64, c: u64) -> u32 {
+    let start = c * u64::from(CHUNK_SLOTS);
+    u32::try_from(slots.saturating_sub(start).min(u64::from(CHUNK_SLOTS))).unwrap_or(CHUNK_SLOTS)
+}
+
+/// Number of chunks for `slots` block slots.
+pub fn chunk_count(slots: u64) -> u64 {
+    slots.div_ceil(u64::from(CHUNK_SLOTS))
+}

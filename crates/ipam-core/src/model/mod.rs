@@ -1,0 +1,19 @@
+//! The stored records: pools, blocks, affinities, handles, nodes, the cluster configuration and
+//! the block-claim index. Each type validates itself; stores decode bytes into these types and
+//! call `validate` so the algorithms only ever see well-formed records.
+
+pub mod affinity;
+pub mod block;
+pub mod config;
+pub mod handle;
+pub mod index;
+pub mod node;
+pub mod pool;
+
+pub use affinity::{Affinity, AffinityState};
+pub use block::{AllocAttrs, Block, BlockAffinity, HostReserved, Slot};
+pub use config::{ConfigError, IpamConfig};
+pub use handle::Handle;
+pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
+pub use node::Node;
+pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError};

@@ -1,0 +1,274 @@
+//! IP pools: a CIDR cut into equal blocks, with the rules deciding which nodes and uses may
+//! draw from it.
+
+use crate::cidr::{self, Family};
+use crate::selector::Selector;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+/// What addresses from a pool may be used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AllowedUse {
+    /// Pod (workload) addresses.
+    Workload,
+    /// Tunnel endpoint addresses of nodes.
+    Tunnel,
+    /// Load-balancer service addresses; cannot be combined with other uses.
+    LoadBalancer,
+}
+
+/// Whether a pool is used without being asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignmentMode {
+    /// Used for auto-assignment when its selector matches.
+    #[default]
+    Automatic,
+    /// Used only when a request names it.
+    Manual,
+}
+
+/// A pool that failed validation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The CIDR has host bits set.
+    #[error("pool CIDR {0} has host bits set; use {1}")]
+    NotMasked(IpNetwork, IpNetwork),
+    /// The block size is outside the family's range.
+    #[error("block size /{size} is invalid for an {family} pool: allowed /{min}../{max}")]
+    BlockSize {
+        /// Requested prefix.
+        size: u8,
+        /// Family.
+        family: Family,
+        /// Smallest allowed prefix length.
+        min: u8,
+        /// Largest allowed prefix length.
+        max: u8,
+    },
+    /// The pool is smaller than one block.
+    #[error("pool {cidr} is smaller than one /{block_size} block")]
+    SmallerThanBlock {
+        /// Pool CIDR.
+        cidr: IpNetwork,
+        /// Block prefix.
+        block_size: u8,
+    },
+    /// The pool has more blocks than the claim index can address.
+    #[error("pool {cidr} has more than 2^40 /{block_size} blocks; use a longer pool prefix or a shorter block")]
+    TooManyBlocks {
+        /// Pool CIDR.
+        cidr: IpNetwork,
+        /// Block prefix.
+        block_size: u8,
+    },
+    /// The name is empty or has characters that cannot appear in keys.
+    #[error("invalid pool name {0:?}: use 1-253 characters of [a-z0-9.-]")]
+    Name(String),
+    /// LoadBalancer combined with another use, or no use at all.
+    #[error("allowed uses {0:?} are invalid: LoadBalancer cannot be combined, and at least one use is needed")]
+    Uses(Vec<AllowedUse>),
+}
+
+/// An IP pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Unique name; pools are considered in name order.
+    pub name: String,
+    /// The pool's network (masked, immutable).
+    pub cidr: IpNetwork,
+    /// Prefix length of each block.
+    pub block_size: u8,
+    /// Which nodes may auto-assign from the pool.
+    pub node_selector: Selector,
+    /// A disabled pool hands out nothing new.
+    pub disabled: bool,
+    /// Uses addresses may be assigned for.
+    pub allowed_uses: Vec<AllowedUse>,
+    /// Automatic or manual assignment.
+    pub assignment_mode: AssignmentMode,
+}
+
+/// Default IPv4 block prefix.
+pub const DEFAULT_V4_BLOCK: u8 = 26;
+/// Default IPv6 block prefix.
+pub const DEFAULT_V6_BLOCK: u8 = 122;
+
+impl Pool {
+    /// A pool with the family's default block size and Calico's defaults, validated.
+    pub fn new(name: &str, cidr: IpNetwork) -> Result<Pool, PoolError> {
+        let block_size = match Family::of_net(&cidr) {
+            Family::V4 => DEFAULT_V4_BLOCK,
+            Family::V6 => DEFAULT_V6_BLOCK,
+        };
+        Pool::with_block_size(name, cidr, block_size)
+    }
+
+    /// A pool with an explicit block size, validated.
+    pub fn with_block_size(name: &str, cidr: IpNetwork, block_size: u8) -> Result<Pool, PoolError> {
+        let p = Pool {
+            name: name.to_string(),
+            cidr,
+            block_size,
+            node_selector: Selector::all(),
+            disabled: false,
+            allowed_uses: vec![AllowedUse::Workload, AllowedUse::Tunnel],
+            assignment_mode: AssignmentMode::Automatic,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// A name derived from the CIDR, as used for pools created from CNI config.
+    pub fn name_for(cidr: &IpNetwork) -> String {
+        format!("pool-{}", cidr.to_string().replace([':', '/'], "-"))
+    }
+
+    /// Checks every rule; stores call this after decoding.
+    pub fn validate(&self) -> Result<(), PoolError> {
+        if self.name.is_empty()
+            || self.name.len() > 253
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return Err(PoolError::Name(self.name.clone()));
+        }
+        if !cidr::is_masked(&self.cidr) {
+            return Err(PoolError::NotMasked(self.cidr, cidr::masked(self.cidr)));
+        }
+        let family = self.family();
+        let (min, max) = match family {
+            Family::V4 => (20, 32),
+            Family::V6 => (116, 128),
+        };
+        if !(min..=max).contains(&self.block_size) {
+            return Err(PoolError::BlockSize {
+                size: self.block_size,
+                family,
+                min,
+                max,
+            });
+        }
+        if self.block_size < self.cidr.prefix() {
+            return Err(PoolError::SmallerThanBlock {
+                cidr: self.cidr,
+                block_size: self.block_size,
+            });
+        }
+        if self.block_size - self.cidr.prefix() > 40 {
+            return Err(PoolError::TooManyBlocks {
+                cidr: self.cidr,
+                block_size: self.block_size,
+            });
+        }
+        let lb = self.allowed_uses.contains(&AllowedUse::LoadBalancer);
+        if self.allowed_uses.is_empty() || (lb && self.allowed_uses.len() > 1) {
+            return Err(PoolError::Uses(self.allowed_uses.clone()));
+        }
+        Ok(())
+    }
+
+    /// The pool's family.
+    pub fn family(&self) -> Family {
+        Family::of_net(&self.cidr)
+    }
+
+    /// Number of block slots in the pool.
+    pub fn block_count(&self) -> u64 {
+        1u64 << (self.block_size - self.cidr.prefix())
+    }
+
+    /// Addresses per block.
+    pub fn block_len(&self) -> u32 {
+        1u32 << (self.family().bits() - self.block_size)
+    }
+
+    /// The block CIDR at slot `slot` (0-based, address order).
+    pub fn block_at(&self, slot: u64) -> IpNetwork {
+        let hb = u32::from(self.family().bits() - self.block_size);
+        let addr = cidr::base(&self.cidr) + (u128::from(slot) << hb);
+        cidr::network(self.family(), addr, self.block_size).expect("block size validated")
+    }
+
+    /// The slot of a block CIDR inside this pool, if it is one of its blocks.
+    pub fn slot_of(&self, block: &IpNetwork) -> Option<u64> {
+        if block.prefix() != self.block_size || !cidr::contains_net(&self.cidr, block) {
+            return None;
+        }
+        let hb = u32::from(self.family().bits() - self.block_size);
+        u64::try_from((cidr::base(block) - cidr::base(&self.cidr)) >> hb).ok()
+    }
+
+    /// The block of this pool that holds `ip`.
+    pub fn block_for(&self, ip: std::net::IpAddr) -> Option<IpNetwork> {
+        if !self.cidr.contains(ip) {
+            return None;
+        }
+        cidr::block_containing(ip, self.block_size)
+    }
+
+    /// True when the pool may serve `use_`.
+    pub fn allows(&self, use_: AllowedUse) -> bool {
+        self.allowed_uses.contains(&use_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rules() {
+        let n = |s: &str| s.parse::<IpNetwork>().unwrap();
+        assert!(Pool::new("default", n("192.168.0.0/16")).is_ok());
+        assert!(matches!(
+            Pool::new("p", n("192.168.0.1/16")),
+            Err(PoolError::NotMasked(..))
+        ));
+        assert!(matches!(
+            Pool::with_block_size("p", n("10.0.0.0/8"), 19),
+            Err(PoolError::BlockSize { min: 20, .. })
+        ));
+        assert!(matches!(
+            Pool::with_block_size("p", n("fd00::/64"), 115),
+            Err(PoolError::BlockSize { .. })
+        ));
+        assert!(matches!(
+            Pool::with_block_size("p", n("10.0.0.0/28"), 26),
+            Err(PoolError::SmallerThanBlock { .. })
+        ));
+        assert!(matches!(
+            Pool::new("p", n("fd00::/48")),
+            Err(PoolError::TooManyBlocks { .. })
+        ));
+        assert!(Pool::new("p", n("fd00::/82")).is_ok());
+        assert!(matches!(
+            Pool::new("Bad Name", n("10.0.0.0/24")),
+            Err(PoolError::Name(_))
+        ));
+        let mut p = Pool::new("p", n("10.0.0.0/24")).unwrap();
+        p.allowed_uses = vec![AllowedUse::LoadBalancer, AllowedUse::Workload];
+        assert!(matches!(p.validate(), Err(PoolError::Uses(_))));
+        p.allowed_uses = vec![AllowedUse::LoadBalancer];
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn slots_map_to_blocks() {
+        let p = Pool::new("p", "10.244.0.0/16".parse().unwrap()).unwrap();
+        assert_eq!(p.block_count(), 1024);
+        assert_eq!(p.block_at(0).to_string(), "10.244.0.0/26");
+        assert_eq!(p.block_at(5).to_string(), "10.244.1.64/26");
+        assert_eq!(p.slot_of(&p.block_at(1023)), Some(1023));
+        assert_eq!(p.slot_of(&"10.245.0.0/26".parse().unwrap()), None);
+        assert_eq!(p.slot_of(&"10.244.0.0/27".parse().unwrap()), None);
+        assert_eq!(
+            Pool::name_for(&"10.244.0.0/16".parse().unwrap()),
+            "pool-10.244.0.0-16"
+        );
+        let v6 = "fd00:1::/112".parse().unwrap();
+        let name = Pool::name_for(&v6);
+        assert!(Pool::new(&name, v6).is_ok(), "{name}");
+    }
+}

@@ -1,0 +1,132 @@
+//! A wrapper that makes a store misbehave on purpose: lost compare-and-swaps, unreachable
+//! store, and commits that apply but report failure (an answer lost on the way back).
+
+use ipam_core::datastore::ConflictKind;
+use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+
+/// What happens to one commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Passed through.
+    None,
+    /// Refused with a conflict on its first key, as if another writer won; nothing applied.
+    Conflict,
+    /// Refused as unreachable; nothing applied.
+    Unavailable,
+    /// Applied, then reported as unreachable (indeterminate).
+    AppliedButLost,
+}
+
+/// A store that injects [`Fault`]s into commits, from a queue of scheduled faults and then
+/// from a deterministic pseudo-random stream.
+pub struct FaultyStore<S> {
+    inner: S,
+    state: Mutex<State>,
+}
+
+struct State {
+    queue: VecDeque<Fault>,
+    rng: u64,
+    conflict_per_mille: u32,
+    unavailable_per_mille: u32,
+    injected: u64,
+}
+
+impl<S: Datastore> FaultyStore<S> {
+    /// Wraps `inner` with no faults.
+    pub fn new(inner: S, seed: u64) -> Self {
+        FaultyStore {
+            inner,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                rng: seed | 1,
+                conflict_per_mille: 0,
+                unavailable_per_mille: 0,
+                injected: 0,
+            }),
+        }
+    }
+
+    /// Faults for the next commits, in order.
+    pub fn schedule(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state.lock().queue.extend(faults);
+    }
+
+    /// Random conflicts and unavailability, per thousand commits, after the queue is empty.
+    pub fn set_rates(&self, conflict_per_mille: u32, unavailable_per_mille: u32) {
+        let mut s = self.state.lock();
+        s.conflict_per_mille = conflict_per_mille;
+        s.unavailable_per_mille = unavailable_per_mille;
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> u64 {
+        self.state.lock().injected
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn next_fault(&self) -> Fault {
+        let mut s = self.state.lock();
+        let f = if let Some(f) = s.queue.pop_front() {
+            f
+        } else {
+            // xorshift64*
+            s.rng ^= s.rng >> 12;
+            s.rng ^= s.rng << 25;
+            s.rng ^= s.rng >> 27;
+            let r =
+                u32::try_from(s.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).unwrap_or(0) % 1000;
+            if r < s.conflict_per_mille {
+                Fault::Conflict
+            } else if r < s.conflict_per_mille + s.unavailable_per_mille {
+                Fault::Unavailable
+            } else {
+                Fault::None
+            }
+        };
+        if f != Fault::None {
+            s.injected += 1;
+        }
+        f
+    }
+}
+
+impl<S: Datastore> Datastore for FaultyStore<S> {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        self.inner.list(range)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        if writes.is_empty() {
+            return self.inner.commit(writes);
+        }
+        match self.next_fault() {
+            Fault::None => self.inner.commit(writes),
+            Fault::Conflict => Err(StoreError::Conflict {
+                key: writes[0].key(),
+                kind: ConflictKind::Changed,
+            }),
+            Fault::Unavailable => Err(StoreError::Unavailable {
+                reason: "injected fault".into(),
+                indeterminate: false,
+            }),
+            Fault::AppliedButLost => {
+                self.inner.commit(writes)?;
+                Err(StoreError::Unavailable {
+                    reason: "injected fault after apply".into(),
+                    indeterminate: true,
+                })
+            }
+        }
+    }
+}

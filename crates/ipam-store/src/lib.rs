@@ -1,0 +1,30 @@
+//! Implementations of `ipam_core::Datastore`.
+//!
+//! - [`MemoryStore`]: every record in one ordered map behind a lock; the reference semantics
+//!   for tests, benchmarks and simulations. Not durable.
+//! - [`FaultyStore`]: wraps any store and injects conflicts and failures on a schedule, so
+//!   tests can prove the algorithms retry and never corrupt state.
+//! - [`SystemClock`]: the wall clock, for binaries (the core never reads time itself).
+//!
+//! Not here: CNI parsing, the allocation algorithms (ipam-core).
+
+mod faulty;
+mod memory;
+
+pub use faulty::{Fault, FaultyStore};
+pub use memory::MemoryStore;
+
+use ipam_core::Clock;
+
+/// The system clock (ns since the Unix epoch).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
