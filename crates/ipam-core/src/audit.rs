@@ -3,7 +3,7 @@
 
 use crate::cidr::{self, Cidr};
 use crate::datastore::{Datastore, Range, StoreError, StoreExt};
-use crate::model::{AffinityState, CHUNK_SLOTS};
+use crate::model::AffinityState;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -165,7 +165,7 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
             let ch = ch.value;
             for i in ch.claimed.ones() {
                 indexed.insert(Cidr(
-                    p.block_at(ch.chunk * u64::from(CHUNK_SLOTS) + u64::from(i)),
+                    p.block_at(crate::model::index::join_slot(ch.chunk, i)),
                 ));
             }
             if ch.claimed.is_full() != full.contains(&ch.chunk) {

@@ -7,11 +7,11 @@ use crate::datastore::{put, Datastore, Key, Range, Record, StoreError, StoreExt,
 use crate::error::IpamError;
 use crate::model::block::HostReserved;
 use crate::model::handle::validate_handle_id;
-use crate::model::index::chunk_len;
+use crate::model::index::{chunk_len, join_slot, split_slot};
 use crate::model::node::validate_node_name;
 use crate::model::{
     Affinity, AffinityState, AllocAttrs, AllowedUse, AssignmentMode, Block, Handle, IndexChunk,
-    IpamConfig, Pool, CHUNK_SLOTS,
+    IpamConfig, Pool,
 };
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
@@ -465,11 +465,11 @@ impl<S: Datastore> Ipam<S> {
         let node = ctx.args.node.as_str();
         let slots = pool.block_count();
         let chunks = pool_chunks(pool);
-        let start = fnv1a(
-            self.opts.seed,
-            &[node.as_bytes(), pool.cidr.to_string().as_bytes()],
-        ) % slots;
-        let start_chunk = start / u64::from(CHUNK_SLOTS);
+        let pool_text = pool.cidr.to_string();
+        let h1 = fnv1a(self.opts.seed, &[node.as_bytes(), pool_text.as_bytes()]);
+        let h2 = fnv1a(!self.opts.seed, &[node.as_bytes(), pool_text.as_bytes()]);
+        let start = ((u128::from(h2) << 64) | u128::from(h1)) % slots;
+        let (start_chunk, start_offset) = split_slot(start);
         for _ in 0..self.opts.max_retries {
             let full = self
                 .store
@@ -494,11 +494,7 @@ impl<S: Datastore> Ipam<S> {
                 Some(v) => (v.value, Some(v.revision)),
                 None => (IndexChunk::new(pool.cidr, c, chunk_len(slots, c)), None),
             };
-            let from = if c == start_chunk {
-                u32::try_from(start % u64::from(CHUNK_SLOTS)).unwrap_or(0)
-            } else {
-                0
-            };
+            let from = if c == start_chunk { start_offset } else { 0 };
             let Some(i) = chunk.claimed.first_zero_from(from) else {
                 // Full but not summarised (a lost race): record it and look again.
                 let w = self.pool_index_write(pool.cidr, |f| {
@@ -509,7 +505,7 @@ impl<S: Datastore> Ipam<S> {
                     Err(e) => return Err(e.into()),
                 }
             };
-            let cidr = pool.block_at(c * u64::from(CHUNK_SLOTS) + u64::from(i));
+            let cidr = pool.block_at(join_slot(c, i));
             let now = self.now();
             let mut block = Block::new(cidr, Some(node.to_string()), ctx.args.host_reserved, now)?;
             let seq = block.seq;

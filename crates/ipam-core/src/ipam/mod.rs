@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::datastore::{put, Datastore, Key, Record, StoreError, StoreExt, Write};
 use crate::error::IpamError;
 use crate::model::index::{chunk_count, chunk_len};
-use crate::model::{IndexChunk, IpamConfig, Pool, PoolIndex, CHUNK_SLOTS};
+use crate::model::{IndexChunk, IpamConfig, Pool, PoolIndex};
 use ipnetwork::IpNetwork;
 use std::sync::Arc;
 
@@ -127,8 +127,7 @@ impl<S: Datastore> Ipam<S> {
         let Some((pool, slot)) = pools.iter().find_map(|p| p.slot_of(block).map(|s| (p, s))) else {
             return Ok(Vec::new());
         };
-        let c = slot / u64::from(CHUNK_SLOTS);
-        let i = u32::try_from(slot % u64::from(CHUNK_SLOTS)).unwrap_or(0);
+        let (c, i) = crate::model::index::split_slot(slot);
         let key = Key::IndexChunk {
             pool: pool.cidr,
             chunk: c,

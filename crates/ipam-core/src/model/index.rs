@@ -47,13 +47,25 @@ pub struct PoolIndex {
     pub full_chunks: BTreeSet<u64>,
 }
 
-/// Number of chunks and the length of chunk `c` for a pool of `slots` block slots.
-pub fn chunk_len(slots: u64, c: u64) -> u32 {
-    let start = c * u64::from(CHUNK_SLOTS);
-    u32::try_from(slots.saturating_sub(start).min(u64::from(CHUNK_SLOTS))).unwrap_or(CHUNK_SLOTS)
+/// The length of chunk `c` for a pool of `slots` block slots.
+pub fn chunk_len(slots: u128, c: u64) -> u32 {
+    let start = u128::from(c) * u128::from(CHUNK_SLOTS);
+    u32::try_from(slots.saturating_sub(start).min(u128::from(CHUNK_SLOTS))).unwrap_or(CHUNK_SLOTS)
 }
 
-/// Number of chunks for `slots` block slots.
-pub fn chunk_count(slots: u64) -> u64 {
-    slots.div_ceil(u64::from(CHUNK_SLOTS))
+/// Number of chunks for `slots` block slots (fits a `u64` for valid pools).
+pub fn chunk_count(slots: u128) -> u64 {
+    u64::try_from(slots.div_ceil(u128::from(CHUNK_SLOTS))).unwrap_or(u64::MAX)
+}
+
+/// Chunk number and offset inside the chunk of a slot.
+pub fn split_slot(slot: u128) -> (u64, u32) {
+    let c = u64::try_from(slot / u128::from(CHUNK_SLOTS)).unwrap_or(u64::MAX);
+    let i = u32::try_from(slot % u128::from(CHUNK_SLOTS)).unwrap_or(0);
+    (c, i)
+}
+
+/// The slot at offset `i` of chunk `c`.
+pub fn join_slot(c: u64, i: u32) -> u128 {
+    u128::from(c) * u128::from(CHUNK_SLOTS) + u128::from(i)
 }

@@ -54,7 +54,7 @@ pub enum PoolError {
         block_size: u8,
     },
     /// The pool has more blocks than the claim index can address.
-    #[error("pool {cidr} has more than 2^40 /{block_size} blocks; use a longer pool prefix or a shorter block")]
+    #[error("pool {cidr} has more than 2^75 /{block_size} blocks; use a longer pool prefix")]
     TooManyBlocks {
         /// Pool CIDR.
         cidr: IpNetwork,
@@ -87,6 +87,10 @@ pub struct Pool {
     /// Automatic or manual assignment.
     pub assignment_mode: AssignmentMode,
 }
+
+/// At most 2^75 blocks per pool, so chunk numbers of the claim index fit a `u64` (an IPv6 /48
+/// with /122 blocks has 2^74).
+pub const MAX_SLOT_BITS: u8 = 75;
 
 /// Default IPv4 block prefix.
 pub const DEFAULT_V4_BLOCK: u8 = 26;
@@ -156,7 +160,7 @@ impl Pool {
                 block_size: self.block_size,
             });
         }
-        if self.block_size - self.cidr.prefix() > 40 {
+        if self.block_size - self.cidr.prefix() > MAX_SLOT_BITS {
             return Err(PoolError::TooManyBlocks {
                 cidr: self.cidr,
                 block_size: self.block_size,
@@ -175,8 +179,8 @@ impl Pool {
     }
 
     /// Number of block slots in the pool.
-    pub fn block_count(&self) -> u64 {
-        1u64 << (self.block_size - self.cidr.prefix())
+    pub fn block_count(&self) -> u128 {
+        1u128 << (self.block_size - self.cidr.prefix())
     }
 
     /// Addresses per block.
@@ -185,19 +189,19 @@ impl Pool {
     }
 
     /// The block CIDR at slot `slot` (0-based, address order).
-    pub fn block_at(&self, slot: u64) -> IpNetwork {
+    pub fn block_at(&self, slot: u128) -> IpNetwork {
         let hb = u32::from(self.family().bits() - self.block_size);
-        let addr = cidr::base(&self.cidr) + (u128::from(slot) << hb);
+        let addr = cidr::base(&self.cidr) + (slot << hb);
         cidr::network(self.family(), addr, self.block_size).expect("block size validated")
     }
 
     /// The slot of a block CIDR inside this pool, if it is one of its blocks.
-    pub fn slot_of(&self, block: &IpNetwork) -> Option<u64> {
+    pub fn slot_of(&self, block: &IpNetwork) -> Option<u128> {
         if block.prefix() != self.block_size || !cidr::contains_net(&self.cidr, block) {
             return None;
         }
         let hb = u32::from(self.family().bits() - self.block_size);
-        u64::try_from((cidr::base(block) - cidr::base(&self.cidr)) >> hb).ok()
+        Some((cidr::base(block) - cidr::base(&self.cidr)) >> hb)
     }
 
     /// The block of this pool that holds `ip`.
@@ -239,10 +243,10 @@ mod tests {
             Err(PoolError::SmallerThanBlock { .. })
         ));
         assert!(matches!(
-            Pool::new("p", n("fd00::/48")),
+            Pool::new("p", n("fd00::/40")),
             Err(PoolError::TooManyBlocks { .. })
         ));
-        assert!(Pool::new("p", n("fd00::/82")).is_ok());
+        assert!(Pool::new("p", n("fd00::/48")).is_ok());
         assert!(matches!(
             Pool::new("Bad Name", n("10.0.0.0/24")),
             Err(PoolError::Name(_))
