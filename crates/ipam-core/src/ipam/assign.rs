@@ -555,6 +555,9 @@ impl<S: Datastore> Ipam<S> {
     fn repair_claim_conflict(&self, key: &Key) -> Result<(), IpamError> {
         let res = match key {
             Key::Block(cidr) => {
+                if self.store.get_block(key)?.is_none() {
+                    return Ok(());
+                }
                 let pools = self.pools()?;
                 let w = self.index_writes(&pools, cidr, true)?;
                 self.store.commit(w)

@@ -1,0 +1,126 @@
+//! Injected datastore faults: lost races are retried, persistent contention gives a clear
+//! error, an unreachable store changes nothing, and threads racing on one store never hand out
+//! an address twice.
+
+mod common;
+
+use common::*;
+use ipam_core::{audit, AutoAssignArgs, Ipam, IpamError, ManualClock, Pool, StoreError};
+use ipam_store::{Fault, FaultyStore, MemoryStore};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+fn faulty() -> Ipam<Arc<FaultyStore<MemoryStore>>> {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new(), 7));
+    let ipam = Ipam::new(store, Arc::new(ManualClock::new(T0)));
+    ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
+        .unwrap();
+    ipam
+}
+
+#[test]
+fn lost_races_are_retried() {
+    let ipam = faulty();
+    ipam.store().schedule([Fault::Conflict; 5]);
+    let a = ipam.auto_assign(&AutoAssignArgs::v4("n1", "h", 2)).unwrap();
+    assert_eq!(a.v4.ips.len(), 2);
+    assert_eq!(ipam.store().injected(), 5);
+    ipam.store().schedule([Fault::Conflict; 3]);
+    assert_eq!(ipam.release_by_handle("h").unwrap(), 2);
+    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+}
+
+#[test]
+fn endless_contention_is_a_clear_error_and_writes_nothing() {
+    let ipam = faulty();
+    let before = ipam.store().inner().len();
+    ipam.store().set_rates(1000, 0);
+    let e = ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "h", 1))
+        .unwrap_err();
+    assert!(
+        matches!(e, IpamError::ExcessiveContention { attempts: 100, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("excessive concurrent IPAM requests"));
+    assert!(e.is_transient());
+    assert_eq!(ipam.store().inner().len(), before);
+}
+
+#[test]
+fn unreachable_store_changes_nothing() {
+    let ipam = faulty();
+    one(&ipam, "n1", "first");
+    let before = ipam.store().inner().revision();
+    ipam.store().schedule([Fault::Unavailable]);
+    let e = ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "h", 1))
+        .unwrap_err();
+    assert!(
+        matches!(e, IpamError::Store(StoreError::Unavailable { .. })),
+        "{e}"
+    );
+    assert_eq!(ipam.store().inner().revision(), before);
+    assert!(ipam.addresses_by_handle("h").unwrap().is_empty());
+    one(&ipam, "n1", "h");
+    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+}
+
+#[test]
+fn applied_but_unacknowledged_commit_is_cleaned_by_release() {
+    // The answer is lost after the store applied the commit: the caller sees an error, the
+    // address is held; a release by handle (what CNI DEL does after a failed ADD) frees it.
+    let ipam = faulty();
+    ipam.store().schedule([Fault::AppliedButLost]);
+    assert!(ipam.auto_assign(&AutoAssignArgs::v4("n1", "h", 1)).is_err());
+    assert_eq!(ipam.addresses_by_handle("h").unwrap().len(), 1);
+    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+    assert_eq!(ipam.release_by_handle("h").unwrap(), 1);
+    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+}
+
+#[test]
+fn threads_racing_on_one_store_never_duplicate() {
+    // Eight threads on four nodes (two per node) over a pool too small to avoid borrowing.
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(T0));
+    let ipam = Arc::new(Ipam::new(store.clone(), clock));
+    ipam.create_pool(Pool::with_block_size("p", net("10.244.0.0/23"), 27).unwrap())
+        .unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let ipam = ipam.clone();
+            std::thread::spawn(move || {
+                let node = format!("n{}", t % 4);
+                let mut mine = Vec::new();
+                for i in 0..80 {
+                    let h = format!("t{t}-{i}");
+                    match ipam.auto_assign(&AutoAssignArgs::v4(&node, &h, 1)) {
+                        Ok(r) => mine.push((h, r.v4.ips[0].ip)),
+                        Err(IpamError::Exhausted { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    if i % 3 == 0 {
+                        if let Some((h, _)) = mine.pop() {
+                            ipam.release_by_handle(&h).unwrap();
+                        }
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for h in handles {
+        for (handle, ip) in h.join().unwrap() {
+            assert!(seen.insert(ip), "{ip} handed out twice");
+            assert_eq!(ipam.addresses_by_handle(&handle).unwrap(), vec![ip]);
+            total += 1;
+        }
+    }
+    assert!(total > 300, "most requests succeed ({total})");
+    assert!(audit::audit(store.as_ref()).unwrap().is_empty());
+    let u = ipam.utilisation().unwrap();
+    assert_eq!(u.pools[0].in_use, total);
+}
