@@ -1,1 +1,189 @@
-fn main() {}
+//! Criterion benchmarks of the allocation hot path, in memory.
+//!
+//! Cases:
+//! - `block/assign/{empty,half,nearly_full}`: the bitmap allocator alone, one address from a
+//!   /26 block in that state.
+//! - `block/release/{empty,half,nearly_full}`: releasing one address of such a block.
+//! - `ipam/auto_assign/{empty,half,nearly_full}`: a full auto-assign of one address from the
+//!   node's affine block on the memory store (config, node, pools, affinities, block and
+//!   handle reads; one commit).
+//! - `ipam/release_by_handle/{...}`: releasing that address by handle (one commit).
+//! - `ipam/claim/{1024,16384,262144}/{50,99}`: a new node's first assign, which claims a new
+//!   block, in a pool of that many /26 blocks with that percentage already claimed.
+//!
+//! Run: `cargo bench -p ipam-benches --bench core`.
+
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use ipam_core::model::block::{AllocAttrs, HostReserved};
+use ipam_core::{AutoAssignArgs, Block, Ipam, ManualClock, Pool};
+use ipam_store::MemoryStore;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FILLS: [(&str, usize); 3] = [("empty", 0), ("half", 32), ("nearly_full", 62)];
+
+fn attrs(h: &str) -> Arc<AllocAttrs> {
+    Arc::new(AllocAttrs {
+        handle_id: h.into(),
+        attrs: BTreeMap::from([("node".into(), "n1".into())]),
+    })
+}
+
+fn block_with(n: usize) -> Block {
+    let mut b = Block::new(
+        "10.244.0.0/26".parse().unwrap(),
+        Some("n1".into()),
+        HostReserved::default(),
+        1,
+    )
+    .unwrap();
+    for i in 0..n {
+        b.allocate(1, &attrs(&format!("pod{i}")));
+    }
+    b
+}
+
+fn bench_block(c: &mut Criterion) {
+    let mut g = c.benchmark_group("block");
+    let a = attrs("new-pod");
+    for (name, n) in FILLS {
+        let b = block_with(n);
+        g.bench_function(BenchmarkId::new("assign", name), |bench| {
+            bench.iter_batched_ref(
+                || b.clone(),
+                |b| black_box(b.allocate(1, &a)),
+                // Batches small enough to stay in cache, as a block just read from the store is.
+                BatchSize::NumIterations(64),
+            )
+        });
+        let mut with_one = b.clone();
+        let o = with_one.allocate(1, &a)[0];
+        g.bench_function(BenchmarkId::new("release", name), |bench| {
+            bench.iter_batched_ref(
+                || with_one.clone(),
+                |b| black_box(b.release(o, 2, 0)),
+                // Batches small enough to stay in cache, as a block just read from the store is.
+                BatchSize::NumIterations(64),
+            )
+        });
+    }
+    g.finish();
+}
+
+fn ipam_with_fill(n: usize) -> Ipam<MemoryStore> {
+    let ipam = Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(1)));
+    ipam.create_pool(Pool::new("p", "10.244.0.0/16".parse().unwrap()).unwrap())
+        .unwrap();
+    // The first assign claims the block; keep it (its handle "anchor") so the block stays.
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "anchor", 1))
+        .unwrap();
+    for i in 1..n.max(1) {
+        ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
+            .unwrap();
+    }
+    ipam
+}
+
+fn bench_ipam(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ipam");
+    for (name, n) in FILLS {
+        let ipam = ipam_with_fill(n);
+        let args = AutoAssignArgs::v4("n1", "bench-pod", 1);
+        g.bench_function(BenchmarkId::new("auto_assign", name), |bench| {
+            bench.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    let s = Instant::now();
+                    black_box(ipam.auto_assign(&args).unwrap());
+                    t += s.elapsed();
+                    ipam.release_by_handle("bench-pod").unwrap();
+                }
+                t
+            })
+        });
+        g.bench_function(BenchmarkId::new("release_by_handle", name), |bench| {
+            bench.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    ipam.auto_assign(&args).unwrap();
+                    let s = Instant::now();
+                    black_box(ipam.release_by_handle("bench-pod").unwrap());
+                    t += s.elapsed();
+                }
+                t
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A pool of `blocks` /26 blocks with `pct`% claimed, spread evenly, by 1,000 nodes.
+fn claimed_pool(blocks: u32, pct: u32) -> Ipam<MemoryStore> {
+    let prefix = 26 - blocks.trailing_zeros();
+    let ipam = Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(1)));
+    let pool = Pool::new("p", format!("10.0.0.0/{prefix}").parse().unwrap()).unwrap();
+    ipam.create_pool(pool.clone()).unwrap();
+    for slot in 0..blocks {
+        // Leave every k-th slot free so the free ones are spread over the pool.
+        let free = match pct {
+            99 => slot % 100 == 0,
+            _ => slot % 2 == 0,
+        };
+        if !free {
+            let node = format!("pre-{}", slot % 1000);
+            ipam.claim_affinity(
+                pool.block_at(u128::from(slot)),
+                &node,
+                HostReserved::default(),
+            )
+            .unwrap();
+        }
+    }
+    ipam
+}
+
+fn bench_claim(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ipam/claim");
+    g.sample_size(30);
+    for blocks in [1024u32, 16_384, 262_144] {
+        for pct in [50u32, 99] {
+            let ipam = claimed_pool(blocks, pct);
+            let mut i = 0u64;
+            g.bench_function(BenchmarkId::new(blocks.to_string(), pct), |bench| {
+                bench.iter_custom(|iters| {
+                    let mut t = Duration::ZERO;
+                    for _ in 0..iters {
+                        i += 1;
+                        let node = format!("new-node-{i}");
+                        let args = AutoAssignArgs::v4(&node, "h", 1);
+                        let s = Instant::now();
+                        let got = black_box(ipam.auto_assign(&args).unwrap());
+                        t += s.elapsed();
+                        ipam.release_by_handle("h").unwrap();
+                        ipam.release_affinity(got.v4.ips[0].block, &node, true)
+                            .unwrap();
+                    }
+                    t
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_block, bench_ipam, bench_claim
+}
+criterion_main!(benches);

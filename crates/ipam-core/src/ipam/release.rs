@@ -103,7 +103,7 @@ impl<S: Datastore> Ipam<S> {
                         }
                     }
                     if let Some(h) = block.release(ord, now, cooldown) {
-                        *per_handle.entry(h).or_insert(0) += 1;
+                        *per_handle.entry(h.handle_id.clone()).or_insert(0) += 1;
                         part.released.push(r.ip);
                     }
                 }

@@ -36,15 +36,6 @@ pub struct AllocAttrs {
     pub attrs: BTreeMap<String, String>,
 }
 
-/// The per-ordinal record of a block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Slot {
-    /// 1 + index into the block's attribute table; 0 when the ordinal is not used.
-    pub attr: u32,
-    /// Block sequence number at allocation; 0 when not used.
-    pub seq: u64,
-}
-
 /// Addresses reserved at the start and end of every new block (Windows nodes use 3 and 1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HostReserved {
@@ -90,7 +81,7 @@ pub enum BlockError {
 }
 
 /// A block of addresses.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
     /// The block's network.
     pub cidr: IpNetwork,
@@ -104,9 +95,72 @@ pub struct Block {
     reserved: Bitmap,
     /// (ordinal, reusable-at ns) for cooling ordinals, in release order.
     cooling: Vec<(u32, u64)>,
-    slots: Vec<Slot>,
-    attrs: Vec<Arc<AllocAttrs>>,
+    /// Per ordinal: 1 + index into `attrs`, or 0 when not used. Kept apart from `seqs` so
+    /// the scans over it touch 4 bytes an address.
+    owner: Vec<u32>,
+    /// Per ordinal: block sequence number at allocation; 0 when not used.
+    seqs: Vec<u64>,
+    attrs: Vec<AttrEntry>,
     cursor: u32,
+}
+
+impl Clone for Block {
+    /// Blocks are cloned to be modified (read, allocate, commit): leave room for one more
+    /// attribute entry so the allocation does not have to grow the table.
+    fn clone(&self) -> Self {
+        let mut attrs = Vec::with_capacity(self.attrs.len() + 1);
+        attrs.extend_from_slice(&self.attrs);
+        Block {
+            cidr: self.cidr,
+            affinity: self.affinity.clone(),
+            seq: self.seq,
+            empty_since: self.empty_since,
+            taken: self.taken.clone(),
+            reserved: self.reserved.clone(),
+            cooling: self.cooling.clone(),
+            owner: self.owner.clone(),
+            seqs: self.seqs.clone(),
+            attrs,
+            cursor: self.cursor,
+        }
+    }
+}
+
+/// An attribute-table entry with the fingerprint of its handle id, so the de-duplicating
+/// search scans one flat array instead of following a pointer per entry. Serialised as the
+/// attributes alone; the fingerprint is derived again on decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AttrEntry {
+    fp: u64,
+    attrs: Arc<AllocAttrs>,
+}
+
+impl AttrEntry {
+    fn new(attrs: Arc<AllocAttrs>) -> Self {
+        AttrEntry {
+            fp: fingerprint(&attrs),
+            attrs,
+        }
+    }
+}
+
+impl Serialize for AttrEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.attrs.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AttrEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(AttrEntry::new(Arc::<AllocAttrs>::deserialize(d)?))
+    }
+}
+
+/// FNV-1a of the handle id: entries of different handles never compare further.
+fn fingerprint(a: &AllocAttrs) -> u64 {
+    a.handle_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Block {
@@ -136,7 +190,8 @@ impl Block {
             taken: Bitmap::new(len),
             reserved: Bitmap::new(len),
             cooling: Vec::new(),
-            slots: vec![Slot::default(); len as usize],
+            owner: vec![0; len as usize],
+            seqs: vec![0; len as usize],
             attrs: Vec::new(),
             cursor: 0,
         };
@@ -205,8 +260,8 @@ impl Block {
 
     /// Who holds `ord` and at which sequence number; `None` unless used.
     pub fn holder(&self, ord: u32) -> Option<(&Arc<AllocAttrs>, u64)> {
-        let s = self.slots.get(ord as usize)?;
-        (s.attr != 0).then(|| (&self.attrs[(s.attr - 1) as usize], s.seq))
+        let a = *self.owner.get(ord as usize)?;
+        (a != 0).then(|| (&self.attrs[(a - 1) as usize].attrs, self.seqs[ord as usize]))
     }
 
     /// True when `ord` is host-reserved.
@@ -216,17 +271,12 @@ impl Block {
 
     /// Used ordinals with their holders, in address order.
     pub fn used(&self) -> impl Iterator<Item = (u32, &Arc<AllocAttrs>, u64)> + '_ {
-        self.slots
+        self.owner
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.attr != 0)
-            .map(|(o, s)| {
-                (
-                    u32::try_from(o).unwrap_or(u32::MAX),
-                    &self.attrs[(s.attr - 1) as usize],
-                    s.seq,
-                )
-            })
+            .zip(&self.seqs)
+            .zip(0u32..)
+            .filter(|((&a, _), _)| a != 0)
+            .map(|((&a, &seq), o)| (o, &self.attrs[(a - 1) as usize].attrs, seq))
     }
 
     /// Number of ordinals counted under `handle_id`.
@@ -235,10 +285,10 @@ impl Block {
             .attrs
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.handle_id == handle_id)
+            .filter(|(_, a)| a.attrs.handle_id == handle_id)
             .map(|(i, _)| u32::try_from(i + 1).unwrap_or(0))
             .collect();
-        let n = self.slots.iter().filter(|s| ids.contains(&s.attr)).count();
+        let n = self.owner.iter().filter(|a| ids.contains(a)).count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
@@ -266,15 +316,19 @@ impl Block {
     }
 
     fn attr_index(&mut self, attrs: &Arc<AllocAttrs>) -> u32 {
+        let fp = fingerprint(attrs);
         // Most requests re-use the entry they just added, so look from the back.
-        if let Some(i) = self
+        let found = self
             .attrs
             .iter()
-            .rposition(|a| Arc::ptr_eq(a, attrs) || **a == **attrs)
-        {
+            .rposition(|e| e.fp == fp && (Arc::ptr_eq(&e.attrs, attrs) || *e.attrs == **attrs));
+        if let Some(i) = found {
             return u32::try_from(i + 1).unwrap_or(0);
         }
-        self.attrs.push(attrs.clone());
+        self.attrs.push(AttrEntry {
+            fp,
+            attrs: attrs.clone(),
+        });
         u32::try_from(self.attrs.len()).unwrap_or(0)
     }
 
@@ -294,10 +348,8 @@ impl Block {
                 idx = self.attr_index(attrs);
             }
             self.taken.set(o);
-            self.slots[o as usize] = Slot {
-                attr: idx,
-                seq: self.seq,
-            };
+            self.owner[o as usize] = idx;
+            self.seqs[o as usize] = self.seq;
             self.cursor = if o + 1 >= self.size() { 0 } else { o + 1 };
             out.push(o);
         }
@@ -324,45 +376,44 @@ impl Block {
         }
         let idx = self.attr_index(attrs);
         self.taken.set(o);
-        self.slots[o as usize] = Slot {
-            attr: idx,
-            seq: self.seq,
-        };
+        self.owner[o as usize] = idx;
+        self.seqs[o as usize] = self.seq;
         self.seq += 1;
         self.empty_since = None;
         Ok(o)
     }
 
     /// Releases a used ordinal. With `cooldown_ns > 0` it stays taken until `now +
-    /// cooldown_ns`. Returns the handle it was held by; `None` (and no change) if not used.
+    /// cooldown_ns`. Returns who held it; `None` (and no change) if not used.
     /// The caller bumps `seq` once per write with [`Block::touch`].
-    pub fn release(&mut self, ord: u32, now: u64, cooldown_ns: u64) -> Option<String> {
-        let slot = *self.slots.get(ord as usize)?;
-        if slot.attr == 0 {
+    pub fn release(&mut self, ord: u32, now: u64, cooldown_ns: u64) -> Option<Arc<AllocAttrs>> {
+        let attr = *self.owner.get(ord as usize)?;
+        if attr == 0 {
             return None;
         }
-        let handle = self.attrs[(slot.attr - 1) as usize].handle_id.clone();
-        self.slots[ord as usize] = Slot::default();
+        let holder = self.attrs[(attr - 1) as usize].attrs.clone();
+        self.owner[ord as usize] = 0;
+        self.seqs[ord as usize] = 0;
         if cooldown_ns > 0 {
             self.cooling.push((ord, now.saturating_add(cooldown_ns)));
         } else {
             self.taken.clear(ord);
         }
         // Drop the attribute entry when nothing refers to it any more.
-        if !self.slots.iter().any(|s| s.attr == slot.attr) {
-            let removed = (slot.attr - 1) as usize;
+        if !self.owner.contains(&attr) {
+            let removed = (attr - 1) as usize;
             let last = u32::try_from(self.attrs.len()).unwrap_or(0);
             self.attrs.swap_remove(removed);
-            if slot.attr != last {
-                for s in self.slots.iter_mut().filter(|s| s.attr == last) {
-                    s.attr = slot.attr;
+            if attr != last {
+                for a in self.owner.iter_mut().filter(|a| **a == last) {
+                    *a = attr;
                 }
             }
         }
         if self.is_unused() {
             self.empty_since = Some(now);
         }
-        Some(handle)
+        Some(holder)
     }
 
     /// Marks a write: bumps the sequence number.
@@ -384,7 +435,10 @@ impl Block {
         let Some(len) = cidr::size_u32(&self.cidr) else {
             return bad("too large for a block");
         };
-        if self.taken.len() != len || self.reserved.len() != len || self.slots.len() != len as usize
+        if self.taken.len() != len
+            || self.reserved.len() != len
+            || self.owner.len() != len as usize
+            || self.seqs.len() != len as usize
         {
             return bad("bitmap or slot count does not match the block size");
         }
@@ -392,10 +446,12 @@ impl Block {
             return bad("cursor out of range");
         }
         let mut refs = vec![0u32; self.attrs.len()];
-        for (o, s) in self.slots.iter().enumerate() {
-            let o = u32::try_from(o).unwrap_or(u32::MAX);
-            if s.attr != 0 {
-                let Some(r) = refs.get_mut((s.attr - 1) as usize) else {
+        for ((&a, &seq), o) in self.owner.iter().zip(&self.seqs).zip(0u32..) {
+            if (a == 0) != (seq == 0) {
+                return bad("sequence number set on a free ordinal, or missing on a used one");
+            }
+            if a != 0 {
+                let Some(r) = refs.get_mut((a - 1) as usize) else {
                     return bad("slot refers to a missing attribute entry");
                 };
                 *r += 1;
@@ -418,13 +474,13 @@ impl Block {
                 || seen.get(o)
                 || !self.taken.get(o)
                 || self.reserved.get(o)
-                || self.slots[o as usize].attr != 0
+                || self.owner[o as usize] != 0
             {
                 return bad("cooling entry is out of range, duplicated, or also used/reserved");
             }
             seen.set(o);
         }
-        let used = self.slots.iter().filter(|s| s.attr != 0).count();
+        let used = self.owner.iter().filter(|&&a| a != 0).count();
         if self.taken.count_ones() as usize
             != used + self.reserved.count_ones() as usize + self.cooling.len()
         {
@@ -460,7 +516,7 @@ mod tests {
         let mut b = block();
         let a = attrs("h1");
         assert_eq!(b.allocate(3, &a), vec![0, 1, 2]);
-        assert_eq!(b.release(1, 5, 0), Some("h1".into()));
+        assert_eq!(b.release(1, 5, 0).unwrap().handle_id, "h1");
         // The freed ordinal 1 is behind the cursor: next come 3, 4, ...
         assert_eq!(b.allocate(2, &a), vec![3, 4]);
         let rest = b.allocate(100, &a);
@@ -552,7 +608,7 @@ mod tests {
         broken.taken.clear(0);
         assert!(broken.validate().is_err());
         let mut broken = b.clone();
-        broken.slots[5].attr = 9;
+        broken.owner[5] = 9;
         assert!(broken.validate().is_err());
         let mut broken = b.clone();
         broken.cursor = 64;

@@ -11,7 +11,7 @@ pub mod node;
 pub mod pool;
 
 pub use affinity::{Affinity, AffinityState};
-pub use block::{AllocAttrs, Block, BlockAffinity, HostReserved, Slot};
+pub use block::{AllocAttrs, Block, BlockAffinity, HostReserved};
 pub use config::{ConfigError, IpamConfig};
 pub use handle::Handle;
 pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
