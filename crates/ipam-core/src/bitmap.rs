@@ -5,11 +5,28 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A fixed-length set of bits.
+/// A fixed-length set of bits. Decoding checks the shape (word count, clear padding).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawBitmap")]
 pub struct Bitmap {
     len: u32,
     words: Vec<u64>,
+}
+
+/// The unchecked stored form of a [`Bitmap`].
+#[derive(Deserialize)]
+struct RawBitmap {
+    len: u32,
+    words: Vec<u64>,
+}
+
+impl TryFrom<RawBitmap> for Bitmap {
+    type Error = String;
+    fn try_from(r: RawBitmap) -> Result<Self, String> {
+        let len = r.len;
+        Bitmap::from_words(len, r.words)
+            .ok_or_else(|| format!("bitmap of {len} bits has the wrong word count or set padding"))
+    }
 }
 
 impl Bitmap {

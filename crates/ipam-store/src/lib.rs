@@ -1,5 +1,7 @@
 //! Implementations of `ipam_core::Datastore`.
 //!
+//! - [`SledStore`]: the embedded default: one sled database per node, atomic multi-record
+//!   commits, durable (fsync, shared between concurrent commits) before a commit returns.
 //! - [`MemoryStore`]: every record in one ordered map behind a lock; the reference semantics
 //!   for tests, benchmarks and simulations. Not durable.
 //! - [`FaultyStore`]: wraps any store and injects conflicts and failures on a schedule, so
@@ -8,11 +10,14 @@
 //!
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
 
+pub mod conformance;
 mod faulty;
 mod memory;
+pub mod sled;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
+pub use sled::{OpenError, SledOptions, SledStore};
 
 use ipam_core::Clock;
 

@@ -1,0 +1,392 @@
+//! The datastore conformance suite: every store must pass it (memory, sled, etcd).
+//!
+//! Call [`run_all`] from a test with a function that makes a fresh, empty store. Each check
+//! panics with a message naming the broken rule.
+
+use ipam_core::datastore::ConflictKind;
+use ipam_core::model::block::{AllocAttrs, HostReserved};
+use ipam_core::model::{IndexChunk, PoolIndex};
+use ipam_core::{
+    Affinity, AffinityState, AllowedUse, Block, Datastore, Handle, IpamConfig, Key, Node, Pool,
+    Range, Record, StoreError, Write,
+};
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().expect("test network")
+}
+
+fn handle(id: &str, n: u32) -> Record {
+    let mut h = Handle::new(id);
+    h.add(net("10.0.0.0/26"), n);
+    Record::Handle(h)
+}
+
+fn block(cidr: &str) -> Record {
+    Record::Block(Block::new(net(cidr), Some("n1".into()), HostReserved::default(), 7).unwrap())
+}
+
+fn affinity(node: &str, cidr: &str) -> Record {
+    Record::Affinity(Affinity::confirmed(node, net(cidr)))
+}
+
+/// One record of every kind, with non-trivial content.
+pub fn sample_records() -> Vec<Record> {
+    let mut pool = Pool::with_block_size("pool-a", net("10.244.0.0/16"), 28).unwrap();
+    pool.node_selector = "zone in {'a','b'} && !has(gpu)".parse().unwrap();
+    pool.allowed_uses = vec![AllowedUse::Workload];
+    pool.disabled = true;
+    let mut b = Block::new(
+        net("fd00::40/122"),
+        Some("node-1".into()),
+        HostReserved { first: 3, last: 1 },
+        1_700_000_000_000_000_000,
+    )
+    .unwrap();
+    let a1 = Arc::new(AllocAttrs {
+        handle_id: "k8s-pod-network.abc".into(),
+        attrs: BTreeMap::from([
+            ("namespace".into(), "default".into()),
+            ("pod".into(), "web-0".into()),
+        ]),
+    });
+    let a2 = Arc::new(AllocAttrs {
+        handle_id: "other".into(),
+        attrs: BTreeMap::new(),
+    });
+    b.allocate(5, &a1);
+    let o = b.allocate(2, &a2);
+    b.release(o[0], 9, 1_000);
+    let mut h = Handle::new("k8s-pod-network.abc");
+    h.add(net("fd00::40/122"), 5);
+    h.add(net("10.244.0.0/28"), 1);
+    let mut chunk = IndexChunk::new(net("10.244.0.0/16"), 0, 4096);
+    chunk.claimed.set(0);
+    chunk.claimed.set(4095);
+    vec![
+        Record::Config(IpamConfig {
+            strict_affinity: true,
+            auto_allocate_blocks: false,
+            max_blocks_per_host: 7,
+            ip_cooldown_seconds: 60,
+        }),
+        Record::Pool(pool),
+        Record::Node(Node {
+            name: "node-1".into(),
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+        }),
+        Record::Block(b),
+        Record::Affinity(Affinity {
+            node: "node-1".into(),
+            cidr: net("fd00::40/122"),
+            state: AffinityState::PendingDeletion,
+        }),
+        Record::Handle(h),
+        Record::IndexChunk(chunk),
+        Record::PoolIndex(PoolIndex {
+            pool: net("10.244.0.0/16"),
+            full_chunks: [0, 5].into(),
+        }),
+    ]
+}
+
+fn expect_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, key: &Key, kind: ConflictKind) {
+    match r {
+        Err(StoreError::Conflict { key: k, kind: kd }) => {
+            assert_eq!(
+                (&k, kd),
+                (key, kind),
+                "conflict names the key and the reason"
+            );
+        }
+        other => panic!("expected {kind:?} conflict on {key}, got {other:?}"),
+    }
+}
+
+/// Every record kind survives a round trip unchanged.
+pub fn round_trip<S: Datastore>(s: &S) {
+    for r in sample_records() {
+        let rev = s.commit(vec![Write::Create(r.clone())]).unwrap();
+        let got = s.get(&r.key()).unwrap().expect("stored record is found");
+        assert_eq!(got.value, r, "round trip of {}", r.key());
+        assert_eq!(got.revision, rev, "get returns the commit's revision");
+    }
+    assert!(s.get(&Key::Pool("missing".into())).unwrap().is_none());
+}
+
+/// Create-if-absent, update-if-revision, delete-if-revision, and their conflicts.
+pub fn compare_and_swap<S: Datastore>(s: &S) {
+    let k = Key::Handle("h".into());
+    let r1 = s.commit(vec![Write::Create(handle("h", 1))]).unwrap();
+    expect_conflict(
+        s.commit(vec![Write::Create(handle("h", 2))]),
+        &k,
+        ConflictKind::Exists,
+    );
+    let r2 = s
+        .commit(vec![Write::Update {
+            record: handle("h", 2),
+            expected: r1,
+        }])
+        .unwrap();
+    assert_ne!(r1, r2, "every write changes the revision");
+    expect_conflict(
+        s.commit(vec![Write::Update {
+            record: handle("h", 3),
+            expected: r1,
+        }]),
+        &k,
+        ConflictKind::Changed,
+    );
+    // Rewriting identical content still changes the revision.
+    let r3 = s
+        .commit(vec![Write::Update {
+            record: handle("h", 2),
+            expected: r2,
+        }])
+        .unwrap();
+    assert_ne!(r2, r3);
+    expect_conflict(
+        s.commit(vec![Write::Delete {
+            key: k.clone(),
+            expected: r2,
+        }]),
+        &k,
+        ConflictKind::Changed,
+    );
+    assert_eq!(s.get(&k).unwrap().unwrap().value, handle("h", 2));
+    s.commit(vec![Write::Delete {
+        key: k.clone(),
+        expected: r3,
+    }])
+    .unwrap();
+    assert!(s.get(&k).unwrap().is_none());
+    expect_conflict(
+        s.commit(vec![Write::Delete {
+            key: k.clone(),
+            expected: r3,
+        }]),
+        &k,
+        ConflictKind::Missing,
+    );
+    expect_conflict(
+        s.commit(vec![Write::Update {
+            record: handle("h", 1),
+            expected: r3,
+        }]),
+        &k,
+        ConflictKind::Missing,
+    );
+    // A deleted key can be created again.
+    s.commit(vec![Write::Create(handle("h", 9))]).unwrap();
+}
+
+/// A commit applies every write or none.
+pub fn atomic_commits<S: Datastore>(s: &S) {
+    let rb = s.commit(vec![Write::Create(block("10.0.0.0/26"))]).unwrap();
+    let stale = ipam_core::Revision(rb.0.wrapping_add(1_000_000));
+    let r = s.commit(vec![
+        Write::Create(handle("a", 1)),
+        Write::Create(affinity("n1", "10.0.0.0/26")),
+        Write::Update {
+            record: block("10.0.0.0/26"),
+            expected: stale,
+        },
+    ]);
+    expect_conflict(r, &Key::Block(net("10.0.0.0/26")), ConflictKind::Changed);
+    assert!(
+        s.get(&Key::Handle("a".into())).unwrap().is_none(),
+        "nothing applied"
+    );
+    assert_eq!(
+        s.get(&Key::Block(net("10.0.0.0/26")))
+            .unwrap()
+            .unwrap()
+            .revision,
+        rb
+    );
+    let rev = s
+        .commit(vec![
+            Write::Create(handle("a", 1)),
+            Write::Create(affinity("n1", "10.0.0.0/26")),
+            Write::Update {
+                record: block("10.0.0.0/26"),
+                expected: rb,
+            },
+        ])
+        .unwrap();
+    for k in [
+        Key::Handle("a".into()),
+        Key::Block(net("10.0.0.0/26")),
+        Key::Affinity {
+            node: "n1".into(),
+            cidr: net("10.0.0.0/26"),
+        },
+    ] {
+        assert_eq!(
+            s.get(&k).unwrap().unwrap().revision,
+            rev,
+            "{k} carries the commit revision"
+        );
+    }
+    // Writing one key twice in a commit is refused and applies nothing.
+    let r = s.commit(vec![
+        Write::Create(handle("b", 1)),
+        Write::Create(handle("b", 2)),
+    ]);
+    assert!(r.is_err(), "duplicate key in one commit");
+    assert!(s.get(&Key::Handle("b".into())).unwrap().is_none());
+    // An empty commit is a no-op.
+    s.commit(Vec::new()).unwrap();
+}
+
+/// Listing returns exactly the range, in key order (blocks by address).
+pub fn listing<S: Datastore>(s: &S) {
+    let blocks = [
+        "10.0.1.0/26",
+        "10.0.0.64/26",
+        "fd00::/122",
+        "10.0.0.0/26",
+        "10.1.0.0/26",
+        "9.255.255.192/26",
+    ];
+    for b in blocks {
+        s.commit(vec![Write::Create(block(b))]).unwrap();
+    }
+    for (n, c) in [
+        ("a-b", "10.0.0.0/26"),
+        ("a", "10.0.1.0/26"),
+        ("a", "10.0.0.64/26"),
+        ("b", "10.0.0.0/26"),
+    ] {
+        s.commit(vec![Write::Create(affinity(n, c))]).unwrap();
+    }
+    for h in ["z", "a", "m"] {
+        s.commit(vec![Write::Create(handle(h, 1))]).unwrap();
+    }
+    for name in ["pool-b", "pool-a"] {
+        let p = Pool::new(
+            name,
+            net(if name == "pool-a" {
+                "10.0.0.0/16"
+            } else {
+                "10.1.0.0/16"
+            }),
+        )
+        .unwrap();
+        s.commit(vec![Write::Create(Record::Pool(p))]).unwrap();
+    }
+    for c in [3u64, 0, 300] {
+        let ch = IndexChunk::new(net("10.0.0.0/16"), c, 4096);
+        s.commit(vec![Write::Create(Record::IndexChunk(ch))])
+            .unwrap();
+    }
+    let ch = IndexChunk::new(net("10.1.0.0/16"), 0, 4096);
+    s.commit(vec![Write::Create(Record::IndexChunk(ch))])
+        .unwrap();
+
+    let keys = |r: Range| -> Vec<String> {
+        s.list(&r)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.value.key().to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys(Range::Blocks),
+        [
+            "block 9.255.255.192/26",
+            "block 10.0.0.0/26",
+            "block 10.0.0.64/26",
+            "block 10.0.1.0/26",
+            "block 10.1.0.0/26",
+            "block fd00::/122"
+        ]
+    );
+    assert_eq!(
+        keys(Range::BlocksIn(net("10.0.0.0/16"))),
+        [
+            "block 10.0.0.0/26",
+            "block 10.0.0.64/26",
+            "block 10.0.1.0/26"
+        ]
+    );
+    assert_eq!(
+        keys(Range::BlocksIn(net("10.0.0.64/26"))),
+        ["block 10.0.0.64/26"]
+    );
+    assert!(keys(Range::BlocksIn(net("172.16.0.0/12"))).is_empty());
+    assert_eq!(
+        keys(Range::BlocksIn(net("fd00::/64"))),
+        ["block fd00::/122"]
+    );
+    assert_eq!(
+        keys(Range::AffinitiesOf("a".into())),
+        ["affinity a -> 10.0.0.64/26", "affinity a -> 10.0.1.0/26"]
+    );
+    assert_eq!(keys(Range::Affinities).len(), 4);
+    assert_eq!(keys(Range::Handles), ["handle a", "handle m", "handle z"]);
+    assert_eq!(keys(Range::Pools), ["pool pool-a", "pool pool-b"]);
+    assert_eq!(
+        keys(Range::IndexChunksOf(net("10.0.0.0/16"))),
+        [
+            "index chunk 0 of 10.0.0.0/16",
+            "index chunk 3 of 10.0.0.0/16",
+            "index chunk 300 of 10.0.0.0/16"
+        ]
+    );
+    assert!(keys(Range::Nodes).is_empty());
+    // Listed revisions are the stored ones.
+    for v in s.list(&Range::Handles).unwrap() {
+        assert_eq!(s.get(&v.value.key()).unwrap().unwrap().revision, v.revision);
+    }
+}
+
+/// Threads racing read-modify-commit on one record lose no update.
+pub fn concurrent_increments<S: Datastore + 'static>(s: Arc<S>) {
+    s.commit(vec![Write::Create(handle("ctr", 1))]).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut conflicts = 0u32;
+                for _ in 0..25 {
+                    loop {
+                        let v = s.get(&Key::Handle("ctr".into())).unwrap().unwrap();
+                        let Record::Handle(mut h) = v.value else {
+                            panic!("wrong kind")
+                        };
+                        h.add(net("10.0.0.0/26"), 1);
+                        match s.commit(vec![Write::Update {
+                            record: Record::Handle(h),
+                            expected: v.revision,
+                        }]) {
+                            Ok(_) => break,
+                            Err(StoreError::Conflict { .. }) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let Record::Handle(h) = s.get(&Key::Handle("ctr".into())).unwrap().unwrap().value else {
+        panic!("wrong kind")
+    };
+    assert_eq!(h.total(), 101, "no lost update");
+}
+
+/// Runs every check, each on a fresh store from `make`.
+pub fn run_all<S: Datastore + 'static>(mut make: impl FnMut() -> S) {
+    round_trip(&make());
+    compare_and_swap(&make());
+    atomic_commits(&make());
+    listing(&make());
+    concurrent_increments(Arc::new(make()));
+}

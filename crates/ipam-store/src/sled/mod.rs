@@ -1,0 +1,344 @@
+//! The sled store: the embedded, durable default.
+//!
+//! - Layout: one sled tree; keys per [`keys`], values per [`codec`] (docs/sled-format.md).
+//! - Atomicity: a commit is one sled transaction that checks every condition (absence, or the
+//!   stored revision) and applies every write, or aborts with the conflict.
+//! - Durability: a commit returns only after `flush` (fsync) covers it. Concurrent commits
+//!   share a flush: whoever flushes records how far the flush reached, and the others find
+//!   their commit already covered (group commit).
+//! - Exclusivity: one process per directory, by a lock file waited for with a bound.
+//! - Format: the store records its format version; a newer one is refused, an unversioned
+//!   non-empty one is refused with instructions.
+
+pub mod codec;
+pub mod keys;
+mod lock;
+
+use ipam_core::datastore::ConflictKind;
+use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Format version of the whole store (key layout + value layout).
+pub const STORE_FORMAT: u32 = 1;
+
+/// Opening a sled store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the store.
+    #[error("the IPAM store {path} is busy: held by {} (waited {waited:?})",
+        holder.map(|p| format!("process {p}")).unwrap_or_else(|| "another process".into()))]
+    Busy {
+        /// Directory.
+        path: PathBuf,
+        /// PID of the holder, if known.
+        holder: Option<u32>,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The store was written by a newer release.
+    #[error("the IPAM store {path} has format {found}, newer than this build's {supported}; use a newer release")]
+    TooNew {
+        /// Directory.
+        path: PathBuf,
+        /// Stored format.
+        found: u32,
+        /// Format this build writes.
+        supported: u32,
+    },
+    /// The directory holds data without a format mark.
+    #[error("the directory {path} holds a sled database that is not an IPAM store of a known format; move it away or point sled_path elsewhere")]
+    Unknown {
+        /// Directory.
+        path: PathBuf,
+    },
+    /// Files could not be created or opened.
+    #[error("cannot open the IPAM store {path}: {source}")]
+    Io {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// sled refused to open the database.
+    #[error("cannot open the IPAM store {path}: {reason}")]
+    Sled {
+        /// Directory.
+        path: PathBuf,
+        /// sled's message.
+        reason: String,
+    },
+}
+
+/// How to open a [`SledStore`].
+#[derive(Clone, Debug)]
+pub struct SledOptions {
+    /// How long to wait for another process to release the store.
+    pub lock_timeout: Duration,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            lock_timeout: Duration::from_secs(10),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A durable [`Datastore`] in one sled database.
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: PathBuf,
+    /// Commits applied so far (in memory, this process).
+    applied: AtomicU64,
+    /// Highest `applied` value known to be on disk; the lock serialises flushes.
+    flushed: Mutex<u64>,
+    /// Flushes performed (to observe group commit).
+    flushes: AtomicU64,
+    _lock: lock::DirLock,
+}
+
+struct Abort(StoreError);
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: &SledOptions) -> Result<SledStore, OpenError> {
+        let path = dir.as_ref().to_path_buf();
+        let io = |source| OpenError::Io {
+            path: path.clone(),
+            source,
+        };
+        create_private_dir(&path).map_err(io)?;
+        let lock = lock::acquire(&path, opts.lock_timeout).map_err(|e| match e {
+            lock::LockError::Busy { holder, waited } => OpenError::Busy {
+                path: path.clone(),
+                holder,
+                waited,
+            },
+            lock::LockError::Io(source) => OpenError::Io {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let db = sled::Config::new()
+            .path(path.join("db"))
+            .cache_capacity(opts.cache_bytes)
+            .open()
+            .map_err(|e| OpenError::Sled {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        restrict_files(&path).map_err(io)?;
+        let tree: sled::Tree = (*db).clone();
+        let sled_err = |e: sled::Error| OpenError::Sled {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        match tree.get(keys::FORMAT_KEY).map_err(sled_err)? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| OpenError::Unknown { path: path.clone() })?;
+                if found > STORE_FORMAT {
+                    return Err(OpenError::TooNew {
+                        path,
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+                // Older formats would be upgraded here; 1 is the first.
+            }
+            None => {
+                if !tree.is_empty() {
+                    return Err(OpenError::Unknown { path });
+                }
+                tree.insert(keys::FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+        Ok(SledStore {
+            db,
+            tree,
+            path,
+            applied: AtomicU64::new(0),
+            flushed: Mutex::new(0),
+            flushes: AtomicU64::new(0),
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the database occupies on disk, as sled reports it.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Commits applied and flushes performed since open; fewer flushes than commits means
+    /// concurrent commits shared flushes.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        (
+            self.applied.load(Ordering::SeqCst),
+            self.flushes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Every record that fails to decode, with the reason (for the operator's check).
+    pub fn corrupt_records(&self) -> Result<Vec<StoreError>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(&[0x01u8][..]..) {
+            let (k, v) = kv.map_err(unavailable)?;
+            if let Err(e) = codec::decode(&k, &v) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until commit number `n` is on disk, sharing flushes between threads.
+    fn make_durable(&self, n: u64) -> Result<(), StoreError> {
+        let mut flushed = self.flushed.lock();
+        if *flushed >= n {
+            return Ok(());
+        }
+        let target = self.applied.load(Ordering::SeqCst);
+        self.db.flush().map_err(|e| StoreError::Unavailable {
+            reason: format!("flush failed: {e}"),
+            indeterminate: true,
+        })?;
+        *flushed = target;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn unavailable(e: sled::Error) -> StoreError {
+    StoreError::Unavailable {
+        reason: e.to_string(),
+        indeterminate: false,
+    }
+}
+
+impl Datastore for SledStore {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        let k = keys::encode(key);
+        match self.tree.get(&k).map_err(unavailable)? {
+            Some(v) => codec::decode(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        let (start, end) = keys::bounds(range);
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..end) {
+            let (k, v) = kv.map_err(unavailable)?;
+            let rec = codec::decode(&k, &v)?;
+            if range.contains(&rec.value.key()) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        if writes.is_empty() {
+            return Ok(Revision(0));
+        }
+        let rev = Revision(self.db.generate_id().map_err(unavailable)? + 1);
+        let mut encoded = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let key = w.key();
+            let k = keys::encode(&key);
+            if encoded.iter().any(|(ek, _, _, _)| *ek == k) {
+                return Err(StoreError::Rejected(format!(
+                    "{key} written twice in one commit"
+                )));
+            }
+            let (value, expected, must_exist) = match w {
+                Write::Create(r) => (Some(codec::encode(r, rev)?), None, false),
+                Write::Update { record, expected } => {
+                    (Some(codec::encode(record, rev)?), Some(*expected), true)
+                }
+                Write::Delete { expected, .. } => (None, Some(*expected), true),
+            };
+            encoded.push((k, value, expected, (key, must_exist)));
+        }
+        let result = self.tree.transaction(|tx| {
+            for (k, _, expected, (key, must_exist)) in &encoded {
+                let cur = tx.get(k)?;
+                let kind = match (cur, must_exist) {
+                    (Some(_), false) => Some(ConflictKind::Exists),
+                    (None, true) => Some(ConflictKind::Missing),
+                    (Some(v), true) if codec::revision(&v) != *expected => {
+                        Some(ConflictKind::Changed)
+                    }
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    return sled::transaction::abort(Abort(StoreError::Conflict {
+                        key: key.clone(),
+                        kind,
+                    }));
+                }
+            }
+            for (k, v, _, _) in &encoded {
+                match v {
+                    Some(v) => {
+                        tx.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        tx.remove(k.as_slice())?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(sled::transaction::TransactionError::Abort(Abort(e))) => return Err(e),
+            Err(sled::transaction::TransactionError::Storage(e)) => return Err(unavailable(e)),
+        }
+        let n = self.applied.fetch_add(1, Ordering::SeqCst) + 1;
+        self.make_durable(n)?;
+        Ok(rev)
+    }
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// sled creates its files with the process umask; the directory is 0700 already, and files are
+/// narrowed to 0600 (sub-directories 0700) at every open.
+fn restrict_files(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+            restrict_files(&p)?;
+        } else {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
