@@ -99,6 +99,7 @@ pub struct Block {
     /// the scans over it touch 4 bytes an address.
     owner: Vec<u32>,
     /// Per ordinal: block sequence number at allocation; 0 when not used.
+    #[serde(with = "delta_seqs")]
     seqs: Vec<u64>,
     attrs: Vec<AttrEntry>,
     cursor: u32,
@@ -487,6 +488,56 @@ impl Block {
             return bad("taken ordinals are not exactly used + reserved + cooling");
         }
         Ok(())
+    }
+}
+
+/// Sequence numbers are large (they start at a time in ns) but close to each other, so they
+/// are stored as differences from the previous used ordinal's, which encoders that use
+/// variable-length integers store in a byte or two instead of nine. The casts reinterpret bits
+/// on purpose (zigzag coding of wrapping differences).
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+mod delta_seqs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    fn zigzag(d: i64) -> u64 {
+        ((d << 1) ^ (d >> 63)) as u64
+    }
+
+    fn unzigzag(z: u64) -> i64 {
+        ((z >> 1) as i64) ^ -((z & 1) as i64)
+    }
+
+    pub(super) fn serialize<S: Serializer>(seqs: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let mut prev = 0u64;
+        let out: Vec<u64> = seqs
+            .iter()
+            .map(|&v| {
+                if v == 0 {
+                    0
+                } else {
+                    let d = v.wrapping_sub(prev) as i64;
+                    prev = v;
+                    zigzag(d).wrapping_add(1)
+                }
+            })
+            .collect();
+        out.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let raw = Vec::<u64>::deserialize(d)?;
+        let mut prev = 0u64;
+        Ok(raw
+            .into_iter()
+            .map(|z| {
+                if z == 0 {
+                    0
+                } else {
+                    prev = prev.wrapping_add(unzigzag(z - 1) as u64);
+                    prev
+                }
+            })
+            .collect())
     }
 }
 
