@@ -136,6 +136,41 @@ impl<S: Datastore> Ipam<S> {
         Ok(out)
     }
 
+    /// Every address held by `handle_id`, with its holder's attributes and sequence number.
+    pub fn allocations_of_handle(&self, handle_id: &str) -> Result<Vec<Allocation>, IpamError> {
+        let Some(h) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for c in h.value.blocks.keys() {
+            if let Some(b) = self.store.get_block(&Key::Block(c.0))? {
+                let b = b.value;
+                for (o, a, seq) in b.used().filter(|(_, a, _)| a.handle_id == handle_id) {
+                    out.push(Allocation {
+                        ip: b.ip(o),
+                        block: b.cidr,
+                        block_affinity: b.affinity.clone(),
+                        handle_id: handle_id.to_string(),
+                        attrs: a.attrs.clone(),
+                        seq,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of every handle whose id starts with `prefix`.
+    pub fn handle_ids(&self, prefix: &str) -> Result<Vec<String>, IpamError> {
+        Ok(self
+            .store
+            .list_handles(&Range::Handles)?
+            .into_iter()
+            .map(|h| h.value.id)
+            .filter(|id| id.starts_with(prefix))
+            .collect())
+    }
+
     /// Utilisation per pool, block and node.
     pub fn utilisation(&self) -> Result<Utilisation, IpamError> {
         let pools = self.pools()?;

@@ -179,6 +179,11 @@ impl SledStore {
         })
     }
 
+    /// Flushes everything written so far (commits are durable already; this is for shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path

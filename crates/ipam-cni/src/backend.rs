@@ -1,0 +1,85 @@
+//! Opening the datastore when the plugin serves a request itself: the host-wide lock file
+//! first (bounded wait), then the store. A store that stays busy past the timeout is CNI code
+//! 11, "try again later".
+
+use crate::config::{Datastore, PluginConfig};
+use crate::error::{codes, CniError};
+use fs2::FileExt;
+use ipam_store::{OpenError, SledOptions, SledStore};
+use std::fs::{File, OpenOptions};
+use std::time::{Duration, Instant};
+
+/// The host lock, held while the plugin uses the store.
+pub struct HostLock {
+    _file: File,
+}
+
+/// Takes `cfg.ipam_lock_file`, waiting up to `cfg.lock_timeout`.
+pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
+    let path = &cfg.ipam_lock_file;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CniError::new(
+                codes::IO_FAILURE,
+                "I/O failure",
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            CniError::new(
+                codes::IO_FAILURE,
+                "I/O failure",
+                format!("cannot open lock file {}: {e}", path.display()),
+            )
+        })?;
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock_exclusive() {
+            Ok(()) => return Ok(HostLock { _file: file }),
+            Err(_) if start.elapsed() < cfg.lock_timeout => {
+                std::thread::sleep(pause.min(cfg.lock_timeout.saturating_sub(start.elapsed())));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(_) => {
+                return Err(CniError::try_again(format!(
+                    "the IPAM lock {} is still held after {:?}",
+                    path.display(),
+                    cfg.lock_timeout
+                )))
+            }
+        }
+    }
+}
+
+/// Opens the configured store.
+pub fn open_store(cfg: &PluginConfig, remaining: Duration) -> Result<SledStore, CniError> {
+    match &cfg.datastore {
+        Datastore::Sled(path) => SledStore::open(
+            path,
+            &SledOptions {
+                lock_timeout: remaining,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| match e {
+            OpenError::Busy { .. } => CniError::try_again(e.to_string()),
+            other => CniError::new(
+                codes::IO_FAILURE,
+                "cannot open the datastore",
+                other.to_string(),
+            ),
+        }),
+        Datastore::Etcd(_) => Err(CniError::new(
+            codes::UNSUPPORTED_FIELD,
+            "unsupported field",
+            "datastore_type \"etcdv3\" is not available in this build; use \"sled\"",
+        )),
+    }
+}

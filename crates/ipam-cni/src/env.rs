@@ -1,0 +1,233 @@
+//! The CNI environment: `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`,
+//! `CNI_ARGS`, `CNI_PATH`, parsed into a validated [`CniEnv`].
+
+use crate::error::CniError;
+use std::collections::BTreeMap;
+
+/// A CNI verb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Allocate.
+    Add,
+    /// Release.
+    Del,
+    /// Verify.
+    Check,
+    /// Report versions.
+    Version,
+    /// Release what no valid attachment owns.
+    Gc,
+    /// Report readiness.
+    Status,
+}
+
+impl Command {
+    /// The `rscni_types` command, for version checks.
+    pub fn as_rscni(self) -> rscni_types::types::Cmd {
+        use rscni_types::types::Cmd;
+        match self {
+            Command::Add => Cmd::Add,
+            Command::Del => Cmd::Del,
+            Command::Check => Cmd::Check,
+            Command::Version => Cmd::Version,
+            Command::Gc => Cmd::Gc,
+            Command::Status => Cmd::Status,
+        }
+    }
+}
+
+/// `CNI_ARGS`: `K=V;K=V`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CniArgs {
+    /// Every pair, in order of appearance (last one wins).
+    pub pairs: BTreeMap<String, String>,
+}
+
+/// Keys this plugin understands in `CNI_ARGS`.
+const KNOWN_ARGS: &[&str] = &[
+    "IgnoreUnknown",
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_NAME",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+    "IP",
+];
+
+impl CniArgs {
+    /// Parses `CNI_ARGS`. Unknown keys are an error unless `IgnoreUnknown` is true (`1` or
+    /// `true`), as the reference implementation does.
+    pub fn parse(s: &str) -> Result<CniArgs, CniError> {
+        let mut pairs = BTreeMap::new();
+        for part in s.split(';').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(CniError::new(
+                    crate::error::codes::INVALID_ENV,
+                    "invalid CNI_ARGS",
+                    format!("CNI_ARGS pair {part:?} is not KEY=VALUE"),
+                ));
+            };
+            pairs.insert(k.to_string(), v.to_string());
+        }
+        let ignore = pairs
+            .get("IgnoreUnknown")
+            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        if !ignore {
+            if let Some(k) = pairs.keys().find(|k| !KNOWN_ARGS.contains(&k.as_str())) {
+                return Err(CniError::new(
+                    crate::error::codes::INVALID_ENV,
+                    "invalid CNI_ARGS",
+                    format!("unknown CNI_ARGS key {k:?} (set IgnoreUnknown=1 to allow it)"),
+                ));
+            }
+        }
+        Ok(CniArgs { pairs })
+    }
+
+    /// A value.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.pairs
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The validated environment of one invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniEnv {
+    /// The verb.
+    pub command: Command,
+    /// `CNI_CONTAINERID` (required for ADD, DEL, CHECK).
+    pub container_id: String,
+    /// `CNI_NETNS` (required for ADD and CHECK).
+    pub netns: String,
+    /// `CNI_IFNAME` (required for ADD, DEL, CHECK).
+    pub ifname: String,
+    /// `CNI_ARGS`.
+    pub args: CniArgs,
+}
+
+fn valid_container_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl CniEnv {
+    /// Reads the CNI variables from a map (the process environment, or one forwarded to the
+    /// node service).
+    pub fn from_map(env: &BTreeMap<String, String>) -> Result<CniEnv, CniError> {
+        let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("").to_string();
+        let command = match get("CNI_COMMAND").as_str() {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "VERSION" => Command::Version,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            "" => return Err(CniError::missing_env(&["CNI_COMMAND"])),
+            other => {
+                return Err(CniError::new(
+                    crate::error::codes::INVALID_ENV,
+                    "unknown CNI_COMMAND",
+                    format!("unknown CNI_COMMAND {other:?}: expected ADD, DEL, CHECK, VERSION, GC or STATUS"),
+                ))
+            }
+        };
+        let e = CniEnv {
+            command,
+            container_id: get("CNI_CONTAINERID"),
+            netns: get("CNI_NETNS"),
+            ifname: get("CNI_IFNAME"),
+            args: CniArgs::default(),
+        };
+        let required: &[(&str, &str)] = match command {
+            Command::Add | Command::Check => &[
+                ("CNI_CONTAINERID", &e.container_id),
+                ("CNI_NETNS", &e.netns),
+                ("CNI_IFNAME", &e.ifname),
+            ],
+            Command::Del => &[
+                ("CNI_CONTAINERID", &e.container_id),
+                ("CNI_IFNAME", &e.ifname),
+            ],
+            _ => &[],
+        };
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|(_, v)| v.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        if !missing.is_empty() {
+            return Err(CniError::missing_env(&missing));
+        }
+        if !e.container_id.is_empty() && !valid_container_id(&e.container_id) {
+            return Err(CniError::new(
+                crate::error::codes::INVALID_ENV,
+                "invalid CNI_CONTAINERID",
+                format!(
+                    "CNI_CONTAINERID {:?} must start with a letter or digit and hold only [A-Za-z0-9_.-]",
+                    e.container_id
+                ),
+            ));
+        }
+        let args = CniArgs::parse(&get("CNI_ARGS"))?;
+        Ok(CniEnv { args, ..e })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn required_variables_per_command() {
+        let e =
+            CniEnv::from_map(&env(&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0")])).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(
+            e.details.contains("CNI_CONTAINERID, CNI_NETNS"),
+            "{}",
+            e.details
+        );
+        let e = CniEnv::from_map(&env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1")]))
+            .unwrap_err();
+        assert_eq!(
+            e.details,
+            "required environment variables missing: CNI_IFNAME"
+        );
+        assert!(CniEnv::from_map(&env(&[("CNI_COMMAND", "GC")])).is_ok());
+        assert_eq!(CniEnv::from_map(&env(&[])).unwrap_err().code, 4);
+        let e = CniEnv::from_map(&env(&[("CNI_COMMAND", "FROB")])).unwrap_err();
+        assert!(e.details.contains("FROB"));
+        let e = CniEnv::from_map(&env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "-bad"),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.code, 4);
+    }
+
+    #[test]
+    fn cni_args() {
+        let a =
+            CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar").unwrap();
+        assert_eq!(a.get("K8S_POD_NAME"), Some("p"));
+        assert_eq!(a.get("FOO"), Some("bar"));
+        assert!(CniArgs::parse("FOO=bar").is_err());
+        assert!(CniArgs::parse("IgnoreUnknown=true;FOO=bar").is_ok());
+        assert!(CniArgs::parse("K8S_POD_NAME").is_err());
+        assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+        assert_eq!(
+            CniArgs::parse("IP=10.0.0.1").unwrap().get("IP"),
+            Some("10.0.0.1")
+        );
+    }
+}

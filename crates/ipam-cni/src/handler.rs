@@ -1,0 +1,385 @@
+//! The CNI verbs over an [`Ipam`]: the same code serves the plugin's own process and the node
+//! service.
+
+use crate::config::PluginConfig;
+use crate::env::{CniEnv, Command};
+use crate::error::{codes, CniError};
+use crate::result;
+use ipam_core::{
+    AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, Family, HostReserved, Ipam, IpamError,
+    Pool, ReleaseRequest,
+};
+use ipnetwork::IpNetwork;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Attribute keys stored with each address.
+pub mod attrs {
+    /// Container id.
+    pub const CONTAINER_ID: &str = "containerid";
+    /// Interface name inside the container.
+    pub const IFNAME: &str = "ifname";
+    /// Allocation time (RFC 3339, UTC).
+    pub const TIMESTAMP: &str = "timestamp";
+    /// Kubernetes namespace.
+    pub const NAMESPACE: &str = "namespace";
+    /// Kubernetes pod.
+    pub const POD: &str = "pod";
+}
+
+/// One parsed invocation.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// The environment.
+    pub env: CniEnv,
+    /// The configuration.
+    pub config: PluginConfig,
+}
+
+/// Runs the verb. Returns the JSON to print (ADD), or nothing.
+pub fn handle<S: Datastore>(
+    ipam: &Ipam<S>,
+    inv: &Invocation,
+    now_unix_secs: u64,
+) -> Result<Option<String>, CniError> {
+    match inv.env.command {
+        Command::Add => add(ipam, inv, now_unix_secs).map(Some),
+        Command::Del => del(ipam, inv).map(|()| None),
+        Command::Check => check(ipam, inv).map(|()| None),
+        Command::Gc => gc(ipam, inv).map(|()| None),
+        Command::Status => status(ipam, inv).map(|()| None),
+        Command::Version => Ok(Some(version_json(&inv.config.cni_version))),
+    }
+}
+
+/// The VERSION answer.
+pub fn version_json(cni_version: &str) -> String {
+    let v = if cni_version.is_empty() {
+        "1.1.0"
+    } else {
+        cni_version
+    };
+    serde_json::json!({
+        "cniVersion": v,
+        "supportedVersions": crate::config::SUPPORTED_VERSIONS,
+    })
+    .to_string()
+}
+
+/// Creates the configured pools (or the default) when the store has none yet.
+fn ensure_pools<S: Datastore>(ipam: &Ipam<S>, cfg: &PluginConfig) -> Result<(), CniError> {
+    if !ipam.pools()?.is_empty() {
+        return Ok(());
+    }
+    let mut cidrs: Vec<IpNetwork> = cfg
+        .ipv4_pools
+        .iter()
+        .chain(&cfg.ipv6_pools)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if cfg.assign_ipv4 && cfg.ipv4_pools.is_empty() {
+        cidrs.push("192.168.0.0/16".parse().expect("valid"));
+    }
+    for c in cidrs {
+        let pool = Pool::new(&Pool::name_for(&c), ipam_core::cidr::masked(c))
+            .map_err(|e| CniError::config(e.to_string()))?;
+        match ipam.create_pool(pool) {
+            Ok(()) | Err(IpamError::PoolExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn owner_attrs(inv: &Invocation, now: u64) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::from([
+        (
+            attrs::CONTAINER_ID.to_string(),
+            inv.env.container_id.clone(),
+        ),
+        (attrs::IFNAME.to_string(), inv.env.ifname.clone()),
+        (attrs::TIMESTAMP.to_string(), rfc3339(now)),
+    ]);
+    if let Some(ns) = inv.env.args.get("K8S_POD_NAMESPACE") {
+        a.insert(attrs::NAMESPACE.into(), ns.into());
+    }
+    if let Some(p) = inv.env.args.get("K8S_POD_NAME") {
+        a.insert(attrs::POD.into(), p.into());
+    }
+    a
+}
+
+/// Addresses of this attachment: the handle's addresses whose `ifname` is this one.
+fn attachment<S: Datastore>(
+    ipam: &Ipam<S>,
+    inv: &Invocation,
+) -> Result<Vec<ipam_core::Allocation>, CniError> {
+    let handle = inv.config.handle_id(&inv.env.container_id);
+    Ok(ipam
+        .allocations_of_handle(&handle)?
+        .into_iter()
+        .filter(|a| {
+            a.attrs
+                .get(attrs::IFNAME)
+                .is_none_or(|i| *i == inv.env.ifname)
+        })
+        .collect())
+}
+
+fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<String, CniError> {
+    let cfg = &inv.config;
+    let node = cfg.node_name()?;
+    ensure_pools(ipam, cfg)?;
+    let handle = cfg.handle_id(&inv.env.container_id);
+    // A repeated ADD for the same attachment returns what it already holds.
+    let held = attachment(ipam, inv)?;
+    if !held.is_empty() {
+        let ips: Vec<AssignedIp> = held
+            .iter()
+            .map(|a| AssignedIp {
+                ip: a.ip,
+                block: a.block,
+                seq: a.seq,
+            })
+            .collect();
+        return Ok(result::to_json(cfg, result::build(cfg, &ips)));
+    }
+    let owner = owner_attrs(inv, now);
+    let mut specific = cfg.requested_ips.clone();
+    if specific.is_empty() {
+        if let Some(list) = inv.env.args.get("IP") {
+            for s in list.split(',') {
+                specific.push(s.trim().parse::<IpAddr>().map_err(|_| {
+                    CniError::new(
+                        codes::INVALID_ENV,
+                        "invalid CNI_ARGS",
+                        format!("IP={s:?} is not an address"),
+                    )
+                })?);
+            }
+        }
+    }
+    let ips = if specific.is_empty() {
+        let args = AutoAssignArgs {
+            num_v4: usize::from(cfg.assign_ipv4),
+            num_v6: usize::from(cfg.assign_ipv6),
+            attrs: owner,
+            v4_pools: cfg.ipv4_pools.clone(),
+            v6_pools: cfg.ipv6_pools.clone(),
+            ..AutoAssignArgs::v4(&node, &handle, 0)
+        };
+        let r = ipam.auto_assign(&args)?;
+        r.v4.ips.into_iter().chain(r.v6.ips).collect()
+    } else {
+        let mut taken: Vec<AssignedIp> = Vec::new();
+        for ip in &specific {
+            let r = ipam.assign_ip(&AssignIpArgs {
+                ip: *ip,
+                handle_id: handle.clone(),
+                attrs: owner.clone(),
+                node: node.clone(),
+                host_reserved: HostReserved::default(),
+            });
+            match r {
+                Ok(a) => taken.push(a),
+                Err(e) => {
+                    // All or nothing: give back what this request took.
+                    let undo: Vec<ReleaseRequest> = taken
+                        .iter()
+                        .map(|a| ReleaseRequest {
+                            ip: a.ip,
+                            handle_id: Some(handle.clone()),
+                            seq: Some(a.seq),
+                        })
+                        .collect();
+                    let _ = ipam.release_ips(&undo);
+                    return Err(e.into());
+                }
+            }
+        }
+        taken
+    };
+    tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
+    Ok(result::to_json(cfg, result::build(cfg, &ips)))
+}
+
+fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let handle = inv.config.handle_id(&inv.env.container_id);
+    let mine = attachment(ipam, inv)?;
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let reqs: Vec<ReleaseRequest> = mine
+        .iter()
+        .map(|a| ReleaseRequest {
+            ip: a.ip,
+            handle_id: Some(handle.clone()),
+            seq: Some(a.seq),
+        })
+        .collect();
+    let out = ipam.release_ips(&reqs)?;
+    tracing::info!(handle = %handle, released = ?out.released, "released");
+    Ok(())
+}
+
+fn check<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let mine: BTreeSet<IpAddr> = attachment(ipam, inv)?.into_iter().map(|a| a.ip).collect();
+    if mine.is_empty() {
+        return Err(CniError::new(
+            codes::UNKNOWN_CONTAINER,
+            "unknown container",
+            format!(
+                "no address is held for container {} interface {}",
+                inv.env.container_id, inv.env.ifname
+            ),
+        ));
+    }
+    for ip in &inv.config.prev_result_ips {
+        if !mine.contains(ip) {
+            return Err(CniError::new(
+                codes::CHECK_MISMATCH,
+                "address not held by this attachment",
+                format!(
+                    "prevResult has {ip}, but container {} interface {} holds {:?}",
+                    inv.env.container_id, inv.env.ifname, mine
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn gc<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let cfg = &inv.config;
+    let valid: BTreeSet<(String, String)> = cfg
+        .valid_attachments
+        .clone()
+        .ok_or_else(|| CniError::config("GC needs cni.dev/valid-attachments"))?
+        .into_iter()
+        .collect();
+    let prefix = format!("{}.", cfg.name);
+    let mut errors = Vec::new();
+    let mut released = 0usize;
+    for h in ipam.handle_ids(&prefix)? {
+        let allocs = match ipam.allocations_of_handle(&h) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(format!("{h}: {e}"));
+                continue;
+            }
+        };
+        let stale: Vec<ReleaseRequest> = allocs
+            .iter()
+            .filter(|a| {
+                let cid = a
+                    .attrs
+                    .get(attrs::CONTAINER_ID)
+                    .cloned()
+                    .unwrap_or_else(|| h.strip_prefix(&prefix).unwrap_or_default().to_string());
+                let ifn = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
+                !valid.contains(&(cid, ifn))
+            })
+            .map(|a| ReleaseRequest {
+                ip: a.ip,
+                handle_id: Some(h.clone()),
+                seq: Some(a.seq),
+            })
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        match ipam.release_ips(&stale) {
+            Ok(o) => released += o.released.len(),
+            Err(e) => errors.push(format!("{h}: {e}")),
+        }
+    }
+    tracing::info!(network = %cfg.name, released, "gc");
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            codes::IO_FAILURE,
+            "garbage collection incomplete",
+            errors.join("; "),
+        ))
+    }
+}
+
+fn status<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
+    let cfg = &inv.config;
+    let pools = ipam.pools()?;
+    if pools.is_empty() {
+        return Ok(()); // the first ADD creates them
+    }
+    let usage = ipam.utilisation()?;
+    for (wanted, family, requested) in [
+        (cfg.assign_ipv4, Family::V4, &cfg.ipv4_pools),
+        (cfg.assign_ipv6, Family::V6, &cfg.ipv6_pools),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let candidates: Vec<&Pool> = pools
+            .iter()
+            .filter(|p| p.family() == family && !p.disabled)
+            .filter(|p| {
+                requested.is_empty()
+                    || requested
+                        .iter()
+                        .any(|r| *r == p.name || r.parse::<IpNetwork>().ok() == Some(p.cidr))
+            })
+            .collect();
+        let free: u128 = usage
+            .pools
+            .iter()
+            .filter(|u| candidates.iter().any(|p| p.name == u.name))
+            .map(|u| u.free())
+            .sum();
+        if free == 0 {
+            return Err(CniError::new(
+                codes::NOT_AVAILABLE,
+                "no addresses available",
+                format!(
+                    "every candidate {family} pool is full or disabled: [{}]",
+                    candidates
+                        .iter()
+                        .map(|p| p.cidr.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_700_000), "2026-11-26T13:33:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,115 @@
+//! The node service's socket protocol, version 1.
+//!
+//! A unix stream socket; each message is a frame: a 4-byte big-endian length, then that many
+//! bytes of JSON. One request and one response per connection.
+//!
+//! ```text
+//! request:  {"version": 1, "kind": "cni", "env": {"CNI_COMMAND": "ADD", ...}, "stdin": "<network config>"}
+//!           {"version": 1, "kind": "ping"}
+//! response: {"version": 1, "stdout": "<what the plugin prints>", "exit_code": 0}
+//!           {"version": 1, "error": "<why the request was not served>"}
+//! ```
+//!
+//! A service that does not speak the request's version answers with `error`; the plugin then
+//! serves the request itself. Frames are limited to [`MAX_FRAME`] bytes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// Largest frame accepted.
+pub const MAX_FRAME: u32 = 4 << 20;
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Serve a CNI invocation.
+    Cni,
+    /// Liveness.
+    Ping,
+}
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version.
+    pub version: u32,
+    /// What to do.
+    pub kind: Kind,
+    /// The plugin's `CNI_*` environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The network configuration the plugin read on stdin.
+    #[serde(default)]
+    pub stdin: String,
+}
+
+/// A response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub version: u32,
+    /// What the plugin prints on stdout.
+    #[serde(default)]
+    pub stdout: String,
+    /// The plugin's exit code.
+    #[serde(default)]
+    pub exit_code: i32,
+    /// Set when the request was not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Writes one frame.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l <= MAX_FRAME)
+        .ok_or_else(|| std::io::Error::other("frame too large"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(&body)?;
+    w.flush()
+}
+
+/// Reads one frame.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Why a call to the service did not produce a response.
+#[derive(Debug)]
+pub enum CallError {
+    /// No service listens (connect failed): serve the request locally.
+    NotRunning(std::io::Error),
+    /// The service was reached but the exchange failed; the request may have been applied.
+    Failed(std::io::Error),
+}
+
+/// Sends a request and waits for the response.
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, CallError> {
+    let mut s = UnixStream::connect(socket).map_err(CallError::NotRunning)?;
+    let io = |r: std::io::Result<()>| r.map_err(CallError::Failed);
+    io(s.set_read_timeout(Some(timeout)))?;
+    io(s.set_write_timeout(Some(timeout)))?;
+    io(write_frame(&mut s, req))?;
+    read_frame(&mut s).map_err(CallError::Failed)
+}

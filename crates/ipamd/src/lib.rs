@@ -1,0 +1,133 @@
+//! The node-local IPAM service: holds the datastore open and serves `calico-ipam` (and later
+//! `ipamctl`) over a unix socket, so a plugin call costs a socket round trip instead of opening
+//! the store (which takes milliseconds and excludes other processes).
+//!
+//! The protocol is `ipam_cni::protocol` (versioned, length-prefixed JSON frames). Each
+//! connection is served on its own thread; concurrent requests share the store's flushes
+//! (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
+//! every in-flight request has finished.
+//!
+//! Not here: CNI semantics (ipam-cni), allocation (ipam-core), storage (ipam-store).
+
+use ipam_cni::protocol::{self, Kind, Request, Response};
+use ipam_core::{Datastore, Ipam};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters of a serve loop.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Requests served.
+    pub served: AtomicU64,
+}
+
+fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let req: Request = match protocol::read_frame(&mut conn) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "unreadable request");
+            return;
+        }
+    };
+    let resp = if req.version != protocol::VERSION {
+        Response {
+            version: protocol::VERSION,
+            error: Some(format!(
+                "protocol version {} is not supported; this service speaks {}",
+                req.version,
+                protocol::VERSION
+            )),
+            ..Default::default()
+        }
+    } else {
+        match req.kind {
+            Kind::Ping => Response {
+                version: protocol::VERSION,
+                stdout: "pong".into(),
+                ..Default::default()
+            },
+            Kind::Cni => {
+                let out = ipam_cni::serve(ipam, &req.env, req.stdin.as_bytes());
+                Response {
+                    version: protocol::VERSION,
+                    stdout: out.stdout,
+                    exit_code: out.exit_code,
+                    error: None,
+                }
+            }
+        }
+    };
+    stats.served.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = protocol::write_frame(&mut conn, &resp) {
+        tracing::warn!(error = %e, "could not send a response");
+    }
+}
+
+/// Serves connections until `shutdown` is set (and one more connection, or [`wake`], unblocks
+/// the accept). Waits for in-flight requests before returning.
+pub fn serve<S: Datastore + 'static>(
+    listener: UnixListener,
+    ipam: Arc<Ipam<S>>,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> std::io::Result<()> {
+    let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    for conn in listener.incoming() {
+        if shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let ipam = ipam.clone();
+        let stats = stats.clone();
+        workers.retain(|w| !w.is_finished());
+        workers.push(std::thread::spawn(move || handle_conn(&ipam, conn, &stats)));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+/// Unblocks a [`serve`] loop whose `shutdown` flag is set.
+pub fn wake(socket: &Path) {
+    let _ = UnixStream::connect(socket);
+}
+
+/// Binds the socket: creates its directory (0700), removes a stale socket file that nobody
+/// answers on, and makes the socket 0600.
+pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = socket.parent() {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another service answers on {}", socket.display()),
+            ));
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let l = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
