@@ -106,6 +106,9 @@ fn attributes_are_stored_with_each_address() {
     assert_eq!(a.block_affinity.as_deref(), Some("node-a"));
 }
 
+/// A bad-input case: what it is, how to run it, the expected code, a word the details name.
+type Case = (&'static str, Box<dyn Fn(&Harness) -> Out>, u64, &'static str);
+
 #[test]
 fn bad_input_gets_the_right_code_and_changes_nothing() {
     both_modes(|mode| {
@@ -116,7 +119,7 @@ fn bad_input_gets_the_right_code_and_changes_nothing() {
             .ok();
         let good = h.conf("1.0.0", json!({}));
         let before = h.snapshot();
-        let table: Vec<(&str, Box<dyn Fn(&Harness) -> Out>, u64, &str)> = vec![
+        let table: Vec<Case> = vec![
             (
                 "malformed JSON",
                 Box::new(|h: &Harness| h.exec_raw("ADD", "c1", "eth0", b"{\"cniVersion\":", "")),
