@@ -39,6 +39,15 @@ pub enum Gateway {
     Fixed(IpAddr),
 }
 
+/// The prefix length returned with each address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultPrefix {
+    /// The block's (/26 by default): pods of one block are on-link, as Calico returns it.
+    Block,
+    /// The pool's: the main plugin routes the whole pool (ptp: via the gateway on the host).
+    Pool,
+}
+
 /// A route to return.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -85,6 +94,8 @@ pub struct PluginConfig {
     pub ipamd_socket: PathBuf,
     /// Gateway policy.
     pub gateway: Gateway,
+    /// Prefix length policy.
+    pub result_prefix: ResultPrefix,
     /// Routes to return.
     pub routes: Vec<RouteSpec>,
     /// Specific addresses from `runtimeConfig.ips` or `args.cni.ips`.
@@ -328,27 +339,36 @@ impl PluginConfig {
             Some("link-local") => Gateway::LinkLocal,
             Some(s) => Gateway::Fixed(ip_of(s, "gateway")?),
         };
-        let routes = match ipam.and_then(|m| m.get("routes")) {
-            None | Some(Value::Null) => {
-                if gateway == Gateway::None {
-                    Vec::new()
-                } else {
-                    let mut r = Vec::new();
-                    if assign_ipv4 {
-                        r.push(RouteSpec {
-                            dst: "0.0.0.0/0".parse().expect("valid"),
-                            gw: None,
-                        });
-                    }
-                    if assign_ipv6 {
-                        r.push(RouteSpec {
-                            dst: "::/0".parse().expect("valid"),
-                            gw: None,
-                        });
-                    }
-                    r
-                }
+        let result_prefix = match keys.string("result_prefix")?.as_deref() {
+            None if main_type == "ptp" => ResultPrefix::Pool,
+            None | Some("block") => ResultPrefix::Block,
+            Some("pool") => ResultPrefix::Pool,
+            Some(other) => {
+                return Err(CniError::config(format!(
+                    "result_prefix {other:?} must be \"block\" or \"pool\""
+                )))
             }
+        };
+        let routes = match ipam.and_then(|m| m.get("routes")) {
+            // Only the calico main plugin installs the link-local next hop before the routes;
+            // ptp and bridge add result routes while the gateway is not yet on-link.
+            None | Some(Value::Null) if main_type == "calico" && gateway != Gateway::None => {
+                let mut r = Vec::new();
+                if assign_ipv4 {
+                    r.push(RouteSpec {
+                        dst: "0.0.0.0/0".parse().expect("valid"),
+                        gw: None,
+                    });
+                }
+                if assign_ipv6 {
+                    r.push(RouteSpec {
+                        dst: "::/0".parse().expect("valid"),
+                        gw: None,
+                    });
+                }
+                r
+            }
+            None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|r| {
@@ -458,6 +478,7 @@ impl PluginConfig {
                     .unwrap_or_else(|| defaults::SOCKET.into()),
             ),
             gateway,
+            result_prefix,
             routes,
             requested_ips,
             prev_result_ips,
@@ -511,7 +532,8 @@ mod tests {
         assert_eq!(c.ipv4_pools, ["10.244.0.0/16", "default-pool"]);
         assert_eq!(c.nodename.as_deref(), Some("inner"), "ipam section wins");
         assert_eq!(c.gateway, Gateway::LinkLocal);
-        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes.len(), 1, "calico gets a default route");
+        assert_eq!(c.result_prefix, ResultPrefix::Block);
         assert_eq!(c.handle_id("abc"), "k8s-pod-network.abc");
         assert_eq!(c.datastore, Datastore::Sled(defaults::SLED_PATH.into()));
     }
@@ -527,6 +549,17 @@ mod tests {
         assert!(c.assign_ipv6);
         assert_eq!(c.gateway, Gateway::None);
         assert!(c.routes.is_empty());
+        assert_eq!(c.result_prefix, ResultPrefix::Block);
+        let c = parse(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"ptp"}"#,
+            Command::Add,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.gateway.clone(), c.result_prefix),
+            (Gateway::LinkLocal, ResultPrefix::Pool)
+        );
+        assert!(c.routes.is_empty(), "ptp routes the pool itself");
     }
 
     #[test]

@@ -163,7 +163,10 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
                 seq: a.seq,
             })
             .collect();
-        return Ok(result::to_json(cfg, result::build(cfg, &ips)));
+        return Ok(result::to_json(
+            cfg,
+            result::build(cfg, &ips, &pool_cidrs(ipam)?),
+        ));
     }
     let owner = owner_attrs(inv, now);
     let mut specific = cfg.requested_ips.clone();
@@ -221,7 +224,14 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
         taken
     };
     tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
-    Ok(result::to_json(cfg, result::build(cfg, &ips)))
+    Ok(result::to_json(
+        cfg,
+        result::build(cfg, &ips, &pool_cidrs(ipam)?),
+    ))
+}
+
+fn pool_cidrs<S: Datastore>(ipam: &Ipam<S>) -> Result<Vec<IpNetwork>, CniError> {
+    Ok(ipam.pools()?.into_iter().map(|p| p.cidr).collect())
 }
 
 fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {

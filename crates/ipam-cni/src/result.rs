@@ -1,14 +1,17 @@
 //! The ADD result, in the shape of the configuration's `cniVersion`.
 //!
-//! Each address is returned with its block's prefix length (/26 by default), as Calico does:
-//! pods of one block are on-link to each other, and a main plugin gets a prefix shorter than
-//! /32 that it can configure. The gateway and routes depend on the main plugin (see
-//! [`crate::config::Gateway`] and docs/cni-config.md): `ptp` and `calico` get the link-local
-//! next hop 169.254.1.1 with a default route, `bridge` gets neither, unless the config says
-//! otherwise.
+//! What each main plugin gets by default (docs/cni-config.md has the reasoning):
+//! - `calico`: the block's prefix (/26), gateway 169.254.1.1, a default route (Calico's own
+//!   main plugin narrows to /32 and installs the link-local next hop itself);
+//! - `ptp`: the pool's prefix and gateway 169.254.1.1, no routes: ptp puts the gateway on the
+//!   host end of the veth and routes the whole pool through it;
+//! - `bridge` and others: the block's prefix, no gateway, no routes: pods of a block are
+//!   on-link on the bridge.
+//! The `gateway`, `result_prefix` and `routes` keys override each choice.
 
-use crate::config::{Gateway, PluginConfig};
+use crate::config::{Gateway, PluginConfig, ResultPrefix};
 use ipam_core::{AssignedIp, Family};
+use ipnetwork::IpNetwork;
 use rscni_types::ipnet::IpNet;
 use rscni_types::types::{CNIResult, CNIResultWithVersion, IpConfig, Route};
 use std::net::IpAddr;
@@ -27,14 +30,24 @@ fn gateway_for(cfg: &PluginConfig, family: Family) -> Option<IpAddr> {
     }
 }
 
-/// Builds the result for the assigned addresses.
-pub fn build(cfg: &PluginConfig, ips: &[AssignedIp]) -> CNIResult {
+/// Builds the result for the assigned addresses; `pools` are the pool CIDRs (for the pool
+/// prefix).
+pub fn build(cfg: &PluginConfig, ips: &[AssignedIp], pools: &[IpNetwork]) -> CNIResult {
     let ips: Vec<IpConfig> = ips
         .iter()
-        .map(|a| IpConfig {
-            interface: None,
-            address: IpNet::new(a.ip, a.block.prefix()).expect("block prefix fits the family"),
-            gateway: gateway_for(cfg, Family::of(a.ip)),
+        .map(|a| {
+            let prefix = match cfg.result_prefix {
+                ResultPrefix::Pool => pools
+                    .iter()
+                    .find(|p| p.contains(a.ip))
+                    .map_or(a.block.prefix(), |p| p.prefix()),
+                ResultPrefix::Block => a.block.prefix(),
+            };
+            IpConfig {
+                interface: None,
+                address: IpNet::new(a.ip, prefix).expect("prefix fits the family"),
+                gateway: gateway_for(cfg, Family::of(a.ip)),
+            }
         })
         .collect();
     let routes = cfg
@@ -102,8 +115,8 @@ mod tests {
     #[test]
     fn every_version_has_its_shape() {
         for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
-            let c = cfg(v, "ptp");
-            let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips()))).unwrap();
+            let c = cfg(v, "calico");
+            let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &[]))).unwrap();
             assert_eq!(j["cniVersion"], v);
             assert_eq!(j["ips"][0]["address"], "10.244.3.7/26");
             assert_eq!(j["ips"][0]["gateway"], "169.254.1.1");
@@ -125,8 +138,23 @@ mod tests {
     #[test]
     fn bridge_gets_no_gateway_or_routes() {
         let c = cfg("1.0.0", "bridge");
-        let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips()))).unwrap();
+        let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &[]))).unwrap();
         assert!(j["ips"][0].get("gateway").is_none());
+        assert!(j.get("routes").is_none());
+        assert_eq!(j["ips"][0]["address"], "10.244.3.7/26");
+    }
+
+    #[test]
+    fn ptp_gets_the_pool_prefix_and_the_link_local_gateway() {
+        let c = cfg("1.0.0", "ptp");
+        let pools = [
+            "10.244.0.0/16".parse().unwrap(),
+            "fd00::/64".parse().unwrap(),
+        ];
+        let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &pools))).unwrap();
+        assert_eq!(j["ips"][0]["address"], "10.244.3.7/16");
+        assert_eq!(j["ips"][0]["gateway"], "169.254.1.1");
+        assert_eq!(j["ips"][1]["address"], "fd00::47/64");
         assert!(j.get("routes").is_none());
     }
 }

@@ -107,7 +107,12 @@ fn attributes_are_stored_with_each_address() {
 }
 
 /// A bad-input case: what it is, how to run it, the expected code, a word the details name.
-type Case = (&'static str, Box<dyn Fn(&Harness) -> Out>, u64, &'static str);
+type Case = (
+    &'static str,
+    Box<dyn Fn(&Harness) -> Out>,
+    u64,
+    &'static str,
+);
 
 #[test]
 fn bad_input_gets_the_right_code_and_changes_nothing() {
