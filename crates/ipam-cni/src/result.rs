@@ -7,6 +7,7 @@
 //!   host end of the veth and routes the whole pool through it;
 //! - `bridge` and others: the block's prefix, no gateway, no routes: pods of a block are
 //!   on-link on the bridge.
+//!
 //! The `gateway`, `result_prefix` and `routes` keys override each choice.
 
 use crate::config::{Gateway, PluginConfig, ResultPrefix};

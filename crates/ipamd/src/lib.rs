@@ -95,6 +95,23 @@ pub fn serve<S: Datastore + 'static>(
         workers.retain(|w| !w.is_finished());
         workers.push(std::thread::spawn(move || handle_conn(&ipam, conn, &stats)));
     }
+    // Stop taking new work: clients that connect from now on find no socket and serve
+    // themselves. Connections the kernel already queued are still served.
+    if let Some(path) = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    listener.set_nonblocking(true)?;
+    while let Ok((conn, _)) = listener.accept() {
+        let _ = conn.set_nonblocking(false);
+        let ipam = ipam.clone();
+        let stats = stats.clone();
+        workers.push(std::thread::spawn(move || handle_conn(&ipam, conn, &stats)));
+    }
+    drop(listener);
     for w in workers {
         let _ = w.join();
     }

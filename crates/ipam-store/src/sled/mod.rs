@@ -129,14 +129,35 @@ impl SledStore {
                 source,
             },
         })?;
-        let db = sled::Config::new()
-            .path(path.join("db"))
-            .cache_capacity(opts.cache_bytes)
-            .open()
-            .map_err(|e| OpenError::Sled {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+        // sled's own file lock can outlive our directory lock by a moment: a process that
+        // has just closed the store still holds it until its background threads exit. Wait for
+        // it within the same bound.
+        let start = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new()
+                .path(path.join("db"))
+                .cache_capacity(opts.cache_bytes)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && start.elapsed() < opts.lock_timeout => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) if is_lock_error(&e) => {
+                    return Err(OpenError::Busy {
+                        path,
+                        holder: None,
+                        waited: start.elapsed(),
+                    })
+                }
+                Err(e) => {
+                    return Err(OpenError::Sled {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        };
         restrict_files(&path).map_err(io)?;
         let tree: sled::Tree = (*db).clone();
         let sled_err = |e: sled::Error| OpenError::Sled {
@@ -260,6 +281,13 @@ impl DecodeCache {
         map.insert(key.to_vec(), rec.clone());
         Ok(rec)
     }
+}
+
+/// sled reports its file lock being held as an I/O error of kind `Other` with this text.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
 }
 
 fn unavailable(e: sled::Error) -> StoreError {

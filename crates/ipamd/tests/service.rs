@@ -1,0 +1,165 @@
+//! The `calico-ipamd` binary: serves requests over its socket with root-only permissions,
+//! declines unknown protocol versions, and on SIGTERM finishes in-flight requests, flushes
+//! and exits 0, with every answered allocation on disk.
+
+use ipam_cni::protocol::{self, CallError, Kind, Request};
+use ipam_core::{Ipam, Range, StoreExt};
+use ipam_store::{SledOptions, SledStore, SystemClock};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn start(dir: &Path) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_calico-ipamd"))
+        .arg("--sled-path")
+        .arg(dir.join("store"))
+        .arg("--socket")
+        .arg(dir.join("run/ipamd.sock"))
+        .arg("--log-level")
+        .arg("warn")
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(dir.join("run/ipamd.sock")).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+fn add(dir: &Path, cid: &str) -> Request {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "svc", "type": "ptp",
+        "ipam": {"type": "calico-ipam", "nodename": "node-a", "ipv4_pools": ["10.244.0.0/16"],
+                 "log_file_path": dir.join("cni.log")}
+    });
+    Request {
+        version: protocol::VERSION,
+        kind: Kind::Cni,
+        env: BTreeMap::from([
+            ("CNI_COMMAND".into(), "ADD".into()),
+            ("CNI_CONTAINERID".into(), cid.into()),
+            ("CNI_NETNS".into(), "/var/run/netns/x".into()),
+            ("CNI_IFNAME".into(), "eth0".into()),
+        ]),
+        stdin: conf.to_string(),
+    }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn serves_pings_and_cni_and_declines_unknown_versions() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = start(d.path());
+    let sock = d.path().join("run/ipamd.sock");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sock), 0o600);
+    assert_eq!(mode(&d.path().join("run")), 0o700);
+    let ping = Request {
+        version: protocol::VERSION,
+        kind: Kind::Ping,
+        env: BTreeMap::new(),
+        stdin: String::new(),
+    };
+    let r = protocol::call(&sock, &ping, Duration::from_secs(5)).unwrap();
+    assert_eq!(r.stdout, "pong");
+    let r = protocol::call(&sock, &add(d.path(), "c1"), Duration::from_secs(5)).unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(j["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.244."));
+    let mut future = add(d.path(), "c2");
+    future.version = 99;
+    let r = protocol::call(&sock, &future, Duration::from_secs(5)).unwrap();
+    assert!(r.error.unwrap().contains("99"));
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    assert!(!sock.exists(), "socket removed on exit");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_flushes() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = start(d.path());
+    let sock = d.path().join("run/ipamd.sock");
+    let dir = d.path().to_path_buf();
+    let clients: Vec<_> = (0..60)
+        .map(|i| {
+            let sock = sock.clone();
+            let req = add(&dir, &format!("c{i}"));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(i * 2));
+                protocol::call(&sock, &req, Duration::from_secs(30))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(40));
+    sigterm(&child);
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    for c in clients {
+        match c.join().unwrap() {
+            Ok(r) => {
+                assert_eq!(r.exit_code, 0, "{}", r.stdout);
+                let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+                answered.push(
+                    j["ips"][0]["address"]
+                        .as_str()
+                        .unwrap()
+                        .split('/')
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            Err(CallError::NotRunning(_)) => refused += 1,
+            Err(CallError::Failed(e)) => panic!("an accepted request was cut off: {e}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        !answered.is_empty(),
+        "some requests were served before the signal"
+    );
+    eprintln!(
+        "{} answered, {refused} refused after shutdown",
+        answered.len()
+    );
+    let ipam = Ipam::new(
+        SledStore::open(d.path().join("store"), &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    );
+    let held: std::collections::BTreeSet<String> = ipam
+        .store()
+        .list_blocks(&Range::Blocks)
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| {
+            b.value
+                .used()
+                .map(|(o, _, _)| b.value.ip(o).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for ip in &answered {
+        assert!(held.contains(ip), "answered allocation {ip} is not on disk");
+    }
+    assert!(ipam_core::audit::audit(ipam.store()).unwrap().is_empty());
+}
