@@ -112,7 +112,6 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
     if inv.env.command == Command::Version {
         return Output::ok(Some(handler::version_json(&inv.config.cni_version)));
     }
-    crate::logging::init(&inv.config);
     let Ok(text) = std::str::from_utf8(stdin) else {
         return Output::error(&CniError::decode("network config is not UTF-8"), &version);
     };
@@ -144,6 +143,8 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
             return Output::error(&err, &version);
         }
     }
+    // Logging is set up only here: through the service, the service logs.
+    crate::logging::init(&inv.config);
     let start = Instant::now();
     let opened = backend::host_lock(&inv.config).and_then(|lock| {
         let remaining = inv.config.lock_timeout.saturating_sub(start.elapsed());

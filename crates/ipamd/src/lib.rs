@@ -2,9 +2,9 @@
 //! `ipamctl`) over a unix socket, so a plugin call costs a socket round trip instead of opening
 //! the store (which takes milliseconds and excludes other processes).
 //!
-//! The protocol is `ipam_cni::protocol` (versioned, length-prefixed JSON frames). Each
-//! connection is served on its own thread; concurrent requests share the store's flushes
-//! (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
+//! The protocol is `ipam_cni::protocol` (versioned, length-prefixed JSON frames).
+//! Connections are served by a pool of worker threads; concurrent requests share the store's
+//! flushes (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
 //! every in-flight request has finished.
 //!
 //! Not here: CNI semantics (ipam-cni), allocation (ipam-core), storage (ipam-store).
@@ -69,31 +69,46 @@ fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats
     }
 }
 
+/// Worker threads serving connections (requests block on the store's flush, so a few run
+/// at once to share it).
+pub const WORKERS: usize = 16;
+
 /// Serves connections until `shutdown` is set (and one more connection, or [`wake`], unblocks
-/// the accept). Waits for in-flight requests before returning.
+/// the accept). Connections already queued are still served; returns when every request has
+/// been answered.
 pub fn serve<S: Datastore + 'static>(
     listener: UnixListener,
     ipam: Arc<Ipam<S>>,
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) -> std::io::Result<()> {
-    let mut workers: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel::<UnixStream>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let rx = rx.clone();
+            let ipam = ipam.clone();
+            let stats = stats.clone();
+            std::thread::spawn(move || loop {
+                let next = rx.lock().map(|r| r.recv());
+                match next {
+                    Ok(Ok(conn)) => handle_conn(&ipam, conn, &stats),
+                    _ => return,
+                }
+            })
+        })
+        .collect();
     for conn in listener.incoming() {
         if shutdown.load(Ordering::SeqCst) {
             break;
         }
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
+        match conn {
+            Ok(c) => {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.send(c);
             }
-        };
-        stats.connections.fetch_add(1, Ordering::Relaxed);
-        let ipam = ipam.clone();
-        let stats = stats.clone();
-        workers.retain(|w| !w.is_finished());
-        workers.push(std::thread::spawn(move || handle_conn(&ipam, conn, &stats)));
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
     }
     // Stop taking new work: clients that connect from now on find no socket and serve
     // themselves. Connections the kernel already queued are still served.
@@ -107,11 +122,10 @@ pub fn serve<S: Datastore + 'static>(
     listener.set_nonblocking(true)?;
     while let Ok((conn, _)) = listener.accept() {
         let _ = conn.set_nonblocking(false);
-        let ipam = ipam.clone();
-        let stats = stats.clone();
-        workers.push(std::thread::spawn(move || handle_conn(&ipam, conn, &stats)));
+        let _ = tx.send(conn);
     }
     drop(listener);
+    drop(tx);
     for w in workers {
         let _ = w.join();
     }

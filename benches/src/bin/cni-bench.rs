@@ -1,0 +1,148 @@
+//! ADD and DEL latency of IPAM plugins exec'd the way a main plugin execs them (environment +
+//! config on stdin), in one run: calico-ipam through the node service, calico-ipam on its own,
+//! and Debian's host-local. Then 200 concurrent ADDs for each.
+//!
+//! Run: `bash benches/cni-latency.sh` (builds release binaries first).
+//! Usage: `cni-bench [N] [HOST_LOCAL]`; binaries are looked up next to this one.
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Target {
+    name: &'static str,
+    bin: PathBuf,
+    conf: Value,
+}
+
+fn spawn(t: &Target, command: &str, cid: &str) -> Child {
+    let mut c = Command::new(&t.bin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", "/var/run/netns/bench")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn plugin");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(t.conf.to_string().as_bytes())
+        .expect("write config");
+    c
+}
+
+fn finish(c: Child, what: &str) {
+    let o = c.wait_with_output().expect("wait");
+    assert!(
+        o.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+fn call(t: &Target, command: &str, cid: &str) -> Duration {
+    let s = Instant::now();
+    finish(spawn(t, command, cid), command);
+    s.elapsed()
+}
+
+fn stats(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99 = ((v.len() * 99).div_ceil(100)).saturating_sub(1);
+    (ms(v[v.len() / 2]), ms(v[p99]))
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let host_local = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "/usr/lib/cni/host-local".into()),
+    );
+    let here = std::env::current_exe().expect("exe");
+    let dir = here.parent().expect("dir");
+    let calico = dir.join("calico-ipam");
+    let ipamd = dir.join("calico-ipamd");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = |s: &str| tmp.path().join(s);
+
+    let calico_conf = |store: &Path, sock: &Path| {
+        json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
+               "ipam": {"type": "calico-ipam", "nodename": "bench-node",
+                        "ipv4_pools": ["10.244.0.0/16"], "sled_path": store,
+                        "ipam_lock_file": tmp.path().join("ipam.lock"),
+                        "log_file_path": "none", "log_level": "warn", "ipamd_socket": sock}})
+    };
+    let mut daemon = Command::new(&ipamd)
+        .arg("--sled-path")
+        .arg(p("svc-store"))
+        .arg("--socket")
+        .arg(p("ipamd.sock"))
+        .arg("--log-level")
+        .arg("error")
+        .spawn()
+        .expect("start calico-ipamd");
+    while std::os::unix::net::UnixStream::connect(p("ipamd.sock")).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let targets = [
+        Target {
+            name: "calico-ipam + calico-ipamd",
+            bin: calico.clone(),
+            conf: calico_conf(&p("svc-store"), &p("ipamd.sock")),
+        },
+        Target {
+            name: "calico-ipam, no service",
+            bin: calico.clone(),
+            conf: calico_conf(&p("own-store"), &p("no-such.sock")),
+        },
+        Target {
+            name: "host-local",
+            bin: host_local,
+            conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/16"}]],
+                                  "dataDir": p("host-local")}}),
+        },
+    ];
+    println!(
+        "| plugin | ADD median | ADD p99 | DEL median | DEL p99 | 200 concurrent ADDs | rate |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for t in &targets {
+        // Warm up (first ADD creates the pool / data dir).
+        call(t, "ADD", "warm");
+        let adds: Vec<Duration> = (0..n).map(|i| call(t, "ADD", &format!("s{i}"))).collect();
+        let dels: Vec<Duration> = (0..n).map(|i| call(t, "DEL", &format!("s{i}"))).collect();
+        let s = Instant::now();
+        let children: Vec<Child> = (0..200)
+            .map(|i| spawn(t, "ADD", &format!("c{i}")))
+            .collect();
+        for c in children {
+            finish(c, "concurrent ADD");
+        }
+        let conc = s.elapsed();
+        for i in 0..200 {
+            call(t, "DEL", &format!("c{i}"));
+        }
+        let (am, ap) = stats(adds);
+        let (dm, dp) = stats(dels);
+        println!(
+            "| {} | {am:.2} ms | {ap:.2} ms | {dm:.2} ms | {dp:.2} ms | {:.0} ms | {:.0}/s |",
+            t.name,
+            conc.as_secs_f64() * 1e3,
+            200.0 / conc.as_secs_f64()
+        );
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+}
