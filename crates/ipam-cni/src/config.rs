@@ -96,6 +96,8 @@ pub struct PluginConfig {
     pub gateway: Gateway,
     /// Prefix length policy.
     pub result_prefix: ResultPrefix,
+    /// Addresses kept out of every block this node creates (first, last).
+    pub reserve: (u32, u32),
     /// Routes to return.
     pub routes: Vec<RouteSpec>,
     /// Specific addresses from `runtimeConfig.ips` or `args.cni.ips`.
@@ -349,6 +351,31 @@ impl PluginConfig {
                 )))
             }
         };
+        // On a bridge, a block's prefix is on-link: its network and broadcast addresses must not
+        // be pods, and the bridge takes the block's first host address when it is the gateway.
+        let (def_first, def_last) = if main_type == "bridge" && result_prefix == ResultPrefix::Block
+        {
+            (2, 1)
+        } else {
+            (0, 0)
+        };
+        let count = |k: &str, d: u32| -> Result<u32, CniError> {
+            match keys.get(k) {
+                None => Ok(d),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .filter(|v| *v <= 1024)
+                    .ok_or_else(|| CniError::config(format!("{k} must be 0..1024"))),
+                Some(other) => Err(CniError::config(format!(
+                    "{k} must be a number, not {other}"
+                ))),
+            }
+        };
+        let reserve = (
+            count("reserve_first", def_first)?,
+            count("reserve_last", def_last)?,
+        );
         let routes = match ipam.and_then(|m| m.get("routes")) {
             // Only the calico main plugin installs the link-local next hop before the routes;
             // ptp and bridge add result routes while the gateway is not yet on-link.
@@ -479,6 +506,7 @@ impl PluginConfig {
             ),
             gateway,
             result_prefix,
+            reserve,
             routes,
             requested_ips,
             prev_result_ips,

@@ -190,6 +190,10 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
             attrs: owner,
             v4_pools: cfg.ipv4_pools.clone(),
             v6_pools: cfg.ipv6_pools.clone(),
+            host_reserved: HostReserved {
+                first: cfg.reserve.0,
+                last: cfg.reserve.1,
+            },
             ..AutoAssignArgs::v4(&node, &handle, 0)
         };
         let r = ipam.auto_assign(&args)?;
@@ -202,7 +206,10 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
                 handle_id: handle.clone(),
                 attrs: owner.clone(),
                 node: node.clone(),
-                host_reserved: HostReserved::default(),
+                host_reserved: HostReserved {
+                    first: cfg.reserve.0,
+                    last: cfg.reserve.1,
+                },
             });
             match r {
                 Ok(a) => taken.push(a),

@@ -117,7 +117,7 @@ impl Harness {
         for (k, v) in ipam_extra.as_object().unwrap() {
             ipam[k] = v.clone();
         }
-        json!({"cniVersion": version, "name": "testnet", "type": "ptp", "ipam": ipam})
+        json!({"cniVersion": version, "name": "testnet", "type": "calico", "ipam": ipam})
     }
 
     pub fn exec(&self, command: &str, cid: &str, ifname: &str, conf: &Value, args: &str) -> Out {
