@@ -2,7 +2,7 @@
 //! Used by the property tests after every step and by the operator's `check`.
 
 use crate::cidr::{self, Cidr};
-use crate::datastore::{Datastore, Range, StoreError, StoreExt};
+use crate::datastore::{Datastore, Range, Record, StoreError, StoreExt};
 use crate::model::AffinityState;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,27 +51,55 @@ pub enum Problem {
     },
     /// A chunk is marked full in the pool index but is not (or the reverse).
     FullChunkMismatch(IpNetwork, u64),
+    /// A stored record does not decode.
+    Corrupt {
+        /// The record, as the store names it.
+        key: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Lists every broken invariant (empty when the store is consistent).
 pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreError> {
     let mut out = Vec::new();
-    let pools: Vec<_> = store
-        .list_pools(&Range::Pools)?
+    let mut records = |range: Range| -> Result<Vec<Record>, StoreError> {
+        let l = store.list_lenient(&range)?;
+        for e in l.corrupt {
+            if let StoreError::Corrupt { key, reason } = e {
+                out.push(Problem::Corrupt { key, reason });
+            }
+        }
+        Ok(l.records.into_iter().map(|v| v.value).collect())
+    };
+    let pools: Vec<_> = records(Range::Pools)?
         .into_iter()
-        .map(|v| v.value)
+        .filter_map(|r| match r {
+            Record::Pool(p) => Some(p),
+            _ => None,
+        })
         .collect();
-    let blocks: Vec<_> = store
-        .list_blocks(&Range::Blocks)?
+    let blocks: Vec<_> = records(Range::Blocks)?
         .into_iter()
-        .map(|v| v.value)
+        .filter_map(|r| match r {
+            Record::Block(b) => Some(b),
+            _ => None,
+        })
         .collect();
-    let handles: BTreeMap<String, _> = store
-        .list_handles(&Range::Handles)?
+    let handles: BTreeMap<String, _> = records(Range::Handles)?
         .into_iter()
-        .map(|v| (v.value.id.clone(), v.value))
+        .filter_map(|r| match r {
+            Record::Handle(h) => Some((h.id.clone(), h)),
+            _ => None,
+        })
         .collect();
-    let affs = store.list_affinities(&Range::Affinities)?;
+    let affs: Vec<crate::model::Affinity> = records(Range::Affinities)?
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Affinity(a) => Some(a),
+            _ => None,
+        })
+        .collect();
 
     let mut counted: BTreeMap<(String, Cidr), u32> = BTreeMap::new();
     for w in blocks.windows(2) {
@@ -102,11 +130,9 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
                 .or_insert(0) += 1;
         }
         if let Some(n) = &b.affinity {
-            let ok = affs.iter().any(|a| {
-                a.value.node == *n
-                    && a.value.cidr == b.cidr
-                    && a.value.state == AffinityState::Confirmed
-            });
+            let ok = affs
+                .iter()
+                .any(|a| a.node == *n && a.cidr == b.cidr && a.state == AffinityState::Confirmed);
             if !ok {
                 out.push(Problem::BlockWithoutAffinity(b.cidr, n.clone()));
             }
@@ -139,7 +165,6 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
         }
     }
     for a in &affs {
-        let a = &a.value;
         if a.state != AffinityState::Confirmed {
             out.push(Problem::UnconfirmedAffinity(
                 a.node.clone(),

@@ -340,6 +340,25 @@ pub trait Datastore: Send + Sync {
     /// Applies every write or none (see the module docs). Returns the new revision shared by
     /// the written records. An empty commit is a no-op.
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError>;
+
+    /// Like [`Datastore::list`], but a record that fails to decode is reported beside the
+    /// others instead of failing the whole listing (for checks and repairs). Stores that
+    /// cannot hold undecodable records keep the default.
+    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
+        Ok(Lenient {
+            records: self.list(range)?,
+            corrupt: Vec::new(),
+        })
+    }
+}
+
+/// The result of [`Datastore::list_lenient`].
+#[derive(Clone, Debug, Default)]
+pub struct Lenient {
+    /// Records that decoded.
+    pub records: Vec<Versioned<Record>>,
+    /// One `StoreError::Corrupt` per record that did not.
+    pub corrupt: Vec<StoreError>,
 }
 
 impl<T: Datastore + ?Sized> Datastore for &T {
@@ -351,6 +370,9 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     }
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         (**self).commit(writes)
+    }
+    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
+        (**self).list_lenient(range)
     }
 }
 
@@ -364,6 +386,9 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         (**self).commit(writes)
     }
+    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
+        (**self).list_lenient(range)
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for Box<T> {
@@ -375,6 +400,9 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     }
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         (**self).commit(writes)
+    }
+    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
+        (**self).list_lenient(range)
     }
 }
 

@@ -106,6 +106,10 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
         self.inner.list(range)
     }
 
+    fn list_lenient(&self, range: &Range) -> Result<ipam_core::datastore::Lenient, StoreError> {
+        self.inner.list_lenient(range)
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         if writes.is_empty() {
             return self.inner.commit(writes);

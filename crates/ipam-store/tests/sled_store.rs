@@ -206,6 +206,11 @@ fn garbage_record_is_a_typed_error_naming_it_and_others_keep_working() {
         ipam.release_by_handle("more").unwrap();
         let bad = ipam.store().corrupt_records().unwrap();
         assert_eq!(bad.len(), 1, "{bad:?}");
+        let problems = audit::audit(ipam.store()).unwrap();
+        assert!(
+            problems.iter().any(|p| matches!(p, audit::Problem::Corrupt { key, .. } if *key == format!("block {victim}"))),
+            "{problems:?}"
+        );
     }
 }
 

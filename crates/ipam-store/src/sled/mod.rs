@@ -319,6 +319,21 @@ impl Datastore for SledStore {
         Ok(out)
     }
 
+    fn list_lenient(&self, range: &Range) -> Result<ipam_core::datastore::Lenient, StoreError> {
+        let (start, end) = keys::bounds(range);
+        let mut out = ipam_core::datastore::Lenient::default();
+        for kv in self.tree.range(start..end) {
+            let (k, v) = kv.map_err(unavailable)?;
+            match self.decoded.decode(&k, &v) {
+                Ok(rec) if range.contains(&rec.value.key()) => out.records.push(rec),
+                Ok(_) => {}
+                Err(e @ StoreError::Corrupt { .. }) => out.corrupt.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         if writes.is_empty() {
             return Ok(Revision(0));
