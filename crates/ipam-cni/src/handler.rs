@@ -295,14 +295,42 @@ fn gc<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
         .ok_or_else(|| CniError::config("GC needs cni.dev/valid-attachments"))?
         .into_iter()
         .collect();
-    let prefix = format!("{}.", cfg.name);
-    let mut errors = Vec::new();
-    let mut released = 0usize;
+    let report = gc_network(ipam, &cfg.name, &valid)?;
+    tracing::info!(network = %cfg.name, released = report.released.len(), "gc");
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            codes::IO_FAILURE,
+            "garbage collection incomplete",
+            report.errors.join("; "),
+        ))
+    }
+}
+
+/// What a garbage collection did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// (handle, address) released.
+    pub released: Vec<(String, IpAddr)>,
+    /// Failures, one line each; the collection went on past them.
+    pub errors: Vec<String>,
+}
+
+/// Releases every address of network `network` whose (container id, ifname) is not in `valid`
+/// (the CNI GC verb; `ipamctl gc` runs it too). Goes on past individual failures.
+pub fn gc_network<S: Datastore>(
+    ipam: &Ipam<S>,
+    network: &str,
+    valid: &BTreeSet<(String, String)>,
+) -> Result<GcReport, CniError> {
+    let prefix = format!("{network}.");
+    let mut report = GcReport::default();
     for h in ipam.handle_ids(&prefix)? {
         let allocs = match ipam.allocations_of_handle(&h) {
             Ok(a) => a,
             Err(e) => {
-                errors.push(format!("{h}: {e}"));
+                report.errors.push(format!("{h}: {e}"));
                 continue;
             }
         };
@@ -327,20 +355,13 @@ fn gc<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
             continue;
         }
         match ipam.release_ips(&stale) {
-            Ok(o) => released += o.released.len(),
-            Err(e) => errors.push(format!("{h}: {e}")),
+            Ok(o) => report
+                .released
+                .extend(o.released.into_iter().map(|ip| (h.clone(), ip))),
+            Err(e) => report.errors.push(format!("{h}: {e}")),
         }
     }
-    tracing::info!(network = %cfg.name, released, "gc");
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            codes::IO_FAILURE,
-            "garbage collection incomplete",
-            errors.join("; "),
-        ))
-    }
+    Ok(report)
 }
 
 fn status<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {

@@ -6,7 +6,9 @@
 //! ```text
 //! request:  {"version": 1, "kind": "cni", "env": {"CNI_COMMAND": "ADD", ...}, "stdin": "<network config>"}
 //!           {"version": 1, "kind": "ping"}
+//!           {"version": 1, "kind": "admin", "admin": {"command": {...}, "json": false}}
 //! response: {"version": 1, "stdout": "<what the plugin prints>", "exit_code": 0}
+//!           {"version": 1, "stdout": "...", "exit_code": 0, "files": [["path", "content"]]}  (admin)
 //!           {"version": 1, "error": "<why the request was not served>"}
 //! ```
 //!
@@ -33,6 +35,8 @@ pub enum Kind {
     Cni,
     /// Liveness.
     Ping,
+    /// An operator command (`ipamctl`), in `admin`.
+    Admin,
 }
 
 /// A request.
@@ -48,6 +52,9 @@ pub struct Request {
     /// The network configuration the plugin read on stdin.
     #[serde(default)]
     pub stdin: String,
+    /// For `admin`: the operator command and its output format, as `ipamctl` encodes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<serde_json::Value>,
 }
 
 /// A response.
@@ -64,6 +71,9 @@ pub struct Response {
     /// Set when the request was not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For `admin`: files the client should write (path, content).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<(String, String)>,
 }
 
 /// Writes one frame.

@@ -120,6 +120,7 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
         kind: Kind::Cni,
         env: env.clone(),
         stdin: text.to_string(),
+        admin: None,
     };
     let timeout = inv.config.lock_timeout + std::time::Duration::from_secs(5);
     match protocol::call(&inv.config.ipamd_socket, &req, timeout) {

@@ -58,9 +58,10 @@ fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats
                     version: protocol::VERSION,
                     stdout: out.stdout,
                     exit_code: out.exit_code,
-                    error: None,
+                    ..Default::default()
                 }
             }
+            Kind::Admin => admin(ipam, req.admin),
         }
     };
     stats.served.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +73,36 @@ fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats
 /// Worker threads serving connections (requests block on the store's flush, so a few run
 /// at once to share it).
 pub const WORKERS: usize = 16;
+
+#[derive(serde::Deserialize)]
+struct AdminRequest {
+    command: ipamctl::Command,
+    #[serde(default)]
+    json: bool,
+}
+
+fn admin<S: Datastore>(ipam: &Ipam<S>, body: Option<serde_json::Value>) -> Response {
+    let req: Result<AdminRequest, _> = serde_json::from_value(body.unwrap_or_default());
+    match req {
+        Ok(r) => {
+            let out = ipamctl::execute(ipam, &r.command, r.json);
+            Response {
+                version: protocol::VERSION,
+                stdout: out.stdout,
+                exit_code: out.exit_code,
+                files: out.files,
+                ..Default::default()
+            }
+        }
+        Err(e) => Response {
+            version: protocol::VERSION,
+            error: Some(format!(
+                "not an ipamctl command this service understands: {e}"
+            )),
+            ..Default::default()
+        },
+    }
+}
 
 /// Serves connections until `shutdown` is set (and one more connection, or [`wake`], unblocks
 /// the accept). Connections already queued are still served; returns when every request has

@@ -49,6 +49,7 @@ fn add(dir: &Path, cid: &str) -> Request {
             ("CNI_IFNAME".into(), "eth0".into()),
         ]),
         stdin: conf.to_string(),
+        admin: None,
     }
 }
 
@@ -74,6 +75,7 @@ fn serves_pings_and_cni_and_declines_unknown_versions() {
         kind: Kind::Ping,
         env: BTreeMap::new(),
         stdin: String::new(),
+        admin: None,
     };
     let r = protocol::call(&sock, &ping, Duration::from_secs(5)).unwrap();
     assert_eq!(r.stdout, "pong");

@@ -1,0 +1,156 @@
+//! Command-line handling: global flags, choosing between the node service and the store,
+//! reading input files and writing output files on the operator's side.
+
+use crate::commands::Command;
+use crate::{execute, Outcome, EXIT_ERROR};
+use clap::{Parser, ValueEnum};
+use ipam_cni::config::{defaults, Datastore as StoreKind, PluginConfig};
+use ipam_cni::protocol::{self, CallError, Kind, Request};
+use ipam_core::Ipam;
+use ipam_store::{SledOptions, SledStore, SystemClock};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable tables.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// The operator's view and repair tool for calico-ipam.
+#[derive(Debug, Parser)]
+#[command(name = "ipamctl", version, about)]
+pub struct Cli {
+    /// The sled store (the plugin's `sled_path`).
+    #[arg(long, global = true)]
+    pub sled_path: Option<PathBuf>,
+    /// The node service's socket (the plugin's `ipamd_socket`); used when it answers.
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Read `sled_path`, `ipamd_socket` and `datastore_type` from this network config.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cni_config: Option<PathBuf>,
+    /// Seconds to wait for the store when another process holds it.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub lock_timeout_seconds: u64,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    pub output: Format,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn fail(msg: String) -> Outcome {
+    Outcome {
+        stdout: format!("error: {msg}\n"),
+        exit_code: EXIT_ERROR,
+        files: Vec::new(),
+    }
+}
+
+/// Reads input files the command names, so the command can run where the file is not (in
+/// the node service).
+fn attach_inputs(cmd: &mut Command) -> Result<(), String> {
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"));
+    match cmd {
+        Command::Release(a) => {
+            if let Some(p) = &a.from_report {
+                a.report_json = Some(read(p)?);
+            }
+        }
+        Command::Gc(a) => a.valid_json = Some(read(&a.valid_attachments)?),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Runs a parsed command line and returns what to print; writes the files it produced.
+pub fn run(cli: Cli) -> Outcome {
+    let Cli {
+        sled_path,
+        socket,
+        cni_config,
+        lock_timeout_seconds,
+        output,
+        mut command,
+    } = cli;
+    let json = output == Format::Json;
+    let (mut sled, mut sock) = (sled_path, socket);
+    if let Some(path) = &cni_config {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+        };
+        match PluginConfig::parse(&bytes, ipam_cni::env::Command::Version) {
+            Ok(c) => {
+                if let StoreKind::Sled(p) = c.datastore {
+                    sled.get_or_insert(p);
+                } else {
+                    return fail("datastore_type etcdv3 is not available in this build".into());
+                }
+                sock.get_or_insert(c.ipamd_socket);
+            }
+            Err(e) => return fail(format!("{}: {}", path.display(), e.details)),
+        }
+    }
+    let sled = sled.unwrap_or_else(|| defaults::SLED_PATH.into());
+    let sock = sock.unwrap_or_else(|| defaults::SOCKET.into());
+    if let Err(e) = attach_inputs(&mut command) {
+        return fail(e);
+    }
+    let req = Request {
+        version: protocol::VERSION,
+        kind: Kind::Admin,
+        env: Default::default(),
+        stdin: String::new(),
+        admin: Some(serde_json::json!({"command": command, "json": json})),
+    };
+    let timeout = Duration::from_secs(lock_timeout_seconds + 30);
+    let outcome = match protocol::call(&sock, &req, timeout) {
+        Ok(r) if r.error.is_none() => Outcome {
+            stdout: r.stdout,
+            exit_code: r.exit_code,
+            files: r.files,
+        },
+        Ok(_) | Err(CallError::NotRunning(_)) => {
+            match SledStore::open(
+                &sled,
+                &SledOptions {
+                    lock_timeout: Duration::from_secs(lock_timeout_seconds),
+                    ..Default::default()
+                },
+            ) {
+                Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+        Err(CallError::Failed(e)) => return fail(format!("the node service failed: {e}")),
+    };
+    for (path, content) in &outcome.files {
+        if let Err(e) = std::fs::write(path, content) {
+            return fail(format!("cannot write {path}: {e}"));
+        }
+    }
+    outcome
+}
+
+/// Parses `args` (with the program name first) and runs them; usage errors are exit code 2.
+pub fn run_args<I, T>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => run(cli),
+        Err(e) => Outcome {
+            stdout: e.to_string(),
+            exit_code: if e.use_stderr() { 2 } else { 0 },
+            files: Vec::new(),
+        },
+    }
+}

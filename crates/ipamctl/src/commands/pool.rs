@@ -1,0 +1,187 @@
+//! `ipamctl pool add | list | disable | delete`.
+
+use super::output;
+use crate::{table, CtlError, Outcome};
+use clap::Subcommand;
+use ipam_core::{
+    AllowedUse, AssignmentMode, Datastore, Ipam, Pool, Range, ReleaseRequest, StoreExt,
+};
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Pool subcommands.
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
+pub enum PoolCmd {
+    /// Create a pool.
+    Add {
+        /// Pool name.
+        name: String,
+        /// Pool CIDR.
+        cidr: IpNetwork,
+        /// Block prefix length (default /26 for IPv4, /122 for IPv6).
+        #[arg(long)]
+        block_size: Option<u8>,
+        /// Node selector (Calico syntax), default `all()`.
+        #[arg(long)]
+        node_selector: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        /// Used only when requested by name.
+        #[arg(long)]
+        manual: bool,
+        /// Allowed uses: workload, tunnel, loadbalancer (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        allowed_uses: Vec<String>,
+    },
+    /// List pools.
+    List,
+    /// Disable a pool (no new addresses); `--enable` reverses it.
+    Disable {
+        /// Pool name.
+        name: String,
+        /// Enable instead.
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Disable, release the pool's affinities, then delete; refuses while addresses are held
+    /// unless `--force`, which releases them first.
+    Delete {
+        /// Pool name.
+        name: String,
+        /// Release held addresses too.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_use(s: &str) -> Result<AllowedUse, CtlError> {
+    match s.to_ascii_lowercase().as_str() {
+        "workload" => Ok(AllowedUse::Workload),
+        "tunnel" => Ok(AllowedUse::Tunnel),
+        "loadbalancer" => Ok(AllowedUse::LoadBalancer),
+        other => Err(CtlError::Usage(format!(
+            "unknown use {other:?}: workload, tunnel or loadbalancer"
+        ))),
+    }
+}
+
+pub(crate) fn pool_json(p: &Pool) -> serde_json::Value {
+    json!({
+        "name": p.name, "cidr": p.cidr.to_string(), "block_size": p.block_size,
+        "node_selector": p.node_selector.as_str(), "disabled": p.disabled,
+        "assignment_mode": format!("{:?}", p.assignment_mode),
+        "allowed_uses": p.allowed_uses.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs a pool subcommand.
+pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Outcome, CtlError> {
+    match cmd {
+        PoolCmd::Add {
+            name,
+            cidr,
+            block_size,
+            node_selector,
+            disabled,
+            manual,
+            allowed_uses,
+        } => {
+            let mut p = match block_size {
+                Some(b) => Pool::with_block_size(name, *cidr, *b),
+                None => Pool::new(name, *cidr),
+            }
+            .map_err(ipam_core::IpamError::from)?;
+            if let Some(s) = node_selector {
+                p.node_selector = s.parse().map_err(ipam_core::IpamError::from)?;
+            }
+            p.disabled = *disabled;
+            if *manual {
+                p.assignment_mode = AssignmentMode::Manual;
+            }
+            if !allowed_uses.is_empty() {
+                p.allowed_uses = allowed_uses
+                    .iter()
+                    .map(|u| parse_use(u))
+                    .collect::<Result<_, _>>()?;
+            }
+            ipam.create_pool(p.clone())?;
+            Ok(output(
+                json,
+                format!("pool {} ({}) created\n", p.name, p.cidr),
+                pool_json(&p),
+            ))
+        }
+        PoolCmd::List => {
+            let pools = ipam.pools()?;
+            let rows = pools
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.cidr.to_string(),
+                        format!("/{}", p.block_size),
+                        p.node_selector.to_string(),
+                        if p.disabled {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
+                        format!("{:?}", p.assignment_mode),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            Ok(output(
+                json,
+                table::render(
+                    &["NAME", "CIDR", "BLOCK", "SELECTOR", "DISABLED", "MODE"],
+                    &rows,
+                ),
+                json!(pools.iter().map(pool_json).collect::<Vec<_>>()),
+            ))
+        }
+        PoolCmd::Disable { name, enable } => {
+            let p = ipam.update_pool(name, |p| p.disabled = !enable)?;
+            let what = if *enable { "enabled" } else { "disabled" };
+            Ok(output(json, format!("pool {name} {what}\n"), pool_json(&p)))
+        }
+        PoolCmd::Delete { name, force } => {
+            let pool = ipam.update_pool(name, |p| p.disabled = true)?;
+            let blocks = ipam
+                .store()
+                .list_blocks(&Range::BlocksIn(pool.cidr))
+                .map_err(ipam_core::IpamError::from)?;
+            let held: Vec<ReleaseRequest> = blocks
+                .iter()
+                .flat_map(|b| {
+                    b.value
+                        .used()
+                        .map(|(o, a, seq)| ReleaseRequest {
+                            ip: b.value.ip(o),
+                            handle_id: Some(a.handle_id.clone()),
+                            seq: Some(seq),
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if !held.is_empty() && !force {
+                return Err(CtlError::Usage(format!(
+                    "pool {name} still holds {} addresses; release them or use --force (the pool is now disabled)",
+                    held.len()
+                )));
+            }
+            let released = ipam.release_ips(&held)?.released.len();
+            let aff = ipam.release_pool_affinities(name)?;
+            ipam.delete_pool(name)?;
+            Ok(output(
+                json,
+                format!(
+                    "pool {name} deleted: {released} addresses and {} affinities released\n",
+                    aff.released
+                ),
+                json!({"deleted": name, "addresses_released": released, "affinities_released": aff.released}),
+            ))
+        }
+    }
+}

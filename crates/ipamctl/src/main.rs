@@ -1,0 +1,9 @@
+//! `ipamctl`: parses the command line, runs it, prints, exits with the command's code.
+
+use std::io::Write;
+
+fn main() {
+    let out = ipamctl::cli::run_args(std::env::args_os());
+    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+    std::process::exit(out.exit_code);
+}

@@ -1,0 +1,151 @@
+//! The command line end to end: flags, `--cni-config`, files written, exit codes, a corrupt
+//! record on a real sled store, and the same commands through the node service.
+
+use ipam_core::{AutoAssignArgs, Ipam, Key, Pool};
+use ipam_store::{SledOptions, SledStore, SystemClock};
+use ipamctl::cli::run_args;
+use ipamctl::{EXIT_OK, EXIT_PROBLEMS};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn prepare(store: &Path) {
+    let ipam = Ipam::new(
+        SledStore::open(store, &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    );
+    ipam.create_pool(Pool::new("p", "10.244.0.0/24".parse().unwrap()).unwrap())
+        .unwrap();
+    for i in 0..3 {
+        ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("h{i}"), 1))
+            .unwrap();
+    }
+}
+
+fn args(store: &Path, rest: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "ipamctl".to_string(),
+        "--sled-path".into(),
+        store.display().to_string(),
+    ];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn commands_on_a_sled_store_and_through_a_cni_config() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    let o = run_args(args(&store, &["show", "-o", "json"]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["pools"][0]["in_use"], 3);
+    let conf = d.path().join("net.conf");
+    std::fs::write(
+        &conf,
+        format!(r#"{{"cniVersion":"0.3.1","name":"k8s","type":"calico","ipam":{{"type":"calico-ipam","sled_path":"{}","ipamd_socket":"{}"}}}}"#,
+            store.display(), d.path().join("none.sock").display()),
+    )
+    .unwrap();
+    let o = run_args([
+        "ipamctl",
+        "--cni-config",
+        conf.to_str().unwrap(),
+        "show",
+        "--blocks",
+    ]);
+    assert_eq!(o.exit_code, EXIT_OK);
+    assert!(o.stdout.contains("3/64"), "{}", o.stdout);
+    let svg = d.path().join("map.svg");
+    let o = run_args(args(&store, &["map", "--svg", svg.to_str().unwrap()]));
+    assert_eq!(o.exit_code, EXIT_OK);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    assert_eq!(
+        run_args(args(&store, &["release"])).exit_code,
+        2,
+        "usage error"
+    );
+    assert_eq!(run_args(args(&store, &["frobnicate"])).exit_code, 2);
+}
+
+#[test]
+fn check_reports_a_record_that_does_not_decode() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    {
+        let raw = sled::open(store.join("db")).unwrap();
+        raw.insert(
+            ipam_store::sled::keys::encode(&Key::Handle("h1".into())),
+            &b"\x01garbage"[..],
+        )
+        .unwrap();
+        raw.flush().unwrap();
+    }
+    let o = run_args(args(&store, &["check", "-o", "json"]));
+    assert_eq!(o.exit_code, EXIT_PROBLEMS, "{}", o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let kinds: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"record-does-not-decode"), "{kinds:?}");
+    assert!(o.stdout.contains("handle h1"), "{}", o.stdout);
+}
+
+#[test]
+fn through_the_node_service() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    let sock = d.path().join("ipamd.sock");
+    let ipam = Arc::new(Ipam::new(
+        SledStore::open(&store, &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    ));
+    let listener = ipamd::bind(&sock).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || {
+        ipamd::serve(listener, ipam, s, Arc::new(ipamd::Stats::default())).unwrap()
+    });
+    // The service holds the store: ipamctl must go through it.
+    let report = d.path().join("report.json");
+    let o = run_args(args(
+        &store,
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--lock-timeout-seconds",
+            "1",
+            "check",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(report.exists(), "the client wrote the report");
+    let o = run_args(args(
+        &store,
+        &["--socket", sock.to_str().unwrap(), "show", "-o", "json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["pools"][0]["in_use"], 3);
+    let o = run_args(args(
+        &store,
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "configure",
+            "--ip-cooldown-seconds",
+            "5000",
+        ],
+    ));
+    assert_eq!(o.exit_code, 1, "validation error comes back: {}", o.stdout);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ipamd::wake(&sock);
+    t.join().unwrap();
+}

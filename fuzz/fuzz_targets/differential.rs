@@ -1,0 +1,171 @@
+//! Differential fuzzing of the allocator: arbitrary operation sequences applied to the engine
+//! (through a store that loses compare-and-swaps and fails on a schedule) and to a reference
+//! model (handle -> addresses). After every step: the same addresses per handle, no address
+//! twice, and every store invariant (`audit`) holds.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use ipam_core::{
+    audit, AssignIpArgs, AutoAssignArgs, HostReserved, Ipam, IpamConfig, IpamError, IpamOptions,
+    ManualClock, Pool, ReleaseRequest,
+};
+use ipam_store::{FaultyStore, MemoryStore};
+use libfuzzer_sys::fuzz_target;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Auto { node: u8, handle: u8, v4: u8, v6: bool },
+    Specific { node: u8, handle: u8, offset: u8 },
+    ReleaseHandle { handle: u8 },
+    ReleaseOne { handle: u8, guard: bool },
+    ReleaseAffinities { node: u8 },
+    RemoveNode { node: u8 },
+    Tick { secs: u8 },
+    Strict(bool),
+    Faults { conflicts: u8, outages: u8 },
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    seed: u64,
+    cooldown: bool,
+    ops: Vec<Op>,
+}
+
+type Model = BTreeMap<String, BTreeMap<IpAddr, u64>>;
+
+fn adopt(ipam: &Ipam<Arc<FaultyStore<MemoryStore>>>, model: &mut Model, h: &str) {
+    // After a failed call the handle's state is whatever the store says (a CNI DEL would clean
+    // it up); take the store's truth for that handle.
+    let allocs = ipam.allocations_of_handle(h).expect("reads never fail here");
+    if allocs.is_empty() {
+        model.remove(h);
+    } else {
+        model.insert(h.to_string(), allocs.into_iter().map(|a| (a.ip, a.seq)).collect());
+    }
+}
+
+fuzz_target!(|input: Input| {
+    if input.ops.len() > 64 {
+        return;
+    }
+    let store = Arc::new(FaultyStore::new(MemoryStore::new(), input.seed));
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let ipam = Ipam::with_options(
+        store.clone(),
+        clock.clone(),
+        IpamOptions { seed: input.seed, ..Default::default() },
+    );
+    ipam.create_pool(Pool::with_block_size("v4", "10.244.0.0/27".parse().unwrap(), 29).unwrap())
+        .unwrap();
+    ipam.create_pool(Pool::with_block_size("v6", "fd00::/123".parse().unwrap(), 126).unwrap())
+        .unwrap();
+    if input.cooldown {
+        ipam.set_config(IpamConfig { ip_cooldown_seconds: 30, ..Default::default() }).unwrap();
+    }
+    let mut model: Model = BTreeMap::new();
+    for op in &input.ops {
+        match *op {
+            Op::Auto { node, handle, v4, v6 } => {
+                let h = format!("h{}", handle % 12);
+                let mut args = AutoAssignArgs::v4(&format!("n{}", node % 4), &h, usize::from(v4 % 4));
+                args.num_v6 = usize::from(v6);
+                match ipam.auto_assign(&args) {
+                    Ok(r) => {
+                        let e = model.entry(h).or_default();
+                        for a in r.v4.ips.iter().chain(&r.v6.ips) {
+                            assert!(e.insert(a.ip, a.seq).is_none(), "handed out twice");
+                        }
+                    }
+                    Err(IpamError::Exhausted { .. } | IpamError::NoPools { .. }) => {}
+                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) => panic!("auto assign: {e}"),
+                }
+            }
+            Op::Specific { node, handle, offset } => {
+                let ip: IpAddr = format!("10.244.0.{}", offset % 32).parse().unwrap();
+                let h = format!("h{}", handle % 12);
+                let held = model.values().any(|m| m.contains_key(&ip));
+                let r = ipam.assign_ip(&AssignIpArgs {
+                    ip,
+                    handle_id: h.clone(),
+                    attrs: BTreeMap::new(),
+                    node: format!("n{}", node % 4),
+                    host_reserved: HostReserved::default(),
+                });
+                match r {
+                    Ok(a) => {
+                        assert!(!held, "{ip} assigned while held");
+                        model.entry(h).or_default().insert(ip, a.seq);
+                    }
+                    Err(IpamError::AlreadyAllocated(_)) => assert!(held, "{ip} refused but free"),
+                    Err(IpamError::AffinityConflict { .. } | IpamError::Block(_)) => {}
+                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) => panic!("assign ip: {e}"),
+                }
+            }
+            Op::ReleaseHandle { handle } => {
+                let h = format!("h{}", handle % 12);
+                match ipam.release_by_handle(&h) {
+                    Ok(n) => assert_eq!(n, model.remove(&h).map(|m| m.len()).unwrap_or(0)),
+                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) => panic!("release by handle: {e}"),
+                }
+            }
+            Op::ReleaseOne { handle, guard } => {
+                let h = format!("h{}", handle % 12);
+                let Some((&ip, &seq)) = model.get(&h).and_then(|m| m.iter().next()) else {
+                    continue;
+                };
+                let req = ReleaseRequest {
+                    ip,
+                    handle_id: Some(h.clone()),
+                    seq: guard.then_some(seq),
+                };
+                match ipam.release_ip(&req) {
+                    Ok(()) => {
+                        let m = model.get_mut(&h).unwrap();
+                        m.remove(&ip);
+                        if m.is_empty() {
+                            model.remove(&h);
+                        }
+                    }
+                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) => panic!("release ip: {e}"),
+                }
+            }
+            Op::ReleaseAffinities { node } => {
+                let r = ipam.release_host_affinities(&format!("n{}", node % 4), false);
+                assert!(r.is_ok() || r.unwrap_err().is_transient());
+            }
+            Op::RemoveNode { node } => {
+                let r = ipam.remove_node(&format!("n{}", node % 4), false);
+                assert!(r.is_ok() || r.unwrap_err().is_transient());
+            }
+            Op::Tick { secs } => clock.advance(u64::from(secs) * 1_000_000_000),
+            Op::Strict(on) => {
+                let c = ipam.config().unwrap();
+                let r = ipam.set_config(IpamConfig { strict_affinity: on, ..c });
+                assert!(r.is_ok() || r.unwrap_err().is_transient());
+            }
+            Op::Faults { conflicts, outages } => {
+                store.set_rates(u32::from(conflicts) * 2, u32::from(outages % 64));
+            }
+        }
+        let problems = audit::audit(store.inner()).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        let mut seen = BTreeSet::new();
+        for (h, m) in &model {
+            let got: BTreeSet<IpAddr> =
+                ipam.addresses_by_handle(h).unwrap().into_iter().collect();
+            let want: BTreeSet<IpAddr> = m.keys().copied().collect();
+            assert_eq!(got, want, "handle {h}");
+            for ip in want {
+                assert!(seen.insert(ip), "{ip} in two handles");
+            }
+        }
+    }
+});
