@@ -1,11 +1,11 @@
 //! Writes the seed corpora: real CNI invocations and every stored record kind, encoded.
-//! Run from fuzz/: `cargo run --bin gen-seeds`.
+//! Run from fuzz/: `cargo run --bin gen-seeds` (writes fuzz/seeds/<target>/).
 
 use ipam_store::sled::codec;
 use std::path::Path;
 
 fn write(dir: &str, name: &str, bytes: &[u8]) {
-    let d = Path::new("corpus").join(dir);
+    let d = Path::new("seeds").join(dir);
     std::fs::create_dir_all(&d).expect("corpus dir");
     std::fs::write(d.join(name), bytes).expect("write seed");
 }
