@@ -1,0 +1,109 @@
+//! Criterion benchmark of a CNI ADD and DEL through the node service, in process: the service
+//! runs on a thread with a sled store, the client sends protocol requests over its unix socket
+//! (what `calico-ipam` does, without the cost of exec'ing the plugin).
+//!
+//! Cases:
+//! - `service/add`: one CNI ADD request answered (durable).
+//! - `service/del`: one CNI DEL request answered (durable).
+//! - `service/ping`: a protocol round trip that touches no store (the floor).
+//!
+//! Run: `cargo bench -p ipam-benches --bench service`.
+
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ipam_cni::protocol::{self, Kind, Request};
+use ipam_core::Ipam;
+use ipam_store::{SledOptions, SledStore, SystemClock};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn req(cmd: &str, cid: &str, conf: &str) -> Request {
+    Request {
+        version: protocol::VERSION,
+        kind: Kind::Cni,
+        env: BTreeMap::from([
+            ("CNI_COMMAND".to_string(), cmd.to_string()),
+            ("CNI_CONTAINERID".to_string(), cid.to_string()),
+            ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
+            ("CNI_IFNAME".to_string(), "eth0".to_string()),
+        ]),
+        stdin: conf.to_string(),
+        admin: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ipamd.sock");
+    let ipam = Arc::new(Ipam::new(
+        SledStore::open(dir.path().join("store"), &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    ));
+    let listener = ipamd::bind(&sock).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let server = std::thread::spawn(move || {
+        ipamd::serve(listener, ipam, s, Arc::new(ipamd::Stats::default())).unwrap()
+    });
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "calico",
+        "ipam": {"type": "calico-ipam", "nodename": "n1", "ipv4_pools": ["10.244.0.0/16"], "log_file_path": "none"}})
+    .to_string();
+    let t = Duration::from_secs(10);
+    for i in 0..32 {
+        let r = protocol::call(&sock, &req("ADD", &format!("warm{i}"), &conf), t).unwrap();
+        assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    }
+    let mut g = c.benchmark_group("service");
+    let mut n = 0u64;
+    g.bench_function("add", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let cid = format!("c{n}");
+                let s = Instant::now();
+                let r = protocol::call(&sock, &req("ADD", &cid, &conf), t).unwrap();
+                total += s.elapsed();
+                assert_eq!(r.exit_code, 0);
+                protocol::call(&sock, &req("DEL", &cid, &conf), t).unwrap();
+            }
+            total
+        })
+    });
+    g.bench_function("del", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let cid = format!("c{n}");
+                protocol::call(&sock, &req("ADD", &cid, &conf), t).unwrap();
+                let s = Instant::now();
+                let r = protocol::call(&sock, &req("DEL", &cid, &conf), t).unwrap();
+                total += s.elapsed();
+                assert_eq!(r.exit_code, 0);
+            }
+            total
+        })
+    });
+    let ping = Request {
+        kind: Kind::Ping,
+        ..req("", "", "")
+    };
+    g.bench_function("ping", |b| {
+        b.iter(|| protocol::call(&sock, &ping, t).unwrap())
+    });
+    g.finish();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ipamd::wake(&sock);
+    server.join().unwrap();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,291 @@
+//! A deterministic cluster simulation: `nodes` nodes each start `pods_per_node` pods, then
+//! rounds of churn delete and create pods and replace nodes. Everything random comes from one
+//! seed and time from a manual clock, so a run is repeatable.
+//!
+//! The simulation keeps its own record of which pod holds which address and checks the store
+//! against it: an address handed out twice is a duplicate, an address the store holds that no
+//! live pod owns is a leak, and the store's invariants are audited at the end.
+
+use ipam_core::{audit, AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Nodes in the cluster at any time.
+    pub nodes: usize,
+    /// Pods each node starts with.
+    pub pods_per_node: usize,
+    /// Rounds of churn after the initial start.
+    pub rounds: usize,
+    /// Percentage of pods deleted and re-created (on a random node) per round.
+    pub churn_pct: usize,
+    /// Nodes removed (with their pods) and replaced by new nodes per round.
+    pub node_churn: usize,
+    /// The pool.
+    pub pool: ipnetwork::IpNetwork,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// What a run found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Pods live at the end.
+    pub pods: usize,
+    /// Nodes live at the end.
+    pub nodes: usize,
+    /// IPAM operations performed.
+    pub operations: u64,
+    /// Assignments refused for lack of addresses.
+    pub exhausted: u64,
+    /// Addresses handed to two live pods (must be 0).
+    pub duplicates: u64,
+    /// Addresses the store holds that no live pod owns, or live pods' addresses the store lost
+    /// (must be 0).
+    pub leaked: u64,
+    /// Broken store invariants (must be 0).
+    pub problems: usize,
+    /// Blocks claimed.
+    pub blocks: usize,
+    /// Blocks per node: min, mean, max.
+    pub blocks_per_node: (usize, f64, usize),
+    /// Mean fill of claimed blocks (used / size).
+    pub block_fill: f64,
+    /// Share of claimed addresses not in use: 1 - used / (blocks x size).
+    pub fragmentation: f64,
+    /// Addresses held in a block affine to another node.
+    pub borrowed: u64,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+impl Report {
+    /// True when nothing was duplicated, leaked or broken.
+    pub fn clean(&self) -> bool {
+        self.duplicates == 0 && self.leaked == 0 && self.problems == 0
+    }
+
+    /// The report as a markdown table.
+    pub fn table(&self, cfg: &SimConfig) -> String {
+        let (mn, mean, mx) = self.blocks_per_node;
+        format!(
+            "| metric | value |\n|---|---|\n\
+             | configuration | {} nodes x {} pods, {} rounds, {}% pod churn, {} nodes replaced per round, pool {}, seed {} |\n\
+             | pods live at the end | {} on {} nodes |\n\
+             | IPAM operations | {} |\n\
+             | operations per second | {:.0} |\n\
+             | wall time | {:.1} s |\n\
+             | duplicates | {} |\n\
+             | leaked addresses | {} |\n\
+             | store invariant problems | {} |\n\
+             | assignments refused (pool exhausted) | {} |\n\
+             | blocks claimed | {} |\n\
+             | blocks per node (min / mean / max) | {} / {:.2} / {} |\n\
+             | mean block fill | {:.1}% |\n\
+             | fragmentation (claimed but unused) | {:.1}% |\n\
+             | borrowed addresses | {} |\n",
+            cfg.nodes, cfg.pods_per_node, cfg.rounds, cfg.churn_pct, cfg.node_churn, cfg.pool, cfg.seed,
+            self.pods, self.nodes, self.operations,
+            self.operations as f64 / self.wall.as_secs_f64().max(1e-9),
+            self.wall.as_secs_f64(), self.duplicates, self.leaked, self.problems, self.exhausted,
+            self.blocks, mn, mean, mx, self.block_fill * 100.0, self.fragmentation * 100.0, self.borrowed
+        )
+    }
+}
+
+/// xorshift64*: small, seeded, good enough to choose pods and nodes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+    }
+}
+
+struct Sim<S: Datastore> {
+    ipam: Ipam<S>,
+    clock: Arc<ManualClock>,
+    rng: Rng,
+    /// pod -> (node, address)
+    pods: BTreeMap<String, (String, IpAddr)>,
+    /// address -> pod
+    owners: HashMap<IpAddr, String>,
+    nodes: Vec<String>,
+    next_pod: u64,
+    next_node: u64,
+    report: Report,
+}
+
+impl<S: Datastore> Sim<S> {
+    fn start_pod(&mut self, node: &str) -> Result<(), IpamError> {
+        let pod = format!("pod-{}", self.next_pod);
+        self.next_pod += 1;
+        self.report.operations += 1;
+        self.clock.advance(1_000_000);
+        match self
+            .ipam
+            .auto_assign(&AutoAssignArgs::v4(node, &format!("sim.{pod}"), 1))
+        {
+            Ok(r) => {
+                let ip = r.v4.ips[0].ip;
+                if let Some(other) = self.owners.insert(ip, pod.clone()) {
+                    if self.pods.contains_key(&other) {
+                        self.report.duplicates += 1;
+                    }
+                }
+                self.pods.insert(pod, (node.to_string(), ip));
+                Ok(())
+            }
+            Err(IpamError::Exhausted { .. }) => {
+                self.report.exhausted += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stop_pod(&mut self, pod: &str) -> Result<(), IpamError> {
+        let Some((_, ip)) = self.pods.remove(pod) else {
+            return Ok(());
+        };
+        self.owners.remove(&ip);
+        self.report.operations += 1;
+        self.clock.advance(1_000_000);
+        self.ipam.release_by_handle(&format!("sim.{pod}"))?;
+        Ok(())
+    }
+
+    fn add_node(&mut self) -> String {
+        let n = format!("node-{}", self.next_node);
+        self.next_node += 1;
+        self.nodes.push(n.clone());
+        n
+    }
+}
+
+/// Runs a simulation on `store`.
+pub fn run<S: Datastore>(store: S, cfg: &SimConfig) -> Result<Report, IpamError> {
+    let started = Instant::now();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let ipam = Ipam::with_options(
+        store,
+        clock.clone(),
+        ipam_core::IpamOptions {
+            seed: cfg.seed,
+            ..Default::default()
+        },
+    );
+    ipam.create_pool(Pool::new("sim", cfg.pool)?)?;
+    let mut sim = Sim {
+        ipam,
+        clock,
+        rng: Rng(cfg.seed | 1),
+        pods: BTreeMap::new(),
+        owners: HashMap::new(),
+        nodes: Vec::new(),
+        next_pod: 0,
+        next_node: 0,
+        report: Report::default(),
+    };
+    for _ in 0..cfg.nodes {
+        let n = sim.add_node();
+        for _ in 0..cfg.pods_per_node {
+            sim.start_pod(&n)?;
+        }
+    }
+    for _ in 0..cfg.rounds {
+        // Replace nodes: their pods go, the node is removed, a new node starts as many pods.
+        for _ in 0..cfg.node_churn.min(sim.nodes.len()) {
+            let i = sim.rng.below(sim.nodes.len());
+            let gone = sim.nodes.swap_remove(i);
+            let pods: Vec<String> = sim
+                .pods
+                .iter()
+                .filter(|(_, (n, _))| *n == gone)
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in &pods {
+                sim.stop_pod(p)?;
+            }
+            sim.report.operations += 1;
+            sim.ipam.remove_node(&gone, false)?;
+            let n = sim.add_node();
+            for _ in 0..pods.len() {
+                sim.start_pod(&n)?;
+            }
+        }
+        // Pod churn: some pods stop, as many start on random nodes.
+        let k = sim.pods.len() * cfg.churn_pct / 100;
+        let mut all: Vec<String> = sim.pods.keys().cloned().collect();
+        for _ in 0..k {
+            let i = sim.rng.below(all.len());
+            let p = all.swap_remove(i);
+            sim.stop_pod(&p)?;
+        }
+        for _ in 0..k {
+            let n = sim.nodes[sim.rng.below(sim.nodes.len())].clone();
+            sim.start_pod(&n)?;
+        }
+        // Let emptied blocks age past the reclaim grace period.
+        sim.clock.advance(120_000_000_000);
+    }
+    let mut r = sim.report;
+    r.wall = started.elapsed();
+    r.pods = sim.pods.len();
+    r.nodes = sim.nodes.len();
+    let u = sim.ipam.utilisation()?;
+    let held: u64 = u.blocks.iter().map(|b| u64::from(b.in_use)).sum();
+    let mut lost = 0u64;
+    for (pod, (_, ip)) in &sim.pods {
+        match sim.ipam.allocation(*ip)? {
+            Some(a) if a.handle_id == format!("sim.{pod}") => {}
+            _ => lost += 1,
+        }
+    }
+    r.leaked = held.saturating_sub(sim.pods.len() as u64) + lost;
+    r.problems = audit::audit(sim.ipam.store())?.len();
+    r.blocks = u.blocks.len();
+    let per_node: Vec<usize> = sim
+        .nodes
+        .iter()
+        .map(|n| {
+            u.nodes
+                .iter()
+                .find(|x| &x.node == n)
+                .map_or(0, |x| x.blocks.len())
+        })
+        .collect();
+    r.blocks_per_node = (
+        per_node.iter().copied().min().unwrap_or(0),
+        per_node.iter().sum::<usize>() as f64 / per_node.len().max(1) as f64,
+        per_node.iter().copied().max().unwrap_or(0),
+    );
+    let size: u64 = u.blocks.iter().map(|b| u64::from(b.size)).sum();
+    r.block_fill = if u.blocks.is_empty() {
+        0.0
+    } else {
+        u.blocks
+            .iter()
+            .map(|b| f64::from(b.in_use) / f64::from(b.size))
+            .sum::<f64>()
+            / u.blocks.len() as f64
+    };
+    r.fragmentation = if size == 0 {
+        0.0
+    } else {
+        1.0 - held as f64 / size as f64
+    };
+    r.borrowed = u.blocks.iter().map(|b| u64::from(b.borrowed)).sum();
+    Ok(r)
+}
