@@ -59,7 +59,10 @@ pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
 }
 
 /// Opens the configured store.
-pub fn open_store(cfg: &PluginConfig, remaining: Duration) -> Result<SledStore, CniError> {
+pub fn open_store(
+    cfg: &PluginConfig,
+    remaining: Duration,
+) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
     match &cfg.datastore {
         Datastore::Sled(path) => SledStore::open(
             path,
@@ -68,6 +71,7 @@ pub fn open_store(cfg: &PluginConfig, remaining: Duration) -> Result<SledStore, 
                 ..Default::default()
             },
         )
+        .map(|s| Box::new(s) as Box<dyn ipam_core::Datastore>)
         .map_err(|e| match e {
             OpenError::Busy { .. } => CniError::try_again(e.to_string()),
             other => CniError::new(
@@ -76,10 +80,40 @@ pub fn open_store(cfg: &PluginConfig, remaining: Duration) -> Result<SledStore, 
                 other.to_string(),
             ),
         }),
-        Datastore::Etcd(_) => Err(CniError::new(
-            codes::UNSUPPORTED_FIELD,
-            "unsupported field",
-            "datastore_type \"etcdv3\" is not available in this build; use \"sled\"",
-        )),
+        Datastore::Etcd(settings) => open_etcd(settings, remaining),
     }
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd(
+    s: &crate::config::EtcdSettings,
+    budget: Duration,
+) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
+    use ipam_store::etcd::{EtcdOptions, EtcdStore};
+    let mut o = EtcdOptions {
+        endpoints: s.endpoints.clone(),
+        retry_budget: budget,
+        ca_cert_file: s.ca_cert_file.clone(),
+        cert_file: s.cert_file.clone(),
+        key_file: s.key_file.clone(),
+        ..Default::default()
+    };
+    if let Some(p) = &s.prefix {
+        o.prefix = p.clone();
+    }
+    EtcdStore::connect(o)
+        .map(|s| Box::new(s) as Box<dyn ipam_core::Datastore>)
+        .map_err(|e| CniError::try_again(e.to_string()))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd(
+    _: &crate::config::EtcdSettings,
+    _: Duration,
+) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
+    Err(CniError::new(
+        codes::UNSUPPORTED_FIELD,
+        "unsupported field",
+        "datastore_type \"etcdv3\" is not available in this build (built without the etcd feature); use \"sled\"",
+    ))
 }

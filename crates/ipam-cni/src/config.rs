@@ -24,8 +24,23 @@ pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "
 pub enum Datastore {
     /// The embedded sled store in this directory.
     Sled(PathBuf),
-    /// etcd v3 at these endpoints (not built into this release).
-    Etcd(Vec<String>),
+    /// etcd v3 (with the `etcd` feature).
+    Etcd(EtcdSettings),
+}
+
+/// Calico's etcd connection keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// `etcd_endpoints`, split at commas.
+    pub endpoints: Vec<String>,
+    /// `etcd_key_file`.
+    pub key_file: Option<String>,
+    /// `etcd_cert_file`.
+    pub cert_file: Option<String>,
+    /// `etcd_ca_cert_file`.
+    pub ca_cert_file: Option<String>,
+    /// `etcd_prefix` (ours; default `/calico-ipam/v1/`).
+    pub prefix: Option<String>,
 }
 
 /// Gateway handed back with each address.
@@ -300,7 +315,13 @@ impl PluginConfig {
                 let eps = keys.string("etcd_endpoints")?.ok_or_else(|| {
                     CniError::config("datastore_type etcdv3 needs etcd_endpoints")
                 })?;
-                Datastore::Etcd(eps.split(',').map(|s| s.trim().to_string()).collect())
+                Datastore::Etcd(EtcdSettings {
+                    endpoints: eps.split(',').map(|s| s.trim().to_string()).collect(),
+                    key_file: keys.string("etcd_key_file")?,
+                    cert_file: keys.string("etcd_cert_file")?,
+                    ca_cert_file: keys.string("etcd_ca_cert_file")?,
+                    prefix: keys.string("etcd_prefix")?,
+                })
             }
             Some(other) => {
                 return Err(CniError::config(format!(

@@ -2,6 +2,8 @@
 //!
 //! - [`SledStore`]: the embedded default: one sled database per node, atomic multi-record
 //!   commits, durable (fsync, shared between concurrent commits) before a commit returns.
+//! - `EtcdStore` (feature `etcd`): the cluster-wide store on etcd v3, one transaction per
+//!   commit comparing `mod_revision`.
 //! - [`MemoryStore`]: every record in one ordered map behind a lock; the reference semantics
 //!   for tests, benchmarks and simulations. Not durable.
 //! - [`FaultyStore`]: wraps any store and injects conflicts and failures on a schedule, so
@@ -11,6 +13,8 @@
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
 
 pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod faulty;
 mod memory;
 pub mod sled;

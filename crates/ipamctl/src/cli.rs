@@ -81,6 +81,7 @@ pub fn run(cli: Cli) -> Outcome {
     } = cli;
     let json = output == Format::Json;
     let (mut sled, mut sock) = (sled_path, socket);
+    let mut etcd: Option<PluginConfig> = None;
     if let Some(path) = &cni_config {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
@@ -88,10 +89,11 @@ pub fn run(cli: Cli) -> Outcome {
         };
         match PluginConfig::parse(&bytes, ipam_cni::env::Command::Version) {
             Ok(c) => {
-                if let StoreKind::Sled(p) = c.datastore {
-                    sled.get_or_insert(p);
-                } else {
-                    return fail("datastore_type etcdv3 is not available in this build".into());
+                match &c.datastore {
+                    StoreKind::Sled(p) => {
+                        sled.get_or_insert(p.clone());
+                    }
+                    StoreKind::Etcd(_) => etcd = Some(c.clone()),
                 }
                 sock.get_or_insert(c.ipamd_socket);
             }
@@ -117,6 +119,13 @@ pub fn run(cli: Cli) -> Outcome {
             exit_code: r.exit_code,
             files: r.files,
         },
+        Ok(_) | Err(CallError::NotRunning(_)) if etcd.is_some() => {
+            let cfg = etcd.as_ref().expect("checked");
+            match ipam_cni::backend::open_store(cfg, Duration::from_secs(lock_timeout_seconds)) {
+                Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
+                Err(e) => return fail(e.details),
+            }
+        }
         Ok(_) | Err(CallError::NotRunning(_)) => {
             match SledStore::open(
                 &sled,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use ipam_core::Ipam;
+use ipam_core::{Datastore, Ipam};
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,13 @@ struct Args {
     /// Socket to listen on (the plugin's `ipamd_socket`).
     #[arg(long, default_value = ipam_cni::config::defaults::SOCKET)]
     socket: PathBuf,
+    /// Use etcd v3 at these endpoints (comma-separated) instead of the sled store
+    /// (builds with the `etcd` feature).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = "/calico-ipam/v1/")]
+    etcd_prefix: String,
     /// Seconds to wait for the store when another process holds it.
     #[arg(long, default_value_t = 30)]
     lock_timeout_seconds: u64,
@@ -34,14 +41,20 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    let store = SledStore::open(
-        &args.sled_path,
-        &SledOptions {
-            lock_timeout: Duration::from_secs(args.lock_timeout_seconds),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("opening {}", args.sled_path.display()))?;
+    let store: Box<dyn Datastore> = if args.etcd_endpoints.is_empty() {
+        Box::new(
+            SledStore::open(
+                &args.sled_path,
+                &SledOptions {
+                    lock_timeout: Duration::from_secs(args.lock_timeout_seconds),
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("opening {}", args.sled_path.display()))?,
+        )
+    } else {
+        open_etcd(&args)?
+    };
     let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
     let listener =
         ipamd::bind(&args.socket).with_context(|| format!("binding {}", args.socket.display()))?;
@@ -64,8 +77,26 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(socket = %args.socket.display(), store = %args.sled_path.display(), "serving");
     let stats = Arc::new(ipamd::Stats::default());
     ipamd::serve(listener, ipam.clone(), shutdown, stats.clone())?;
-    ipam.store().flush().context("final flush")?;
+    // Every answered commit is durable already; dropping the store flushes the rest.
+    drop(ipam);
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!(served = stats.served.load(Ordering::Relaxed), "stopped");
     Ok(())
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd(args: &Args) -> anyhow::Result<Box<dyn Datastore>> {
+    use ipam_store::etcd::{EtcdOptions, EtcdStore};
+    let s = EtcdStore::connect(EtcdOptions {
+        endpoints: args.etcd_endpoints.clone(),
+        prefix: args.etcd_prefix.clone(),
+        retry_budget: Duration::from_secs(args.lock_timeout_seconds),
+        ..Default::default()
+    })?;
+    Ok(Box::new(s))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd(_: &Args) -> anyhow::Result<Box<dyn Datastore>> {
+    anyhow::bail!("this calico-ipamd was built without the etcd feature")
 }

@@ -1,0 +1,323 @@
+//! The etcd v3 store: the cluster-wide datastore, for every node's plugin and service.
+//!
+//! - Keys: a prefix (default `/calico-ipam/v1/`) followed by the same byte layout as the sled
+//!   store (docs/sled-format.md), so ranges are etcd range reads in the core's key order.
+//! - Values: the sled value layout with its revision field unused; a record's revision is
+//!   etcd's `mod_revision` of its key.
+//! - Commits: one etcd transaction. `Create` compares `create_revision == 0`, `Update` and
+//!   `Delete` compare `mod_revision == expected`; all puts and deletes run only if every
+//!   comparison holds. When one fails, the transaction's else-branch reads the keys, and the
+//!   conflict names the first key whose condition failed.
+//! - Failures: unreachable etcd, timeouts and leader changes are retried with back-off within
+//!   `retry_budget`, then reported as `StoreError::Unavailable` (CNI code 11). A commit whose
+//!   answer was lost reports `indeterminate: true`; retrying it is safe because its
+//!   comparisons fail if it did apply.
+//! - The client is async; this store owns a small tokio runtime and blocks on each call, so the
+//!   core stays synchronous (docs/ARCHITECTURE.md).
+
+use crate::sled::{codec, keys};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp, TxnOpResponse,
+};
+use ipam_core::datastore::{ConflictKind, Lenient};
+use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use std::time::{Duration, Instant};
+
+/// How to reach etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// Endpoints, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Total time a call may spend retrying transient failures.
+    pub retry_budget: Duration,
+    /// CA certificate file (Calico's `etcd_ca_cert_file`).
+    pub ca_cert_file: Option<String>,
+    /// Client certificate file (`etcd_cert_file`).
+    pub cert_file: Option<String>,
+    /// Client key file (`etcd_key_file`).
+    pub key_file: Option<String>,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/calico-ipam/v1/".into(),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            retry_budget: Duration::from_secs(20),
+            ca_cert_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdOpenError {
+    /// A TLS file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Tls {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The runtime could not start.
+    #[error("cannot start the etcd client runtime: {0}")]
+    Runtime(std::io::Error),
+    /// etcd could not be reached within the budget.
+    #[error("cannot reach etcd at {endpoints:?}: {reason}")]
+    Unreachable {
+        /// Endpoints tried.
+        endpoints: Vec<String>,
+        /// Last error.
+        reason: String,
+    },
+}
+
+/// A [`Datastore`] on etcd v3.
+pub struct EtcdStore {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    opts: EtcdOptions,
+}
+
+fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
+    std::fs::read(path).map_err(|source| EtcdOpenError::Tls {
+        path: path.to_string(),
+        source,
+    })
+}
+
+impl EtcdStore {
+    /// Connects (retrying within the budget).
+    pub fn connect(opts: EtcdOptions) -> Result<EtcdStore, EtcdOpenError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(EtcdOpenError::Runtime)?;
+        let mut co = ConnectOptions::new()
+            .with_timeout(opts.request_timeout)
+            .with_connect_timeout(opts.connect_timeout);
+        if opts.ca_cert_file.is_some() || opts.cert_file.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &opts.ca_cert_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let (Some(c), Some(k)) = (&opts.cert_file, &opts.key_file) {
+                tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
+            }
+            co = co.with_tls(tls);
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let client = loop {
+            let attempt = rt.block_on(async {
+                let mut c = Client::connect(opts.endpoints.clone(), Some(co.clone())).await?;
+                c.get("health-probe", None).await?;
+                Ok::<_, etcd_client::Error>(c)
+            });
+            match attempt {
+                Ok(c) => break c,
+                Err(e) if start.elapsed() + pause < opts.retry_budget => {
+                    tracing_free_log(&format!("etcd not reachable yet: {e}"));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(EtcdOpenError::Unreachable {
+                        endpoints: opts.endpoints.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        };
+        Ok(EtcdStore { rt, client, opts })
+    }
+
+    fn full_key(&self, k: &[u8]) -> Vec<u8> {
+        let mut v = self.opts.prefix.as_bytes().to_vec();
+        v.extend_from_slice(k);
+        v
+    }
+
+    fn strip<'a>(&self, k: &'a [u8]) -> &'a [u8] {
+        k.strip_prefix(self.opts.prefix.as_bytes()).unwrap_or(k)
+    }
+
+    fn decode(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        mod_revision: i64,
+    ) -> Result<Versioned<Record>, StoreError> {
+        let mut v = codec::decode(self.strip(key), value)?;
+        v.revision = Revision(u64::try_from(mod_revision).unwrap_or(0));
+        Ok(v)
+    }
+
+    /// Runs `f` until it succeeds or the retry budget is spent.
+    fn retry<T, F, Fut>(&self, indeterminate: bool, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.rt.block_on(f(self.client.clone())) {
+                Ok(v) => return Ok(v),
+                Err(e) if start.elapsed() + pause < self.opts.retry_budget => {
+                    tracing_free_log(&format!("etcd call failed, retrying: {e}"));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable {
+                        reason: format!("etcd: {e}"),
+                        indeterminate,
+                    })
+                }
+            }
+        }
+    }
+
+    fn range(&self, range: &Range) -> Result<Vec<etcd_client::KeyValue>, StoreError> {
+        let (start, end) = keys::bounds(range);
+        let (s, e) = (self.full_key(&start), self.full_key(&end));
+        let resp = self.retry(false, |mut c| {
+            let (s, e) = (s.clone(), e.clone());
+            async move { c.get(s, Some(GetOptions::new().with_range(e))).await }
+        })?;
+        Ok(resp.kvs().to_vec())
+    }
+}
+
+/// The store logs nothing itself (callers do); kept as a hook for debugging builds.
+fn tracing_free_log(_msg: &str) {}
+
+impl Datastore for EtcdStore {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        let k = self.full_key(&keys::encode(key));
+        let resp = self.retry(false, |mut c| {
+            let k = k.clone();
+            async move { c.get(k, None).await }
+        })?;
+        match resp.kvs().first() {
+            Some(kv) => self
+                .decode(kv.key(), kv.value(), kv.mod_revision())
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.range(range)? {
+            let rec = self.decode(kv.key(), kv.value(), kv.mod_revision())?;
+            if range.contains(&rec.value.key()) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
+        let mut out = Lenient::default();
+        for kv in self.range(range)? {
+            match self.decode(kv.key(), kv.value(), kv.mod_revision()) {
+                Ok(rec) if range.contains(&rec.value.key()) => out.records.push(rec),
+                Ok(_) => {}
+                Err(e @ StoreError::Corrupt { .. }) => out.corrupt.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        if writes.is_empty() {
+            return Ok(Revision(0));
+        }
+        let mut compares = Vec::with_capacity(writes.len());
+        let mut ops = Vec::with_capacity(writes.len());
+        let mut reads = Vec::with_capacity(writes.len());
+        let mut seen = std::collections::HashSet::new();
+        for w in &writes {
+            let key = w.key();
+            let k = self.full_key(&keys::encode(&key));
+            if !seen.insert(k.clone()) {
+                return Err(StoreError::Rejected(format!(
+                    "{key} written twice in one commit"
+                )));
+            }
+            match w {
+                Write::Create(r) => {
+                    compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
+                    ops.push(TxnOp::put(k.clone(), codec::encode(r, Revision(0))?, None));
+                }
+                Write::Update { record, expected } => {
+                    let rev = i64::try_from(expected.0).unwrap_or(i64::MAX);
+                    compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, rev));
+                    ops.push(TxnOp::put(
+                        k.clone(),
+                        codec::encode(record, Revision(0))?,
+                        None,
+                    ));
+                }
+                Write::Delete { expected, .. } => {
+                    let rev = i64::try_from(expected.0).unwrap_or(i64::MAX);
+                    compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, rev));
+                    ops.push(TxnOp::delete(k.clone(), None));
+                }
+            }
+            reads.push(TxnOp::get(k, None));
+        }
+        let resp = self.retry(true, |mut c| {
+            let txn = Txn::new()
+                .when(compares.clone())
+                .and_then(ops.clone())
+                .or_else(reads.clone());
+            async move { c.txn(txn).await }
+        })?;
+        if resp.succeeded() {
+            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            return Ok(Revision(u64::try_from(rev).unwrap_or(0)));
+        }
+        // Which condition failed: compare each write with what the else-branch read.
+        for (w, r) in writes.iter().zip(resp.op_responses()) {
+            let cur = match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+                _ => None,
+            };
+            let kind = match (w, cur) {
+                (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
+                (Write::Update { .. } | Write::Delete { .. }, None) => Some(ConflictKind::Missing),
+                (Write::Update { expected, .. } | Write::Delete { expected, .. }, Some(m))
+                    if u64::try_from(m).ok() != Some(expected.0) =>
+                {
+                    Some(ConflictKind::Changed)
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                return Err(StoreError::Conflict { key: w.key(), kind });
+            }
+        }
+        // Every condition holds now: another writer changed and restored a key in between.
+        Err(StoreError::Conflict {
+            key: writes[0].key(),
+            kind: ConflictKind::Changed,
+        })
+    }
+}

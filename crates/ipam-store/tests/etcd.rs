@@ -1,0 +1,107 @@
+//! The conformance suite and the core's operations on etcd v3. Needs an etcd endpoint in
+//! `IPAM_TEST_ETCD` (.ci/run starts one); without it the tests say so and pass, unless
+//! `IPAM_ETCD_REQUIRED=1`.
+#![cfg(feature = "etcd")]
+
+use ipam_core::{audit, AutoAssignArgs, Datastore, Ipam, Pool, StoreError};
+use ipam_store::conformance;
+use ipam_store::etcd::{EtcdOptions, EtcdStore};
+use ipam_store::SystemClock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+static N: AtomicU64 = AtomicU64::new(0);
+
+fn endpoint() -> Option<String> {
+    match std::env::var("IPAM_TEST_ETCD") {
+        Ok(e) => Some(e),
+        Err(_) => {
+            assert!(
+                std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+                "etcd tests required but IPAM_TEST_ETCD is not set"
+            );
+            eprintln!("skipping: set IPAM_TEST_ETCD to an etcd endpoint");
+            None
+        }
+    }
+}
+
+/// A store under a prefix of its own, so tests never see each other's keys.
+fn store(ep: &str) -> EtcdStore {
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    EtcdStore::connect(EtcdOptions {
+        endpoints: vec![ep.to_string()],
+        prefix: format!("/ipam-test/{}-{n}/", std::process::id()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn etcd_store_conforms() {
+    let Some(ep) = endpoint() else { return };
+    conformance::run_all(|| store(&ep));
+}
+
+#[test]
+fn allocation_on_etcd_keeps_every_invariant() {
+    let Some(ep) = endpoint() else { return };
+    let s = Arc::new(store(&ep));
+    let ipam = Arc::new(Ipam::new(s.clone(), Arc::new(SystemClock)));
+    ipam.create_pool(Pool::new("p", "10.244.0.0/22".parse().unwrap()).unwrap())
+        .unwrap();
+    // Three nodes racing, two threads each.
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let ipam = ipam.clone();
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| {
+                        ipam.auto_assign(&AutoAssignArgs::v4(
+                            &format!("node{}", t % 3),
+                            &format!("t{t}-{i}"),
+                            1,
+                        ))
+                        .unwrap()
+                        .v4
+                        .ips[0]
+                            .ip
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = std::collections::BTreeSet::new();
+    for t in threads {
+        for ip in t.join().unwrap() {
+            assert!(all.insert(ip), "{ip} twice");
+        }
+    }
+    assert_eq!(all.len(), 240);
+    assert!(audit::audit(s.as_ref()).unwrap().is_empty());
+    for n in 0..3 {
+        let u = ipam.utilisation().unwrap();
+        let node = u
+            .nodes
+            .iter()
+            .find(|x| x.node == format!("node{n}"))
+            .unwrap();
+        assert_eq!(node.in_use, 80, "each node's pods sit in its own blocks");
+    }
+}
+
+#[test]
+fn unreachable_etcd_fails_within_the_budget() {
+    let t = std::time::Instant::now();
+    let r = EtcdStore::connect(EtcdOptions {
+        endpoints: vec!["http://127.0.0.1:1".into()],
+        retry_budget: Duration::from_millis(800),
+        connect_timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
+    assert!(r.is_err());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let _ = StoreError::Rejected(String::new());
+    let _: Option<&dyn Datastore> = None;
+}
