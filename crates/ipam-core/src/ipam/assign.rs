@@ -141,6 +141,10 @@ impl<S: Datastore> Ipam<S> {
     pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult, IpamError> {
         validate_handle_id(&args.handle_id).map_err(IpamError::InvalidArgument)?;
         validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+        let lock = self.node_lock(&args.node);
+        let _serial = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let config = self.config()?;
         let labels = self
             .store

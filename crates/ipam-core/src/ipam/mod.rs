@@ -53,10 +53,16 @@ impl Default for IpamOptions {
 }
 
 /// The IPAM engine: the algorithms, bound to a store and a clock.
+///
+/// Assignments for one node made through one engine are serialised: they would all write the
+/// same block, so letting them race only turns into lost compare-and-swaps and retries (a node
+/// service runs one engine for its node). Different nodes, and other processes, still proceed
+/// in parallel and are kept apart by the compare-and-swap commits.
 pub struct Ipam<S> {
     store: S,
     clock: Arc<dyn Clock>,
     opts: IpamOptions,
+    node_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -67,7 +73,26 @@ impl<S: Datastore> Ipam<S> {
 
     /// An engine with explicit options.
     pub fn with_options(store: S, clock: Arc<dyn Clock>, opts: IpamOptions) -> Self {
-        Ipam { store, clock, opts }
+        Ipam {
+            store,
+            clock,
+            opts,
+            node_locks: Default::default(),
+        }
+    }
+
+    /// The lock serialising this engine's assignments for `node`.
+    fn node_lock(&self, node: &str) -> Arc<std::sync::Mutex<()>> {
+        let mut m = self
+            .node_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() > 4096 {
+            // A cluster simulation drives thousands of nodes through one engine; forget idle
+            // locks rather than grow without bound.
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(node.to_string()).or_default().clone()
     }
 
     /// The underlying store.
