@@ -8,6 +8,9 @@
 //!   `Delete` compare `mod_revision == expected`; all puts and deletes run only if every
 //!   comparison holds. When one fails, the transaction's else-branch reads the keys, and the
 //!   conflict names the first key whose condition failed.
+//! - Reads are serializable (served by the member asked, without a consensus round): a stale
+//!   read can only make the following compare-and-swap fail and be retried, never let a write
+//!   through, because every write compares revisions.
 //! - Failures: unreachable etcd, timeouts and leader changes are retried with back-off within
 //!   `retry_budget`, then reported as `StoreError::Unavailable` (CNI code 11). A commit whose
 //!   answer was lost reports `indeterminate: true`; retrying it is safe because its
@@ -197,7 +200,10 @@ impl EtcdStore {
         let (s, e) = (self.full_key(&start), self.full_key(&end));
         let resp = self.retry(false, |mut c| {
             let (s, e) = (s.clone(), e.clone());
-            async move { c.get(s, Some(GetOptions::new().with_range(e))).await }
+            async move {
+                c.get(s, Some(GetOptions::new().with_range(e).with_serializable()))
+                    .await
+            }
         })?;
         Ok(resp.kvs().to_vec())
     }
@@ -211,7 +217,7 @@ impl Datastore for EtcdStore {
         let k = self.full_key(&keys::encode(key));
         let resp = self.retry(false, |mut c| {
             let k = k.clone();
-            async move { c.get(k, None).await }
+            async move { c.get(k, Some(GetOptions::new().with_serializable())).await }
         })?;
         match resp.kvs().first() {
             Some(kv) => self

@@ -350,11 +350,25 @@ impl<S: Datastore> Ipam<S> {
             }
         }
         mine.sort_by(|a, b| a.0.cmp(&b.0).then(cidr::net_cmp(&a.1, &b.1)));
+        // The block this node last used usually has room: try it first within its pool.
+        if let Some(h) = self.hint(node) {
+            if let Some(pos) = mine.iter().position(|(_, c)| *c == h) {
+                let first_of_pool = mine
+                    .iter()
+                    .position(|(p, _)| *p == mine[pos].0)
+                    .unwrap_or(pos);
+                let item = mine.remove(pos);
+                mine.insert(first_of_pool, item);
+            }
+        }
         for (_, c) in &mine {
             if got.ips.len() >= num {
                 break;
             }
             let more = self.assign_from_block(ctx, *c, num - got.ips.len(), Some(node))?;
+            if !more.is_empty() {
+                self.set_hint(node, *c);
+            }
             got.ips.extend(more);
         }
 
@@ -376,6 +390,9 @@ impl<S: Datastore> Ipam<S> {
             }
             match claimed {
                 Some(ips) => {
+                    if let Some(a) = ips.first() {
+                        self.set_hint(node, a.block);
+                    }
                     family_blocks += 1;
                     got.ips.extend(ips);
                 }

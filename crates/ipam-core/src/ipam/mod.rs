@@ -63,6 +63,9 @@ pub struct Ipam<S> {
     clock: Arc<dyn Clock>,
     opts: IpamOptions,
     node_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,
+    /// The block each node last assigned from: tried first, so a node with many full blocks
+    /// does not read them all on every request. Only a hint; the store decides.
+    last_block: std::sync::Mutex<std::collections::HashMap<String, IpNetwork>>,
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -78,7 +81,27 @@ impl<S: Datastore> Ipam<S> {
             clock,
             opts,
             node_locks: Default::default(),
+            last_block: Default::default(),
         }
+    }
+
+    fn hint(&self, node: &str) -> Option<IpNetwork> {
+        self.last_block
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(node)
+            .copied()
+    }
+
+    fn set_hint(&self, node: &str, block: IpNetwork) {
+        let mut m = self
+            .last_block
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() > 65_536 {
+            m.clear();
+        }
+        m.insert(node.to_string(), block);
     }
 
     /// The lock serialising this engine's assignments for `node`.
