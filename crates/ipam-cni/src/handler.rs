@@ -217,11 +217,7 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
                     // All or nothing: give back what this request took.
                     let undo: Vec<ReleaseRequest> = taken
                         .iter()
-                        .map(|a| ReleaseRequest {
-                            ip: a.ip,
-                            handle_id: Some(handle.clone()),
-                            seq: Some(a.seq),
-                        })
+                        .map(|a| ReleaseRequest::guarded(a.ip, &handle, a.seq))
                         .collect();
                     let _ = ipam.release_ips(&undo);
                     return Err(e.into());
@@ -249,11 +245,7 @@ fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     }
     let reqs: Vec<ReleaseRequest> = mine
         .iter()
-        .map(|a| ReleaseRequest {
-            ip: a.ip,
-            handle_id: Some(handle.clone()),
-            seq: Some(a.seq),
-        })
+        .map(|a| ReleaseRequest::guarded(a.ip, &handle, a.seq))
         .collect();
     let out = ipam.release_ips(&reqs)?;
     tracing::info!(handle = %handle, released = ?out.released, "released");
@@ -345,11 +337,7 @@ pub fn gc_network<S: Datastore>(
                 let ifn = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
                 !valid.contains(&(cid, ifn))
             })
-            .map(|a| ReleaseRequest {
-                ip: a.ip,
-                handle_id: Some(h.clone()),
-                seq: Some(a.seq),
-            })
+            .map(|a| ReleaseRequest::guarded(a.ip, &h, a.seq))
             .collect();
         if stale.is_empty() {
             continue;

@@ -221,11 +221,7 @@ impl<S: Datastore> Ipam<S> {
         let reqs: Vec<_> = got
             .ips
             .iter()
-            .map(|a| super::ReleaseRequest {
-                ip: a.ip,
-                handle_id: Some(ctx.args.handle_id.clone()),
-                seq: Some(a.seq),
-            })
+            .map(|a| super::ReleaseRequest::guarded(a.ip, &ctx.args.handle_id, a.seq))
             .collect();
         let _ = self.release_ips(&reqs);
     }

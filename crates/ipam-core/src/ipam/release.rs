@@ -21,6 +21,16 @@ pub struct ReleaseRequest {
 }
 
 impl ReleaseRequest {
+    /// A release guarded by handle and sequence number: it frees the address only if it is
+    /// still the allocation that was read.
+    pub fn guarded(ip: IpAddr, handle_id: &str, seq: u64) -> Self {
+        ReleaseRequest {
+            ip,
+            handle_id: Some(handle_id.to_string()),
+            seq: Some(seq),
+        }
+    }
+
     /// An unguarded release.
     pub fn ip(ip: IpAddr) -> Self {
         ReleaseRequest {

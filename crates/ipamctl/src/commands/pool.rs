@@ -157,10 +157,8 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                 .flat_map(|b| {
                     b.value
                         .used()
-                        .map(|(o, a, seq)| ReleaseRequest {
-                            ip: b.value.ip(o),
-                            handle_id: Some(a.handle_id.clone()),
-                            seq: Some(seq),
+                        .map(|(o, a, seq)| {
+                            ReleaseRequest::guarded(b.value.ip(o), &a.handle_id, seq)
                         })
                         .collect::<Vec<_>>()
                 })
