@@ -124,3 +124,30 @@ fn threads_racing_on_one_store_never_duplicate() {
     let u = ipam.utilisation().unwrap();
     assert_eq!(u.pools[0].in_use, total);
 }
+
+/// Regression (found by the differential fuzzer): a dual-stack request whose IPv6 half fails
+/// must give back its IPv4 half even when the store fails the first attempt to do so.
+#[test]
+fn dual_stack_undo_survives_an_outage() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new(), 3));
+    let ipam = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    ipam.create_pool(Pool::new("v4", net("10.244.0.0/16")).unwrap())
+        .unwrap();
+    ipam.create_pool(Pool::with_block_size("v6", net("fd00::/126"), 126).unwrap())
+        .unwrap();
+    let mut fill = AutoAssignArgs::v4("n1", "fill", 0);
+    fill.num_v6 = 4;
+    ipam.auto_assign(&fill).unwrap();
+    // Commit 1 (the IPv4 claim) passes; commit 2 (giving it back) meets an outage.
+    store.schedule([Fault::None, Fault::Unavailable]);
+    let mut args = AutoAssignArgs::v4("n1", "h", 1);
+    args.num_v6 = 1;
+    let e = ipam.auto_assign(&args).unwrap_err();
+    assert!(matches!(e, IpamError::Exhausted { .. }), "{e}");
+    assert_eq!(store.injected(), 1);
+    assert!(
+        ipam.addresses_by_handle("h").unwrap().is_empty(),
+        "IPv4 half given back"
+    );
+    assert!(audit::audit(store.inner()).unwrap().is_empty());
+}

@@ -170,7 +170,7 @@ impl<S: Datastore> Ipam<S> {
         if args.num_v4 > 0 {
             result.v4 = self.assign_family(&ctx, Family::V4, args.num_v4, &args.v4_pools)?;
             if result.v4.is_short() && (dual || !args.allow_partial) {
-                self.undo(&ctx, &result.v4);
+                self.undo(&ctx, &result.v4)?;
                 return Err(self.exhausted(&ctx, Family::V4, &result.v4));
             }
         }
@@ -179,13 +179,13 @@ impl<S: Datastore> Ipam<S> {
             let v6 = match v6 {
                 Ok(v) => v,
                 Err(e) => {
-                    self.undo(&ctx, &result.v4);
+                    self.undo(&ctx, &result.v4)?;
                     return Err(e);
                 }
             };
             if v6.is_short() && (dual || !args.allow_partial) {
-                self.undo(&ctx, &result.v4);
-                self.undo(&ctx, &v6);
+                self.undo(&ctx, &result.v4)?;
+                self.undo(&ctx, &v6)?;
                 return Err(self.exhausted(&ctx, Family::V6, &v6));
             }
             result.v6 = v6;
@@ -212,18 +212,32 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
-    /// Releases what a failed request took (best effort: guarded by handle and sequence, so it
-    /// can never free someone else's address).
-    fn undo(&self, ctx: &Ctx<'_>, got: &FamilyAssignment) {
+    /// Gives back what a failed request took, guarded by handle and sequence number (so it can
+    /// never free someone else's address) and retried through transient failures, because
+    /// "all or nothing" must hold even when the store stumbles. If it still cannot, the store's
+    /// error is returned instead of the request's, so the caller knows the outcome is unknown
+    /// (a CNI runtime then runs DEL, which releases by handle).
+    fn undo(&self, ctx: &Ctx<'_>, got: &FamilyAssignment) -> Result<(), IpamError> {
         if got.ips.is_empty() {
-            return;
+            return Ok(());
         }
         let reqs: Vec<_> = got
             .ips
             .iter()
             .map(|a| super::ReleaseRequest::guarded(a.ip, &ctx.args.handle_id, a.seq))
             .collect();
-        let _ = self.release_ips(&reqs);
+        let mut last = None;
+        for _ in 0..self.opts.max_retries {
+            match self.release_ips(&reqs) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(IpamError::ExcessiveContention {
+            operation: "undo",
+            attempts: self.opts.max_retries,
+        }))
     }
 
     fn block_limit(&self, ctx: &Ctx<'_>) -> u32 {
