@@ -130,15 +130,17 @@ pub fn serve<S: Datastore + 'static>(
         })
         .collect();
     for conn in listener.incoming() {
-        if shutdown.load(Ordering::SeqCst) {
-            break;
-        }
+        // An accepted connection is always served, even the one that arrives with the
+        // shutdown (it may be a client's, not the wake-up).
         match conn {
             Ok(c) => {
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(c);
             }
             Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+        if shutdown.load(Ordering::SeqCst) {
+            break;
         }
     }
     // Stop taking new work: clients that connect from now on find no socket and serve
@@ -151,9 +153,16 @@ pub fn serve<S: Datastore + 'static>(
         let _ = std::fs::remove_file(path);
     }
     listener.set_nonblocking(true)?;
-    while let Ok((conn, _)) = listener.accept() {
-        let _ = conn.set_nonblocking(false);
-        let _ = tx.send(conn);
+    // Drain twice: a client that looked the path up just before it was removed can still land
+    // in the queue a moment later.
+    for round in 0..2 {
+        while let Ok((conn, _)) = listener.accept() {
+            let _ = conn.set_nonblocking(false);
+            let _ = tx.send(conn);
+        }
+        if round == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
     drop(listener);
     drop(tx);
