@@ -2,7 +2,7 @@
 //! target can be replayed as a regression test (`tests/regressions.rs` in the crates that own
 //! the code).
 
-use ipam_core::{audit, Datastore, Ipam, ManualClock};
+use ipam_core::{audit, Ipam, ManualClock};
 use ipam_store::MemoryStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,9 +78,4 @@ pub fn check_record(kind: u8, value: &[u8]) {
     if let Some(key) = keys::decode(value) {
         assert_eq!(keys::encode(&key), value);
     }
-}
-
-/// The store behind a check (keeps `Datastore` in scope for callers).
-pub fn records<S: Datastore>(s: &S) -> usize {
-    s.list(&ipam_core::Range::Blocks).map(|v| v.len()).unwrap_or(0)
 }

@@ -66,10 +66,15 @@ pub fn version_json(cni_version: &str) -> String {
     .to_string()
 }
 
-/// Creates the configured pools (or the default) when the store has none yet.
-fn ensure_pools<S: Datastore>(ipam: &Ipam<S>, cfg: &PluginConfig) -> Result<(), CniError> {
-    if !ipam.pools()?.is_empty() {
-        return Ok(());
+/// Creates the configured pools (or the default) when the store has none yet. Returns the
+/// pools' CIDRs (for the result's prefix).
+fn ensure_pools<S: Datastore>(
+    ipam: &Ipam<S>,
+    cfg: &PluginConfig,
+) -> Result<Vec<IpNetwork>, CniError> {
+    let existing: Vec<IpNetwork> = ipam.pools()?.into_iter().map(|p| p.cidr).collect();
+    if !existing.is_empty() {
+        return Ok(existing);
     }
     let mut cidrs: Vec<IpNetwork> = cfg
         .ipv4_pools
@@ -88,7 +93,7 @@ fn ensure_pools<S: Datastore>(ipam: &Ipam<S>, cfg: &PluginConfig) -> Result<(), 
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(ipam.pools()?.into_iter().map(|p| p.cidr).collect())
 }
 
 fn rfc3339(secs: u64) -> String {
@@ -150,7 +155,7 @@ fn attachment<S: Datastore>(
 fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<String, CniError> {
     let cfg = &inv.config;
     let node = cfg.node_name()?;
-    ensure_pools(ipam, cfg)?;
+    let pools = ensure_pools(ipam, cfg)?;
     let handle = cfg.handle_id(&inv.env.container_id);
     // A repeated ADD for the same attachment returns what it already holds.
     let held = attachment(ipam, inv)?;
@@ -163,10 +168,7 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
                 seq: a.seq,
             })
             .collect();
-        return Ok(result::to_json(
-            cfg,
-            result::build(cfg, &ips, &pool_cidrs(ipam)?),
-        ));
+        return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
     }
     let owner = owner_attrs(inv, now);
     let mut specific = cfg.requested_ips.clone();
@@ -227,14 +229,7 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
         taken
     };
     tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
-    Ok(result::to_json(
-        cfg,
-        result::build(cfg, &ips, &pool_cidrs(ipam)?),
-    ))
-}
-
-fn pool_cidrs<S: Datastore>(ipam: &Ipam<S>) -> Result<Vec<IpNetwork>, CniError> {
-    Ok(ipam.pools()?.into_iter().map(|p| p.cidr).collect())
+    Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)))
 }
 
 fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {

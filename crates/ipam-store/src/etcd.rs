@@ -132,8 +132,7 @@ impl EtcdStore {
             });
             match attempt {
                 Ok(c) => break c,
-                Err(e) if start.elapsed() + pause < opts.retry_budget => {
-                    tracing_free_log(&format!("etcd not reachable yet: {e}"));
+                Err(_) if start.elapsed() + pause < opts.retry_budget => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
@@ -180,8 +179,7 @@ impl EtcdStore {
         loop {
             match self.rt.block_on(f(self.client.clone())) {
                 Ok(v) => return Ok(v),
-                Err(e) if start.elapsed() + pause < self.opts.retry_budget => {
-                    tracing_free_log(&format!("etcd call failed, retrying: {e}"));
+                Err(_) if start.elapsed() + pause < self.opts.retry_budget => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(500));
                 }
@@ -209,9 +207,6 @@ impl EtcdStore {
     }
 }
 
-/// The store logs nothing itself (callers do); kept as a hook for debugging builds.
-fn tracing_free_log(_msg: &str) {}
-
 impl Datastore for EtcdStore {
     fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
         let k = self.full_key(&keys::encode(key));
@@ -228,27 +223,19 @@ impl Datastore for EtcdStore {
     }
 
     fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.range(range)? {
-            let rec = self.decode(kv.key(), kv.value(), kv.mod_revision())?;
-            if range.contains(&rec.value.key()) {
-                out.push(rec);
-            }
-        }
-        Ok(out)
+        let kvs = self.range(range)?;
+        let items = kvs
+            .iter()
+            .map(|kv| self.decode(kv.key(), kv.value(), kv.mod_revision()));
+        Ok(crate::collect_range(range, items, false)?.records)
     }
 
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
-        let mut out = Lenient::default();
-        for kv in self.range(range)? {
-            match self.decode(kv.key(), kv.value(), kv.mod_revision()) {
-                Ok(rec) if range.contains(&rec.value.key()) => out.records.push(rec),
-                Ok(_) => {}
-                Err(e @ StoreError::Corrupt { .. }) => out.corrupt.push(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        let kvs = self.range(range)?;
+        let items = kvs
+            .iter()
+            .map(|kv| self.decode(kv.key(), kv.value(), kv.mod_revision()));
+        crate::collect_range(range, items, true)
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {

@@ -23,7 +23,28 @@ pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
 pub use sled::{OpenError, SledOptions, SledStore};
 
-use ipam_core::Clock;
+use ipam_core::datastore::Lenient;
+use ipam_core::{Clock, Range, Record, StoreError, Versioned};
+
+/// Keeps the decoded records that fall in `range`, in order. A record that does not decode
+/// fails the listing, or, when `lenient`, is set aside in `Lenient::corrupt`; any other error
+/// fails it. Shared by the stores whose scans may hold undecodable bytes.
+pub(crate) fn collect_range(
+    range: &Range,
+    items: impl Iterator<Item = Result<Versioned<Record>, StoreError>>,
+    lenient: bool,
+) -> Result<Lenient, StoreError> {
+    let mut out = Lenient::default();
+    for item in items {
+        match item {
+            Ok(rec) if range.contains(&rec.value.key()) => out.records.push(rec),
+            Ok(_) => {}
+            Err(e @ StoreError::Corrupt { .. }) if lenient => out.corrupt.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
 
 /// The system clock (ns since the Unix epoch).
 #[derive(Clone, Copy, Debug, Default)]

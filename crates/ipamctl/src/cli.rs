@@ -119,25 +119,27 @@ pub fn run(cli: Cli) -> Outcome {
             exit_code: r.exit_code,
             files: r.files,
         },
-        Ok(_) | Err(CallError::NotRunning(_)) if etcd.is_some() => {
-            let cfg = etcd.as_ref().expect("checked");
-            match ipam_cni::backend::open_store(cfg, Duration::from_secs(lock_timeout_seconds)) {
-                Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
-                Err(e) => return fail(e.details),
+        Ok(_) | Err(CallError::NotRunning(_)) => match &etcd {
+            Some(cfg) => {
+                match ipam_cni::backend::open_store(cfg, Duration::from_secs(lock_timeout_seconds))
+                {
+                    Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
+                    Err(e) => return fail(e.details),
+                }
             }
-        }
-        Ok(_) | Err(CallError::NotRunning(_)) => {
-            match SledStore::open(
-                &sled,
-                &SledOptions {
-                    lock_timeout: Duration::from_secs(lock_timeout_seconds),
-                    ..Default::default()
-                },
-            ) {
-                Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
-                Err(e) => return fail(e.to_string()),
+            None => {
+                match SledStore::open(
+                    &sled,
+                    &SledOptions {
+                        lock_timeout: Duration::from_secs(lock_timeout_seconds),
+                        ..Default::default()
+                    },
+                ) {
+                    Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
+                    Err(e) => return fail(e.to_string()),
+                }
             }
-        }
+        },
         Err(CallError::Failed(e)) => return fail(format!("the node service failed: {e}")),
     };
     for (path, content) in &outcome.files {

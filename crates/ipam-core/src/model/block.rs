@@ -265,11 +265,6 @@ impl Block {
         (a != 0).then(|| (&self.attrs[(a - 1) as usize].attrs, self.seqs[ord as usize]))
     }
 
-    /// True when `ord` is host-reserved.
-    pub fn is_reserved(&self, ord: u32) -> bool {
-        self.reserved.get(ord)
-    }
-
     /// Used ordinals with their holders, in address order.
     pub fn used(&self) -> impl Iterator<Item = (u32, &Arc<AllocAttrs>, u64)> + '_ {
         self.owner
@@ -278,19 +273,6 @@ impl Block {
             .zip(0u32..)
             .filter(|((&a, _), _)| a != 0)
             .map(|((&a, &seq), o)| (o, &self.attrs[(a - 1) as usize].attrs, seq))
-    }
-
-    /// Number of ordinals counted under `handle_id`.
-    pub fn count_for_handle(&self, handle_id: &str) -> u32 {
-        let ids: Vec<u32> = self
-            .attrs
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.attrs.handle_id == handle_id)
-            .map(|(i, _)| u32::try_from(i + 1).unwrap_or(0))
-            .collect();
-        let n = self.owner.iter().filter(|a| ids.contains(a)).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// Ordinals held by `handle_id`.
@@ -602,7 +584,7 @@ mod tests {
         assert_eq!(b.attrs.len(), 2);
         b.allocate(1, &attrs("h1")); // equal value, different Arc: shared
         assert_eq!(b.attrs.len(), 2);
-        assert_eq!(b.count_for_handle("h1"), 3);
+        assert_eq!(b.ordinals_of("h1").len(), 3);
         for o in x {
             b.release(o, 1, 0);
         }

@@ -283,6 +283,20 @@ impl DecodeCache {
     }
 }
 
+impl SledStore {
+    /// The decoded records of `range`'s byte bounds (a superset of the range).
+    fn scan<'a>(
+        &'a self,
+        range: &Range,
+    ) -> impl Iterator<Item = Result<Versioned<Record>, StoreError>> + 'a {
+        let (start, end) = keys::bounds(range);
+        self.tree.range(start..end).map(move |kv| {
+            let (k, v) = kv.map_err(unavailable)?;
+            self.decoded.decode(&k, &v)
+        })
+    }
+}
+
 /// sled reports its file lock being held as an I/O error of kind `Other` with this text.
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io)
@@ -307,31 +321,11 @@ impl Datastore for SledStore {
     }
 
     fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        let (start, end) = keys::bounds(range);
-        let mut out = Vec::new();
-        for kv in self.tree.range(start..end) {
-            let (k, v) = kv.map_err(unavailable)?;
-            let rec = self.decoded.decode(&k, &v)?;
-            if range.contains(&rec.value.key()) {
-                out.push(rec);
-            }
-        }
-        Ok(out)
+        Ok(crate::collect_range(range, self.scan(range), false)?.records)
     }
 
     fn list_lenient(&self, range: &Range) -> Result<ipam_core::datastore::Lenient, StoreError> {
-        let (start, end) = keys::bounds(range);
-        let mut out = ipam_core::datastore::Lenient::default();
-        for kv in self.tree.range(start..end) {
-            let (k, v) = kv.map_err(unavailable)?;
-            match self.decoded.decode(&k, &v) {
-                Ok(rec) if range.contains(&rec.value.key()) => out.records.push(rec),
-                Ok(_) => {}
-                Err(e @ StoreError::Corrupt { .. }) => out.corrupt.push(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        crate::collect_range(range, self.scan(range), true)
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
