@@ -151,3 +151,66 @@ fn dual_stack_undo_survives_an_outage() {
     );
     assert!(audit::audit(store.inner()).unwrap().is_empty());
 }
+
+/// A store whose pool listing is answered, and then, before the caller commits, another
+/// creator stores an overlapping pool: the interleaving of two `create_pool` calls racing.
+struct RacingPoolCreator {
+    inner: Arc<MemoryStore>,
+    rival: std::sync::Mutex<Option<Pool>>,
+}
+
+impl ipam_core::Datastore for RacingPoolCreator {
+    fn get(
+        &self,
+        key: &ipam_core::Key,
+    ) -> Result<Option<ipam_core::Versioned<ipam_core::Record>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn list(
+        &self,
+        range: &ipam_core::Range,
+    ) -> Result<Vec<ipam_core::Versioned<ipam_core::Record>>, StoreError> {
+        let listed = self.inner.list(range)?;
+        if matches!(range, ipam_core::Range::Pools) {
+            if let Some(rival) = self.rival.lock().unwrap().take() {
+                let other = Ipam::new(self.inner.clone(), Arc::new(ManualClock::new(T0)));
+                other.create_pool(rival).unwrap();
+            }
+        }
+        Ok(listed)
+    }
+    fn commit(&self, writes: Vec<ipam_core::Write>) -> Result<ipam_core::Revision, StoreError> {
+        self.inner.commit(writes)
+    }
+}
+
+#[test]
+fn racing_pool_creations_never_overlap() {
+    let inner = Arc::new(MemoryStore::new());
+    let store = RacingPoolCreator {
+        inner: inner.clone(),
+        rival: std::sync::Mutex::new(Some(
+            Pool::with_block_size("rival", net("10.244.0.0/16"), 28).unwrap(),
+        )),
+    };
+    let ipam = Ipam::new(store, Arc::new(ManualClock::new(T0)));
+    let e = ipam
+        .create_pool(Pool::new("mine", net("10.244.0.0/20")).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(&e, IpamError::PoolExists(m) if m.contains("overlaps pool rival")),
+        "{e}"
+    );
+    let names: Vec<String> = ipam.pools().unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["rival"]);
+    // Creation still works when nobody races, and the config survives untouched.
+    ipam.set_config(ipam_core::IpamConfig {
+        strict_affinity: true,
+        ..Default::default()
+    })
+    .unwrap();
+    ipam.create_pool(Pool::new("next", net("10.245.0.0/16")).unwrap())
+        .unwrap();
+    assert!(ipam.config().unwrap().strict_affinity);
+    assert_eq!(ipam.pools().unwrap().len(), 2);
+}

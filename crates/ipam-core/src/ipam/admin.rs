@@ -19,32 +19,40 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Creates a pool; refuses a duplicate name or a CIDR overlapping another pool.
+    ///
+    /// The overlap check reads every pool, and the store has no condition on "this range did
+    /// not change". So every creation also rewrites the config record at the revision read
+    /// before the listing: of two creations racing, one commits and the other conflicts,
+    /// lists again and sees the first. Overlapping pools would give overlapping blocks, and two
+    /// blocks holding one address would hand it out twice.
     pub fn create_pool(&self, pool: Pool) -> Result<(), IpamError> {
         pool.validate()?;
-        for p in self.pools()? {
-            if p.name == pool.name {
-                return Err(IpamError::PoolExists(format!(
-                    "a pool named {} exists",
-                    p.name
-                )));
+        self.retrying("create pool", || {
+            let config = self.store.get_config_rec(&Key::Config)?;
+            for p in self.pools()? {
+                if p.name == pool.name {
+                    return Err(IpamError::PoolExists(format!(
+                        "a pool named {} exists",
+                        p.name
+                    )));
+                }
+                if cidr::overlaps(&p.cidr, &pool.cidr) {
+                    return Err(IpamError::PoolExists(format!(
+                        "{} overlaps pool {} ({})",
+                        pool.cidr, p.name, p.cidr
+                    )));
+                }
             }
-            if cidr::overlaps(&p.cidr, &pool.cidr) {
-                return Err(IpamError::PoolExists(format!(
-                    "{} overlaps pool {} ({})",
-                    pool.cidr, p.name, p.cidr
-                )));
-            }
-        }
-        match self
-            .store
-            .commit(vec![Write::Create(Record::Pool(pool.clone()))])
-        {
-            Ok(_) => Ok(()),
-            Err(crate::datastore::StoreError::Conflict { .. }) => Err(IpamError::PoolExists(
-                format!("a pool named {} exists", pool.name),
-            )),
-            Err(e) => Err(e.into()),
-        }
+            let (value, rev) = match config {
+                Some(v) => (v.value, Some(v.revision)),
+                None => (IpamConfig::default(), None),
+            };
+            self.store.commit(vec![
+                Write::Create(Record::Pool(pool.clone())),
+                put(Record::Config(value), rev),
+            ])?;
+            Ok(())
+        })
     }
 
     /// Changes a pool's mutable settings (disabled, selector, uses, mode); the CIDR and block
