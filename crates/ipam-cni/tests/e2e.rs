@@ -223,7 +223,12 @@ fn bridge_plugin_with_calico_ipam() {
     if available() {
         run("bridge", Mode::Local, "10.244.0.0/16", None);
         run("bridge", Mode::Service, "10.246.0.0/16", None);
-        run("bridge", Mode::Service, "10.248.0.0/16", Some("fd00:244::/48"));
+        run(
+            "bridge",
+            Mode::Service,
+            "10.248.0.0/16",
+            Some("fd00:244::/48"),
+        );
     }
 }
 

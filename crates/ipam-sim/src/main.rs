@@ -30,8 +30,16 @@ struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Run on a sled store in this directory instead of memory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "etcd_endpoints")]
     sled: Option<std::path::PathBuf>,
+    /// Run on etcd v3 at these endpoints (comma-separated) instead of memory.
+    #[cfg(feature = "etcd")]
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix on etcd; it must hold nothing. Default: a fresh `/ipam-sim/<pid>-<time>/`.
+    #[cfg(feature = "etcd")]
+    #[arg(long)]
+    etcd_prefix: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,11 +53,31 @@ fn main() -> anyhow::Result<()> {
         pool: a.pool,
         seed: a.seed,
     };
+    #[cfg(feature = "etcd")]
+    if !a.etcd_endpoints.is_empty() {
+        let prefix = a.etcd_prefix.clone().unwrap_or_else(|| {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("/ipam-sim/{}-{secs}/", std::process::id())
+        });
+        eprintln!("etcd prefix {prefix}");
+        let store = ipam_store::etcd::EtcdStore::connect(ipam_store::etcd::EtcdOptions {
+            endpoints: a.etcd_endpoints.clone(),
+            prefix,
+            ..Default::default()
+        })?;
+        return finish(run(store, &cfg)?, &cfg);
+    }
     let report = match &a.sled {
         Some(dir) => run(SledStore::open(dir, &SledOptions::default())?, &cfg)?,
         None => run(MemoryStore::new(), &cfg)?,
     };
-    print!("{}", report.table(&cfg));
+    finish(report, &cfg)
+}
+
+fn finish(report: ipam_sim::Report, cfg: &SimConfig) -> anyhow::Result<()> {
+    print!("{}", report.table(cfg));
     if !report.clean() {
         eprintln!("FAILED: duplicates, leaks or broken invariants");
         std::process::exit(1);

@@ -1,5 +1,6 @@
-//! The CI configuration: a small cluster with pod and node churn, on memory and on sled; no
-//! duplicate, no leak, no broken invariant; and a seed repeats its run exactly.
+//! The CI configuration: a small cluster with pod and node churn, on memory, on sled and (with
+//! the `etcd` feature and `IPAM_TEST_ETCD`) on etcd; no duplicate, no leak, no broken
+//! invariant; a seed repeats its run exactly, whatever the store.
 
 use ipam_sim::{run, SimConfig};
 use ipam_store::{MemoryStore, SledOptions, SledStore};
@@ -52,4 +53,52 @@ fn a_tight_pool_borrows_and_refuses_without_duplicates() {
     let r = run(MemoryStore::new(), &c).unwrap();
     assert!(r.clean(), "{r:?}");
     assert!(r.borrowed > 0, "{r:?}");
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn small_cluster_on_etcd_matches_the_memory_run() {
+    let ep = match std::env::var("IPAM_TEST_ETCD") {
+        Ok(e) => e,
+        Err(_) => {
+            assert!(
+                std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+                "etcd tests required but IPAM_TEST_ETCD is not set"
+            );
+            eprintln!("skipping: set IPAM_TEST_ETCD to an etcd endpoint");
+            return;
+        }
+    };
+    let mut c = cfg();
+    c.nodes = 8;
+    c.pods_per_node = 40;
+    c.rounds = 3;
+    c.node_churn = 2;
+    // 16 blocks for 8 nodes that each want one, plus replacements: some borrow.
+    c.pool = "10.0.0.0/22".parse().unwrap();
+    let store = ipam_store::etcd::EtcdStore::connect(ipam_store::etcd::EtcdOptions {
+        endpoints: vec![ep],
+        prefix: format!("/ipam-test/sim-{}/", std::process::id()),
+        ..Default::default()
+    })
+    .unwrap();
+    let on_etcd = run(store, &c).unwrap();
+    assert!(on_etcd.clean(), "{on_etcd:?}");
+    assert_eq!(on_etcd.pods, 8 * 40);
+    // The engine's choices depend only on what the store holds, not on which store holds it.
+    let in_memory = run(MemoryStore::new(), &c).unwrap();
+    assert_eq!(
+        (
+            on_etcd.blocks,
+            on_etcd.borrowed,
+            on_etcd.operations,
+            on_etcd.exhausted
+        ),
+        (
+            in_memory.blocks,
+            in_memory.borrowed,
+            in_memory.operations,
+            in_memory.exhausted
+        )
+    );
 }
