@@ -1,5 +1,5 @@
-//! Three nodes sharing one etcd: each runs its own node service (its own etcd connection and
-//! node name) and takes 200 concurrent ADDs. No address twice; each node's addresses come
+//! Three nodes sharing one etcd: each runs its own `calico-ipamd` process (its own etcd
+//! connection, socket and node name) and takes 200 concurrent ADDs. No address twice; each node's addresses come
 //! from blocks affine to it; on a pool too small for all, nodes borrow when strict affinity is
 //! off and get the exhaustion error when it is on; afterwards handles, blocks and affinities
 //! agree. Needs `IPAM_TEST_ETCD` (set by .ci/run).
@@ -12,9 +12,9 @@ use ipam_store::SystemClock;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn etcd() -> Option<String> {
     match std::env::var("IPAM_TEST_ETCD") {
@@ -30,10 +30,10 @@ fn etcd() -> Option<String> {
     }
 }
 
+/// A node service process, stopped with SIGTERM when dropped.
 struct Node {
     socket: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    child: Child,
 }
 
 fn store(ep: &str, prefix: &str) -> EtcdStore {
@@ -46,28 +46,32 @@ fn store(ep: &str, prefix: &str) -> EtcdStore {
 }
 
 fn start_node(ep: &str, prefix: &str, dir: &std::path::Path, i: usize) -> Node {
-    let socket = dir.join(format!("node{i}.sock"));
-    let ipam = Arc::new(Ipam::new(store(ep, prefix), Arc::new(SystemClock)));
-    let listener = ipamd::bind(&socket).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let thread = std::thread::spawn(move || {
-        ipamd::serve(listener, ipam, s, Arc::new(ipamd::Stats::default())).unwrap()
-    });
-    Node {
-        socket,
-        stop,
-        thread: Some(thread),
+    let socket = dir.join(format!("node{i}/ipamd.sock"));
+    let child = Command::new(env!("CARGO_BIN_EXE_calico-ipamd"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--etcd-endpoints", ep, "--etcd-prefix", prefix])
+        .args(["--log-level", "warn"])
+        .spawn()
+        .unwrap();
+    let node = Node { socket, child };
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&node.socket).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "node service {i} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
+    node
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        ipamd::wake(&self.socket);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 
