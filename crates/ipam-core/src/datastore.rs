@@ -350,6 +350,28 @@ pub trait Datastore: Send + Sync {
             corrupt: Vec::new(),
         })
     }
+
+    /// Answers several reads: one answer per read, in order (a `Get` gives zero or one
+    /// record). A store that pays a round trip per call answers the batch in one, from one
+    /// snapshot; the default asks one by one, which is as good for a local store.
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        reads
+            .iter()
+            .map(|r| match r {
+                Read::Get(key) => Ok(self.get(key)?.into_iter().collect()),
+                Read::List(range) => self.list(range),
+            })
+            .collect()
+    }
+}
+
+/// One read of a [`Datastore::read`] batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The record under a key.
+    Get(Key),
+    /// The records in a range, in key order.
+    List(Range),
 }
 
 /// The result of [`Datastore::list_lenient`].
@@ -374,6 +396,9 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
         (**self).list_lenient(range)
     }
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        (**self).read(reads)
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
@@ -388,6 +413,9 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     }
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
         (**self).list_lenient(range)
+    }
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        (**self).read(reads)
     }
 }
 
@@ -404,37 +432,69 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
         (**self).list_lenient(range)
     }
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        (**self).read(reads)
+    }
+}
+
+/// A record type that can be taken out of a [`Record`].
+pub trait RecordKind: Sized {
+    /// The value, if `record` is of this kind; else the record back.
+    fn from_record(record: Record) -> Result<Self, Box<Record>>;
+
+    /// The versioned value, or a corruption error naming the record's key.
+    fn from_versioned(v: Versioned<Record>) -> Result<Versioned<Self>, StoreError> {
+        match Self::from_record(v.value) {
+            Ok(value) => Ok(Versioned {
+                value,
+                revision: v.revision,
+            }),
+            Err(other) => Err(wrong_kind(&other.key())),
+        }
+    }
+}
+
+/// Takes the one record of a `Get` answer of a [`Datastore::read`] batch.
+pub fn one<T: RecordKind>(
+    answer: Vec<Versioned<Record>>,
+) -> Result<Option<Versioned<T>>, StoreError> {
+    answer.into_iter().next().map(T::from_versioned).transpose()
+}
+
+/// Takes the records of a `List` answer of a [`Datastore::read`] batch.
+pub fn all<T: RecordKind>(answer: Vec<Versioned<Record>>) -> Result<Vec<Versioned<T>>, StoreError> {
+    answer.into_iter().map(T::from_versioned).collect()
 }
 
 macro_rules! typed {
     ($get:ident, $list:ident, $variant:ident, $ty:ty) => {
         #[doc = concat!("Reads a [`", stringify!($ty), "`] record.")]
         fn $get(&self, key: &Key) -> Result<Option<Versioned<$ty>>, StoreError> {
-            match self.get(key)? {
-                None => Ok(None),
-                Some(Versioned {
-                    value: Record::$variant(v),
-                    revision,
-                }) => Ok(Some(Versioned { value: v, revision })),
-                Some(_) => Err(wrong_kind(key)),
-            }
+            one(self.get(key)?.into_iter().collect())
         }
 
         #[doc = concat!("Lists [`", stringify!($ty), "`] records in a range.")]
         fn $list(&self, range: &Range) -> Result<Vec<Versioned<$ty>>, StoreError> {
-            self.list(range)?
-                .into_iter()
-                .map(|v| match v.value {
-                    Record::$variant(x) => Ok(Versioned {
-                        value: x,
-                        revision: v.revision,
-                    }),
-                    other => Err(wrong_kind(&other.key())),
-                })
-                .collect()
+            all(self.list(range)?)
         }
     };
 }
+
+macro_rules! record_kind {
+    ($($variant:ident: $ty:ty),*) => {
+        $(impl RecordKind for $ty {
+            fn from_record(record: Record) -> Result<Self, Box<Record>> {
+                match record {
+                    Record::$variant(v) => Ok(v),
+                    other => Err(Box::new(other)),
+                }
+            }
+        })*
+    };
+}
+
+record_kind!(Pool: Pool, Node: Node, Block: Block, Affinity: Affinity, Handle: Handle,
+    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig);
 
 fn wrong_kind(key: &Key) -> StoreError {
     StoreError::Corrupt {

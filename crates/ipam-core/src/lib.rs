@@ -30,7 +30,8 @@ pub mod selector;
 pub use cidr::Family;
 pub use clock::{Clock, ManualClock};
 pub use datastore::{
-    ConflictKind, Datastore, Key, Range, Record, Revision, StoreError, StoreExt, Versioned, Write,
+    ConflictKind, Datastore, Key, Range, Read, Record, Revision, StoreError, StoreExt, Versioned,
+    Write,
 };
 pub use error::IpamError;
 pub use ipam::{

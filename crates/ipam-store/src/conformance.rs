@@ -8,7 +8,7 @@ use ipam_core::model::block::{AllocAttrs, HostReserved};
 use ipam_core::model::{IndexChunk, PoolIndex};
 use ipam_core::{
     Affinity, AffinityState, AllowedUse, Block, Datastore, Handle, IpamConfig, Key, Node, Pool,
-    Range, Record, StoreError, Write,
+    Range, Read, Record, StoreError, Write,
 };
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
@@ -344,6 +344,35 @@ pub fn listing<S: Datastore>(s: &S) {
     }
 }
 
+/// A batch of reads answers each read as `get` and `list` do, in order.
+pub fn batched_reads<S: Datastore>(s: &S) {
+    for r in sample_records() {
+        s.commit(vec![Write::Create(r)]).unwrap();
+    }
+    s.commit(vec![Write::Create(block("10.0.1.0/26"))]).unwrap();
+    let mut reads = vec![
+        Read::List(Range::Blocks),
+        Read::Get(Key::Handle("absent".into())),
+        Read::List(Range::Nodes),
+        Read::List(Range::AffinitiesOf("nobody".into())),
+    ];
+    for r in sample_records() {
+        reads.push(Read::Get(r.key()));
+    }
+    let answers = s.read(&reads).unwrap();
+    assert_eq!(answers.len(), reads.len(), "one answer per read");
+    for (read, answer) in reads.iter().zip(&answers) {
+        let want = match read {
+            Read::Get(k) => s.get(k).unwrap().into_iter().collect(),
+            Read::List(r) => s.list(r).unwrap(),
+        };
+        assert_eq!(answer, &want, "{read:?}");
+    }
+    assert!(answers[1].is_empty(), "an absent key reads as nothing");
+    assert_eq!(answers[0].len(), 2);
+    assert!(s.read(&[]).unwrap().is_empty());
+}
+
 /// Threads racing read-modify-commit on one record lose no update.
 pub fn concurrent_increments<S: Datastore + 'static>(s: Arc<S>) {
     s.commit(vec![Write::Create(handle("ctr", 1))]).unwrap();
@@ -388,5 +417,6 @@ pub fn run_all<S: Datastore + 'static>(mut make: impl FnMut() -> S) {
     compare_and_swap(&make());
     atomic_commits(&make());
     listing(&make());
+    batched_reads(&make());
     concurrent_increments(Arc::new(make()));
 }

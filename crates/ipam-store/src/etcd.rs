@@ -24,8 +24,12 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 use ipam_core::datastore::{ConflictKind, Lenient};
-use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use std::time::{Duration, Instant};
+
+/// Reads per read-only transaction; etcd refuses transactions of more than 128 operations by
+/// default (`--max-txn-ops`).
+const READS_PER_TXN: usize = 64;
 
 /// How to reach etcd.
 #[derive(Clone, Debug)]
@@ -236,6 +240,62 @@ impl Datastore for EtcdStore {
             .iter()
             .map(|kv| self.decode(kv.key(), kv.value(), kv.mod_revision()));
         crate::collect_range(range, items, true)
+    }
+
+    /// One read-only transaction per batch (etcd caps a transaction's operations, so very
+    /// long batches take several): one round trip, one snapshot.
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        let mut out = Vec::with_capacity(reads.len());
+        for batch in reads.chunks(READS_PER_TXN) {
+            let ops: Vec<TxnOp> = batch
+                .iter()
+                .map(|r| match r {
+                    Read::Get(key) => TxnOp::get(
+                        self.full_key(&keys::encode(key)),
+                        Some(GetOptions::new().with_serializable()),
+                    ),
+                    Read::List(range) => {
+                        let (start, end) = keys::bounds(range);
+                        TxnOp::get(
+                            self.full_key(&start),
+                            Some(
+                                GetOptions::new()
+                                    .with_range(self.full_key(&end))
+                                    .with_serializable(),
+                            ),
+                        )
+                    }
+                })
+                .collect();
+            let resp = self.retry(false, |mut c| {
+                let txn = Txn::new().and_then(ops.clone());
+                async move { c.txn(txn).await }
+            })?;
+            let answers = resp.op_responses();
+            if answers.len() != batch.len() {
+                return Err(StoreError::Unavailable {
+                    reason: format!("etcd answered {} of {} reads", answers.len(), batch.len()),
+                    indeterminate: false,
+                });
+            }
+            for (r, answer) in batch.iter().zip(answers) {
+                let TxnOpResponse::Get(g) = answer else {
+                    return Err(StoreError::Unavailable {
+                        reason: "etcd answered a read with a write".into(),
+                        indeterminate: false,
+                    });
+                };
+                let items = g
+                    .kvs()
+                    .iter()
+                    .map(|kv| self.decode(kv.key(), kv.value(), kv.mod_revision()));
+                out.push(match r {
+                    Read::Get(_) => items.take(1).collect::<Result<Vec<_>, _>>()?,
+                    Read::List(range) => crate::collect_range(range, items, false)?.records,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {

@@ -110,6 +110,10 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
         self.inner.list_lenient(range)
     }
 
+    fn read(&self, reads: &[ipam_core::Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        self.inner.read(reads)
+    }
+
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         if writes.is_empty() {
             return self.inner.commit(writes);

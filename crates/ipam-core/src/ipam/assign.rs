@@ -3,7 +3,9 @@
 
 use super::{fnv1a, pool_chunks, Ipam, ATTR_NODE};
 use crate::cidr::{self, Family};
-use crate::datastore::{put, Datastore, Key, Range, Record, StoreError, StoreExt, Write};
+use crate::datastore::{
+    all, one, put, Datastore, Key, Range, Read, Record, StoreError, StoreExt, Versioned, Write,
+};
 use crate::error::IpamError;
 use crate::model::block::HostReserved;
 use crate::model::handle::validate_handle_id;
@@ -14,6 +16,7 @@ use crate::model::{
     IpamConfig, Pool,
 };
 use ipnetwork::IpNetwork;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -132,6 +135,30 @@ struct Ctx<'a> {
     attrs: Arc<AllocAttrs>,
     pools: Vec<Pool>,
     labels: BTreeMap<String, String>,
+    /// The node's affinities, as read with the rest.
+    affinities: Vec<Versioned<Affinity>>,
+    /// The handle and the node's last block as read with the rest, each used by the first
+    /// write that needs it. A stale copy costs a lost compare-and-swap and a re-read, never a
+    /// wrong write.
+    handle: RefCell<Option<Option<Versioned<Handle>>>>,
+    block: RefCell<Option<Versioned<Block>>>,
+}
+
+impl Ctx<'_> {
+    fn take_handle(&self) -> Option<Option<Versioned<Handle>>> {
+        self.handle.borrow_mut().take()
+    }
+
+    fn take_block(&self, cidr: IpNetwork) -> Option<Versioned<Block>> {
+        let mut b = self.block.borrow_mut();
+        match b.take() {
+            Some(v) if v.value.cidr == cidr => Some(v),
+            other => {
+                *b = other;
+                None
+            }
+        }
+    }
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -145,12 +172,39 @@ impl<S: Datastore> Ipam<S> {
         let _serial = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let config = self.config()?;
-        let labels = self
-            .store
-            .get_node(&Key::Node(args.node.clone()))?
+        // Everything the decision needs, in one batch: one round trip on a networked store.
+        let hint = self.hint(&args.node);
+        let mut reads = vec![
+            Read::Get(Key::Config),
+            Read::Get(Key::Node(args.node.clone())),
+            Read::List(Range::Pools),
+            Read::List(Range::AffinitiesOf(args.node.clone())),
+            Read::Get(Key::Handle(args.handle_id.clone())),
+        ];
+        if let Some(h) = hint {
+            reads.push(Read::Get(Key::Block(h)));
+        }
+        let answers = self.store.read(&reads)?;
+        if answers.len() != reads.len() {
+            return Err(StoreError::Rejected(format!(
+                "the store answered {} of {} reads",
+                answers.len(),
+                reads.len()
+            ))
+            .into());
+        }
+        let mut answers = answers.into_iter();
+        let mut next = || answers.next().unwrap_or_default();
+        let config = one::<IpamConfig>(next())?
+            .map(|v| v.value)
+            .unwrap_or_default();
+        let labels = one::<crate::model::Node>(next())?
             .map(|n| n.value.labels)
             .unwrap_or_default();
+        let pools = all::<Pool>(next())?.into_iter().map(|v| v.value).collect();
+        let affinities = all::<Affinity>(next())?;
+        let handle = one::<Handle>(next())?;
+        let block = one::<Block>(next())?;
         let mut attrs = args.attrs.clone();
         attrs
             .entry(ATTR_NODE.to_string())
@@ -162,8 +216,11 @@ impl<S: Datastore> Ipam<S> {
                 handle_id: args.handle_id.clone(),
                 attrs,
             }),
-            pools: self.pools()?,
+            pools,
             labels,
+            affinities,
+            handle: RefCell::new(Some(handle)),
+            block: RefCell::new(block),
         };
         let mut result = AutoAssignResult::default();
         let dual = args.num_v4 > 0 && args.num_v6 > 0;
@@ -324,12 +381,11 @@ impl<S: Datastore> Ipam<S> {
         let in_pools = |c: &IpNetwork| pools.iter().position(|p| cidr::contains_net(&p.cidr, c));
 
         // 1. Blocks already affine to the node, in pool order then address order.
-        let affs = self
-            .store
-            .list_affinities(&Range::AffinitiesOf(node.to_string()))?;
+        // Read with the request; a family's pass changes only its own family's affinities.
+        let affs = &ctx.affinities;
         let mut mine: Vec<(usize, IpNetwork)> = Vec::new();
         let mut family_blocks = 0u32;
-        for a in &affs {
+        for a in affs {
             if Family::of_net(&a.value.cidr) != family {
                 continue;
             }
@@ -439,7 +495,11 @@ impl<S: Datastore> Ipam<S> {
         affine_to: Option<&str>,
     ) -> Result<Vec<AssignedIp>, IpamError> {
         self.retrying("assign", || {
-            let Some(vb) = self.store.get_block(&Key::Block(cidr))? else {
+            let known = ctx.take_block(cidr);
+            let Some(vb) = (match known {
+                Some(v) => Some(v),
+                None => self.store.get_block(&Key::Block(cidr))?,
+            }) else {
                 return Ok(Vec::new());
             };
             let mut block = vb.value;
@@ -462,7 +522,8 @@ impl<S: Datastore> Ipam<S> {
                     seq,
                 })
                 .collect();
-            let handle_write = self.handle_add(&ctx.args.handle_id, cidr, ords.len())?;
+            let handle_write =
+                self.handle_add(&ctx.args.handle_id, cidr, ords.len(), ctx.take_handle())?;
             self.store.commit(vec![
                 Write::Update {
                     record: Record::Block(block),
@@ -474,9 +535,20 @@ impl<S: Datastore> Ipam<S> {
         })
     }
 
-    /// The write that adds `n` addresses in `block` to a handle (creating it if needed).
-    fn handle_add(&self, id: &str, block: IpNetwork, n: usize) -> Result<Write, IpamError> {
-        let (mut h, rev) = match self.store.get_handle(&Key::Handle(id.to_string()))? {
+    /// The write that adds `n` addresses in `block` to a handle (creating it if needed), from
+    /// the handle as `known` (already read, `Some(None)` when absent) or as read now.
+    fn handle_add(
+        &self,
+        id: &str,
+        block: IpNetwork,
+        n: usize,
+        known: Option<Option<Versioned<Handle>>>,
+    ) -> Result<Write, IpamError> {
+        let current = match known {
+            Some(h) => h,
+            None => self.store.get_handle(&Key::Handle(id.to_string()))?,
+        };
+        let (mut h, rev) = match current {
             Some(v) => (v.value, Some(v.revision)),
             None => (Handle::new(id), None),
         };
@@ -553,7 +625,12 @@ impl<S: Datastore> Ipam<S> {
                 })?);
             }
             if !ords.is_empty() {
-                writes.push(self.handle_add(&ctx.args.handle_id, cidr, ords.len())?);
+                writes.push(self.handle_add(
+                    &ctx.args.handle_id,
+                    cidr,
+                    ords.len(),
+                    ctx.take_handle(),
+                )?);
             }
             match self.store.commit(writes) {
                 Ok(_) => {
@@ -728,7 +805,7 @@ impl<S: Datastore> Ipam<S> {
                 other => IpamError::Block(other),
             })?;
             writes.push(put(Record::Block(block), rev));
-            writes.push(self.handle_add(&args.handle_id, cidr, 1)?);
+            writes.push(self.handle_add(&args.handle_id, cidr, 1, None)?);
             self.store.commit(writes)?;
             let _ = ord;
             Ok(AssignedIp {
