@@ -1,6 +1,7 @@
 //! Differential fuzzing of the allocator: arbitrary operation sequences applied to the engine
-//! (through a store that loses compare-and-swaps and fails on a schedule) and to a reference
-//! model (handle -> addresses). After every step: the same addresses per handle and no address
+//! (through a store that loses compare-and-swaps, refuses commits, applies commits but loses
+//! the answer, and fails reads, at rates the input sets) and to a reference model (handle ->
+//! addresses). After every step: the same addresses per handle and no address
 //! twice. Every store invariant (`audit`) is checked after a step in which the store injected a fault
 //! (where a half-done change would show), after every eighth step and after the last one: the
 //! full audit is the most expensive part of an input, and auditing every step made the target
@@ -29,6 +30,7 @@ enum Op {
     Tick { secs: u8 },
     Strict(bool),
     Faults { conflicts: u8, outages: u8 },
+    MoreFaults { lost: u8, reads: u8 },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -42,10 +44,10 @@ const MAX_OPS: usize = 64;
 
 type Model = BTreeMap<String, BTreeMap<IpAddr, u64>>;
 
-fn adopt(ipam: &Ipam<Arc<FaultyStore<MemoryStore>>>, model: &mut Model, h: &str) {
+fn adopt(truth: &Ipam<&MemoryStore>, model: &mut Model, h: &str) {
     // After a failed call the handle's state is whatever the store says (a CNI DEL would clean
     // it up); take the store's truth for that handle.
-    let allocs = ipam.allocations_of_handle(h).expect("reads never fail here");
+    let allocs = truth.allocations_of_handle(h).expect("the inner store never fails");
     if allocs.is_empty() {
         model.remove(h);
     } else {
@@ -68,6 +70,8 @@ fuzz_target!(|input: Input| {
     if input.cooldown {
         ipam.set_config(IpamConfig { ip_cooldown_seconds: 30, ..Default::default() }).unwrap();
     }
+    // Reads the store behind the faults, for the model's checks.
+    let truth = Ipam::new(store.inner(), clock.clone());
     let mut model: Model = BTreeMap::new();
     // Longer inputs are cut rather than skipped, so every execution exercises the engine.
     let ops = &input.ops[..input.ops.len().min(MAX_OPS)];
@@ -87,7 +91,7 @@ fuzz_target!(|input: Input| {
                         }
                     }
                     Err(IpamError::Exhausted { .. } | IpamError::NoPools { .. }) => {}
-                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("auto assign: {e}"),
                 }
             }
@@ -109,7 +113,7 @@ fuzz_target!(|input: Input| {
                     }
                     Err(IpamError::AlreadyAllocated(_)) => assert!(held, "{ip} refused but free"),
                     Err(IpamError::AffinityConflict { .. } | IpamError::Block(_)) => {}
-                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("assign ip: {e}"),
                 }
             }
@@ -117,7 +121,7 @@ fuzz_target!(|input: Input| {
                 let h = format!("h{}", handle % 12);
                 match ipam.release_by_handle(&h) {
                     Ok(n) => assert_eq!(n, model.remove(&h).map(|m| m.len()).unwrap_or(0)),
-                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("release by handle: {e}"),
                 }
             }
@@ -139,7 +143,7 @@ fuzz_target!(|input: Input| {
                             model.remove(&h);
                         }
                     }
-                    Err(e) if e.is_transient() => adopt(&ipam, &mut model, &h),
+                    Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("release ip: {e}"),
                 }
             }
@@ -153,12 +157,15 @@ fuzz_target!(|input: Input| {
             }
             Op::Tick { secs } => clock.advance(u64::from(secs) * 1_000_000_000),
             Op::Strict(on) => {
-                let c = ipam.config().unwrap();
+                let c = truth.config().unwrap();
                 let r = ipam.set_config(IpamConfig { strict_affinity: on, ..c });
                 assert!(r.is_ok() || r.unwrap_err().is_transient());
             }
             Op::Faults { conflicts, outages } => {
                 store.set_rates(u32::from(conflicts) * 2, u32::from(outages % 64));
+            }
+            Op::MoreFaults { lost, reads } => {
+                store.set_lost_and_read_rates(u32::from(lost % 64), u32::from(reads % 64));
             }
         }
         if store.injected() != before || step % 8 == 7 || step == last {
@@ -168,7 +175,7 @@ fuzz_target!(|input: Input| {
         let mut seen = BTreeSet::new();
         for (h, m) in &model {
             let got: BTreeSet<IpAddr> =
-                ipam.addresses_by_handle(h).unwrap().into_iter().collect();
+                truth.addresses_by_handle(h).unwrap().into_iter().collect();
             let want: BTreeSet<IpAddr> = m.keys().copied().collect();
             assert_eq!(got, want, "handle {h}");
             for ip in want {

@@ -1,5 +1,6 @@
 //! A wrapper that makes a store misbehave on purpose: lost compare-and-swaps, unreachable
-//! store, and commits that apply but report failure (an answer lost on the way back).
+//! store, commits that apply but report failure (an answer lost on the way back), and reads
+//! that fail.
 
 use ipam_core::datastore::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
@@ -20,7 +21,7 @@ pub enum Fault {
 }
 
 /// A store that injects [`Fault`]s into commits, from a queue of scheduled faults and then
-/// from a deterministic pseudo-random stream.
+/// from a deterministic pseudo-random stream, and fails reads at a configured rate.
 pub struct FaultyStore<S> {
     inner: S,
     state: Mutex<State>,
@@ -31,6 +32,8 @@ struct State {
     rng: u64,
     conflict_per_mille: u32,
     unavailable_per_mille: u32,
+    lost_per_mille: u32,
+    read_failure_per_mille: u32,
     injected: u64,
 }
 
@@ -44,6 +47,8 @@ impl<S: Datastore> FaultyStore<S> {
                 rng: seed | 1,
                 conflict_per_mille: 0,
                 unavailable_per_mille: 0,
+                lost_per_mille: 0,
+                read_failure_per_mille: 0,
                 injected: 0,
             }),
         }
@@ -61,6 +66,14 @@ impl<S: Datastore> FaultyStore<S> {
         s.unavailable_per_mille = unavailable_per_mille;
     }
 
+    /// Random commits that apply but report an indeterminate failure, and random reads that
+    /// fail, per thousand, after the queue is empty.
+    pub fn set_lost_and_read_rates(&self, lost_per_mille: u32, read_failure_per_mille: u32) {
+        let mut s = self.state.lock();
+        s.lost_per_mille = lost_per_mille;
+        s.read_failure_per_mille = read_failure_per_mille;
+    }
+
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
         self.state.lock().injected
@@ -76,16 +89,13 @@ impl<S: Datastore> FaultyStore<S> {
         let f = if let Some(f) = s.queue.pop_front() {
             f
         } else {
-            // xorshift64*
-            s.rng ^= s.rng >> 12;
-            s.rng ^= s.rng << 25;
-            s.rng ^= s.rng >> 27;
-            let r =
-                u32::try_from(s.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).unwrap_or(0) % 1000;
+            let r = s.draw();
             if r < s.conflict_per_mille {
                 Fault::Conflict
             } else if r < s.conflict_per_mille + s.unavailable_per_mille {
                 Fault::Unavailable
+            } else if r < s.conflict_per_mille + s.unavailable_per_mille + s.lost_per_mille {
+                Fault::AppliedButLost
             } else {
                 Fault::None
             }
@@ -95,14 +105,39 @@ impl<S: Datastore> FaultyStore<S> {
         }
         f
     }
+
+    /// Fails a read at the configured rate (scheduled faults are for commits only).
+    fn read_fault(&self) -> Result<(), StoreError> {
+        let mut s = self.state.lock();
+        if s.read_failure_per_mille == 0 || s.draw() >= s.read_failure_per_mille {
+            return Ok(());
+        }
+        s.injected += 1;
+        Err(StoreError::Unavailable {
+            reason: "injected read fault".into(),
+            indeterminate: false,
+        })
+    }
+}
+
+impl State {
+    /// The next pseudo-random number in 0..1000 (xorshift64*).
+    fn draw(&mut self) -> u32 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        u32::try_from(self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).unwrap_or(0) % 1000
+    }
 }
 
 impl<S: Datastore> Datastore for FaultyStore<S> {
     fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.read_fault()?;
         self.inner.get(key)
     }
 
     fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        self.read_fault()?;
         self.inner.list(range)
     }
 
@@ -111,6 +146,7 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
     }
 
     fn read(&self, reads: &[ipam_core::Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        self.read_fault()?;
         self.inner.read(reads)
     }
 
