@@ -30,7 +30,8 @@ struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Run on a sled store in this directory instead of memory.
-    #[arg(long, conflicts_with = "etcd_endpoints")]
+    #[cfg_attr(feature = "etcd", arg(long, conflicts_with = "etcd_endpoints"))]
+    #[cfg_attr(not(feature = "etcd"), arg(long))]
     sled: Option<std::path::PathBuf>,
     /// Run on etcd v3 at these endpoints (comma-separated) instead of memory.
     #[cfg(feature = "etcd")]
@@ -83,4 +84,14 @@ fn finish(report: ipam_sim::Report, cfg: &SimConfig) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Args::command().debug_assert();
+    }
 }
