@@ -5,6 +5,8 @@
 //! agree. Needs `IPAM_TEST_ETCD` (set by .ci/run).
 #![cfg(feature = "etcd")]
 
+mod common;
+
 use ipam_cni::protocol::{self, Kind, Request};
 use ipam_core::{audit, Ipam, IpamConfig};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
@@ -124,17 +126,7 @@ fn storm(
     for t in threads {
         let (i, cid, code, v) = t.join().unwrap();
         if code == 0 {
-            ok.push((
-                i,
-                cid,
-                v["ips"][0]["address"]
-                    .as_str()
-                    .unwrap()
-                    .split('/')
-                    .next()
-                    .unwrap()
-                    .to_string(),
-            ));
+            ok.push((i, cid, common::first_address(&v)));
         } else {
             errs.push(v["code"].as_u64().unwrap());
         }

@@ -2,6 +2,8 @@
 //! declines unknown protocol versions, and on SIGTERM finishes in-flight requests, flushes
 //! and exits 0, with every answered allocation on disk.
 
+mod common;
+
 use ipam_cni::protocol::{self, CallError, Kind, Request};
 use ipam_core::{Ipam, Range, StoreExt};
 use ipam_store::{SledOptions, SledStore, SystemClock};
@@ -120,15 +122,7 @@ fn sigterm_finishes_in_flight_requests_and_flushes() {
             Ok(r) => {
                 assert_eq!(r.exit_code, 0, "{}", r.stdout);
                 let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-                answered.push(
-                    j["ips"][0]["address"]
-                        .as_str()
-                        .unwrap()
-                        .split('/')
-                        .next()
-                        .unwrap()
-                        .to_string(),
-                );
+                answered.push(common::first_address(&j));
             }
             Err(CallError::NotRunning(_)) => refused += 1,
             Err(CallError::Failed(e)) => panic!("an accepted request was cut off: {e}"),
