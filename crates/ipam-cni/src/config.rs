@@ -19,6 +19,11 @@ use std::time::Duration;
 /// CNI versions this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
+/// Largest network config accepted on stdin (the node service's frame holds it with room).
+pub const MAX_CONFIG: usize = 1 << 20;
+/// Longest network name, as escaped in handle ids (see [`crate::owner`]).
+pub const MAX_NETWORK_NAME: usize = 255;
+
 /// Where the store lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Datastore {
@@ -225,6 +230,12 @@ impl PluginConfig {
     /// object or `cniVersion` is malformed, 1 for a version this plugin does not speak or that
     /// lacks the verb, 7 for any invalid key.
     pub fn parse(stdin: &[u8], command: Command) -> Result<PluginConfig, CniError> {
+        if stdin.len() > MAX_CONFIG {
+            return Err(CniError::config(format!(
+                "the network config is {} bytes; at most {MAX_CONFIG} are accepted",
+                stdin.len()
+            )));
+        }
         let v: Value = serde_json::from_slice(stdin)
             .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
         let Value::Object(top) = v else {
@@ -281,7 +292,14 @@ impl PluginConfig {
         };
         if name.contains(char::is_whitespace) {
             return Err(CniError::config(format!(
-                "network name {name:?} must not contain whitespace"
+                "network name {} must not contain whitespace",
+                crate::env::shown(&name)
+            )));
+        }
+        if crate::owner::escape_network(&name).len() > MAX_NETWORK_NAME {
+            return Err(CniError::config(format!(
+                "network name {} is too long: at most {MAX_NETWORK_NAME} bytes (a '.' or '%' counts 3)",
+                crate::env::shown(&name)
             )));
         }
         let main_type = match top.get("type") {
@@ -301,6 +319,18 @@ impl PluginConfig {
                     if Family::of_net(&net) != family {
                         return Err(CniError::config(format!(
                             "{key} holds {p}, which is not {family}"
+                        )));
+                    }
+                }
+            }
+        }
+        for (list, key) in [(&ipv4_pools, "ipv4_pools"), (&ipv6_pools, "ipv6_pools")] {
+            let nets: Vec<IpNetwork> = list.iter().filter_map(|p| p.parse().ok()).collect();
+            for (i, a) in nets.iter().enumerate() {
+                for b in &nets[i + 1..] {
+                    if ipam_core::cidr::overlaps(a, b) {
+                        return Err(CniError::config(format!(
+                            "{key} entries {a} and {b} overlap: a pool may not overlap another"
                         )));
                     }
                 }
@@ -535,9 +565,10 @@ impl PluginConfig {
         })
     }
 
-    /// The handle id of an attachment: `<network name>.<container id>`.
+    /// The handle id of an attachment: `<network name>.<container id>`, the network name
+    /// escaped as [`crate::owner`] says.
     pub fn handle_id(&self, container_id: &str) -> String {
-        format!("{}.{}", self.name, container_id)
+        crate::owner::handle_id(&self.name, container_id)
     }
 
     /// The node name: explicit, else the node name file, else the host name.

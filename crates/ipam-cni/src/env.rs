@@ -107,6 +107,44 @@ pub struct CniEnv {
     pub args: CniArgs,
 }
 
+/// Longest container id accepted (runtimes use 64 hexadecimal characters); with the network
+/// name's limit it keeps every handle id within the core's 512 bytes.
+pub const MAX_CONTAINER_ID: usize = 256;
+/// Longest `CNI_ARGS` accepted.
+pub const MAX_CNI_ARGS: usize = 64 << 10;
+
+/// A value for an error message: quoted, and cut to its first 64 characters when longer.
+pub fn shown(v: &str) -> String {
+    match v.char_indices().nth(64) {
+        Some((i, _)) => format!("{:?}...", &v[..i]),
+        None => format!("{v:?}"),
+    }
+}
+
+/// The kernel's and libcni's rule for interface names: 1-15 bytes, not `.` or `..`, no `/`,
+/// `:` or whitespace.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > 15 {
+        return Err(format!(
+            "is {} bytes; interface names have at most 15",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("is not a valid interface name".into());
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err("must not contain '/', ':' or whitespace".into());
+    }
+    Ok(())
+}
+
 fn valid_container_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -161,17 +199,50 @@ impl CniEnv {
         if !missing.is_empty() {
             return Err(CniError::missing_env(&missing));
         }
-        if !e.container_id.is_empty() && !valid_container_id(&e.container_id) {
+        if !e.container_id.is_empty() {
+            if e.container_id.len() > MAX_CONTAINER_ID {
+                return Err(CniError::new(
+                    crate::error::codes::INVALID_ENV,
+                    "invalid CNI_CONTAINERID",
+                    format!(
+                        "CNI_CONTAINERID {} is {} bytes; at most {MAX_CONTAINER_ID} are accepted",
+                        shown(&e.container_id),
+                        e.container_id.len()
+                    ),
+                ));
+            }
+            if !valid_container_id(&e.container_id) {
+                return Err(CniError::new(
+                    crate::error::codes::INVALID_ENV,
+                    "invalid CNI_CONTAINERID",
+                    format!(
+                        "CNI_CONTAINERID {} must start with a letter or digit and hold only [A-Za-z0-9_.-]",
+                        shown(&e.container_id)
+                    ),
+                ));
+            }
+        }
+        if !e.ifname.is_empty() {
+            if let Err(why) = validate_ifname(&e.ifname) {
+                return Err(CniError::new(
+                    crate::error::codes::INVALID_ENV,
+                    "invalid CNI_IFNAME",
+                    format!("CNI_IFNAME {}: {why}", shown(&e.ifname)),
+                ));
+            }
+        }
+        let cni_args = get("CNI_ARGS");
+        if cni_args.len() > MAX_CNI_ARGS {
             return Err(CniError::new(
                 crate::error::codes::INVALID_ENV,
-                "invalid CNI_CONTAINERID",
+                "invalid CNI_ARGS",
                 format!(
-                    "CNI_CONTAINERID {:?} must start with a letter or digit and hold only [A-Za-z0-9_.-]",
-                    e.container_id
+                    "CNI_ARGS is {} bytes; at most {MAX_CNI_ARGS} are accepted",
+                    cni_args.len()
                 ),
             ));
         }
-        let args = CniArgs::parse(&get("CNI_ARGS"))?;
+        let args = CniArgs::parse(&cni_args)?;
         Ok(CniEnv { args, ..e })
     }
 }
@@ -213,6 +284,54 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.code, 4);
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "eth\t0",
+            "abcdefghijklmnop",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+        for good in ["eth0", "net1", "abcdefghijklmno", "a.b", "a-b_c"] {
+            assert!(validate_ifname(good).is_ok(), "{good:?}");
+        }
+        let long = "e".repeat(100_000);
+        let e = CniEnv::from_map(&env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", &long),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.details.len() < 200, "{}", e.details.len());
+    }
+
+    #[test]
+    fn over_long_container_ids_are_invalid_environment() {
+        let long = "a".repeat(123_000);
+        let e = CniEnv::from_map(&env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", &long),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.details.len() < 200, "{}", e.details);
+        let ok = "a".repeat(MAX_CONTAINER_ID);
+        assert!(CniEnv::from_map(&env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", &ok),
+            ("CNI_IFNAME", "eth0"),
+        ]))
+        .is_ok());
     }
 
     #[test]

@@ -4,28 +4,17 @@
 use crate::config::PluginConfig;
 use crate::env::{CniEnv, Command};
 use crate::error::{codes, CniError};
+use crate::owner;
 use crate::result;
 use ipam_core::{
-    AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, Family, HostReserved, Ipam, IpamError,
-    Pool, ReleaseRequest,
+    AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, HostReserved, Ipam, IpamError, Pool,
+    ReleaseRequest,
 };
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// Attribute keys stored with each address.
-pub mod attrs {
-    /// Container id.
-    pub const CONTAINER_ID: &str = "containerid";
-    /// Interface name inside the container.
-    pub const IFNAME: &str = "ifname";
-    /// Allocation time (RFC 3339, UTC).
-    pub const TIMESTAMP: &str = "timestamp";
-    /// Kubernetes namespace.
-    pub const NAMESPACE: &str = "namespace";
-    /// Kubernetes pod.
-    pub const POD: &str = "pod";
-}
+pub use crate::owner::attrs;
 
 /// One parsed invocation.
 #[derive(Clone, Debug)]
@@ -119,6 +108,7 @@ fn rfc3339(secs: u64) -> String {
 
 fn owner_attrs(inv: &Invocation, now: u64) -> BTreeMap<String, String> {
     let mut a = BTreeMap::from([
+        (attrs::NETWORK.to_string(), inv.config.name.clone()),
         (
             attrs::CONTAINER_ID.to_string(),
             inv.env.container_id.clone(),
@@ -135,43 +125,29 @@ fn owner_attrs(inv: &Invocation, now: u64) -> BTreeMap<String, String> {
     a
 }
 
-/// Addresses of this attachment: the handle's addresses whose `ifname` is this one.
+/// Addresses of this attachment: those of its handle (and of the handle stores written before
+/// the network name was escaped) whose attributes name this network, container and ifname.
 fn attachment<S: Datastore>(
     ipam: &Ipam<S>,
     inv: &Invocation,
 ) -> Result<Vec<ipam_core::Allocation>, CniError> {
-    let handle = inv.config.handle_id(&inv.env.container_id);
-    Ok(ipam
-        .allocations_of_handle(&handle)?
-        .into_iter()
-        .filter(|a| {
-            a.attrs
-                .get(attrs::IFNAME)
-                .is_none_or(|i| *i == inv.env.ifname)
-        })
-        .collect())
+    let (net, cid) = (&inv.config.name, &inv.env.container_id);
+    let mut handles = vec![owner::handle_id(net, cid)];
+    handles.extend(owner::legacy_handle_id(net, cid));
+    let mut out = Vec::new();
+    for h in handles {
+        out.extend(
+            ipam.allocations_of_handle(&h)?
+                .into_iter()
+                .filter(|a| owner::belongs(a, net, cid, &inv.env.ifname)),
+        );
+    }
+    Ok(out)
 }
 
-fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<String, CniError> {
-    let cfg = &inv.config;
-    let node = cfg.node_name()?;
-    let pools = ensure_pools(ipam, cfg)?;
-    let handle = cfg.handle_id(&inv.env.container_id);
-    // A repeated ADD for the same attachment returns what it already holds.
-    let held = attachment(ipam, inv)?;
-    if !held.is_empty() {
-        let ips: Vec<AssignedIp> = held
-            .iter()
-            .map(|a| AssignedIp {
-                ip: a.ip,
-                block: a.block,
-                seq: a.seq,
-            })
-            .collect();
-        return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
-    }
-    let owner = owner_attrs(inv, now);
-    let mut specific = cfg.requested_ips.clone();
+/// Specific addresses asked for: `runtimeConfig.ips` / `args.cni.ips`, else `CNI_ARGS IP=`.
+fn requested_ips(inv: &Invocation) -> Result<Vec<IpAddr>, CniError> {
+    let mut specific = inv.config.requested_ips.clone();
     if specific.is_empty() {
         if let Some(list) = inv.env.args.get("IP") {
             for s in list.split(',') {
@@ -179,71 +155,134 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
                     CniError::new(
                         codes::INVALID_ENV,
                         "invalid CNI_ARGS",
-                        format!("IP={s:?} is not an address"),
+                        format!("IP={} is not an address", crate::env::shown(s)),
                     )
                 })?);
             }
         }
     }
-    let ips = if specific.is_empty() {
+    let mut seen = BTreeSet::new();
+    specific.retain(|ip| seen.insert(*ip));
+    Ok(specific)
+}
+
+fn assigned(a: &ipam_core::Allocation) -> AssignedIp {
+    AssignedIp {
+        ip: a.ip,
+        block: a.block,
+        seq: a.seq,
+    }
+}
+
+fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<String, CniError> {
+    let cfg = &inv.config;
+    let node = cfg.node_name()?;
+    let pools = ensure_pools(ipam, cfg)?;
+    let handle = cfg.handle_id(&inv.env.container_id);
+    let specific = requested_ips(inv)?;
+    let held = attachment(ipam, inv)?;
+    if specific.is_empty() {
+        // A repeated ADD for the same attachment returns what it already holds.
+        if !held.is_empty() {
+            let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
+            return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+        }
         let args = AutoAssignArgs {
             num_v4: usize::from(cfg.assign_ipv4),
             num_v6: usize::from(cfg.assign_ipv6),
-            attrs: owner,
+            attrs: owner_attrs(inv, now),
             v4_pools: cfg.ipv4_pools.clone(),
             v6_pools: cfg.ipv6_pools.clone(),
-            host_reserved: HostReserved {
-                first: cfg.reserve.0,
-                last: cfg.reserve.1,
-            },
+            host_reserved: host_reserved(cfg),
             ..AutoAssignArgs::v4(&node, &handle, 0)
         };
         let r = ipam.auto_assign(&args)?;
-        r.v4.ips.into_iter().chain(r.v6.ips).collect()
-    } else {
-        let mut taken: Vec<AssignedIp> = Vec::new();
-        for ip in &specific {
-            let r = ipam.assign_ip(&AssignIpArgs {
-                ip: *ip,
-                handle_id: handle.clone(),
-                attrs: owner.clone(),
-                node: node.clone(),
-                host_reserved: HostReserved {
-                    first: cfg.reserve.0,
-                    last: cfg.reserve.1,
-                },
-            });
-            match r {
-                Ok(a) => taken.push(a),
-                Err(e) => {
-                    // All or nothing: give back what this request took.
-                    let undo: Vec<ReleaseRequest> = taken
-                        .iter()
-                        .map(|a| ReleaseRequest::guarded(a.ip, &handle, a.seq))
-                        .collect();
-                    let _ = ipam.release_ips(&undo);
-                    return Err(e.into());
-                }
-            }
-        }
-        taken
-    };
-    tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
+        let ips: Vec<AssignedIp> = r.v4.ips.into_iter().chain(r.v6.ips).collect();
+        tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
+        return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+    }
+    // Specific addresses: those this attachment already holds are kept, the missing ones are
+    // assigned to the same handle (a main plugin may ask once per address), all or nothing.
+    let missing: Vec<AssignIpArgs> = specific
+        .iter()
+        .filter(|ip| !held.iter().any(|a| a.ip == **ip))
+        .map(|ip| AssignIpArgs {
+            ip: *ip,
+            handle_id: handle.clone(),
+            attrs: owner_attrs(inv, now),
+            node: node.clone(),
+            host_reserved: host_reserved(cfg),
+        })
+        .collect();
+    let fresh = ipam.assign_ips(&missing)?;
+    if !fresh.is_empty() {
+        tracing::info!(handle = %handle, node = %node, ips = ?fresh.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
+    }
+    let ips: Vec<AssignedIp> = specific
+        .iter()
+        .filter_map(|ip| {
+            fresh
+                .iter()
+                .find(|a| a.ip == *ip)
+                .cloned()
+                .or_else(|| held.iter().find(|a| a.ip == *ip).map(assigned))
+        })
+        .collect();
     Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)))
 }
 
+fn host_reserved(cfg: &PluginConfig) -> HostReserved {
+    HostReserved {
+        first: cfg.reserve.0,
+        last: cfg.reserve.1,
+    }
+}
+
+/// Calico's older handle form, `<namespace>.<pod>`: DEL also frees what this attachment holds
+/// there, so addresses written under it are not leaked.
+fn workload_handle_allocations<S: Datastore>(
+    ipam: &Ipam<S>,
+    inv: &Invocation,
+) -> Result<Vec<ipam_core::Allocation>, CniError> {
+    let (Some(ns), Some(pod)) = (
+        inv.env.args.get("K8S_POD_NAMESPACE"),
+        inv.env.args.get("K8S_POD_NAME"),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let legacy = format!("{ns}.{pod}");
+    let (net, cid) = (&inv.config.name, &inv.env.container_id);
+    if legacy == owner::handle_id(net, cid)
+        || owner::legacy_handle_id(net, cid).as_deref() == Some(legacy.as_str())
+    {
+        return Ok(Vec::new()); // read as this attachment's own handle already
+    }
+    Ok(ipam
+        .allocations_of_handle(&legacy)?
+        .into_iter()
+        .filter(|a| {
+            let get = |k: &str| a.attrs.get(k).map(String::as_str);
+            get(attrs::CONTAINER_ID).is_none_or(|c| c == cid.as_str())
+                && get(attrs::NETWORK).is_none_or(|n| n == net.as_str())
+                && get(attrs::IFNAME).is_none_or(|i| i == inv.env.ifname)
+                && get(attrs::NAMESPACE).is_none_or(|n| n == ns)
+                && get(attrs::POD).is_none_or(|p| p == pod)
+        })
+        .collect())
+}
+
 fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let handle = inv.config.handle_id(&inv.env.container_id);
-    let mine = attachment(ipam, inv)?;
+    let mut mine = attachment(ipam, inv)?;
+    mine.extend(workload_handle_allocations(ipam, inv)?);
     if mine.is_empty() {
         return Ok(());
     }
     let reqs: Vec<ReleaseRequest> = mine
         .iter()
-        .map(|a| ReleaseRequest::guarded(a.ip, &handle, a.seq))
+        .map(|a| ReleaseRequest::guarded(a.ip, &a.handle_id, a.seq))
         .collect();
     let out = ipam.release_ips(&reqs)?;
-    tracing::info!(handle = %handle, released = ?out.released, "released");
+    tracing::info!(container = %inv.env.container_id, released = ?out.released, "released");
     Ok(())
 }
 
@@ -311,9 +350,17 @@ pub fn gc_network<S: Datastore>(
     network: &str,
     valid: &BTreeSet<(String, String)>,
 ) -> Result<GcReport, CniError> {
-    let prefix = format!("{network}.");
     let mut report = GcReport::default();
-    for h in ipam.handle_ids(&prefix)? {
+    let mut prefixes = vec![owner::handle_prefix(network)];
+    let legacy = format!("{network}.");
+    if legacy != prefixes[0] {
+        prefixes.push(legacy);
+    }
+    let mut handles = BTreeSet::new();
+    for p in &prefixes {
+        handles.extend(ipam.handle_ids(p)?);
+    }
+    for h in handles {
         let allocs = match ipam.allocations_of_handle(&h) {
             Ok(a) => a,
             Err(e) => {
@@ -321,14 +368,17 @@ pub fn gc_network<S: Datastore>(
                 continue;
             }
         };
+        // Only this network's allocations: a handle prefix alone may match another network's
+        // handles written before the escape (network "a" and "a.b").
         let stale: Vec<ReleaseRequest> = allocs
             .iter()
+            .filter(|a| owner::network_of(a).as_deref() == Some(network))
             .filter(|a| {
                 let cid = a
                     .attrs
                     .get(attrs::CONTAINER_ID)
                     .cloned()
-                    .unwrap_or_else(|| h.strip_prefix(&prefix).unwrap_or_default().to_string());
+                    .unwrap_or_default();
                 let ifn = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
                 !valid.contains(&(cid, ifn))
             })
@@ -347,52 +397,28 @@ pub fn gc_network<S: Datastore>(
     Ok(report)
 }
 
+/// STATUS: ready when an ADD for this node would get its addresses now (the same pools,
+/// node selectors, strict affinity and block cap as the assignment).
 fn status<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     let cfg = &inv.config;
-    let pools = ipam.pools()?;
-    if pools.is_empty() {
+    if ipam.pools()?.is_empty() {
         return Ok(()); // the first ADD creates them
     }
-    let usage = ipam.utilisation()?;
-    for (wanted, family, requested) in [
-        (cfg.assign_ipv4, Family::V4, &cfg.ipv4_pools),
-        (cfg.assign_ipv6, Family::V6, &cfg.ipv6_pools),
-    ] {
-        if !wanted {
-            continue;
-        }
-        let candidates: Vec<&Pool> = pools
-            .iter()
-            .filter(|p| p.family() == family && !p.disabled)
-            .filter(|p| {
-                requested.is_empty()
-                    || requested
-                        .iter()
-                        .any(|r| *r == p.name || r.parse::<IpNetwork>().ok() == Some(p.cidr))
-            })
-            .collect();
-        let free: u128 = usage
-            .pools
-            .iter()
-            .filter(|u| candidates.iter().any(|p| p.name == u.name))
-            .map(|u| u.free())
-            .sum();
-        if free == 0 {
-            return Err(CniError::new(
-                codes::NOT_AVAILABLE,
-                "no addresses available",
-                format!(
-                    "every candidate {family} pool is full or disabled: [{}]",
-                    candidates
-                        .iter()
-                        .map(|p| p.cidr.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
+    let node = cfg.node_name()?;
+    let args = AutoAssignArgs {
+        num_v4: usize::from(cfg.assign_ipv4),
+        num_v6: usize::from(cfg.assign_ipv6),
+        v4_pools: cfg.ipv4_pools.clone(),
+        v6_pools: cfg.ipv6_pools.clone(),
+        ..AutoAssignArgs::v4(&node, "status", 0)
+    };
+    ipam.readiness(&args).map_err(|e| {
+        CniError::new(
+            codes::NOT_AVAILABLE,
+            "no addresses available",
+            format!("an ADD on node {node} would fail now: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]

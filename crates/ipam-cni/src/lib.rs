@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 pub mod handler;
 pub mod logging;
+pub mod owner;
 pub mod protocol;
 pub mod result;
 pub mod run;

@@ -172,7 +172,37 @@ impl<S: Datastore> Ipam<S> {
         let _serial = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Everything the decision needs, in one batch: one round trip on a networked store.
+        let ctx = self.context(args)?;
+        let mut result = AutoAssignResult::default();
+        let dual = args.num_v4 > 0 && args.num_v6 > 0;
+        if args.num_v4 > 0 {
+            result.v4 = self.assign_family(&ctx, Family::V4, args.num_v4, &args.v4_pools)?;
+            if result.v4.is_short() && (dual || !args.allow_partial) {
+                self.undo(&ctx, &result.v4)?;
+                return Err(self.exhausted(&ctx, Family::V4, &result.v4));
+            }
+        }
+        if args.num_v6 > 0 {
+            let v6 = self.assign_family(&ctx, Family::V6, args.num_v6, &args.v6_pools);
+            let v6 = match v6 {
+                Ok(v) => v,
+                Err(e) => {
+                    self.undo(&ctx, &result.v4)?;
+                    return Err(e);
+                }
+            };
+            if v6.is_short() && (dual || !args.allow_partial) {
+                self.undo(&ctx, &result.v4)?;
+                self.undo(&ctx, &v6)?;
+                return Err(self.exhausted(&ctx, Family::V6, &v6));
+            }
+            result.v6 = v6;
+        }
+        Ok(result)
+    }
+
+    /// Everything the decision needs, in one batch: one round trip on a networked store.
+    fn context<'a>(&self, args: &'a AutoAssignArgs) -> Result<Ctx<'a>, IpamError> {
         let hint = self.hint(&args.node);
         let mut reads = vec![
             Read::Get(Key::Config),
@@ -209,7 +239,7 @@ impl<S: Datastore> Ipam<S> {
         attrs
             .entry(ATTR_NODE.to_string())
             .or_insert_with(|| args.node.clone());
-        let ctx = Ctx {
+        Ok(Ctx {
             args,
             config,
             attrs: Arc::new(AllocAttrs {
@@ -221,33 +251,79 @@ impl<S: Datastore> Ipam<S> {
             affinities,
             handle: RefCell::new(Some(handle)),
             block: RefCell::new(block),
-        };
-        let mut result = AutoAssignResult::default();
-        let dual = args.num_v4 > 0 && args.num_v6 > 0;
-        if args.num_v4 > 0 {
-            result.v4 = self.assign_family(&ctx, Family::V4, args.num_v4, &args.v4_pools)?;
-            if result.v4.is_short() && (dual || !args.allow_partial) {
-                self.undo(&ctx, &result.v4)?;
-                return Err(self.exhausted(&ctx, Family::V4, &result.v4));
+        })
+    }
+
+    /// Whether [`Ipam::auto_assign`] of `args` could succeed now, without writing anything:
+    /// the same candidate pools (node selectors, requested pools, allowed uses), then a free
+    /// address in a block affine to the node, an unclaimed block while the node is under its
+    /// block cap, or, without strict affinity, a free address anywhere in those pools. The
+    /// error is the one the assignment would return. Reads every block of the candidate pools
+    /// in the worst case: for readiness checks, not the assignment path.
+    pub fn readiness(&self, args: &AutoAssignArgs) -> Result<(), IpamError> {
+        validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+        let ctx = self.context(args)?;
+        for (family, num, requested) in [
+            (Family::V4, args.num_v4, &args.v4_pools),
+            (Family::V6, args.num_v6, &args.v6_pools),
+        ] {
+            if num == 0 {
+                continue;
             }
-        }
-        if args.num_v6 > 0 {
-            let v6 = self.assign_family(&ctx, Family::V6, args.num_v6, &args.v6_pools);
-            let v6 = match v6 {
-                Ok(v) => v,
-                Err(e) => {
-                    self.undo(&ctx, &result.v4)?;
-                    return Err(e);
+            let pools = self.candidate_pools(&ctx, family, requested)?;
+            let in_pools = |c: &IpNetwork| pools.iter().any(|p| cidr::contains_net(&p.cidr, c));
+            let mut free = 0u128;
+            let mut own_blocks = 0u32;
+            for a in &ctx.affinities {
+                if a.value.state != AffinityState::Confirmed
+                    || Family::of_net(&a.value.cidr) != family
+                {
+                    continue;
                 }
-            };
-            if v6.is_short() && (dual || !args.allow_partial) {
-                self.undo(&ctx, &result.v4)?;
-                self.undo(&ctx, &v6)?;
-                return Err(self.exhausted(&ctx, Family::V6, &v6));
+                own_blocks += 1;
+                if !in_pools(&a.value.cidr) {
+                    continue;
+                }
+                if let Some(b) = self.store.get_block(&Key::Block(a.value.cidr))? {
+                    let mut b = b.value;
+                    b.expire_cooling(self.now());
+                    free += u128::from(b.free_count());
+                }
             }
-            result.v6 = v6;
+            if free >= num as u128 {
+                continue;
+            }
+            let mut claimable = 0u128;
+            let mut elsewhere = 0u128;
+            for p in &pools {
+                let blocks = self.store.list_blocks(&Range::BlocksIn(p.cidr))?;
+                claimable += p.block_count().saturating_sub(blocks.len() as u128);
+                for b in blocks {
+                    if b.value.affinity.as_deref() == Some(args.node.as_str()) {
+                        continue; // counted above
+                    }
+                    let mut b = b.value;
+                    b.expire_cooling(self.now());
+                    elsewhere += u128::from(b.free_count());
+                }
+            }
+            let may_claim = ctx.config.auto_allocate_blocks
+                && own_blocks < self.block_limit(&ctx)
+                && claimable > 0;
+            if may_claim {
+                continue;
+            }
+            if !ctx.config.strict_affinity && free + elsewhere >= num as u128 {
+                continue;
+            }
+            let got = FamilyAssignment {
+                requested: num,
+                ips: Vec::new(),
+                pools: pools.iter().map(|p| p.cidr).collect(),
+            };
+            return Err(self.exhausted(&ctx, family, &got));
         }
-        Ok(result)
+        Ok(())
     }
 
     fn exhausted(&self, ctx: &Ctx<'_>, family: Family, got: &FamilyAssignment) -> IpamError {
@@ -275,26 +351,12 @@ impl<S: Datastore> Ipam<S> {
     /// error is returned instead of the request's, so the caller knows the outcome is unknown
     /// (a CNI runtime then runs DEL, which releases by handle).
     fn undo(&self, ctx: &Ctx<'_>, got: &FamilyAssignment) -> Result<(), IpamError> {
-        if got.ips.is_empty() {
-            return Ok(());
-        }
         let reqs: Vec<_> = got
             .ips
             .iter()
             .map(|a| super::ReleaseRequest::guarded(a.ip, &ctx.args.handle_id, a.seq))
             .collect();
-        let mut last = None;
-        for _ in 0..self.opts.max_retries {
-            match self.release_ips(&reqs) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_transient() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or(IpamError::ExcessiveContention {
-            operation: "undo",
-            attempts: self.opts.max_retries,
-        }))
+        self.release_retrying(&reqs)
     }
 
     fn block_limit(&self, ctx: &Ctx<'_>) -> u32 {
@@ -744,6 +806,49 @@ impl<S: Datastore> Ipam<S> {
             }
         }
         Ok(None)
+    }
+
+    /// Assigns several specific addresses to one holder, all or nothing: when one cannot be
+    /// had, the ones already taken are released (guarded by handle and sequence number, retried
+    /// through transient store failures) and the first failure is returned. If the store keeps
+    /// refusing the release, its error is returned instead, so the caller knows the outcome is
+    /// unknown and releases by handle (CNI: the runtime's DEL).
+    pub fn assign_ips(&self, reqs: &[AssignIpArgs]) -> Result<Vec<AssignedIp>, IpamError> {
+        let mut taken: Vec<AssignedIp> = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            match self.assign_ip(r) {
+                Ok(a) => taken.push(a),
+                Err(e) => {
+                    let undo: Vec<_> = taken
+                        .iter()
+                        .zip(reqs)
+                        .map(|(a, r)| super::ReleaseRequest::guarded(a.ip, &r.handle_id, a.seq))
+                        .collect();
+                    self.release_retrying(&undo)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Releases `reqs` through transient failures (the undo of a failed request).
+    fn release_retrying(&self, reqs: &[super::ReleaseRequest]) -> Result<(), IpamError> {
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        let mut last = None;
+        for _ in 0..self.opts.max_retries {
+            match self.release_ips(reqs) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(IpamError::ExcessiveContention {
+            operation: "undo",
+            attempts: self.opts.max_retries,
+        }))
     }
 
     /// Assigns one specific address. If its block does not exist yet, the block is created
