@@ -32,6 +32,7 @@ fn req(cmd: &str, cid: &str, conf: &str) -> Request {
         ]),
         stdin: conf.to_string(),
         admin: None,
+        store: None,
     }
 }
 

@@ -2,10 +2,10 @@
 //! first (bounded wait), then the store. A store that stays busy past the timeout is CNI code
 //! 11, "try again later".
 
-use crate::config::{Datastore, PluginConfig};
+use crate::config::PluginConfig;
 use crate::error::{codes, CniError};
 use fs2::FileExt;
-use ipam_store::{OpenError, SledOptions, SledStore};
+use ipam_store::SpecOpenError;
 use std::fs::{File, OpenOptions};
 use std::time::{Duration, Instant};
 
@@ -58,62 +58,22 @@ pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
     }
 }
 
-/// Opens the configured store.
+/// Opens the configured store, waiting up to `remaining` for it.
 pub fn open_store(
     cfg: &PluginConfig,
     remaining: Duration,
 ) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
-    match &cfg.datastore {
-        Datastore::Sled(path) => SledStore::open(
-            path,
-            &SledOptions {
-                lock_timeout: remaining,
-                ..Default::default()
-            },
-        )
-        .map(|s| Box::new(s) as Box<dyn ipam_core::Datastore>)
-        .map_err(|e| match e {
-            OpenError::Busy { .. } => CniError::try_again(e.to_string()),
-            other => CniError::new(
-                codes::IO_FAILURE,
-                "cannot open the datastore",
-                other.to_string(),
-            ),
-        }),
-        Datastore::Etcd(settings) => open_etcd(settings, remaining),
-    }
-}
-
-#[cfg(feature = "etcd")]
-fn open_etcd(
-    s: &crate::config::EtcdSettings,
-    budget: Duration,
-) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
-    use ipam_store::etcd::{EtcdOptions, EtcdStore};
-    let mut o = EtcdOptions {
-        endpoints: s.endpoints.clone(),
-        retry_budget: budget,
-        ca_cert_file: s.ca_cert_file.clone(),
-        cert_file: s.cert_file.clone(),
-        key_file: s.key_file.clone(),
-        ..Default::default()
-    };
-    if let Some(p) = &s.prefix {
-        o.prefix = p.clone();
-    }
-    EtcdStore::connect(o)
-        .map(|s| Box::new(s) as Box<dyn ipam_core::Datastore>)
-        .map_err(|e| CniError::try_again(e.to_string()))
-}
-
-#[cfg(not(feature = "etcd"))]
-fn open_etcd(
-    _: &crate::config::EtcdSettings,
-    _: Duration,
-) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
-    Err(CniError::new(
-        codes::UNSUPPORTED_FIELD,
-        "unsupported field",
-        "datastore_type \"etcdv3\" is not available in this build (built without the etcd feature); use \"sled\"",
-    ))
+    cfg.datastore.open(remaining).map_err(|e| match e {
+        SpecOpenError::NoEtcd => CniError::new(
+            codes::UNSUPPORTED_FIELD,
+            "unsupported field",
+            "datastore_type \"etcdv3\" is not available in this build (built without the etcd feature); use \"sled\"",
+        ),
+        e if e.is_transient() => CniError::try_again(e.to_string()),
+        other => CniError::new(
+            codes::IO_FAILURE,
+            "cannot open the datastore",
+            other.to_string(),
+        ),
+    })
 }

@@ -9,6 +9,7 @@
 use crate::env::Command;
 use crate::error::{codes, CniError};
 use ipam_core::Family;
+use ipam_store::{EtcdSpec, StoreSpec};
 use ipnetwork::IpNetwork;
 use rscni_types::version::SpecVersion;
 use serde_json::{Map, Value};
@@ -23,30 +24,6 @@ pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "
 pub const MAX_CONFIG: usize = 1 << 20;
 /// Longest network name, as escaped in handle ids (see [`crate::owner`]).
 pub const MAX_NETWORK_NAME: usize = 255;
-
-/// Where the store lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Datastore {
-    /// The embedded sled store in this directory.
-    Sled(PathBuf),
-    /// etcd v3 (with the `etcd` feature).
-    Etcd(EtcdSettings),
-}
-
-/// Calico's etcd connection keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EtcdSettings {
-    /// `etcd_endpoints`, split at commas.
-    pub endpoints: Vec<String>,
-    /// `etcd_key_file`.
-    pub key_file: Option<String>,
-    /// `etcd_cert_file`.
-    pub cert_file: Option<String>,
-    /// `etcd_ca_cert_file`.
-    pub ca_cert_file: Option<String>,
-    /// `etcd_prefix` (ours; default `/calico-ipam/v1/`).
-    pub prefix: Option<String>,
-}
 
 /// Gateway handed back with each address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +82,7 @@ pub struct PluginConfig {
     /// How long to wait for that lock (and for the store).
     pub lock_timeout: Duration,
     /// The datastore.
-    pub datastore: Datastore,
+    pub datastore: StoreSpec,
     /// Log file; `None` logs to stderr only.
     pub log_file_path: Option<PathBuf>,
     /// Log level (`error`, `warn`, `info`, `debug`).
@@ -337,7 +314,7 @@ impl PluginConfig {
             }
         }
         let datastore = match keys.string("datastore_type")?.as_deref() {
-            None | Some("sled") => Datastore::Sled(PathBuf::from(
+            None | Some("sled") => StoreSpec::sled(PathBuf::from(
                 keys.string("sled_path")?
                     .unwrap_or_else(|| defaults::SLED_PATH.into()),
             )),
@@ -345,7 +322,7 @@ impl PluginConfig {
                 let eps = keys.string("etcd_endpoints")?.ok_or_else(|| {
                     CniError::config("datastore_type etcdv3 needs etcd_endpoints")
                 })?;
-                Datastore::Etcd(EtcdSettings {
+                StoreSpec::Etcd(EtcdSpec {
                     endpoints: eps.split(',').map(|s| s.trim().to_string()).collect(),
                     key_file: keys.string("etcd_key_file")?,
                     cert_file: keys.string("etcd_cert_file")?,
@@ -565,6 +542,40 @@ impl PluginConfig {
         })
     }
 
+    /// Parses a network config file as an operator has it: a single network config, or a
+    /// conflist (`plugins: [...]`), whose plugin with an `ipam` section of type
+    /// `calico-ipam` (else the first with any `ipam` section) is read with the list's `name`
+    /// and `cniVersion`.
+    pub fn parse_file(bytes: &[u8]) -> Result<PluginConfig, CniError> {
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
+        let Some(plugins) = v.get("plugins") else {
+            return PluginConfig::parse(bytes, Command::Version);
+        };
+        let plugins = plugins
+            .as_array()
+            .ok_or_else(|| CniError::config("the conflist's \"plugins\" is not a list"))?;
+        let with_ipam = |calico: bool| {
+            plugins.iter().find(|p| {
+                p.get("ipam").is_some_and(|i| {
+                    i.is_object() && (!calico || i.get("type") == Some(&Value::from("calico-ipam")))
+                })
+            })
+        };
+        let plugin = with_ipam(true)
+            .or_else(|| with_ipam(false))
+            .and_then(Value::as_object)
+            .ok_or_else(|| CniError::config("no plugin of the conflist has an \"ipam\" section"))?;
+        let mut one = plugin.clone();
+        for k in ["name", "cniVersion"] {
+            if let Some(x) = v.get(k) {
+                one.insert(k.to_string(), x.clone());
+            }
+        }
+        let text = Value::Object(one).to_string();
+        PluginConfig::parse(text.as_bytes(), Command::Version)
+    }
+
     /// The handle id of an attachment: `<network name>.<container id>`, the network name
     /// escaped as [`crate::owner`] says.
     pub fn handle_id(&self, container_id: &str) -> String {
@@ -615,7 +626,7 @@ mod tests {
         assert_eq!(c.routes.len(), 1, "calico gets a default route");
         assert_eq!(c.result_prefix, ResultPrefix::Block);
         assert_eq!(c.handle_id("abc"), "k8s-pod-network.abc");
-        assert_eq!(c.datastore, Datastore::Sled(defaults::SLED_PATH.into()));
+        assert_eq!(c.datastore, StoreSpec::sled(defaults::SLED_PATH));
     }
 
     #[test]

@@ -85,7 +85,8 @@ fn ensure_pools<S: Datastore>(
     Ok(ipam.pools()?.into_iter().map(|p| p.cidr).collect())
 }
 
-fn rfc3339(secs: u64) -> String {
+/// `secs` since the Unix epoch as RFC 3339 (UTC).
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (proleptic Gregorian).

@@ -4,7 +4,7 @@
 //! bytes of JSON. One request and one response per connection.
 //!
 //! ```text
-//! request:  {"version": 1, "kind": "cni", "env": {"CNI_COMMAND": "ADD", ...}, "stdin": "<network config>"}
+//! request:  {"version": 1, "kind": "cni", "env": {"CNI_COMMAND": "ADD", ...}, "stdin": "<network config>", "store": "sled:/var/lib/calico-ipam/store"}
 //!           {"version": 1, "kind": "ping"}
 //!           {"version": 1, "kind": "admin", "admin": {"command": {...}, "json": false}}
 //! response: {"version": 1, "stdout": "<what the plugin prints>", "exit_code": 0}
@@ -12,8 +12,8 @@
 //!           {"version": 1, "error": "<why the request was not served>"}
 //! ```
 //!
-//! A service that does not speak the request's version answers with `error`; the plugin then
-//! serves the request itself. Frames are limited to [`MAX_FRAME`] bytes.
+//! A service that does not speak the request's version, or that serves another store than the
+//! request's `store` names, answers with `error`; the client then serves the request itself. Frames are limited to [`MAX_FRAME`] bytes.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +55,10 @@ pub struct Request {
     /// For `admin`: the operator command and its output format, as `ipamctl` encodes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<serde_json::Value>,
+    /// The store the client means ([`ipam_store::StoreSpec::identity`]); a service serving
+    /// another store declines with `error`, and the client serves itself. `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// A response.

@@ -121,14 +121,16 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
         env: env.clone(),
         stdin: text.to_string(),
         admin: None,
+        store: Some(inv.config.datastore.identity()),
     };
     let timeout = inv.config.lock_timeout + std::time::Duration::from_secs(5);
     match protocol::call(&inv.config.ipamd_socket, &req, timeout) {
         Ok(resp) if resp.error.is_none() => {
+            crate::logging::record_served(&inv.config, &inv.env, resp.exit_code, &resp.stdout);
             return Output {
                 stdout: resp.stdout,
                 exit_code: resp.exit_code,
-            }
+            };
         }
         Ok(resp) => {
             tracing::info!(error = ?resp.error, "node service declined; serving locally");

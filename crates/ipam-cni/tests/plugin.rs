@@ -468,3 +468,27 @@ fn logs_go_to_the_log_file_not_stdout() {
     let log = std::fs::read_to_string(h.path("cni.log")).unwrap();
     assert!(log.contains("testnet.c1"), "{log}");
 }
+
+#[test]
+fn under_the_service_the_plugin_still_writes_its_log_file() {
+    let h = Harness::new(Mode::Service);
+    let conf = h.conf("1.0.0", json!({}));
+    h.exec("ADD", "logged-pod", "eth0", &conf, "").ok();
+    let bad = h.exec("ADD", "other-pod", "eth0", &conf, "IP=10.99.0.1");
+    assert_ne!(bad.code, 0);
+    let log = std::fs::read_to_string(h.path("cni.log")).unwrap();
+    assert!(
+        log.contains("container=logged-pod") && log.contains("exit=0"),
+        "{log}"
+    );
+    assert!(
+        log.contains("container=other-pod") && log.contains("WARN"),
+        "{log}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(h.path("cni.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "log file mode {mode:o}");
+}

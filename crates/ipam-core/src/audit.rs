@@ -2,7 +2,7 @@
 //! Used by the property tests after every step and by the operator's `check`.
 
 use crate::cidr::{self, Cidr};
-use crate::datastore::{Datastore, Range, Record, StoreError, StoreExt};
+use crate::datastore::{Datastore, Range, Record, StoreError};
 use crate::model::AffinityState;
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,15 +63,29 @@ pub enum Problem {
 /// Lists every broken invariant (empty when the store is consistent).
 pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreError> {
     let mut out = Vec::new();
-    let mut records = |range: Range| -> Result<Vec<Record>, StoreError> {
+    // Corrupt records are problems to report, not reasons to stop: a configuration or pool
+    // index that does not decode fails every request that reads it.
+    let corrupt = std::cell::RefCell::new(Vec::new());
+    let records = |range: Range| -> Result<Vec<Record>, StoreError> {
         let l = store.list_lenient(&range)?;
         for e in l.corrupt {
             if let StoreError::Corrupt { key, reason } = e {
-                out.push(Problem::Corrupt { key, reason });
+                corrupt.borrow_mut().push(Problem::Corrupt { key, reason });
             }
         }
         Ok(l.records.into_iter().map(|v| v.value).collect())
     };
+    let single = |key: crate::datastore::Key| -> Result<Option<Record>, StoreError> {
+        match store.get(&key) {
+            Ok(v) => Ok(v.map(|v| v.value)),
+            Err(StoreError::Corrupt { key, reason }) => {
+                corrupt.borrow_mut().push(Problem::Corrupt { key, reason });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    single(crate::datastore::Key::Config)?;
     let pools: Vec<_> = records(Range::Pools)?
         .into_iter()
         .filter_map(|r| match r {
@@ -180,14 +194,17 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
             out.push(Problem::AffinityWithoutBlock(a.node.clone(), a.cidr));
         }
     }
+    records(Range::Nodes)?;
     for p in &pools {
-        let full = store
-            .get_pool_index(&crate::datastore::Key::PoolIndex(p.cidr))?
-            .map(|v| v.value.full_chunks)
-            .unwrap_or_default();
+        let full = match single(crate::datastore::Key::PoolIndex(p.cidr))? {
+            Some(Record::PoolIndex(i)) => i.full_chunks,
+            _ => Default::default(),
+        };
         let mut indexed: BTreeSet<Cidr> = BTreeSet::new();
-        for ch in store.list_chunks(&Range::IndexChunksOf(p.cidr))? {
-            let ch = ch.value;
+        for rec in records(Range::IndexChunksOf(p.cidr))? {
+            let Record::IndexChunk(ch) = rec else {
+                continue;
+            };
             for i in ch.claimed.ones() {
                 indexed.insert(Cidr(
                     p.block_at(crate::model::index::join_slot(ch.chunk, i)),
@@ -210,5 +227,6 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
             });
         }
     }
+    out.extend(corrupt.into_inner());
     Ok(out)
 }

@@ -76,6 +76,17 @@ pub enum IpamError {
         /// Addresses held.
         addresses: u64,
     },
+    /// The pool's blocks hold no addresses, but released ones are still cooling down
+    /// (`ip_cooldown_seconds`); the pool can be deleted once they have.
+    #[error("pool {pool} cannot be deleted yet: {cooling} released addresses are cooling down for {seconds_left} more seconds (ip_cooldown_seconds); try again then")]
+    PoolCooling {
+        /// Pool.
+        pool: String,
+        /// Addresses still cooling.
+        cooling: u64,
+        /// Seconds until the last one is reusable.
+        seconds_left: u64,
+    },
     /// The address is in no pool.
     #[error("{0} is not in any pool")]
     NotInPool(IpAddr),

@@ -475,6 +475,38 @@ fn cooldown_holds_released_addresses() {
 }
 
 #[test]
+fn a_pool_whose_addresses_cool_is_deleted_once_they_have() {
+    let (ipam, clock) = setup(&[("p", "10.244.0.0/24", 26)]);
+    ipam.set_config(IpamConfig {
+        ip_cooldown_seconds: 30,
+        ..Default::default()
+    })
+    .unwrap();
+    for i in 0..3 {
+        one(&ipam, &format!("n{i}"), &format!("h{i}"));
+    }
+    // What `ipamctl pool delete --force` does: disable, release all, release affinities.
+    ipam.update_pool("p", |p| p.disabled = true).unwrap();
+    for i in 0..3 {
+        ipam.release_by_handle(&format!("h{i}")).unwrap();
+    }
+    ipam.release_pool_affinities("p").unwrap();
+    match ipam.delete_pool("p") {
+        Err(IpamError::PoolCooling {
+            cooling,
+            seconds_left,
+            ..
+        }) => assert_eq!((cooling, seconds_left), (3, 30)),
+        other => panic!("expected the cooling refusal, got {other:?}"),
+    }
+    clock.advance(30_000_000_000);
+    ipam.delete_pool("p").unwrap();
+    assert!(ipam.pools().unwrap().is_empty());
+    assert!(ipam.store().list_blocks(&Range::Blocks).unwrap().is_empty());
+    assert_consistent(&ipam);
+}
+
+#[test]
 fn host_reserved_addresses_are_never_handed_out() {
     let (ipam, _) = setup(&[("p", "10.244.0.0/16", 26)]);
     let mut args = AutoAssignArgs::v4("win", "h", 60);

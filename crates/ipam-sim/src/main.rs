@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use ipam_sim::{run, SimConfig};
-use ipam_store::{MemoryStore, SledOptions, SledStore};
+use ipam_store::StoreSpec;
 
 /// Simulates a cluster allocating pod addresses with churn.
 #[derive(Parser, Debug)]
@@ -54,6 +54,11 @@ fn main() -> anyhow::Result<()> {
         pool: a.pool,
         seed: a.seed,
     };
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    let mut spec = match &a.sled {
+        Some(dir) => StoreSpec::sled(dir),
+        None => StoreSpec::Memory,
+    };
     #[cfg(feature = "etcd")]
     if !a.etcd_endpoints.is_empty() {
         let prefix = a.etcd_prefix.clone().unwrap_or_else(|| {
@@ -63,18 +68,14 @@ fn main() -> anyhow::Result<()> {
             format!("/ipam-sim/{}-{secs}/", std::process::id())
         });
         eprintln!("etcd prefix {prefix}");
-        let store = ipam_store::etcd::EtcdStore::connect(ipam_store::etcd::EtcdOptions {
+        spec = StoreSpec::Etcd(ipam_store::EtcdSpec {
             endpoints: a.etcd_endpoints.clone(),
-            prefix,
+            prefix: Some(prefix),
             ..Default::default()
-        })?;
-        return finish(run(store, &cfg)?, &cfg);
+        });
     }
-    let report = match &a.sled {
-        Some(dir) => run(SledStore::open(dir, &SledOptions::default())?, &cfg)?,
-        None => run(MemoryStore::new(), &cfg)?,
-    };
-    finish(report, &cfg)
+    let store = spec.open(std::time::Duration::from_secs(20))?;
+    finish(run(store, &cfg)?, &cfg)
 }
 
 fn finish(report: ipam_sim::Report, cfg: &SimConfig) -> anyhow::Result<()> {

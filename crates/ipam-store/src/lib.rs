@@ -8,6 +8,8 @@
 //!   for tests, benchmarks and simulations. Not durable.
 //! - [`FaultyStore`]: wraps any store and injects conflicts and failures on a schedule, so
 //!   tests can prove the algorithms retry and never corrupt state.
+//! - [`StoreSpec`]: names a store (sled, etcd with TLS, memory) and opens it; every binary
+//!   opens its store through it.
 //! - [`SystemClock`]: the wall clock, for binaries (the core never reads time itself).
 //!
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
@@ -18,10 +20,12 @@ pub mod etcd;
 mod faulty;
 mod memory;
 pub mod sled;
+mod spec;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
 pub use sled::{OpenError, SledOptions, SledStore};
+pub use spec::{EtcdSpec, SpecOpenError, StoreSpec, DEFAULT_ETCD_PREFIX};
 
 use ipam_core::datastore::Lenient;
 use ipam_core::{Clock, Range, Record, StoreError, Versioned};

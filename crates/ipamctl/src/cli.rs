@@ -4,10 +4,10 @@
 use crate::commands::Command;
 use crate::{execute, Outcome, EXIT_ERROR};
 use clap::{Parser, ValueEnum};
-use ipam_cni::config::{defaults, Datastore as StoreKind, PluginConfig};
+use ipam_cni::config::{defaults, PluginConfig};
 use ipam_cni::protocol::{self, CallError, Kind, Request};
 use ipam_core::Ipam;
-use ipam_store::{SledOptions, SledStore, SystemClock};
+use ipam_store::{StoreSpec, SystemClock};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,8 @@ pub struct Cli {
     /// The node service's socket (the plugin's `ipamd_socket`); used when it answers.
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
-    /// Read `sled_path`, `ipamd_socket` and `datastore_type` from this network config.
+    /// Read the store (`datastore_type`, `sled_path`, etcd keys) and `ipamd_socket` from this
+    /// network config: a single config, or a conflist (its plugin with an `ipam` section).
     #[arg(long, global = true, value_name = "FILE")]
     pub cni_config: Option<PathBuf>,
     /// Seconds to wait for the store when another process holds it.
@@ -69,6 +70,28 @@ fn attach_inputs(cmd: &mut Command) -> Result<(), String> {
     Ok(())
 }
 
+/// Which store the command line names: `--sled-path`, else the network config's (a single
+/// config or a conflist), else the default sled path. The flag `named` is true when the
+/// operator chose it (then a node service serving another store is not used).
+fn chosen_store(
+    sled_path: Option<PathBuf>,
+    cni_config: Option<&PathBuf>,
+) -> Result<(StoreSpec, Option<PathBuf>, bool), String> {
+    let mut socket = None;
+    let mut spec = sled_path.map(StoreSpec::sled);
+    let named = spec.is_some() || cni_config.is_some();
+    if let Some(path) = cni_config {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let c = PluginConfig::parse_file(&bytes)
+            .map_err(|e| format!("{}: {}", path.display(), e.details))?;
+        socket = Some(c.ipamd_socket.clone());
+        spec.get_or_insert(c.datastore);
+    }
+    let spec = spec.unwrap_or_else(|| StoreSpec::sled(defaults::SLED_PATH));
+    Ok((spec, socket, named))
+}
+
 /// Runs a parsed command line and returns what to print; writes the files it produced.
 pub fn run(cli: Cli) -> Outcome {
     let Cli {
@@ -80,28 +103,16 @@ pub fn run(cli: Cli) -> Outcome {
         mut command,
     } = cli;
     let json = output == Format::Json;
-    let (mut sled, mut sock) = (sled_path, socket);
-    let mut etcd: Option<PluginConfig> = None;
-    if let Some(path) = &cni_config {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
-        };
-        match PluginConfig::parse(&bytes, ipam_cni::env::Command::Version) {
-            Ok(c) => {
-                match &c.datastore {
-                    StoreKind::Sled(p) => {
-                        sled.get_or_insert(p.clone());
-                    }
-                    StoreKind::Etcd(_) => etcd = Some(c.clone()),
-                }
-                sock.get_or_insert(c.ipamd_socket);
-            }
-            Err(e) => return fail(format!("{}: {}", path.display(), e.details)),
-        }
+    let (mut spec, conf_socket, named) = match chosen_store(sled_path, cni_config.as_ref()) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if let StoreSpec::Sled { create, .. } = &mut spec {
+        *create = command.writes();
     }
-    let sled = sled.unwrap_or_else(|| defaults::SLED_PATH.into());
-    let sock = sock.unwrap_or_else(|| defaults::SOCKET.into());
+    let sock = socket
+        .or(conf_socket)
+        .unwrap_or_else(|| defaults::SOCKET.into());
     if let Err(e) = attach_inputs(&mut command) {
         return fail(e);
     }
@@ -111,6 +122,7 @@ pub fn run(cli: Cli) -> Outcome {
         env: Default::default(),
         stdin: String::new(),
         admin: Some(serde_json::json!({"command": command, "json": json})),
+        store: named.then(|| spec.identity()),
     };
     let timeout = Duration::from_secs(lock_timeout_seconds + 30);
     let outcome = match protocol::call(&sock, &req, timeout) {
@@ -119,27 +131,12 @@ pub fn run(cli: Cli) -> Outcome {
             exit_code: r.exit_code,
             files: r.files,
         },
-        Ok(_) | Err(CallError::NotRunning(_)) => match &etcd {
-            Some(cfg) => {
-                match ipam_cni::backend::open_store(cfg, Duration::from_secs(lock_timeout_seconds))
-                {
-                    Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
-                    Err(e) => return fail(e.details),
-                }
+        Ok(_) | Err(CallError::NotRunning(_)) => {
+            match spec.open(Duration::from_secs(lock_timeout_seconds)) {
+                Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
+                Err(e) => return fail(e.to_string()),
             }
-            None => {
-                match SledStore::open(
-                    &sled,
-                    &SledOptions {
-                        lock_timeout: Duration::from_secs(lock_timeout_seconds),
-                        ..Default::default()
-                    },
-                ) {
-                    Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
-                    Err(e) => return fail(e.to_string()),
-                }
-            }
-        },
+        }
         Err(CallError::Failed(e)) => return fail(format!("the node service failed: {e}")),
     };
     for (path, content) in &outcome.files {

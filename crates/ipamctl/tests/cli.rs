@@ -149,3 +149,146 @@ fn through_the_node_service() {
     ipamd::wake(&sock);
     t.join().unwrap();
 }
+
+fn corrupt(store: &Path, key: &Key) {
+    let raw = sled::open(store.join("db")).unwrap();
+    raw.insert(ipam_store::sled::keys::encode(key), &b"\x01garbage"[..])
+        .unwrap();
+    raw.flush().unwrap();
+}
+
+fn problem_kinds(stdout: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} {}", p["kind"], p["description"]))
+        .collect()
+}
+
+#[test]
+fn check_reports_a_configuration_that_does_not_decode() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    corrupt(&store, &Key::Config);
+    let o = run_args(args(&store, &["check", "-o", "json"]));
+    assert_eq!(o.exit_code, EXIT_PROBLEMS, "{}", o.stdout);
+    let kinds = problem_kinds(&o.stdout);
+    assert!(
+        kinds.iter().any(|k| k.contains("record-does-not-decode")),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn check_reports_a_claim_index_chunk_that_does_not_decode() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    corrupt(
+        &store,
+        &Key::IndexChunk {
+            pool: "10.244.0.0/24".parse().unwrap(),
+            chunk: 0,
+        },
+    );
+    let o = run_args(args(&store, &["check", "-o", "json"]));
+    assert_eq!(o.exit_code, EXIT_PROBLEMS, "{}", o.stdout);
+    let kinds = problem_kinds(&o.stdout);
+    assert!(
+        kinds.iter().any(|k| k.contains("record-does-not-decode")),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_conflist_names_the_store_and_read_only_commands_create_none() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    let list = d.path().join("87-podman.conflist");
+    std::fs::write(
+        &list,
+        serde_json::json!({
+            "cniVersion": "1.0.0", "name": "podman",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni-podman0",
+                 "ipam": {"type": "calico-ipam", "sled_path": store,
+                          "ipamd_socket": d.path().join("none.sock")}},
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = run_args([
+        "ipamctl",
+        "--cni-config",
+        list.to_str().unwrap(),
+        "show",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["pools"][0]["in_use"], 3);
+
+    // A store that is not there is an error for show, check and map, and is not created.
+    let missing = d.path().join("typo");
+    for cmd in [&["show"][..], &["check"], &["pool", "list"]] {
+        let o = run_args(args(&missing, cmd));
+        assert_eq!(o.exit_code, 1, "{cmd:?}: {}", o.stdout);
+        assert!(o.stdout.contains("no IPAM store"), "{}", o.stdout);
+        assert!(!missing.exists(), "{cmd:?} created a store");
+    }
+}
+
+#[test]
+fn a_named_store_is_not_answered_by_a_service_serving_another() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    prepare(&a);
+    {
+        let ipam = Ipam::new(
+            SledStore::open(&b, &SledOptions::default()).unwrap(),
+            Arc::new(SystemClock),
+        );
+        ipam.create_pool(Pool::new("other", "10.99.0.0/24".parse().unwrap()).unwrap())
+            .unwrap();
+    }
+    let sock = d.path().join("ipamd.sock");
+    let ipam = Arc::new(Ipam::new(
+        SledStore::open(&a, &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    ));
+    let listener = ipamd::bind(&sock).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let id = ipam_store::StoreSpec::sled(&a).identity();
+    let t = std::thread::spawn(move || {
+        ipamd::serve_store(
+            listener,
+            ipam,
+            s,
+            Arc::new(ipamd::Stats::default()),
+            Some(id),
+        )
+        .unwrap()
+    });
+    let show = |store: &Path| {
+        let o = run_args(args(
+            store,
+            &["--socket", sock.to_str().unwrap(), "show", "-o", "json"],
+        ));
+        assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["pools"][0]["name"].as_str().unwrap().to_string()
+    };
+    assert_eq!(show(&b), "other", "store b, not the service's a");
+    assert_eq!(show(&a), "p");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ipamd::wake(&sock);
+    t.join().unwrap();
+}

@@ -26,7 +26,12 @@ pub struct Stats {
     pub served: AtomicU64,
 }
 
-fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats) {
+fn handle_conn<S: Datastore>(
+    ipam: &Ipam<S>,
+    mut conn: UnixStream,
+    stats: &Stats,
+    identity: Option<&str>,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let req: Request = match protocol::read_frame(&mut conn) {
         Ok(r) => r,
@@ -45,7 +50,27 @@ fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats
             )),
             ..Default::default()
         }
+    } else if let (Some(want), Some(have)) = (req.store.as_deref(), identity) {
+        if want == have {
+            dispatch(ipam, req)
+        } else {
+            Response {
+                version: protocol::VERSION,
+                error: Some(format!("this service serves {have}, not {want}")),
+                ..Default::default()
+            }
+        }
     } else {
+        dispatch(ipam, req)
+    };
+    stats.served.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = protocol::write_frame(&mut conn, &resp) {
+        tracing::warn!(error = %e, "could not send a response");
+    }
+}
+
+fn dispatch<S: Datastore>(ipam: &Ipam<S>, req: Request) -> Response {
+    {
         match req.kind {
             Kind::Ping => Response {
                 version: protocol::VERSION,
@@ -63,10 +88,6 @@ fn handle_conn<S: Datastore>(ipam: &Ipam<S>, mut conn: UnixStream, stats: &Stats
             }
             Kind::Admin => admin(ipam, req.admin),
         }
-    };
-    stats.served.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = protocol::write_frame(&mut conn, &resp) {
-        tracing::warn!(error = %e, "could not send a response");
     }
 }
 
@@ -113,6 +134,20 @@ pub fn serve<S: Datastore + 'static>(
     shutdown: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) -> std::io::Result<()> {
+    serve_store(listener, ipam, shutdown, stats, None)
+}
+
+/// [`serve`], for the store named `identity` ([`ipam_store::StoreSpec::identity`]): requests
+/// that name another store are declined, so their clients serve themselves on the store they
+/// mean instead of being answered from this one.
+pub fn serve_store<S: Datastore + 'static>(
+    listener: UnixListener,
+    ipam: Arc<Ipam<S>>,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    identity: Option<String>,
+) -> std::io::Result<()> {
+    let identity: Arc<Option<String>> = Arc::new(identity);
     let (tx, rx) = std::sync::mpsc::channel::<UnixStream>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let workers: Vec<_> = (0..WORKERS)
@@ -120,10 +155,11 @@ pub fn serve<S: Datastore + 'static>(
             let rx = rx.clone();
             let ipam = ipam.clone();
             let stats = stats.clone();
+            let identity = identity.clone();
             std::thread::spawn(move || loop {
                 let next = rx.lock().map(|r| r.recv());
                 match next {
-                    Ok(Ok(conn)) => handle_conn(&ipam, conn, &stats),
+                    Ok(Ok(conn)) => handle_conn(&ipam, conn, &stats, identity.as_deref()),
                     _ => return,
                 }
             })

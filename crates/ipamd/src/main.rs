@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use ipam_core::{Datastore, Ipam};
-use ipam_store::{SledOptions, SledStore, SystemClock};
+use ipam_core::Ipam;
+use ipam_store::{EtcdSpec, StoreSpec, SystemClock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,8 +24,17 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
     /// Key prefix in etcd.
-    #[arg(long, default_value = "/calico-ipam/v1/")]
+    #[arg(long, default_value = ipam_store::DEFAULT_ETCD_PREFIX)]
     etcd_prefix: String,
+    /// CA certificate for etcd (the plugin's `etcd_ca_cert_file`).
+    #[arg(long)]
+    etcd_ca_cert_file: Option<String>,
+    /// Client certificate for etcd (`etcd_cert_file`).
+    #[arg(long)]
+    etcd_cert_file: Option<String>,
+    /// Client key for etcd (`etcd_key_file`).
+    #[arg(long)]
+    etcd_key_file: Option<String>,
     /// Seconds to wait for the store when another process holds it.
     #[arg(long, default_value_t = 30)]
     lock_timeout_seconds: u64,
@@ -41,20 +50,20 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
-    let store: Box<dyn Datastore> = if args.etcd_endpoints.is_empty() {
-        Box::new(
-            SledStore::open(
-                &args.sled_path,
-                &SledOptions {
-                    lock_timeout: Duration::from_secs(args.lock_timeout_seconds),
-                    ..Default::default()
-                },
-            )
-            .with_context(|| format!("opening {}", args.sled_path.display()))?,
-        )
+    let spec = if args.etcd_endpoints.is_empty() {
+        StoreSpec::sled(&args.sled_path)
     } else {
-        open_etcd(&args)?
+        StoreSpec::Etcd(EtcdSpec {
+            endpoints: args.etcd_endpoints.clone(),
+            prefix: Some(args.etcd_prefix.clone()),
+            ca_cert_file: args.etcd_ca_cert_file.clone(),
+            cert_file: args.etcd_cert_file.clone(),
+            key_file: args.etcd_key_file.clone(),
+        })
     };
+    let store = spec
+        .open(Duration::from_secs(args.lock_timeout_seconds))
+        .with_context(|| format!("opening {spec}"))?;
     let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
     let listener =
         ipamd::bind(&args.socket).with_context(|| format!("binding {}", args.socket.display()))?;
@@ -74,29 +83,18 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(socket = %args.socket.display(), store = %args.sled_path.display(), "serving");
+    tracing::info!(socket = %args.socket.display(), store = %spec, "serving");
     let stats = Arc::new(ipamd::Stats::default());
-    ipamd::serve(listener, ipam.clone(), shutdown, stats.clone())?;
+    ipamd::serve_store(
+        listener,
+        ipam.clone(),
+        shutdown,
+        stats.clone(),
+        Some(spec.identity()),
+    )?;
     // Every answered commit is durable already; dropping the store flushes the rest.
     drop(ipam);
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!(served = stats.served.load(Ordering::Relaxed), "stopped");
     Ok(())
-}
-
-#[cfg(feature = "etcd")]
-fn open_etcd(args: &Args) -> anyhow::Result<Box<dyn Datastore>> {
-    use ipam_store::etcd::{EtcdOptions, EtcdStore};
-    let s = EtcdStore::connect(EtcdOptions {
-        endpoints: args.etcd_endpoints.clone(),
-        prefix: args.etcd_prefix.clone(),
-        retry_budget: Duration::from_secs(args.lock_timeout_seconds),
-        ..Default::default()
-    })?;
-    Ok(Box::new(s))
-}
-
-#[cfg(not(feature = "etcd"))]
-fn open_etcd(_: &Args) -> anyhow::Result<Box<dyn Datastore>> {
-    anyhow::bail!("this calico-ipamd was built without the etcd feature")
 }

@@ -52,6 +52,7 @@ fn add(dir: &Path, cid: &str) -> Request {
         ]),
         stdin: conf.to_string(),
         admin: None,
+        store: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn serves_pings_and_cni_and_declines_unknown_versions() {
         env: BTreeMap::new(),
         stdin: String::new(),
         admin: None,
+        store: None,
     };
     let r = protocol::call(&sock, &ping, Duration::from_secs(5)).unwrap();
     assert_eq!(r.stdout, "pong");

@@ -82,6 +82,21 @@ impl<S: Datastore> Ipam<S> {
     /// Deletes a pool that has no blocks left (release its affinities first), with its claim
     /// index.
     pub fn delete_pool(&self, name: &str) -> Result<(), IpamError> {
+        let cidr = self
+            .store
+            .get_pool(&Key::Pool(name.to_string()))?
+            .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?
+            .value
+            .cidr;
+        let (cooling, until) = self.sweep_blocks(cidr)?;
+        if cooling > 0 {
+            let left_ns = until.saturating_sub(self.now());
+            return Err(IpamError::PoolCooling {
+                pool: name.to_string(),
+                cooling,
+                seconds_left: left_ns.div_ceil(1_000_000_000),
+            });
+        }
         self.retrying("delete pool", || {
             let v = self
                 .store
@@ -114,6 +129,36 @@ impl<S: Datastore> Ipam<S> {
             self.store.commit(writes)?;
             Ok(())
         })
+    }
+
+    /// Frees the cooling addresses whose time has come in every block inside `cidr`, and
+    /// deletes the blocks that are then unused and affine to no node (nothing else writes to a
+    /// block of a disabled pool, so without this they would stay forever). Returns how many
+    /// addresses still cool there and when the last becomes reusable (ns).
+    pub fn sweep_blocks(&self, cidr: ipnetwork::IpNetwork) -> Result<(u64, u64), IpamError> {
+        let pools = self.pools()?;
+        let (mut cooling, mut until) = (0u64, 0u64);
+        for vb in self.store.list_blocks(&Range::BlocksIn(cidr))? {
+            let c = vb.value.cidr;
+            let left = self.retrying("sweep block", || {
+                let Some(vb) = self.store.get_block(&Key::Block(c))? else {
+                    return Ok(None);
+                };
+                let mut b = vb.value.clone();
+                let changed = b.expire_cooling(self.now());
+                let left = (u64::from(b.cooling_count()), b.cooling_until().unwrap_or(0));
+                if changed || (b.is_unused() && b.affinity.is_none()) {
+                    let writes = self.block_write_after_release(&pools, vb, b)?;
+                    self.store.commit(writes)?;
+                }
+                Ok(Some(left))
+            })?;
+            if let Some((n, t)) = left {
+                cooling += n;
+                until = until.max(t);
+            }
+        }
+        Ok((cooling, until))
     }
 
     /// Creates or replaces a node's labels.

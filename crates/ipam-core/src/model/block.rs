@@ -224,6 +224,11 @@ impl Block {
         u32::try_from(self.cooling.len()).unwrap_or(u32::MAX)
     }
 
+    /// When the last cooling address becomes reusable (ns), if any is cooling.
+    pub fn cooling_until(&self) -> Option<u64> {
+        self.cooling.iter().map(|&(_, until)| until).max()
+    }
+
     /// Free addresses (ready to hand out, ignoring cooling that may have expired).
     pub fn free_count(&self) -> u32 {
         self.size() - self.taken.count_ones()

@@ -38,6 +38,19 @@ pub enum Command {
     Map(map::MapArgs),
 }
 
+impl Command {
+    /// True when the command may change the store; read-only commands never create one.
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Show(_)
+                | Command::Check(_)
+                | Command::Map(_)
+                | Command::Pool(pool::PoolCmd::List)
+        )
+    }
+}
+
 /// Runs a command.
 pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &Command, json: bool) -> Result<Outcome, CtlError> {
     match cmd {

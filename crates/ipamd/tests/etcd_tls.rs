@@ -1,0 +1,155 @@
+//! `calico-ipamd` reaches an etcd that requires TLS client certificates, with the same three
+//! files the plugin's `etcd_ca_cert_file`, `etcd_cert_file` and `etcd_key_file` name. The test
+//! makes its own CA and certificates (openssl) and its own etcd on free loopback ports.
+//! Needs `etcd` and `openssl` on PATH; skips without them unless `IPAM_ETCD_REQUIRED` is set.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use ipam_cni::protocol::{self, Kind, Request};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn sh(dir: &Path, script: &str) {
+    let st = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+fn certificates(dir: &Path) {
+    sh(
+        dir,
+        r#"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 \
+  -subj /CN=test-ca -addext basicConstraints=critical,CA:TRUE \
+  -addext keyUsage=critical,keyCertSign,cRLSign
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -keyout $who-key.pem -out $who.csr -subj /CN=$who
+done
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' > ext
+for who in server client; do
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+    -extfile ext -out $who.pem
+done
+"#,
+    );
+}
+
+#[test]
+fn the_service_reaches_a_tls_etcd_with_the_plugins_tls_keys() {
+    if !(have("etcd") && have("openssl")) {
+        assert!(
+            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+            "etcd and openssl are required"
+        );
+        eprintln!("skipping: needs etcd and openssl");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    certificates(dir);
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{client}");
+    let _etcd = Killed(
+        Command::new("etcd")
+            .current_dir(dir)
+            .args(["--data-dir", "etcd-data", "--name", "tls"])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("tls=http://127.0.0.1:{peer}"),
+            ])
+            .args(["--cert-file", "server.pem", "--key-file", "server-key.pem"])
+            .args(["--client-cert-auth", "--trusted-ca-file", "ca.pem"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let file = |f: &str| dir.join(f).display().to_string();
+    let socket = dir.join("ipamd.sock");
+    let mut service = Command::new(env!("CARGO_BIN_EXE_calico-ipamd"));
+    service
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--etcd-endpoints", &url, "--lock-timeout-seconds", "20"])
+        .args(["--etcd-ca-cert-file", &file("ca.pem")])
+        .args(["--etcd-cert-file", &file("client.pem")])
+        .args(["--etcd-key-file", &file("client-key.pem")])
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut svc = Killed(service.spawn().unwrap());
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Ok(Some(st)) = svc.0.try_wait() {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = svc.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("calico-ipamd exited ({st}): {err}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no service");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "tls", "type": "calico",
+        "ipam": {"type": "calico-ipam", "nodename": "n1", "ipv4_pools": ["10.244.0.0/16"]}});
+    let req = Request {
+        version: protocol::VERSION,
+        kind: Kind::Cni,
+        env: BTreeMap::from([
+            ("CNI_COMMAND".into(), "ADD".into()),
+            ("CNI_CONTAINERID".into(), "tls-pod".into()),
+            ("CNI_NETNS".into(), "/var/run/netns/x".into()),
+            ("CNI_IFNAME".into(), "eth0".into()),
+        ]),
+        stdin: conf.to_string(),
+        admin: None,
+        store: None,
+    };
+    let r = protocol::call(&socket, &req, Duration::from_secs(60)).unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(common::first_address(&v).starts_with("10.244."), "{v}");
+}
