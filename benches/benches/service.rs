@@ -33,6 +33,7 @@ fn req(cmd: &str, cid: &str, conf: &str) -> Request {
         stdin: conf.to_string(),
         admin: None,
         store: None,
+        endpoint: None,
     }
 }
 

@@ -35,7 +35,7 @@ pub mod codes {
 }
 
 /// A CNI error.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, serde::Deserialize)]
 #[error("CNI error {code}: {msg}: {details}")]
 pub struct CniError {
     /// The spec's code (or 100+ for plugin-specific ones).

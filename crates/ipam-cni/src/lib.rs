@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod endpoints;
 pub mod env;
 pub mod error;
 pub mod handler;

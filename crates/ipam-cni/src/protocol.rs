@@ -7,6 +7,7 @@
 //! request:  {"version": 1, "kind": "cni", "env": {"CNI_COMMAND": "ADD", ...}, "stdin": "<network config>", "store": "sled:/var/lib/calico-ipam/store"}
 //!           {"version": 1, "kind": "ping"}
 //!           {"version": 1, "kind": "admin", "admin": {"command": {...}, "json": false}}
+//!           {"version": 1, "kind": "endpoint", "endpoint": {"put": {...}} | {"delete": {"node", "id"}} | {"get": {...}}}
 //! response: {"version": 1, "stdout": "<what the plugin prints>", "exit_code": 0}
 //!           {"version": 1, "stdout": "...", "exit_code": 0, "files": [["path", "content"]]}  (admin)
 //!           {"version": 1, "error": "<why the request was not served>"}
@@ -37,6 +38,30 @@ pub enum Kind {
     Ping,
     /// An operator command (`ipamctl`), in `admin`.
     Admin,
+    /// A workload endpoint operation of the main plugin, in `endpoint`.
+    Endpoint,
+}
+
+/// What the main plugin asks of the endpoint records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointOp {
+    /// Store (create or replace) an endpoint.
+    Put(Box<ipam_core::Endpoint>),
+    /// Delete one, if present.
+    Delete {
+        /// Node.
+        node: String,
+        /// Endpoint id.
+        id: String,
+    },
+    /// Read one: the response's stdout is its JSON, or `null`.
+    Get {
+        /// Node.
+        node: String,
+        /// Endpoint id.
+        id: String,
+    },
 }
 
 /// A request.
@@ -59,6 +84,9 @@ pub struct Request {
     /// another store declines with `error`, and the client serves itself. `None`: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// For `endpoint`: the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointOp>,
 }
 
 /// A response.

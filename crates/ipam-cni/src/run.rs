@@ -122,6 +122,7 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
         stdin: text.to_string(),
         admin: None,
         store: Some(inv.config.datastore.identity()),
+        endpoint: None,
     };
     let timeout = inv.config.lock_timeout + std::time::Duration::from_secs(5);
     match protocol::call(&inv.config.ipamd_socket, &req, timeout) {

@@ -12,7 +12,9 @@
 //! its own runtime and blocks on each call. See docs/ARCHITECTURE.md.
 
 use crate::cidr::{self, net_cmp, Family};
-use crate::model::{Affinity, Block, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex};
+use crate::model::{
+    Affinity, Block, Endpoint, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex,
+};
 use ipnetwork::IpNetwork;
 use std::cmp::Ordering;
 use std::fmt;
@@ -59,6 +61,13 @@ pub enum Key {
     },
     /// The full-chunk summary of a pool's claim index.
     PoolIndex(IpNetwork),
+    /// A workload endpoint.
+    Endpoint {
+        /// Node name.
+        node: String,
+        /// `<handle id>/<ifname>`.
+        id: String,
+    },
 }
 
 impl Key {
@@ -72,6 +81,7 @@ impl Key {
             Key::Handle(_) => 5,
             Key::IndexChunk { .. } => 6,
             Key::PoolIndex(_) => 7,
+            Key::Endpoint { .. } => 8,
         }
     }
 }
@@ -91,6 +101,9 @@ impl Ord for Key {
                 }
                 (Key::Affinity { node: n1, cidr: c1 }, Key::Affinity { node: n2, cidr: c2 }) => {
                     n1.cmp(n2).then_with(|| net_cmp(c1, c2))
+                }
+                (Key::Endpoint { node: n1, id: i1 }, Key::Endpoint { node: n2, id: i2 }) => {
+                    n1.cmp(n2).then_with(|| i1.cmp(i2))
                 }
                 (
                     Key::IndexChunk {
@@ -124,6 +137,7 @@ impl fmt::Display for Key {
             Key::Handle(h) => write!(f, "handle {h}"),
             Key::IndexChunk { pool, chunk } => write!(f, "index chunk {chunk} of {pool}"),
             Key::PoolIndex(p) => write!(f, "pool index of {p}"),
+            Key::Endpoint { node, id } => write!(f, "endpoint {id} on {node}"),
         }
     }
 }
@@ -147,6 +161,10 @@ pub enum Range {
     Handles,
     /// Index chunks of one pool.
     IndexChunksOf(IpNetwork),
+    /// Every workload endpoint.
+    Endpoints,
+    /// Workload endpoints of one node.
+    EndpointsOf(String),
 }
 
 impl Range {
@@ -157,7 +175,9 @@ impl Range {
             | (Range::Nodes, Key::Node(_))
             | (Range::Blocks, Key::Block(_))
             | (Range::Affinities, Key::Affinity { .. })
-            | (Range::Handles, Key::Handle(_)) => true,
+            | (Range::Handles, Key::Handle(_))
+            | (Range::Endpoints, Key::Endpoint { .. }) => true,
+            (Range::EndpointsOf(n), Key::Endpoint { node, .. }) => n == node,
             (Range::BlocksIn(net), Key::Block(b)) => cidr::contains_net(net, b),
             (Range::AffinitiesOf(n), Key::Affinity { node, .. }) => n == node,
             (Range::IndexChunksOf(p), Key::IndexChunk { pool, .. }) => pool == p,
@@ -185,6 +205,7 @@ impl Range {
             }
             (Range::AffinitiesOf(n), Key::Affinity { node, .. }) => node > n,
             (Range::IndexChunksOf(p), Key::IndexChunk { pool, .. }) => pool != p,
+            (Range::EndpointsOf(n), Key::Endpoint { node, .. }) => node > n,
             _ => false,
         }
     }
@@ -207,6 +228,14 @@ impl Range {
             },
             Range::Handles => Key::Handle(String::new()),
             Range::IndexChunksOf(p) => Key::IndexChunk { pool: *p, chunk: 0 },
+            Range::Endpoints => Key::Endpoint {
+                node: String::new(),
+                id: String::new(),
+            },
+            Range::EndpointsOf(n) => Key::Endpoint {
+                node: n.clone(),
+                id: String::new(),
+            },
         }
     }
 }
@@ -230,6 +259,8 @@ pub enum Record {
     IndexChunk(IndexChunk),
     /// See [`PoolIndex`].
     PoolIndex(PoolIndex),
+    /// See [`Endpoint`].
+    Endpoint(Endpoint),
 }
 
 impl Record {
@@ -250,6 +281,10 @@ impl Record {
                 chunk: c.chunk,
             },
             Record::PoolIndex(p) => Key::PoolIndex(p.pool),
+            Record::Endpoint(e) => Key::Endpoint {
+                node: e.node.clone(),
+                id: e.id.clone(),
+            },
         }
     }
 }
@@ -494,7 +529,7 @@ macro_rules! record_kind {
 }
 
 record_kind!(Pool: Pool, Node: Node, Block: Block, Affinity: Affinity, Handle: Handle,
-    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig);
+    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig, Endpoint: Endpoint);
 
 fn wrong_kind(key: &Key) -> StoreError {
     StoreError::Corrupt {
@@ -513,6 +548,7 @@ pub trait StoreExt: Datastore {
     typed!(get_chunk, list_chunks, IndexChunk, IndexChunk);
     typed!(get_pool_index, list_pool_indexes, PoolIndex, PoolIndex);
     typed!(get_config_rec, list_config_recs, Config, IpamConfig);
+    typed!(get_endpoint, list_endpoints, Endpoint, Endpoint);
 }
 
 impl<T: Datastore + ?Sized> StoreExt for T {}

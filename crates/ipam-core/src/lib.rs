@@ -39,7 +39,7 @@ pub use ipam::{
     IpamOptions, ReleaseOutcome, ReleaseRequest, Utilisation, ATTR_NODE,
 };
 pub use model::{
-    Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Handle, HostReserved, IpamConfig,
-    Node, Pool,
+    Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Endpoint, Handle, HostReserved,
+    IpamConfig, Node, Pool,
 };
 pub use selector::Selector;

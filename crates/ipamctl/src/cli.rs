@@ -123,6 +123,7 @@ pub fn run(cli: Cli) -> Outcome {
         stdin: String::new(),
         admin: Some(serde_json::json!({"command": command, "json": json})),
         store: named.then(|| spec.identity()),
+        endpoint: None,
     };
     let timeout = Duration::from_secs(lock_timeout_seconds + 30);
     let outcome = match protocol::call(&sock, &req, timeout) {

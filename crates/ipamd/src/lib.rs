@@ -87,6 +87,7 @@ fn dispatch<S: Datastore>(ipam: &Ipam<S>, req: Request) -> Response {
                 }
             }
             Kind::Admin => admin(ipam, req.admin),
+            Kind::Endpoint => endpoint(ipam, req.endpoint),
         }
     }
 }
@@ -120,6 +121,29 @@ fn admin<S: Datastore>(ipam: &Ipam<S>, body: Option<serde_json::Value>) -> Respo
             error: Some(format!(
                 "not an ipamctl command this service understands: {e}"
             )),
+            ..Default::default()
+        },
+    }
+}
+
+fn endpoint<S: Datastore>(ipam: &Ipam<S>, op: Option<ipam_cni::protocol::EndpointOp>) -> Response {
+    let Some(op) = op else {
+        return Response {
+            version: protocol::VERSION,
+            error: Some("an endpoint request without an operation".into()),
+            ..Default::default()
+        };
+    };
+    match ipam_cni::endpoints::apply(ipam, &op) {
+        Ok(e) => Response {
+            version: protocol::VERSION,
+            stdout: serde_json::to_string(&e).unwrap_or_else(|_| "null".into()),
+            ..Default::default()
+        },
+        Err(e) => Response {
+            version: protocol::VERSION,
+            stdout: serde_json::to_string(&e).unwrap_or_default(),
+            exit_code: 1,
             ..Default::default()
         },
     }

@@ -93,6 +93,7 @@ fn call(node: &Node, cmd: &str, nodename: &str, cid: &str, pool: &str) -> (i32, 
         stdin: conf.to_string(),
         admin: None,
         store: None,
+        endpoint: None,
     };
     let r = protocol::call(&node.socket, &req, Duration::from_secs(60)).unwrap();
     let v = if r.stdout.is_empty() {

@@ -147,6 +147,7 @@ fn the_service_reaches_a_tls_etcd_with_the_plugins_tls_keys() {
         stdin: conf.to_string(),
         admin: None,
         store: None,
+        endpoint: None,
     };
     let r = protocol::call(&socket, &req, Duration::from_secs(60)).unwrap();
     assert_eq!(r.exit_code, 0, "{}", r.stdout);

@@ -53,6 +53,7 @@ fn add(dir: &Path, cid: &str) -> Request {
         stdin: conf.to_string(),
         admin: None,
         store: None,
+        endpoint: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn serves_pings_and_cni_and_declines_unknown_versions() {
         stdin: String::new(),
         admin: None,
         store: None,
+        endpoint: None,
     };
     let r = protocol::call(&sock, &ping, Duration::from_secs(5)).unwrap();
     assert_eq!(r.stdout, "pong");

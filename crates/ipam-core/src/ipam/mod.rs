@@ -11,6 +11,7 @@
 mod admin;
 mod affinity;
 mod assign;
+mod endpoint;
 mod query;
 mod release;
 

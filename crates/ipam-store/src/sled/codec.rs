@@ -32,6 +32,7 @@ pub fn encode(record: &Record, rev: Revision) -> Result<Vec<u8>, StoreError> {
         Record::Handle(x) => postcard::to_extend(x, out),
         Record::IndexChunk(x) => postcard::to_extend(x, out),
         Record::PoolIndex(x) => postcard::to_extend(x, out),
+        Record::Endpoint(x) => postcard::to_extend(x, out),
     };
     body.map_err(|e| StoreError::Rejected(format!("cannot encode {}: {e}", record.key())))
 }
@@ -100,6 +101,11 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
         }
         Key::IndexChunk { .. } => Record::IndexChunk(de(key, body)?),
         Key::PoolIndex(_) => Record::PoolIndex(de(key, body)?),
+        Key::Endpoint { .. } => {
+            let e: ipam_core::Endpoint = de(key, body)?;
+            e.validate().map_err(invalid)?;
+            Record::Endpoint(e)
+        }
     };
     if record.key() != k {
         return Err(corrupt(

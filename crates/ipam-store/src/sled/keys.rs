@@ -11,6 +11,7 @@
 //! 0x06 id                                          handle
 //! 0x07 net chunk:u64be                             index chunk (net = the pool)
 //! 0x08 net                                         pool index
+//! 0x09 node 0x00 id                                workload endpoint (id = handle "/" ifname)
 //! net = family (0x04 | 0x06), address (4 | 16 bytes, big-endian), prefix length (1 byte)
 //! ```
 //!
@@ -32,6 +33,7 @@ const AFFINITY: u8 = 0x05;
 const HANDLE: u8 = 0x06;
 const CHUNK: u8 = 0x07;
 const POOL_INDEX: u8 = 0x08;
+const ENDPOINT: u8 = 0x09;
 
 fn put_net(out: &mut Vec<u8>, net: &IpNetwork) {
     match net {
@@ -101,6 +103,12 @@ pub fn encode(key: &Key) -> Vec<u8> {
             out.push(POOL_INDEX);
             put_net(&mut out, p);
         }
+        Key::Endpoint { node, id } => {
+            out.push(ENDPOINT);
+            out.extend_from_slice(node.as_bytes());
+            out.push(0);
+            out.extend_from_slice(id.as_bytes());
+        }
     }
     out
 }
@@ -129,6 +137,13 @@ pub fn decode(b: &[u8]) -> Option<Key> {
                 (cidr, []) => Some(Key::Affinity { node, cidr }),
                 _ => None,
             }
+        }
+        ENDPOINT => {
+            let z = rest.iter().position(|&x| x == 0)?;
+            Some(Key::Endpoint {
+                node: text(&rest[..z])?,
+                id: text(&rest[z + 1..])?,
+            })
         }
         CHUNK => {
             let (pool, tail) = take_net(rest)?;
@@ -175,6 +190,12 @@ pub fn bounds(range: &Range) -> (Vec<u8>, Vec<u8>) {
         Range::Blocks => prefix_of(BLOCK, &[]),
         Range::Affinities => prefix_of(AFFINITY, &[]),
         Range::Handles => prefix_of(HANDLE, &[]),
+        Range::Endpoints => prefix_of(ENDPOINT, &[]),
+        Range::EndpointsOf(n) => {
+            let mut t = n.as_bytes().to_vec();
+            t.push(0);
+            prefix_of(ENDPOINT, &t)
+        }
         Range::AffinitiesOf(n) => {
             let mut t = n.as_bytes().to_vec();
             t.push(0);
@@ -316,6 +337,6 @@ mod tests {
         ] {
             assert!(decode(b).is_none(), "{b:?}");
         }
-        assert_eq!(describe(b"\x09zz"), "raw key \\x09zz");
+        assert_eq!(describe(b"\x0azz"), "raw key \\x0azz");
     }
 }

@@ -1,0 +1,62 @@
+//! Workload endpoint records: written by the main plugin when it wires an attachment, removed
+//! when it unwires it, read by checks.
+
+use super::Ipam;
+use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt, Write};
+use crate::error::IpamError;
+use crate::model::Endpoint;
+
+impl<S: Datastore> Ipam<S> {
+    /// Stores `e`, replacing the record of the same attachment.
+    pub fn put_endpoint(&self, e: &Endpoint) -> Result<(), IpamError> {
+        e.validate().map_err(IpamError::InvalidArgument)?;
+        let key = Record::Endpoint(e.clone()).key();
+        self.retrying("put endpoint", || {
+            let rev = self.store.get_endpoint(&key)?.map(|v| v.revision);
+            self.store
+                .commit(vec![put(Record::Endpoint(e.clone()), rev)])?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the endpoint `id` of `node`; true when there was one.
+    pub fn delete_endpoint(&self, node: &str, id: &str) -> Result<bool, IpamError> {
+        let key = Key::Endpoint {
+            node: node.to_string(),
+            id: id.to_string(),
+        };
+        self.retrying("delete endpoint", || {
+            let Some(v) = self.store.get_endpoint(&key)? else {
+                return Ok(false);
+            };
+            self.store.commit(vec![Write::Delete {
+                key: key.clone(),
+                expected: v.revision,
+            }])?;
+            Ok(true)
+        })
+    }
+
+    /// The endpoint `id` of `node`.
+    pub fn endpoint(&self, node: &str, id: &str) -> Result<Option<Endpoint>, IpamError> {
+        let key = Key::Endpoint {
+            node: node.to_string(),
+            id: id.to_string(),
+        };
+        Ok(self.store.get_endpoint(&key)?.map(|v| v.value))
+    }
+
+    /// Every endpoint, or those of one node, in node then id order.
+    pub fn endpoints(&self, node: Option<&str>) -> Result<Vec<Endpoint>, IpamError> {
+        let range = match node {
+            Some(n) => Range::EndpointsOf(n.to_string()),
+            None => Range::Endpoints,
+        };
+        Ok(self
+            .store
+            .list_endpoints(&range)?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+}
