@@ -13,7 +13,7 @@
 //! Needs root and `ip`; without them the tests say so and pass, unless `IPAM_E2E_REQUIRED=1`.
 //! The etcd runs need `IPAM_TEST_ETCD` (set by scripts/test.sh).
 
-use ipam_core::{Datastore, Endpoint, Ipam, Range, StoreExt};
+use ipam_core::{Endpoint, Ipam, Range, StoreExt};
 use ipam_store::{StoreSpec, SystemClock};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -92,7 +92,6 @@ struct Lab {
     host: String,
     pods: Vec<String>,
     dir: tempfile::TempDir,
-    store: Store,
     etcd: Option<(String, String)>,
     service: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     cni_path: String,
@@ -130,7 +129,6 @@ impl Lab {
             host: host.clone(),
             pods: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
-            store,
             etcd,
             service: None,
             cni_path: cni_path(),
@@ -725,7 +723,7 @@ fn every_failure_leaves_nothing_behind() {
         assert_eq!(code, 0, "{out}");
         lab.assert_empty("DEL after a large MTU");
     }
-    assert!(!Path::new(&format!("/sys/class/net/other0")).exists());
+    assert!(!Path::new("/sys/class/net/other0").exists());
 }
 
 #[test]
