@@ -292,3 +292,101 @@ fn a_named_store_is_not_answered_by_a_service_serving_another() {
     ipamd::wake(&sock);
     t.join().unwrap();
 }
+
+#[test]
+fn check_compares_allocations_with_workload_endpoints() {
+    use ipam_core::{AssignIpArgs, Endpoint, HostReserved};
+    use std::collections::BTreeMap;
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    {
+        let ipam = Ipam::new(
+            SledStore::open(&store, &SledOptions::default()).unwrap(),
+            Arc::new(SystemClock),
+        );
+        ipam.create_pool(Pool::new("p", "10.244.0.0/24".parse().unwrap()).unwrap())
+            .unwrap();
+        // Two pods of network "k8s" as calico-ipam records them; only the first is wired.
+        for (ip, cid) in [("10.244.0.10", "wired"), ("10.244.0.11", "gone")] {
+            let attrs = BTreeMap::from([
+                ("network".to_string(), "k8s".to_string()),
+                ("containerid".to_string(), cid.to_string()),
+                ("ifname".to_string(), "eth0".to_string()),
+                ("timestamp".to_string(), "2026-01-01T00:00:00Z".to_string()),
+            ]);
+            ipam.assign_ip(&AssignIpArgs {
+                ip: ip.parse().unwrap(),
+                handle_id: format!("k8s.{cid}"),
+                attrs,
+                node: "n1".into(),
+                host_reserved: HostReserved::default(),
+            })
+            .unwrap();
+        }
+        let ep = |cid: &str, ip: &str| Endpoint {
+            node: "n1".into(),
+            id: format!("k8s.{cid}/eth0"),
+            network: "k8s".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            handle_id: format!("k8s.{cid}"),
+            namespace: Some("default".into()),
+            pod: Some(cid.into()),
+            host_ifname: "cali0123456789a".into(),
+            mac: "02:00:00:00:00:01".into(),
+            addresses: vec![ip.parse().unwrap()],
+        };
+        ipam.put_endpoint(&ep("wired", "10.244.0.10/32")).unwrap();
+        // An endpoint whose address nobody holds.
+        ipam.put_endpoint(&ep("stale", "10.244.0.12/32")).unwrap();
+    }
+    let o = run_args(args(&store, &["show", "--endpoints", "--node", "n1"]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(
+        o.stdout.contains("default/wired") && o.stdout.contains("10.244.0.10/32"),
+        "{}",
+        o.stdout
+    );
+
+    let report = d.path().join("report.json");
+    let o = run_args(args(
+        &store,
+        &["check", "--report", report.to_str().unwrap()],
+    ));
+    assert_eq!(o.exit_code, EXIT_PROBLEMS, "{}", o.stdout);
+    assert!(
+        o.stdout.contains("address-without-endpoint"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("10.244.0.11"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("endpoint-without-address"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("10.244.0.10 is held"), "{}", o.stdout);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["release"].as_array().unwrap().len(), 1, "{r}");
+    let o = run_args(args(
+        &store,
+        &["release", "--from-report", report.to_str().unwrap()],
+    ));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let o = run_args(args(&store, &["show", "--ip", "10.244.0.11"]));
+    assert!(o.stdout.contains("not allocated"), "{}", o.stdout);
+    let o = run_args(args(&store, &["show", "--ip", "10.244.0.10"]));
+    assert!(
+        o.stdout.contains("held by handle k8s.wired"),
+        "{}",
+        o.stdout
+    );
+    // A young allocation is not a leak candidate yet.
+    let o = run_args(args(&store, &["check", "--grace-seconds", "100000000000"]));
+    assert!(
+        !o.stdout.contains("address-without-endpoint"),
+        "{}",
+        o.stdout
+    );
+}

@@ -17,6 +17,130 @@ pub struct CheckArgs {
     /// Write the report (JSON) to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<String>,
+    /// Addresses allocated less than this many seconds ago are not compared with the
+    /// workload endpoints (an ADD in progress has its address before its endpoint).
+    #[arg(long, default_value_t = 60)]
+    #[serde(default = "default_grace")]
+    pub grace_seconds: u64,
+}
+
+fn default_grace() -> u64 {
+    60
+}
+
+/// A finding beyond the store's own invariants: an allocation and the endpoints disagree.
+struct EndpointFinding {
+    kind: &'static str,
+    detail: String,
+    release: Option<serde_json::Value>,
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp as the plugin writes it.
+fn parse_timestamp(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from the civil date (proleptic Gregorian).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// Allocations of networks wired by the `calico` main plugin whose attachment has no
+/// endpoint (leak candidates, releasable), and endpoints whose addresses are not held.
+fn endpoint_findings<S: Datastore>(
+    ipam: &Ipam<S>,
+    grace_seconds: u64,
+) -> Result<Vec<EndpointFinding>, ipam_core::IpamError> {
+    use ipam_cni::owner::{self, attrs};
+    use ipam_core::{Range, StoreExt};
+    let endpoints = ipam.endpoints(None)?;
+    let mut out = Vec::new();
+    if endpoints.is_empty() {
+        return Ok(out);
+    }
+    let networks: std::collections::BTreeSet<&str> =
+        endpoints.iter().map(|e| e.network.as_str()).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for b in ipam.store().list_blocks(&Range::Blocks)? {
+        let b = b.value;
+        for (o, holder, seq) in b.used() {
+            let a = ipam_core::Allocation {
+                ip: b.ip(o),
+                block: b.cidr,
+                block_affinity: b.affinity.clone(),
+                handle_id: holder.handle_id.clone(),
+                attrs: holder.attrs.clone(),
+                seq,
+            };
+            let Some(net) = owner::network_of(&a) else {
+                continue;
+            };
+            if !networks.contains(net.as_str()) {
+                continue;
+            }
+            let young = a
+                .attrs
+                .get(attrs::TIMESTAMP)
+                .and_then(|t| parse_timestamp(t))
+                .is_some_and(|t| now.saturating_sub(t) < grace_seconds);
+            if young {
+                continue;
+            }
+            let cid = a
+                .attrs
+                .get(attrs::CONTAINER_ID)
+                .cloned()
+                .unwrap_or_default();
+            let ifname = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
+            let wired = endpoints
+                .iter()
+                .any(|e| e.network == net && e.container_id == cid && e.ifname == ifname);
+            if !wired {
+                out.push(EndpointFinding {
+                    kind: "address-without-endpoint",
+                    detail: format!(
+                        "{} is held by handle {} (network {net}, container {cid}, {ifname}), which has no workload endpoint",
+                        a.ip, a.handle_id
+                    ),
+                    release: Some(json!({"ip": a.ip.to_string(), "handle": a.handle_id, "seq": seq,
+                                         "reason": "no workload endpoint for its container"})),
+                });
+            }
+        }
+    }
+    for e in &endpoints {
+        for net in &e.addresses {
+            let held = ipam.allocation(net.ip())?;
+            if held.as_ref().is_none_or(|a| a.handle_id != e.handle_id) {
+                out.push(EndpointFinding {
+                    kind: "endpoint-without-address",
+                    detail: format!(
+                        "endpoint {} on {} lists {}, which {}",
+                        e.id,
+                        e.node,
+                        net.ip(),
+                        match held {
+                            Some(a) => format!("is held by handle {}", a.handle_id),
+                            None => "is not allocated".into(),
+                        }
+                    ),
+                    release: None,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The kind of a problem, as a short name.
@@ -104,15 +228,28 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &CheckArgs, json: bool) -> Result<Ou
             }
         }
     }
+    let findings = endpoint_findings(ipam, a.grace_seconds)?;
+    release.extend(findings.iter().filter_map(|f| f.release.clone()));
+    let mut listed: Vec<(String, String)> = problems
+        .iter()
+        .map(|p| (kind(p).to_string(), describe(p)))
+        .collect();
+    listed.extend(
+        findings
+            .iter()
+            .map(|f| (f.kind.to_string(), f.detail.clone())),
+    );
+    let clean = listed.is_empty();
     let report = json!({
-        "clean": problems.is_empty(),
-        "problems": problems.iter().map(|p| json!({"kind": kind(p), "detail": describe(p)})).collect::<Vec<_>>(),
+        "clean": clean,
+        "problems": listed.iter().map(|(k, d)| json!({"kind": k, "detail": d})).collect::<Vec<_>>(),
         "release": release,
     });
-    let rows: Vec<Vec<String>> = problems
+    let rows: Vec<Vec<String>> = listed
         .iter()
-        .map(|p| vec![kind(p).to_string(), describe(p)])
+        .map(|(k, d)| vec![k.clone(), d.clone()])
         .collect();
+    let problems = &listed;
     let text = if problems.is_empty() {
         "no problems found\n".to_string()
     } else {

@@ -23,6 +23,9 @@ pub struct ShowArgs {
     /// The cluster configuration.
     #[arg(long)]
     pub config: bool,
+    /// Workload endpoints the main plugin recorded (with `--node`, that node's).
+    #[arg(long)]
+    pub endpoints: bool,
 }
 
 /// Runs `show`.
@@ -63,6 +66,46 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ShowArgs, json: bool) -> Result<Out
             ),
             json!({"strict_affinity": c.strict_affinity, "auto_allocate_blocks": c.auto_allocate_blocks,
                    "max_blocks_per_host": c.max_blocks_per_host, "ip_cooldown_seconds": c.ip_cooldown_seconds}),
+        ));
+    }
+    if a.endpoints {
+        let eps = ipam.endpoints(a.node.as_deref())?;
+        let rows: Vec<Vec<String>> = eps
+            .iter()
+            .map(|e| {
+                vec![
+                    e.node.clone(),
+                    match (&e.namespace, &e.pod) {
+                        (Some(ns), Some(p)) => format!("{ns}/{p}"),
+                        _ => "-".into(),
+                    },
+                    e.container_id.chars().take(12).collect(),
+                    e.ifname.clone(),
+                    e.host_ifname.clone(),
+                    e.addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    e.network.clone(),
+                ]
+            })
+            .collect();
+        return Ok(output(
+            json,
+            table::render(
+                &[
+                    "NODE",
+                    "POD",
+                    "CONTAINER",
+                    "IFNAME",
+                    "HOST IF",
+                    "ADDRESSES",
+                    "NETWORK",
+                ],
+                &rows,
+            ),
+            json!(eps),
         ));
     }
     let u = ipam.utilisation()?;
