@@ -235,6 +235,7 @@ fn release_from_a_stale_report_skips_the_reused_address() {
         &ipam,
         &Command::Check(check::CheckArgs {
             report: Some(report.clone()),
+            grace_seconds: 60,
         }),
         false,
     );
@@ -287,6 +288,7 @@ fn release_from_a_stale_report_skips_the_reused_address() {
         &ipam,
         &Command::Check(check::CheckArgs {
             report: Some(report.clone()),
+            grace_seconds: 60,
         }),
         true,
     );
