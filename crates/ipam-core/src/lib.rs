@@ -25,6 +25,7 @@ pub mod datastore;
 pub mod error;
 pub mod ipam;
 pub mod model;
+pub mod routing;
 pub mod selector;
 
 pub use cidr::Family;

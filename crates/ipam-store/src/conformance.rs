@@ -76,6 +76,7 @@ pub fn sample_records() -> Vec<Record> {
         Record::Node(Node {
             name: "node-1".into(),
             labels: BTreeMap::from([("zone".into(), "a".into())]),
+            addresses: vec!["172.18.0.3".parse().unwrap()],
         }),
         Record::Block(b),
         Record::Affinity(Affinity {

@@ -161,20 +161,57 @@ impl<S: Datastore> Ipam<S> {
         Ok((cooling, until))
     }
 
-    /// Creates or replaces a node's labels.
-    pub fn set_node(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), IpamError> {
+    /// The node record, if any.
+    pub fn node(&self, name: &str) -> Result<Option<Node>, IpamError> {
+        Ok(self
+            .store
+            .get_node(&Key::Node(name.to_string()))?
+            .map(|v| v.value))
+    }
+
+    /// Every node record, in name order.
+    pub fn nodes(&self) -> Result<Vec<Node>, IpamError> {
+        Ok(self
+            .store
+            .list_nodes(&Range::Nodes)?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+
+    /// Creates a node record or changes it with `f` (labels, addresses), in one
+    /// compare-and-swap. Returns the record as stored.
+    pub fn update_node(&self, name: &str, f: impl Fn(&mut Node)) -> Result<Node, IpamError> {
         crate::model::node::validate_node_name(name).map_err(IpamError::InvalidArgument)?;
-        self.retrying("set node", || {
-            let rev = self
-                .store
-                .get_node(&Key::Node(name.to_string()))?
-                .map(|v| v.revision);
-            let n = Node {
+        self.retrying("update node", || {
+            let cur = self.store.get_node(&Key::Node(name.to_string()))?;
+            let rev = cur.as_ref().map(|v| v.revision);
+            let mut n = cur.map(|v| v.value).unwrap_or_else(|| Node {
                 name: name.to_string(),
-                labels: labels.clone(),
-            };
-            self.store.commit(vec![put(Record::Node(n), rev)])?;
-            Ok(())
+                ..Node::default()
+            });
+            f(&mut n);
+            n.name = name.to_string();
+            let mut seen = Vec::new();
+            for a in &n.addresses {
+                if seen
+                    .iter()
+                    .any(|s: &std::net::IpAddr| s.is_ipv6() == a.is_ipv6())
+                {
+                    return Err(IpamError::InvalidArgument(format!(
+                        "node {name}: at most one address per family"
+                    )));
+                }
+                seen.push(*a);
+            }
+            self.store.commit(vec![put(Record::Node(n.clone()), rev)])?;
+            Ok(n)
         })
+    }
+
+    /// Creates or replaces a node's labels (its addresses are kept).
+    pub fn set_node(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), IpamError> {
+        self.update_node(name, |n| n.labels = labels.clone())
+            .map(|_| ())
     }
 }

@@ -60,3 +60,37 @@ impl<S: Datastore> Ipam<S> {
             .collect())
     }
 }
+
+impl<S: Datastore> Ipam<S> {
+    /// The routes `node` should have now ([`crate::routing::routes_for`]), and the addresses
+    /// its pods borrowed (which it announces), from one consistent read.
+    pub fn routes_for(
+        &self,
+        node: &str,
+    ) -> Result<(Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>), IpamError> {
+        use crate::datastore::{all, Read};
+        let answers = self.store.read(&[
+            Read::List(Range::Affinities),
+            Read::List(Range::Nodes),
+            Read::List(Range::Endpoints),
+        ])?;
+        let mut it = answers.into_iter();
+        let mut next = || it.next().unwrap_or_default();
+        let affs: Vec<_> = all::<crate::model::Affinity>(next())?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let nodes: Vec<_> = all::<crate::model::Node>(next())?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let eps: Vec<_> = all::<Endpoint>(next())?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        Ok((
+            crate::routing::routes_for(node, &affs, &nodes, &eps),
+            crate::routing::borrowed_by(node, &affs, &eps),
+        ))
+    }
+}

@@ -13,6 +13,13 @@
 use super::keys;
 use ipam_core::{Key, Record, Revision, StoreError, Versioned};
 
+/// The node record as format 1 first stored it (name and labels), still read.
+#[derive(serde::Deserialize)]
+struct NodeV1 {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
 /// Version of the value layout and of the record encodings.
 pub const FORMAT_VERSION: u8 = 1;
 
@@ -84,7 +91,17 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
             Record::Pool(p)
         }
         Key::Node(_) => {
-            let n: ipam_core::Node = de(key, body)?;
+            let n: ipam_core::Node = match de(key, body) {
+                Ok(n) => n,
+                // Written before nodes had addresses.
+                Err(first) => de::<NodeV1>(key, body)
+                    .map(|o| ipam_core::Node {
+                        name: o.name,
+                        labels: o.labels,
+                        addresses: Vec::new(),
+                    })
+                    .map_err(|_| first)?,
+            };
             ipam_core::model::node::validate_node_name(&n.name).map_err(invalid)?;
             Record::Node(n)
         }
@@ -122,6 +139,30 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_records_without_addresses_still_decode() {
+        // Bytes of a node record as stored before nodes had addresses: version 1, revision 7,
+        // postcard of {name: "n1", labels: {"zone": "a"}}.
+        let mut v = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 7];
+        v.extend_from_slice(&[2, b'n', b'1', 1, 4, b'z', b'o', b'n', b'e', 1, b'a']);
+        let key = keys::encode(&Key::Node("n1".into()));
+        let got = decode(&key, &v).unwrap();
+        let Record::Node(n) = got.value else {
+            panic!("not a node")
+        };
+        assert_eq!(n.name, "n1");
+        assert_eq!(n.labels.get("zone").map(String::as_str), Some("a"));
+        assert!(n.addresses.is_empty());
+        assert_eq!(got.revision, Revision(7));
+        // And a node with an address round-trips.
+        let with = ipam_core::Node {
+            addresses: vec!["172.18.0.3".parse().unwrap()],
+            ..n
+        };
+        let bytes = encode(&Record::Node(with.clone()), Revision(8)).unwrap();
+        assert_eq!(decode(&key, &bytes).unwrap().value, Record::Node(with));
+    }
     use ipam_core::model::block::{AllocAttrs, HostReserved};
     use ipam_core::Block;
     use std::sync::Arc;
