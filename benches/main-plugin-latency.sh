@@ -38,7 +38,7 @@ IPAMD=$!
 for _ in $(seq 100); do [ -S "$T/ipamd.sock" ] && break; sleep 0.05; done
 ipam() { printf '{"type":"calico-ipam","nodename":"bench","sled_path":"%s","ipamd_socket":"%s","ipam_lock_file":"%s","log_file_path":"none","ipv4_pools":["%s"]}' "$T/store" "$T/ipamd.sock" "$T/lock" "$1"; }
 CALICO_CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"calico-bench\",\"type\":\"calico\",\"mtu\":1450,\"ipam\":$(ipam 10.244.0.0/16)}"
-PTP_CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"ptp-bench\",\"type\":\"ptp\",\"mtu\":1450,\"ipam\":$(ipam 10.245.0.0/16)}"
+PTP_CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"ptp-bench\",\"type\":\"ptp\",\"mtu\":1450,\"ipam\":$(ipam 10.244.0.0/16)}"
 now() { date +%s%N; }
 # call PLUGIN VERB CID NETNS CONF -> appends "plugin verb ns" to the results
 call() {

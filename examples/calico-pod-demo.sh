@@ -30,7 +30,7 @@ ip -n "$HOST" route add default via 192.0.2.254
 ip netns exec "$HOST" sysctl -qw net.ipv4.ip_forward=1
 conf="{\"cniVersion\": \"1.0.0\", \"name\": \"k8s-pod-network\", \"type\": \"calico\", \"mtu\": 1450,
  \"nodename\": \"pod-network-worker\", \"sled_path\": \"$work/store\", \"ipam_lock_file\": \"$work/ipam.lock\",
- \"log_file_path\": \"$work/cni.log\", \"ipamd_socket\": \"$work/none.sock\",
+ \"log_file_path\": \"$work/cni.log\", \"log_level\": \"warn\", \"ipamd_socket\": \"$work/none.sock\",
  \"ipam\": {\"type\": \"calico-ipam\", \"ipv4_pools\": [\"192.168.0.0/16\"]}}"
 add() { # add POD
   ip netns add "$TAG-$1"

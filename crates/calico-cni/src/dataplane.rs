@@ -12,7 +12,7 @@ use futures::stream::TryStreamExt;
 use ipam_cni::error::{codes, CniError};
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
 };
@@ -197,21 +197,24 @@ pub fn add(
         if let Some(old) = link_by_name(&host, host_ifname).await? {
             let _ = host.link().del(old.header.index).execute().await;
         }
-        let peer = format!(
-            "tmp{}",
-            &host_ifname[host_ifname.len().saturating_sub(12)..]
-        );
+        // The pod end is created in the pod's namespace under its final name: moving a link
+        // between namespaces afterwards costs tens of milliseconds of kernel synchronisation.
+        let peer = LinkUnspec::new_with_name(ifname)
+            .mtu(mtu)
+            .setns_by_fd(ns.file.as_raw_fd())
+            .build();
         host.link()
             .add(
-                LinkVeth::new(host_ifname, &peer)
+                LinkVeth::new(host_ifname, ifname)
                     .mtu(mtu)
                     .address(HOST_MAC.to_vec())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                     .build(),
             )
             .execute()
             .await
             .map_err(|e| io(&format!("creating veth {host_ifname}"), e))?;
-        let r = configure(ns, &host, &pod, host_ifname, &peer, ifname, mtu, ips).await;
+        let r = configure(ns, &host, &pod, host_ifname, ifname, ips).await;
         if r.is_err() {
             if let Ok(Some(l)) = link_by_name(&host, host_ifname).await {
                 let _ = host.link().del(l.header.index).execute().await;
@@ -221,45 +224,20 @@ pub fn add(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn configure(
     ns: &Netns,
     host: &Handle,
     pod: &Handle,
     host_ifname: &str,
-    peer: &str,
     ifname: &str,
-    mtu: u32,
     ips: &[IpAddr],
 ) -> Result<Wired, CniError> {
     let v4 = ips.iter().any(IpAddr::is_ipv4);
     let v6 = ips.iter().any(IpAddr::is_ipv6);
-    let peer_link = link_by_name(host, peer)
-        .await?
-        .ok_or_else(|| io("veth peer", "vanished"))?;
-    host.link()
-        .set(
-            LinkUnspec::new_with_index(peer_link.header.index)
-                .setns_by_fd(ns.file.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| io("moving the veth end into the pod", e))?;
-    let moved = link_by_name(pod, peer)
+    let moved = link_by_name(pod, ifname)
         .await?
         .ok_or_else(|| io("veth peer", "not in the pod's namespace"))?;
     let pi = moved.header.index;
-    pod.link()
-        .set(
-            LinkUnspec::new_with_index(pi)
-                .name(ifname.to_string())
-                .mtu(mtu)
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| io(&format!("naming the pod's interface {ifname}"), e))?;
 
     // Host end: answer ARP/NDP for the gateway, forward, no router advertisements; then up.
     let conf = |fam: &str, key: &str| format!("net/{fam}/conf/{host_ifname}/{key}");
