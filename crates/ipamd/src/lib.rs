@@ -7,7 +7,17 @@
 //! flushes (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
 //! every in-flight request has finished.
 //!
+//! With `--routes direct|bgp` it also runs the route agent ([`agent`]): the store's block
+//! affinities become this node's routes, programmed over netlink ([`kernel`]) or announced
+//! through BIRD ([`bird`]); the node registers its address ([`autodetect`]) so others can
+//! route to it.
+//!
 //! Not here: CNI semantics (ipam-cni), allocation (ipam-core), storage (ipam-store).
+
+pub mod agent;
+pub mod autodetect;
+pub mod bird;
+pub mod kernel;
 
 use ipam_cni::protocol::{self, Kind, Request, Response};
 use ipam_core::{Datastore, Ipam};

@@ -41,6 +41,91 @@ struct Args {
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
+    /// This node's name (registered in the store with its address). Default: the host name.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The address other nodes route this node's blocks to.
+    #[arg(long, conflicts_with = "node_address_autodetect")]
+    node_address: Option<std::net::IpAddr>,
+    /// How to find that address: first-found, interface=REGEX, can-reach=IP.
+    #[arg(long)]
+    node_address_autodetect: Option<String>,
+    /// Turn block affinities into routes: none, direct (programmed here) or bgp (through BIRD).
+    #[arg(long, value_enum, default_value = "none")]
+    routes: RoutesMode,
+    /// Seconds between route passes (fractions allowed).
+    #[arg(long, default_value_t = 0.1)]
+    route_interval_seconds: f64,
+    /// BIRD's configuration file (bgp mode).
+    #[arg(long, default_value = "/etc/bird/bird.conf")]
+    bird_config: PathBuf,
+    /// BIRD's control socket (bgp mode).
+    #[arg(long, default_value = "/run/bird/bird.ctl")]
+    bird_socket: PathBuf,
+    /// AS number of the iBGP mesh (bgp mode).
+    #[arg(long, default_value_t = ipamd::bird::DEFAULT_AS)]
+    bgp_as: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RoutesMode {
+    None,
+    Direct,
+    Bgp,
+}
+
+/// Registers this node (name and address) when asked to, and returns the route agent's
+/// configuration when the agent is on.
+fn register(
+    args: &Args,
+    ipam: &Ipam<Box<dyn ipam_core::Datastore>>,
+) -> anyhow::Result<Option<ipamd::agent::AgentConfig>> {
+    let wants_node = args.routes != RoutesMode::None
+        || args.node_name.is_some()
+        || args.node_address.is_some()
+        || args.node_address_autodetect.is_some();
+    if !wants_node {
+        return Ok(None);
+    }
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (or pass --node-name)")?
+            .trim()
+            .to_string(),
+    };
+    let address = match (args.node_address, &args.node_address_autodetect) {
+        (Some(a), _) => a,
+        (None, m) => {
+            let method: ipamd::autodetect::Method = m
+                .as_deref()
+                .unwrap_or("first-found")
+                .parse()
+                .map_err(anyhow::Error::msg)?;
+            ipamd::autodetect::detect(&method).map_err(anyhow::Error::msg)?
+        }
+    };
+    ipam.update_node(&name, |n| {
+        n.addresses.retain(|a| a.is_ipv6() != address.is_ipv6());
+        n.addresses.push(address);
+    })
+    .with_context(|| format!("registering node {name}"))?;
+    tracing::info!(node = %name, address = %address, "node registered");
+    let mode = match args.routes {
+        RoutesMode::None => return Ok(None),
+        RoutesMode::Direct => ipamd::agent::Mode::Direct,
+        RoutesMode::Bgp => ipamd::agent::Mode::Bgp {
+            config: args.bird_config.clone(),
+            socket: args.bird_socket.clone(),
+            asn: args.bgp_as,
+        },
+    };
+    Ok(Some(ipamd::agent::AgentConfig {
+        node: name,
+        address,
+        mode,
+        interval: Duration::from_secs_f64(args.route_interval_seconds.clamp(0.01, 60.0)),
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         .open(Duration::from_secs(args.lock_timeout_seconds))
         .with_context(|| format!("opening {spec}"))?;
     let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
+    let agent = register(&args, &ipam)?;
     let listener =
         ipamd::bind(&args.socket).with_context(|| format!("binding {}", args.socket.display()))?;
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -85,6 +171,11 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!(socket = %args.socket.display(), store = %spec, "serving");
     let stats = Arc::new(ipamd::Stats::default());
+    let agent_thread = agent.map(|cfg| {
+        tracing::info!(mode = ?cfg.mode, node = %cfg.node, "route agent on");
+        let (ipam, shutdown) = (ipam.clone(), shutdown.clone());
+        std::thread::spawn(move || ipamd::agent::run(ipam, cfg, shutdown))
+    });
     ipamd::serve_store(
         listener,
         ipam.clone(),
@@ -92,6 +183,9 @@ fn main() -> anyhow::Result<()> {
         stats.clone(),
         Some(spec.identity()),
     )?;
+    if let Some(t) = agent_thread {
+        let _ = t.join();
+    }
     // Every answered commit is durable already; dropping the store flushes the rest.
     drop(ipam);
     let _ = std::fs::remove_file(&args.socket);
