@@ -67,7 +67,8 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
                 let full = first || last_full.elapsed() >= resync;
                 match &cfg.mode {
                     Mode::Direct => {
-                        let want: BTreeSet<KernelRoute> = routes.iter().map(KernelRoute::from).collect();
+                        let want: BTreeSet<KernelRoute> =
+                            routes.iter().map(KernelRoute::from).collect();
                         if full || last_direct.as_ref() != Some(&want) {
                             match kernel.reconcile(&want) {
                                 Ok((added, removed, failed)) => {
@@ -86,7 +87,11 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
                             }
                         }
                     }
-                    Mode::Bgp { config, socket, asn } => {
+                    Mode::Bgp {
+                        config,
+                        socket,
+                        asn,
+                    } => {
                         if first {
                             // Routes a direct-mode run left behind are no longer wanted.
                             let _ = kernel.reconcile(&BTreeSet::new());
@@ -97,11 +102,18 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
                             .into_iter()
                             .filter_map(|n| n.address(false).map(|a| (n.name, a)))
                             .collect();
-                        let text = bird::render(&cfg.node, cfg.address, *asn, &routes, &borrowed, &peers);
-                        if full && last_bird.is_none() || last_bird.as_deref() != Some(text.as_str()) {
+                        let text =
+                            bird::render(&cfg.node, cfg.address, *asn, &routes, &borrowed, &peers);
+                        if full && last_bird.is_none()
+                            || last_bird.as_deref() != Some(text.as_str())
+                        {
                             match bird::apply(config, socket, &text) {
                                 Ok(()) => {
-                                    tracing::info!(routes = routes.len(), borrowed = borrowed.len(), "BIRD reconfigured");
+                                    tracing::info!(
+                                        routes = routes.len(),
+                                        borrowed = borrowed.len(),
+                                        "BIRD reconfigured"
+                                    );
                                     last_bird = Some(text);
                                 }
                                 Err(e) => {

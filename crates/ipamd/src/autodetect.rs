@@ -9,8 +9,21 @@ use std::net::{IpAddr, UdpSocket};
 
 /// Interface name prefixes `first-found` skips, as Calico's does.
 const SKIPPED: &[&str] = &[
-    "lo", "cali", "docker", "cbr", "dummy", "virbr", "lxcbr", "veth", "tunl", "flannel",
-    "kube-ipvs", "cni", "vxlan", "wireguard", "tmp",
+    "lo",
+    "cali",
+    "docker",
+    "cbr",
+    "dummy",
+    "virbr",
+    "lxcbr",
+    "veth",
+    "tunl",
+    "flannel",
+    "kube-ipvs",
+    "cni",
+    "vxlan",
+    "wireguard",
+    "tmp",
 ];
 
 /// How to find the address.

@@ -44,14 +44,20 @@ pub fn render(
     all_peers: &[(String, IpAddr)],
 ) -> String {
     let mut c = String::new();
-    let _ = writeln!(c, "# Rendered by calico-ipamd for node {node}; replaced on every change.");
+    let _ = writeln!(
+        c,
+        "# Rendered by calico-ipamd for node {node}; replaced on every change."
+    );
     let _ = writeln!(c, "router id {address};");
     c.push_str("protocol device { scan time 10; }\n");
     c.push_str(
         "protocol kernel {\n  ipv4 {\n    import none;\n    export filter {\n      if proto = \"own_blocks\" then accept;\n      if source = RTS_BGP then accept;\n      reject;\n    };\n  };\n}\n",
     );
     c.push_str("protocol static own_blocks {\n  ipv4;\n");
-    for r in routes.iter().filter(|r| r.target == Target::Blackhole && r.dst.is_ipv4()) {
+    for r in routes
+        .iter()
+        .filter(|r| r.target == Target::Blackhole && r.dst.is_ipv4())
+    {
         let _ = writeln!(c, "  route {} blackhole;", r.dst);
     }
     c.push_str("}\nprotocol static borrowed {\n  ipv4;\n");
@@ -93,7 +99,9 @@ pub fn apply(path: &Path, socket: &Path, config: &str) -> Result<(), String> {
         .output()
         .map_err(|e| format!("running birdc: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status.success() && (text.contains("Reconfigured") || text.contains("Reconfiguration in progress")) {
+    if out.status.success()
+        && (text.contains("Reconfigured") || text.contains("Reconfiguration in progress"))
+    {
         Ok(())
     } else {
         Err(format!(
@@ -117,7 +125,11 @@ mod tests {
         };
         let routes = [
             r("10.244.0.0/26", Target::Blackhole, "a"),
-            r("10.244.1.0/26", Target::Via("172.18.0.3".parse().unwrap()), "b"),
+            r(
+                "10.244.1.0/26",
+                Target::Via("172.18.0.3".parse().unwrap()),
+                "b",
+            ),
         ];
         let peers = [
             ("a".to_string(), "172.18.0.4".parse().unwrap()),
@@ -140,7 +152,11 @@ mod tests {
         assert!(c.contains("neighbor 172.18.0.2 as 64512;"), "{c}");
         assert!(!c.contains("neighbor 172.18.0.4"), "{c}");
         // BIRD itself accepts it, when installed.
-        if std::process::Command::new("bird").arg("--version").output().is_ok() {
+        if std::process::Command::new("bird")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
             let d = tempfile::tempdir().unwrap();
             let f = d.path().join("bird.conf");
             std::fs::write(&f, &c).unwrap();
@@ -150,7 +166,12 @@ mod tests {
                 .arg(&f)
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stderr), c);
+            assert!(
+                o.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&o.stderr),
+                c
+            );
         }
     }
 }

@@ -31,6 +31,9 @@ impl From<&Route> for KernelRoute {
     }
 }
 
+/// What a reconcile did: routes added, routes removed, failures (one line each).
+pub type Reconciled = (Vec<KernelRoute>, Vec<KernelRoute>, Vec<String>);
+
 /// Talks to the kernel of the namespace the service runs in.
 pub struct Kernel {
     rt: tokio::runtime::Runtime,
@@ -108,7 +111,8 @@ impl Kernel {
                 RouteMessageBuilder::<Ipv4Addr>::new().build(),
                 RouteMessageBuilder::<Ipv6Addr>::new().build(),
             ] {
-                let all: Vec<RouteMessage> = self.handle.route().get(q).execute().try_collect().await?;
+                let all: Vec<RouteMessage> =
+                    self.handle.route().get(q).execute().try_collect().await?;
                 out.extend(
                     all.iter()
                         .filter(|m| m.header.protocol == RouteProtocol::Other(PROTO))
@@ -121,10 +125,7 @@ impl Kernel {
 
     /// Makes the agent's routes exactly `want`: deletes the others of its protocol, adds the
     /// missing. Returns (added, removed, failures); a failure does not stop the others.
-    pub fn reconcile(
-        &self,
-        want: &BTreeSet<KernelRoute>,
-    ) -> Result<(Vec<KernelRoute>, Vec<KernelRoute>, Vec<String>), rtnetlink::Error> {
+    pub fn reconcile(&self, want: &BTreeSet<KernelRoute>) -> Result<Reconciled, rtnetlink::Error> {
         let have = self.owned()?;
         let (mut added, mut removed, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         self.rt.block_on(async {

@@ -26,6 +26,9 @@ pub struct ShowArgs {
     /// Workload endpoints the main plugin recorded (with `--node`, that node's).
     #[arg(long)]
     pub endpoints: bool,
+    /// The routes each node (with `--node`, that node) should have, from the store.
+    #[arg(long)]
+    pub routes: bool,
 }
 
 /// Runs `show`.
@@ -66,6 +69,28 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ShowArgs, json: bool) -> Result<Out
             ),
             json!({"strict_affinity": c.strict_affinity, "auto_allocate_blocks": c.auto_allocate_blocks,
                    "max_blocks_per_host": c.max_blocks_per_host, "ip_cooldown_seconds": c.ip_cooldown_seconds}),
+        ));
+    }
+    if a.routes {
+        let names: Vec<String> = match &a.node {
+            Some(n) => vec![n.clone()],
+            None => ipam.nodes()?.into_iter().map(|n| n.name).collect(),
+        };
+        let mut rows = Vec::new();
+        let mut all = Vec::new();
+        for n in &names {
+            let (routes, borrowed) = ipam.routes_for(n)?;
+            for r in &routes {
+                rows.push(vec![n.clone(), r.to_string(), r.owner.clone()]);
+            }
+            all.push(json!({"node": n,
+                "routes": routes.iter().map(|r| json!({"dst": r.dst.to_string(), "route": r.to_string(), "owner": r.owner})).collect::<Vec<_>>(),
+                "announces_borrowed": borrowed.iter().map(ToString::to_string).collect::<Vec<_>>()}));
+        }
+        return Ok(output(
+            json,
+            table::render(&["NODE", "ROUTE", "BLOCK OF"], &rows),
+            json!(all),
         ));
     }
     if a.endpoints {
