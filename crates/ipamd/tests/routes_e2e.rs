@@ -567,6 +567,7 @@ fn scenario(bgp: bool) {
     lab.converge("a borrowed address");
     let shown = lab.ctl(&["node", "show", "worker2"]);
     assert!(shown.contains("worker2"), "{shown}");
+    let worker2 = lab.nodes[2].addr.clone();
     for (i, n) in lab.nodes.iter().enumerate() {
         if i == 2 {
             continue;
@@ -575,7 +576,7 @@ fn scenario(bgp: bool) {
         assert!(
             routes
                 .iter()
-                .any(|r| r.starts_with(&format!("{borrowed_ip} via 172.18.0.2"))),
+                .any(|r| r.starts_with(&format!("{borrowed_ip} via {worker2}"))),
             "{}: no /32 for the borrowed {borrowed_ip}: {routes:?}",
             n.name
         );
