@@ -7,6 +7,7 @@ use crate::error::{codes, CniError};
 use fs2::FileExt;
 use ipam_store::SpecOpenError;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 /// The host lock, held while the plugin uses the store.
@@ -30,6 +31,7 @@ pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| {
             CniError::new(
@@ -38,6 +40,7 @@ pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
                 format!("cannot open lock file {}: {e}", path.display()),
             )
         })?;
+    trust_lock_file(&file, path)?;
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -56,6 +59,42 @@ pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
             }
         }
     }
+}
+
+/// `flock` needs only read access, so a lock file another user owns or can read lets that user
+/// block every local call: refuse the first, and take read access away in the second.
+fn trust_lock_file(file: &File, path: &std::path::Path) -> Result<(), CniError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = file.metadata().map_err(|e| {
+        CniError::new(
+            codes::IO_FAILURE,
+            "I/O failure",
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(CniError::new(
+            codes::IO_FAILURE,
+            "untrusted lock file",
+            format!(
+                "the IPAM lock file {} belongs to user {}, not {me}; remove it or set ipam_lock_file to a path only root can create",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| {
+                CniError::new(
+                    codes::IO_FAILURE,
+                    "I/O failure",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Opens the configured store, waiting up to `remaining` for it.

@@ -43,7 +43,7 @@ pub fn call(cfg: &PluginConfig, op: &EndpointOp) -> Result<Option<Endpoint>, Cni
             return serde_json::from_str(&r.stdout)
                 .map_err(|e| CniError::decode(format!("node service answer: {e}")));
         }
-        Ok(_) | Err(CallError::NotRunning(_)) => {}
+        Ok(_) | Err(CallError::NotRunning(_)) | Err(CallError::Untrusted(_)) => {}
         Err(CallError::Failed(e)) => {
             return Err(CniError::try_again(format!(
                 "the IPAM node service failed mid-request: {e}"

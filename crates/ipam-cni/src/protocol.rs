@@ -142,13 +142,36 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io::R
 pub enum CallError {
     /// No service listens (connect failed): serve the request locally.
     NotRunning(std::io::Error),
+    /// Something listens on the socket, but it runs as another user than this process: its
+    /// answers are not trusted (anyone who binds the path first could forge results), nothing
+    /// was sent, and the request is served locally.
+    Untrusted(String),
     /// The service was reached but the exchange failed; the request may have been applied.
     Failed(std::io::Error),
+}
+
+/// Trusts only a service running as the same user as this process (root, for a CNI plugin).
+fn check_peer(s: &UnixStream, socket: &Path) -> Result<(), CallError> {
+    let cred = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| {
+            CallError::Untrusted(format!("{}: no peer credentials: {e}", socket.display()))
+        })?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() != me {
+        return Err(CallError::Untrusted(format!(
+            "{} is served by process {} of user {}, not {me}: ignored",
+            socket.display(),
+            cred.pid(),
+            cred.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Sends a request and waits for the response.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, CallError> {
     let mut s = UnixStream::connect(socket).map_err(CallError::NotRunning)?;
+    check_peer(&s, socket)?;
     let io = |r: std::io::Result<()>| r.map_err(CallError::Failed);
     io(s.set_read_timeout(Some(timeout)))?;
     io(s.set_write_timeout(Some(timeout)))?;

@@ -137,6 +137,10 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
             tracing::info!(error = ?resp.error, "node service declined; serving locally");
         }
         Err(CallError::NotRunning(_)) => {}
+        Err(CallError::Untrusted(why)) => {
+            crate::logging::init(&inv.config);
+            tracing::warn!(reason = %why, "not using the node service");
+        }
         Err(CallError::Failed(e)) => {
             let err = CniError::try_again(format!("the IPAM node service failed mid-request: {e}"));
             let err = if inv.env.command == Command::Status {

@@ -132,7 +132,7 @@ pub fn run(cli: Cli) -> Outcome {
             exit_code: r.exit_code,
             files: r.files,
         },
-        Ok(_) | Err(CallError::NotRunning(_)) => {
+        Ok(_) | Err(CallError::NotRunning(_)) | Err(CallError::Untrusted(_)) => {
             match spec.open(Duration::from_secs(lock_timeout_seconds)) {
                 Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
                 Err(e) => return fail(e.to_string()),
@@ -140,7 +140,18 @@ pub fn run(cli: Cli) -> Outcome {
         }
         Err(CallError::Failed(e)) => return fail(format!("the node service failed: {e}")),
     };
+    // Only files this command line asked for are written, whoever answered.
+    let asked: Vec<&str> = match &command {
+        Command::Check(a) => a.report.iter().map(String::as_str).collect(),
+        Command::Map(a) => a.svg.iter().map(String::as_str).collect(),
+        _ => Vec::new(),
+    };
     for (path, content) in &outcome.files {
+        if !asked.contains(&path.as_str()) {
+            return fail(format!(
+                "the answer names a file this command did not ask for ({path}); nothing written"
+            ));
+        }
         if let Err(e) = std::fs::write(path, content) {
             return fail(format!("cannot write {path}: {e}"));
         }

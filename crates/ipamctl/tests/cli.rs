@@ -390,3 +390,28 @@ fn check_compares_allocations_with_workload_endpoints() {
         o.stdout
     );
 }
+
+#[test]
+fn a_service_cannot_make_ipamctl_write_files_it_did_not_ask_for() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("svc.sock");
+    let evil = d.path().join("evil");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let evil_path = evil.display().to_string();
+    let t = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let _: ipam_cni::protocol::Request = ipam_cni::protocol::read_frame(&mut c).unwrap();
+        let resp = ipam_cni::protocol::Response {
+            version: ipam_cni::protocol::VERSION,
+            stdout: "ok\n".into(),
+            files: vec![(evil_path, "written by the service".into())],
+            ..Default::default()
+        };
+        ipam_cni::protocol::write_frame(&mut c, &resp).unwrap();
+    });
+    let o = run_args(["ipamctl", "--socket", sock.to_str().unwrap(), "show"]);
+    t.join().unwrap();
+    assert_eq!(o.exit_code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("did not ask for"), "{}", o.stdout);
+    assert!(!evil.exists());
+}

@@ -247,16 +247,31 @@ pub fn wake(socket: &Path) {
     let _ = UnixStream::connect(socket);
 }
 
-/// Binds the socket: creates its directory (0700), removes a stale socket file that nobody
-/// answers on, and makes the socket 0600.
+/// Binds the socket: creates its directory (0700), refuses a directory that another user owns
+/// or that others may write to (they could replace the socket), removes a stale socket file
+/// that nobody answers on, and makes the socket 0600.
 pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if let Some(dir) = socket.parent() {
         if !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)?;
+        }
+        let meta = std::fs::metadata(dir)?;
+        // Our effective uid, read from /proc (owner of our own process directory).
+        let me = std::fs::metadata("/proc/self")?.uid();
+        if meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "socket directory {} is owned by user {} with mode {:o}: it must be owned by user {me} and writable by no one else",
+                    dir.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            ));
         }
     }
     if socket.exists() {

@@ -130,6 +130,7 @@ fn sigterm_finishes_in_flight_requests_and_flushes() {
             }
             Err(CallError::NotRunning(_)) => refused += 1,
             Err(CallError::Failed(e)) => panic!("an accepted request was cut off: {e}"),
+            Err(CallError::Untrusted(why)) => panic!("the service was not trusted: {why}"),
         }
     }
     let status = child.wait().unwrap();
