@@ -268,34 +268,7 @@ impl Lab {
 
     /// Runs `calico` inside the host namespace.
     fn exec(&self, verb: &str, cid: &str, netns: &str, args: &str, conf: &Value) -> (i32, String) {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.host, env!("CARGO_BIN_EXE_calico")])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &self.cni_path)
-            .env("CNI_ARGS", args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if !netns.is_empty() {
-            c.env("CNI_NETNS", netns);
-        }
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).to_string(),
-        )
+        calico(&self.host, &self.cni_path, verb, cid, netns, args, conf)
     }
 
     fn netns_path(ns: &str) -> String {
@@ -365,6 +338,46 @@ impl Drop for Lab {
         }
         let _ = sh(&["ip", "netns", "del", &self.host]);
     }
+}
+
+/// Runs `calico` inside `host` (the node's namespace).
+fn calico(
+    host: &str,
+    cni_path: &str,
+    verb: &str,
+    cid: &str,
+    netns: &str,
+    args: &str,
+    conf: &Value,
+) -> (i32, String) {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", host, env!("CARGO_BIN_EXE_calico")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", cni_path)
+        .env("CNI_ARGS", args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if !netns.is_empty() {
+        c.env("CNI_NETNS", netns);
+    }
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+    )
 }
 
 fn first_ip(res: &Value, v6: bool) -> String {
@@ -565,33 +578,16 @@ fn twenty_concurrent_adds_then_dels_leave_nothing() {
                     let (host, cni_path) = (l.host.clone(), l.cni_path.clone());
                     drop(l);
                     let args = format!("K8S_POD_NAMESPACE=load;K8S_POD_NAME=pod-{i}");
-                    let out = Command::new("ip")
-                        .args(["netns", "exec", &host, env!("CARGO_BIN_EXE_calico")])
-                        .env_clear()
-                        .env("PATH", std::env::var("PATH").unwrap_or_default())
-                        .env("CNI_COMMAND", verb)
-                        .env("CNI_CONTAINERID", format!("load-{i}"))
-                        .env("CNI_IFNAME", "eth0")
-                        .env("CNI_NETNS", Lab::netns_path(&ns))
-                        .env("CNI_PATH", cni_path)
-                        .env("CNI_ARGS", args)
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .and_then(|mut c| {
-                            use std::io::Write;
-                            c.stdin
-                                .take()
-                                .unwrap()
-                                .write_all(conf.to_string().as_bytes())?;
-                            c.wait_with_output()
-                        })
-                        .unwrap();
-                    (
-                        out.status.code(),
-                        String::from_utf8_lossy(&out.stdout).to_string(),
-                    )
+                    let (code, out) = calico(
+                        &host,
+                        &cni_path,
+                        verb,
+                        &format!("load-{i}"),
+                        &Lab::netns_path(&ns),
+                        &args,
+                        &conf,
+                    );
+                    (Some(code), out)
                 })
             })
             .collect();
