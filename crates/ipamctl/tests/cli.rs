@@ -415,3 +415,54 @@ fn a_service_cannot_make_ipamctl_write_files_it_did_not_ask_for() {
     assert!(o.stdout.contains("did not ask for"), "{}", o.stdout);
     assert!(!evil.exists());
 }
+
+#[test]
+fn pool_update_changes_what_may_change_and_node_labels_select_pools() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    let o = run_args(args(
+        &store,
+        &[
+            "pool",
+            "update",
+            "p",
+            "--node-selector",
+            "zone == 'east'",
+            "--mode",
+            "automatic",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["node_selector"], "zone == 'east'");
+    // The CIDR and block size are immutable, with a clear error.
+    let o = run_args(args(&store, &["pool", "update", "p", "--block-size", "28"]));
+    assert_eq!(o.exit_code, 1);
+    assert!(o.stdout.contains("immutable"), "{}", o.stdout);
+    let o = run_args(args(&store, &["pool", "update", "p", "--mode", "sideways"]));
+    assert_eq!(o.exit_code, 1, "{}", o.stdout);
+    // A node without the label gets nothing from the pool; labelled, it does.
+    let assign = |node: &str| {
+        let ipam = Ipam::new(
+            SledStore::open(&store, &SledOptions::default()).unwrap(),
+            Arc::new(SystemClock),
+        );
+        ipam.auto_assign(&AutoAssignArgs::v4(node, &format!("h-{node}"), 1))
+    };
+    assert!(
+        assign("n9").is_err(),
+        "a node no pool selects got an address"
+    );
+    let o = run_args(args(&store, &["node", "set", "n9", "--label", "zone=east"]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(assign("n9").is_ok());
+    let o = run_args(args(&store, &["pool", "update", "p", "--disabled", "true"]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(
+        assign("n9").is_err(),
+        "a disabled pool handed out an address"
+    );
+}

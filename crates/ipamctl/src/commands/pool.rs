@@ -37,6 +37,30 @@ pub enum PoolCmd {
     },
     /// List pools.
     List,
+    /// Change a pool's node selector, allowed uses, disabled flag or assignment mode. The CIDR
+    /// and block size are immutable: split or recreate the pool instead.
+    Update {
+        /// Pool name.
+        name: String,
+        /// Node selector (Calico syntax).
+        #[arg(long)]
+        node_selector: Option<String>,
+        /// Allowed uses: workload, tunnel, loadbalancer (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        allowed_uses: Vec<String>,
+        /// Disable (`true`) or enable (`false`).
+        #[arg(long)]
+        disabled: Option<bool>,
+        /// Assignment mode: automatic, or manual (used only when requested by name).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Refused: a pool's CIDR cannot change.
+        #[arg(long, hide = true)]
+        cidr: Option<IpNetwork>,
+        /// Refused: a pool's block size cannot change.
+        #[arg(long, hide = true)]
+        block_size: Option<u8>,
+    },
     /// Disable a pool (no new addresses); `--enable` reverses it.
     Disable {
         /// Pool name.
@@ -139,6 +163,65 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                     &rows,
                 ),
                 json!(pools.iter().map(pool_json).collect::<Vec<_>>()),
+            ))
+        }
+        PoolCmd::Update {
+            name,
+            node_selector,
+            allowed_uses,
+            disabled,
+            mode,
+            cidr,
+            block_size,
+        } => {
+            if cidr.is_some() || block_size.is_some() {
+                return Err(CtlError::Usage(format!(
+                    "pool {name}: the CIDR and block size are immutable; create a new pool (or split this one) and delete the old"
+                )));
+            }
+            let selector = node_selector
+                .as_deref()
+                .map(str::parse::<ipam_core::Selector>)
+                .transpose()
+                .map_err(ipam_core::IpamError::from)?;
+            let uses: Vec<AllowedUse> = allowed_uses
+                .iter()
+                .map(|u| parse_use(u))
+                .collect::<Result<_, _>>()?;
+            let mode = match mode.as_deref() {
+                None => None,
+                Some("automatic") => Some(AssignmentMode::Automatic),
+                Some("manual") => Some(AssignmentMode::Manual),
+                Some(other) => {
+                    return Err(CtlError::Usage(format!(
+                        "mode {other:?}: automatic or manual"
+                    )))
+                }
+            };
+            let p = ipam.update_pool(name, |p| {
+                if let Some(s) = &selector {
+                    p.node_selector = s.clone();
+                }
+                if !uses.is_empty() {
+                    p.allowed_uses = uses.clone();
+                }
+                if let Some(d) = disabled {
+                    p.disabled = *d;
+                }
+                if let Some(m) = mode {
+                    p.assignment_mode = m;
+                }
+            })?;
+            Ok(output(
+                json,
+                format!(
+                    "pool {name} updated: selector {}, uses {:?}, disabled {}, mode {:?}\n",
+                    p.node_selector.as_str(),
+                    p.allowed_uses,
+                    p.disabled,
+                    p.assignment_mode
+                ),
+                pool_json(&p),
             ))
         }
         PoolCmd::Disable { name, enable } => {
