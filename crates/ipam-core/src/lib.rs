@@ -36,8 +36,8 @@ pub use datastore::{
 };
 pub use error::IpamError;
 pub use ipam::{
-    Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam,
-    IpamOptions, ReleaseOutcome, ReleaseRequest, Utilisation, ATTR_NODE,
+    Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, Dump, FamilyAssignment,
+    Ipam, IpamOptions, ReleaseOutcome, ReleaseRequest, Utilisation, ATTR_NODE,
 };
 pub use model::{
     Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Endpoint, Handle, HostReserved,

@@ -65,6 +65,7 @@ fn attach_inputs(cmd: &mut Command) -> Result<(), String> {
             }
         }
         Command::Gc(a) => a.valid_json = Some(read(&a.valid_attachments)?),
+        Command::Import(a) => a.document = Some(read(&a.file)?),
         _ => {}
     }
     Ok(())
@@ -144,6 +145,7 @@ pub fn run(cli: Cli) -> Outcome {
     let asked: Vec<&str> = match &command {
         Command::Check(a) => a.report.iter().map(String::as_str).collect(),
         Command::Map(a) => a.svg.iter().map(String::as_str).collect(),
+        Command::Export(a) => a.file.iter().map(String::as_str).collect(),
         _ => Vec::new(),
     };
     for (path, content) in &outcome.files {

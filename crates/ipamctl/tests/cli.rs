@@ -466,3 +466,119 @@ fn pool_update_changes_what_may_change_and_node_labels_select_pools() {
         "a disabled pool handed out an address"
     );
 }
+
+fn state_of(doc: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(v["format"], "calico-ipam-export");
+    assert_eq!(v["version"], 1);
+    v["state"].clone()
+}
+
+#[test]
+fn export_and_import_round_trip_between_stores() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    prepare(&a);
+    let o = run_args(args(
+        &a,
+        &[
+            "node",
+            "set",
+            "n1",
+            "--address",
+            "172.18.0.3",
+            "--label",
+            "zone=a",
+        ],
+    ));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let f = d.path().join("state.json");
+    let f = f.to_str().unwrap();
+    let o = run_args(args(&a, &["export", "-f", f]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let doc = std::fs::read_to_string(f).unwrap();
+    let original = state_of(&doc);
+    assert_eq!(original["blocks"].as_array().unwrap().len(), 1);
+    assert_eq!(original["handles"].as_array().unwrap().len(), 3);
+
+    // Into a new sled store, and back out: the same state.
+    let o = run_args(args(&b, &["import", f]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let o = run_args(args(&b, &["export"]));
+    assert_eq!(state_of(&o.stdout), original);
+    let o = run_args(args(&b, &["check"]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+
+    // Over a non-empty store: refused, said so by a dry run, done with --force.
+    let o = run_args(args(&a, &["import", "--dry-run", f]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(o.stdout.contains("would be refused"), "{}", o.stdout);
+    let o = run_args(args(&a, &["import", f]));
+    assert_eq!(o.exit_code, 1);
+    assert!(o.stdout.contains("not empty"), "{}", o.stdout);
+    let o = run_args(args(&a, &["import", "--force", f]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert_eq!(state_of(&run_args(args(&a, &["export"])).stdout), original);
+
+    // A document whose state breaks an invariant is refused before anything is written.
+    let mut bad: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    bad["state"]["handles"].as_array_mut().unwrap().pop();
+    let badf = d.path().join("bad.json");
+    std::fs::write(&badf, bad.to_string()).unwrap();
+    let c = d.path().join("c");
+    let o = run_args(args(&c, &["import", badf.to_str().unwrap()]));
+    assert_eq!(o.exit_code, 1);
+    assert!(o.stdout.contains("inconsistent"), "{}", o.stdout);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn export_and_import_through_etcd() {
+    let Ok(ep) = std::env::var("IPAM_TEST_ETCD") else {
+        assert!(
+            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+            "IPAM_TEST_ETCD not set"
+        );
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    prepare(&a);
+    let f = d.path().join("state.json");
+    let f = f.to_str().unwrap();
+    assert_eq!(run_args(args(&a, &["export", "-f", f])).exit_code, EXIT_OK);
+    let original = state_of(&std::fs::read_to_string(f).unwrap());
+    let conf = d.path().join("etcd.conf");
+    std::fs::write(
+        &conf,
+        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
+            "datastore_type": "etcdv3", "etcd_endpoints": ep,
+            "etcd_prefix": format!("/ipamctl-export-{}/", std::process::id()),
+            "ipamd_socket": d.path().join("none.sock"),
+            "ipam": {"type": "calico-ipam"}})
+        .to_string(),
+    )
+    .unwrap();
+    let etcd = |rest: &[&str]| {
+        let mut v = vec!["ipamctl", "--cni-config", conf.to_str().unwrap()];
+        v.extend(rest);
+        run_args(v)
+    };
+    let o = etcd(&["import", f]);
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    let o = etcd(&["export"]);
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert_eq!(state_of(&o.stdout), original, "sled -> etcd");
+    let back = d.path().join("back.json");
+    std::fs::write(&back, &o.stdout).unwrap();
+    let c = d.path().join("c");
+    assert_eq!(
+        run_args(args(&c, &["import", back.to_str().unwrap()])).exit_code,
+        EXIT_OK
+    );
+    assert_eq!(
+        state_of(&run_args(args(&c, &["export"])).stdout),
+        original,
+        "etcd -> sled"
+    );
+}

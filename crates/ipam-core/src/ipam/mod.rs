@@ -11,12 +11,14 @@
 mod admin;
 mod affinity;
 mod assign;
+mod dump;
 mod endpoint;
 mod query;
 mod release;
 
 pub use affinity::AffinityRelease;
 pub use assign::{AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment};
+pub use dump::Dump;
 pub use query::{Allocation, BlockUsage, NodeUsage, PoolUsage, Utilisation};
 pub use release::{ReleaseOutcome, ReleaseRequest};
 

@@ -9,6 +9,7 @@ pub mod node;
 pub mod pool;
 pub mod release;
 pub mod show;
+pub mod transfer;
 
 use crate::{CtlError, Outcome};
 use clap::Subcommand;
@@ -36,6 +37,10 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// A picture of a pool: one cell per block, coloured by node, shaded by fill.
     Map(map::MapArgs),
+    /// The whole IPAM state as one versioned JSON document.
+    Export(transfer::ExportArgs),
+    /// Write an exported document into this store (refused over a non-empty one unless --force).
+    Import(transfer::ImportArgs),
 }
 
 impl Command {
@@ -62,6 +67,8 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &Command, json: bool) -> Result<Ou
         Command::Node(c) => node::run(ipam, c, json),
         Command::Gc(a) => gc::run(ipam, a, json),
         Command::Map(a) => map::run(ipam, a, json),
+        Command::Export(a) => transfer::export(ipam, a),
+        Command::Import(a) => transfer::import(ipam, a, json),
     }
 }
 
