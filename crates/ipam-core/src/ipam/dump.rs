@@ -103,7 +103,7 @@ impl<S: Datastore> Ipam<S> {
         }
         let answers = self.store.read(&reads)?;
         let mut raw: Vec<Versioned<Record>> = answers.iter().flatten().cloned().collect();
-        raw.sort_by(|a, b| a.value.key().cmp(&b.value.key()));
+        raw.sort_by_key(|a| a.value.key());
         raw.dedup_by(|a, b| a.value.key() == b.value.key());
         let mut it = answers.into_iter();
         let mut next = || it.next().unwrap_or_default();
