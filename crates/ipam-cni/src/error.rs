@@ -103,6 +103,7 @@ impl From<IpamError> for CniError {
                 CniError::new(codes::POOL_EXHAUSTED, "no addresses available", details)
             }
             IpamError::AlreadyAllocated(_)
+            | IpamError::Reserved { .. }
             | IpamError::NotInPool(_)
             | IpamError::AffinityConflict { .. }
             | IpamError::Block(_) => CniError::new(

@@ -492,3 +492,70 @@ fn under_the_service_the_plugin_still_writes_its_log_file() {
         .mode();
     assert_eq!(mode & 0o077, 0, "log file mode {mode:o}");
 }
+
+#[test]
+fn reservations_are_never_handed_out() {
+    both_modes(|mode| {
+        let mut h = Harness::new(mode);
+        h.stop_service();
+        let ctl = |h: &Harness, rest: &[&str]| {
+            let mut a = vec![
+                "ipamctl".to_string(),
+                "--sled-path".into(),
+                h.path("store").display().to_string(),
+                "--socket".into(),
+                "/nonexistent.sock".into(),
+            ];
+            a.extend(rest.iter().map(|s| s.to_string()));
+            ipamctl::cli::run_args(a)
+        };
+        let o = ctl(
+            &h,
+            &[
+                "pool",
+                "add",
+                "small",
+                "10.244.0.0/28",
+                "--block-size",
+                "28",
+            ],
+        );
+        assert_eq!(o.exit_code, 0, "{}", o.stdout);
+        // A holder before the reservation keeps its address.
+        let conf = h.conf("1.0.0", json!({"ipv4_pools": ["small"]}));
+        let early = h.exec("ADD", "early", "eth0", &conf, "IP=10.244.0.2");
+        early.ok();
+        let o = ctl(&h, &["reservation", "add", "low-half", "10.244.0.0/29"]);
+        assert_eq!(o.exit_code, 0, "{}", o.stdout);
+        assert!(o.stdout.contains("1 addresses inside it"), "{}", o.stdout);
+        if mode == Mode::Service {
+            h.start_service();
+        }
+        // Eight addresses remain outside the reservation: exactly those are handed out.
+        let mut got = Vec::new();
+        for i in 0..8 {
+            let o = h.exec("ADD", &format!("c{i}"), "eth0", &conf, "");
+            got.extend(o.ok().ips());
+        }
+        got.sort();
+        let want: Vec<String> = (8..16).map(|o| format!("10.244.0.{o}/28")).collect();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(got, want_sorted, "{mode:?}");
+        let full = h.exec("ADD", "c8", "eth0", &conf, "");
+        assert_eq!(full.error_code(), 100);
+        // A request for a reserved address is refused, naming the reservation.
+        let o = h.exec("ADD", "wants-3", "eth0", &conf, "IP=10.244.0.3");
+        assert_eq!(o.error_code(), 101);
+        assert!(o.stdout.contains("low-half"), "{}", o.stdout);
+        // The early holder is still there, and check reports it.
+        assert!(h.holdings().iter().any(|(_, ip)| ip == "10.244.0.2"));
+        h.stop_service();
+        let o = ctl(&h, &["check"]);
+        assert!(o.stdout.contains("held-inside-reservation"), "{}", o.stdout);
+        let o = ctl(&h, &["reservation", "delete", "low-half"]);
+        assert_eq!(o.exit_code, 0, "{}", o.stdout);
+        h.exec("ADD", "wants-3", "eth0", &conf, "IP=10.244.0.3")
+            .ok();
+    });
+}

@@ -13,7 +13,7 @@
 
 use crate::cidr::{self, net_cmp, Family};
 use crate::model::{
-    Affinity, Block, Endpoint, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex,
+    Affinity, Block, Endpoint, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex, Reservation,
 };
 use ipnetwork::IpNetwork;
 use std::cmp::Ordering;
@@ -68,6 +68,8 @@ pub enum Key {
         /// `<handle id>/<ifname>`.
         id: String,
     },
+    /// An IP reservation, by name.
+    Reservation(String),
 }
 
 impl Key {
@@ -82,6 +84,7 @@ impl Key {
             Key::IndexChunk { .. } => 6,
             Key::PoolIndex(_) => 7,
             Key::Endpoint { .. } => 8,
+            Key::Reservation(_) => 9,
         }
     }
 }
@@ -95,7 +98,8 @@ impl Ord for Key {
             .then_with(|| match (self, other) {
                 (Key::Pool(a), Key::Pool(b))
                 | (Key::Node(a), Key::Node(b))
-                | (Key::Handle(a), Key::Handle(b)) => a.cmp(b),
+                | (Key::Handle(a), Key::Handle(b))
+                | (Key::Reservation(a), Key::Reservation(b)) => a.cmp(b),
                 (Key::Block(a), Key::Block(b)) | (Key::PoolIndex(a), Key::PoolIndex(b)) => {
                     net_cmp(a, b)
                 }
@@ -138,6 +142,7 @@ impl fmt::Display for Key {
             Key::IndexChunk { pool, chunk } => write!(f, "index chunk {chunk} of {pool}"),
             Key::PoolIndex(p) => write!(f, "pool index of {p}"),
             Key::Endpoint { node, id } => write!(f, "endpoint {id} on {node}"),
+            Key::Reservation(n) => write!(f, "reservation {n}"),
         }
     }
 }
@@ -165,6 +170,8 @@ pub enum Range {
     Endpoints,
     /// Workload endpoints of one node.
     EndpointsOf(String),
+    /// Every reservation.
+    Reservations,
 }
 
 impl Range {
@@ -176,7 +183,8 @@ impl Range {
             | (Range::Blocks, Key::Block(_))
             | (Range::Affinities, Key::Affinity { .. })
             | (Range::Handles, Key::Handle(_))
-            | (Range::Endpoints, Key::Endpoint { .. }) => true,
+            | (Range::Endpoints, Key::Endpoint { .. })
+            | (Range::Reservations, Key::Reservation(_)) => true,
             (Range::EndpointsOf(n), Key::Endpoint { node, .. }) => n == node,
             (Range::BlocksIn(net), Key::Block(b)) => cidr::contains_net(net, b),
             (Range::AffinitiesOf(n), Key::Affinity { node, .. }) => n == node,
@@ -236,6 +244,7 @@ impl Range {
                 node: n.clone(),
                 id: String::new(),
             },
+            Range::Reservations => Key::Reservation(String::new()),
         }
     }
 }
@@ -261,6 +270,8 @@ pub enum Record {
     PoolIndex(PoolIndex),
     /// See [`Endpoint`].
     Endpoint(Endpoint),
+    /// See [`Reservation`].
+    Reservation(Reservation),
 }
 
 impl Record {
@@ -285,6 +296,7 @@ impl Record {
                 node: e.node.clone(),
                 id: e.id.clone(),
             },
+            Record::Reservation(r) => Key::Reservation(r.name.clone()),
         }
     }
 }
@@ -529,7 +541,7 @@ macro_rules! record_kind {
 }
 
 record_kind!(Pool: Pool, Node: Node, Block: Block, Affinity: Affinity, Handle: Handle,
-    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig, Endpoint: Endpoint);
+    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig, Endpoint: Endpoint, Reservation: Reservation);
 
 fn wrong_kind(key: &Key) -> StoreError {
     StoreError::Corrupt {
@@ -549,6 +561,7 @@ pub trait StoreExt: Datastore {
     typed!(get_pool_index, list_pool_indexes, PoolIndex, PoolIndex);
     typed!(get_config_rec, list_config_recs, Config, IpamConfig);
     typed!(get_endpoint, list_endpoints, Endpoint, Endpoint);
+    typed!(get_reservation, list_reservations, Reservation, Reservation);
 }
 
 impl<T: Datastore + ?Sized> StoreExt for T {}

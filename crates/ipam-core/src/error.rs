@@ -90,6 +90,14 @@ pub enum IpamError {
     /// The address is in no pool.
     #[error("{0} is not in any pool")]
     NotInPool(IpAddr),
+    /// The address is inside an IP reservation.
+    #[error("{ip} is reserved (reservation {reservation}) and is not handed out")]
+    Reserved {
+        /// Address.
+        ip: IpAddr,
+        /// The reservation's name.
+        reservation: String,
+    },
     /// The address is already held.
     #[error("{0} is already allocated")]
     AlreadyAllocated(IpAddr),

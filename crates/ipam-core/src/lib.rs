@@ -41,6 +41,6 @@ pub use ipam::{
 };
 pub use model::{
     Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Endpoint, Handle, HostReserved,
-    IpamConfig, Node, Pool,
+    IpamConfig, Node, Pool, Reservation,
 };
 pub use selector::Selector;

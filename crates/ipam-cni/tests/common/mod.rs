@@ -83,7 +83,7 @@ impl Harness {
         self.path("ipamd.sock")
     }
 
-    fn start_service(&mut self) {
+    pub fn start_service(&mut self) {
         let store = SledStore::open(self.path("store"), &SledOptions::default()).unwrap();
         let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
         let listener: UnixListener = ipamd::bind(&self.socket()).unwrap();

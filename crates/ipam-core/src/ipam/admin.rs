@@ -209,6 +209,51 @@ impl<S: Datastore> Ipam<S> {
         })
     }
 
+    /// Adds an IP reservation: from now on nothing in `cidr` is handed out (holders of
+    /// addresses already there keep them).
+    pub fn add_reservation(&self, name: &str, cidr: ipnetwork::IpNetwork) -> Result<(), IpamError> {
+        let r = crate::model::Reservation {
+            name: name.to_string(),
+            cidr: crate::cidr::masked(cidr),
+        };
+        r.validate().map_err(IpamError::InvalidArgument)?;
+        match self
+            .store
+            .commit(vec![Write::Create(Record::Reservation(r))])
+        {
+            Ok(_) => Ok(()),
+            Err(crate::datastore::StoreError::Conflict { .. }) => Err(IpamError::InvalidArgument(
+                format!("reservation {name} exists"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a reservation; true when there was one.
+    pub fn delete_reservation(&self, name: &str) -> Result<bool, IpamError> {
+        let key = Key::Reservation(name.to_string());
+        self.retrying("delete reservation", || {
+            let Some(v) = self.store.get_reservation(&key)? else {
+                return Ok(false);
+            };
+            self.store.commit(vec![Write::Delete {
+                key: key.clone(),
+                expected: v.revision,
+            }])?;
+            Ok(true)
+        })
+    }
+
+    /// Every reservation, by name.
+    pub fn reservations(&self) -> Result<Vec<crate::model::Reservation>, IpamError> {
+        Ok(self
+            .store
+            .list_reservations(&Range::Reservations)?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+
     /// Creates or replaces a node's labels (its addresses are kept).
     pub fn set_node(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), IpamError> {
         self.update_node(name, |n| n.labels = labels.clone())

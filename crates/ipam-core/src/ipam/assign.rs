@@ -137,6 +137,8 @@ struct Ctx<'a> {
     labels: BTreeMap<String, String>,
     /// The node's affinities, as read with the rest.
     affinities: Vec<Versioned<Affinity>>,
+    /// IP reservations: never handed out.
+    reserved: Vec<IpNetwork>,
     /// The handle and the node's last block as read with the rest, each used by the first
     /// write that needs it. A stale copy costs a lost compare-and-swap and a re-read, never a
     /// wrong write.
@@ -210,6 +212,7 @@ impl<S: Datastore> Ipam<S> {
             Read::List(Range::Pools),
             Read::List(Range::AffinitiesOf(args.node.clone())),
             Read::Get(Key::Handle(args.handle_id.clone())),
+            Read::List(Range::Reservations),
         ];
         if let Some(h) = hint {
             reads.push(Read::Get(Key::Block(h)));
@@ -234,6 +237,10 @@ impl<S: Datastore> Ipam<S> {
         let pools = all::<Pool>(next())?.into_iter().map(|v| v.value).collect();
         let affinities = all::<Affinity>(next())?;
         let handle = one::<Handle>(next())?;
+        let reserved = all::<crate::model::Reservation>(next())?
+            .into_iter()
+            .map(|v| v.value.cidr)
+            .collect();
         let block = one::<Block>(next())?;
         let mut attrs = args.attrs.clone();
         attrs
@@ -249,6 +256,7 @@ impl<S: Datastore> Ipam<S> {
             pools,
             labels,
             affinities,
+            reserved,
             handle: RefCell::new(Some(handle)),
             block: RefCell::new(block),
         })
@@ -572,7 +580,7 @@ impl<S: Datastore> Ipam<S> {
             }
             block.expire_cooling(self.now());
             let seq = block.seq;
-            let ords = block.allocate(n, &ctx.attrs);
+            let ords = block.allocate_avoiding(n, &ctx.attrs, &ctx.reserved);
             if ords.is_empty() {
                 return Ok(Vec::new());
             }
@@ -674,7 +682,7 @@ impl<S: Datastore> Ipam<S> {
             let now = self.now();
             let mut block = Block::new(cidr, Some(node.to_string()), ctx.args.host_reserved, now)?;
             let seq = block.seq;
-            let ords = block.allocate(n, &ctx.attrs);
+            let ords = block.allocate_avoiding(n, &ctx.attrs, &ctx.reserved);
             chunk.claimed.set(i);
             let mut writes = vec![
                 Write::Create(Record::Block(block.clone())),
@@ -869,6 +877,17 @@ impl<S: Datastore> Ipam<S> {
             .block_for(args.ip)
             .ok_or(IpamError::NotInPool(args.ip))?;
         let config = self.config()?;
+        if let Some(r) = self
+            .store
+            .list_reservations(&Range::Reservations)?
+            .into_iter()
+            .find(|r| r.value.cidr.contains(args.ip))
+        {
+            return Err(IpamError::Reserved {
+                ip: args.ip,
+                reservation: r.value.name,
+            });
+        }
         let mut attrs = args.attrs.clone();
         attrs
             .entry(ATTR_NODE.to_string())

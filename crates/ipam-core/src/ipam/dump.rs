@@ -5,7 +5,7 @@ use super::Ipam;
 use crate::datastore::{all, one, Datastore, Key, Range, Read, Record, Versioned, Write};
 use crate::error::IpamError;
 use crate::model::{
-    Affinity, Block, Endpoint, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex,
+    Affinity, Block, Endpoint, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex, Reservation,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,9 @@ pub struct Dump {
     pub index_chunks: Vec<IndexChunk>,
     /// Block-claim index summaries.
     pub pool_indexes: Vec<PoolIndex>,
+    /// IP reservations.
+    #[serde(default)]
+    pub reservations: Vec<Reservation>,
 }
 
 impl Dump {
@@ -45,6 +48,7 @@ impl Dump {
         out.extend(self.endpoints.iter().cloned().map(Record::Endpoint));
         out.extend(self.index_chunks.iter().cloned().map(Record::IndexChunk));
         out.extend(self.pool_indexes.iter().cloned().map(Record::PoolIndex));
+        out.extend(self.reservations.iter().cloned().map(Record::Reservation));
         out
     }
 
@@ -68,6 +72,9 @@ impl Dump {
         }
         for e in &self.endpoints {
             e.validate().map_err(bad)?;
+        }
+        for r in &self.reservations {
+            r.validate().map_err(bad)?;
         }
         Ok(())
     }
@@ -96,6 +103,7 @@ impl<S: Datastore> Ipam<S> {
             Read::List(Range::Affinities),
             Read::List(Range::Handles),
             Read::List(Range::Endpoints),
+            Read::List(Range::Reservations),
         ];
         for p in &pools {
             reads.push(Read::List(Range::IndexChunksOf(p.value.cidr)));
@@ -115,6 +123,7 @@ impl<S: Datastore> Ipam<S> {
             affinities: values(all::<Affinity>(next())?),
             handles: values(all::<Handle>(next())?),
             endpoints: values(all::<Endpoint>(next())?),
+            reservations: values(all::<Reservation>(next())?),
             ..Dump::default()
         };
         for _ in &pools {

@@ -348,6 +348,47 @@ impl Block {
         out
     }
 
+    /// [`Block::allocate`], never choosing an address inside `avoid` (reservations): their
+    /// free ordinals are marked taken for the search and cleared again, so nothing about them
+    /// is stored in the block.
+    pub fn allocate_avoiding(
+        &mut self,
+        n: usize,
+        attrs: &Arc<AllocAttrs>,
+        avoid: &[IpNetwork],
+    ) -> Vec<u32> {
+        let mut masked = Vec::new();
+        for net in avoid {
+            if !cidr::overlaps(net, &self.cidr) {
+                continue;
+            }
+            let lo = cidr::base(net).max(cidr::base(&self.cidr)) - cidr::base(&self.cidr);
+            let span = |n: &IpNetwork| {
+                let hb = cidr::host_bits(n);
+                if hb >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << hb) - 1
+                }
+            };
+            let hi = (cidr::base(net).saturating_add(span(net)))
+                .min(cidr::base(&self.cidr) + span(&self.cidr))
+                - cidr::base(&self.cidr);
+            for o in lo..=hi {
+                let Ok(o) = u32::try_from(o) else { break };
+                if o < self.size() && !self.taken.get(o) {
+                    self.taken.set(o);
+                    masked.push(o);
+                }
+            }
+        }
+        let out = self.allocate(n, attrs);
+        for o in masked {
+            self.taken.clear(o);
+        }
+        out
+    }
+
     /// Allocates the specific address `ip` to `attrs`, returning its ordinal.
     pub fn allocate_ip(&mut self, ip: IpAddr, attrs: &Arc<AllocAttrs>) -> Result<u32, BlockError> {
         let o = self

@@ -10,6 +10,7 @@ pub mod handle;
 pub mod index;
 pub mod node;
 pub mod pool;
+pub mod reservation;
 
 pub use affinity::{Affinity, AffinityState};
 pub use block::{AllocAttrs, Block, BlockAffinity, HostReserved};
@@ -19,3 +20,4 @@ pub use handle::Handle;
 pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
 pub use node::Node;
 pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError};
+pub use reservation::Reservation;

@@ -40,6 +40,7 @@ pub fn encode(record: &Record, rev: Revision) -> Result<Vec<u8>, StoreError> {
         Record::IndexChunk(x) => postcard::to_extend(x, out),
         Record::PoolIndex(x) => postcard::to_extend(x, out),
         Record::Endpoint(x) => postcard::to_extend(x, out),
+        Record::Reservation(x) => postcard::to_extend(x, out),
     };
     body.map_err(|e| StoreError::Rejected(format!("cannot encode {}: {e}", record.key())))
 }
@@ -118,6 +119,11 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
         }
         Key::IndexChunk { .. } => Record::IndexChunk(de(key, body)?),
         Key::PoolIndex(_) => Record::PoolIndex(de(key, body)?),
+        Key::Reservation(_) => {
+            let r: ipam_core::Reservation = de(key, body)?;
+            r.validate().map_err(invalid)?;
+            Record::Reservation(r)
+        }
         Key::Endpoint { .. } => {
             let e: ipam_core::Endpoint = de(key, body)?;
             e.validate().map_err(invalid)?;

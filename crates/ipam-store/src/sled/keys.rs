@@ -12,6 +12,7 @@
 //! 0x07 net chunk:u64be                             index chunk (net = the pool)
 //! 0x08 net                                         pool index
 //! 0x09 node 0x00 id                                workload endpoint (id = handle "/" ifname)
+//! 0x0a name                                        reservation
 //! net = family (0x04 | 0x06), address (4 | 16 bytes, big-endian), prefix length (1 byte)
 //! ```
 //!
@@ -34,6 +35,7 @@ const HANDLE: u8 = 0x06;
 const CHUNK: u8 = 0x07;
 const POOL_INDEX: u8 = 0x08;
 const ENDPOINT: u8 = 0x09;
+const RESERVATION: u8 = 0x0a;
 
 fn put_net(out: &mut Vec<u8>, net: &IpNetwork) {
     match net {
@@ -103,6 +105,10 @@ pub fn encode(key: &Key) -> Vec<u8> {
             out.push(POOL_INDEX);
             put_net(&mut out, p);
         }
+        Key::Reservation(n) => {
+            out.push(RESERVATION);
+            out.extend_from_slice(n.as_bytes());
+        }
         Key::Endpoint { node, id } => {
             out.push(ENDPOINT);
             out.extend_from_slice(node.as_bytes());
@@ -122,6 +128,7 @@ pub fn decode(b: &[u8]) -> Option<Key> {
         POOL => text(rest).map(Key::Pool),
         NODE => text(rest).map(Key::Node),
         HANDLE => text(rest).map(Key::Handle),
+        RESERVATION => text(rest).map(Key::Reservation),
         BLOCK => match take_net(rest)? {
             (net, []) => Some(Key::Block(net)),
             _ => None,
@@ -191,6 +198,7 @@ pub fn bounds(range: &Range) -> (Vec<u8>, Vec<u8>) {
         Range::Affinities => prefix_of(AFFINITY, &[]),
         Range::Handles => prefix_of(HANDLE, &[]),
         Range::Endpoints => prefix_of(ENDPOINT, &[]),
+        Range::Reservations => prefix_of(RESERVATION, &[]),
         Range::EndpointsOf(n) => {
             let mut t = n.as_bytes().to_vec();
             t.push(0);
@@ -337,6 +345,6 @@ mod tests {
         ] {
             assert!(decode(b).is_none(), "{b:?}");
         }
-        assert_eq!(describe(b"\x0azz"), "raw key \\x0azz");
+        assert_eq!(describe(b"\x0bzz"), "raw key \\x0bzz");
     }
 }

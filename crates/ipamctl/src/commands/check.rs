@@ -228,7 +228,19 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &CheckArgs, json: bool) -> Result<Ou
             }
         }
     }
-    let findings = endpoint_findings(ipam, a.grace_seconds)?;
+    let mut findings = endpoint_findings(ipam, a.grace_seconds)?;
+    for r in ipam.reservations()? {
+        for h in super::reservation::held_inside(ipam, &r.cidr)? {
+            findings.push(EndpointFinding {
+                kind: "held-inside-reservation",
+                detail: format!(
+                    "{h} is inside reservation {} ({}); it keeps its holder, nothing new is handed out there",
+                    r.name, r.cidr
+                ),
+                release: None,
+            });
+        }
+    }
     release.extend(findings.iter().filter_map(|f| f.release.clone()));
     let mut listed: Vec<(String, String)> = problems
         .iter()

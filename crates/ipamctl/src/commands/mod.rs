@@ -8,6 +8,7 @@ pub mod map;
 pub mod node;
 pub mod pool;
 pub mod release;
+pub mod reservation;
 pub mod show;
 pub mod transfer;
 
@@ -37,6 +38,9 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// A picture of a pool: one cell per block, coloured by node, shaded by fill.
     Map(map::MapArgs),
+    /// IP reservations: addresses never handed out.
+    #[command(subcommand)]
+    Reservation(reservation::ReservationCmd),
     /// The whole IPAM state as one versioned JSON document.
     Export(transfer::ExportArgs),
     /// Write an exported document into this store (refused over a non-empty one unless --force).
@@ -51,6 +55,8 @@ impl Command {
             Command::Show(_)
                 | Command::Check(_)
                 | Command::Map(_)
+                | Command::Export(_)
+                | Command::Reservation(reservation::ReservationCmd::List)
                 | Command::Pool(pool::PoolCmd::List)
         )
     }
@@ -68,6 +74,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &Command, json: bool) -> Result<Ou
         Command::Gc(a) => gc::run(ipam, a, json),
         Command::Map(a) => map::run(ipam, a, json),
         Command::Export(a) => transfer::export(ipam, a),
+        Command::Reservation(c) => reservation::run(ipam, c, json),
         Command::Import(a) => transfer::import(ipam, a, json),
     }
 }
