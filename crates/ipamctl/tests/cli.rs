@@ -582,3 +582,106 @@ fn export_and_import_through_etcd() {
         "etcd -> sled"
     );
 }
+
+/// Splits pool `p` of a store reached with `ctl`, and checks that nothing moved.
+fn split_and_check(ctl: &dyn Fn(&[&str]) -> ipamctl::Outcome) {
+    let before: serde_json::Value =
+        serde_json::from_str(&ctl(&["show", "--blocks", "-o", "json"]).stdout).unwrap();
+    let o = ctl(&["pool", "split", "p", "--into", "2"]);
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("p-0 (10.244.0.0/25), p-1 (10.244.0.128/25)"),
+        "{}",
+        o.stdout
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&ctl(&["show", "--blocks", "-o", "json"]).stdout).unwrap();
+    let strip = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b["cidr"].clone(), b["node"].clone(), b["addresses"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(&before),
+        strip(&after),
+        "allocations or affinities moved"
+    );
+    let o = ctl(&["check"]);
+    assert_eq!(o.exit_code, EXIT_OK, "claim indexes rebuilt: {}", o.stdout);
+    let o = ctl(&["pool", "split", "p-0", "--into", "4"]);
+    assert_eq!(
+        o.exit_code, 1,
+        "a /25 of /26 blocks cannot become four /27s"
+    );
+    assert!(
+        o.stdout.contains("smaller than its /26 blocks"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn pool_split_keeps_every_allocation_on_sled() {
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    prepare(&store);
+    {
+        let ipam = Ipam::new(
+            SledStore::open(&store, &SledOptions::default()).unwrap(),
+            Arc::new(SystemClock),
+        );
+        for (i, n) in ["n2", "n3"].iter().enumerate() {
+            ipam.auto_assign(&AutoAssignArgs::v4(n, &format!("x{i}"), 2))
+                .unwrap();
+        }
+    }
+    split_and_check(&|rest: &[&str]| run_args(args(&store, rest)));
+    // New claims go through the new pools' indexes.
+    let ipam = Ipam::new(
+        SledStore::open(&store, &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    );
+    let got = ipam.auto_assign(&AutoAssignArgs::v4("n4", "y", 1)).unwrap();
+    assert!(ipam_core::audit::audit(ipam.store()).unwrap().is_empty());
+    assert!(got.v4.ips[0].ip.to_string().starts_with("10.244.0."));
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn pool_split_keeps_every_allocation_on_etcd() {
+    let Ok(ep) = std::env::var("IPAM_TEST_ETCD") else {
+        assert!(
+            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+            "IPAM_TEST_ETCD not set"
+        );
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    prepare(&a);
+    let f = d.path().join("state.json");
+    assert_eq!(
+        run_args(args(&a, &["export", "-f", f.to_str().unwrap()])).exit_code,
+        EXIT_OK
+    );
+    let conf = d.path().join("etcd.conf");
+    std::fs::write(
+        &conf,
+        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
+            "datastore_type": "etcdv3", "etcd_endpoints": ep,
+            "etcd_prefix": format!("/ipamctl-split-{}/", std::process::id()),
+            "ipamd_socket": d.path().join("none.sock"), "ipam": {"type": "calico-ipam"}})
+        .to_string(),
+    )
+    .unwrap();
+    let etcd = |rest: &[&str]| {
+        let mut v = vec!["ipamctl", "--cni-config", conf.to_str().unwrap()];
+        v.extend(rest);
+        run_args(v)
+    };
+    assert_eq!(etcd(&["import", f.to_str().unwrap()]).exit_code, EXIT_OK);
+    split_and_check(&etcd);
+}

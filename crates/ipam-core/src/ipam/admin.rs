@@ -55,6 +55,110 @@ impl<S: Datastore> Ipam<S> {
         })
     }
 
+    /// Replaces pool `name` by `n` equal pools (`n` a power of two) named `<name>-0` ..
+    /// `<name>-<n-1>`, with its settings, in one commit: every block, allocation and affinity
+    /// stays (they are keyed by address, not by pool), and each new pool's claim index is built
+    /// from the blocks inside it. Each new pool must still hold at least one block, so no block
+    /// can straddle two of them. Racing claims are safe: a claim rewrites the old index it
+    /// read, so one of the two commits conflicts and retries.
+    pub fn split_pool(&self, name: &str, n: u32) -> Result<Vec<Pool>, IpamError> {
+        if n < 2 || !n.is_power_of_two() {
+            return Err(IpamError::InvalidArgument(format!(
+                "split {name} into {n}: the count must be a power of two, at least 2"
+            )));
+        }
+        let bits = u8::try_from(n.trailing_zeros()).unwrap_or(u8::MAX);
+        self.retrying("split pool", || {
+            let v = self
+                .store
+                .get_pool(&Key::Pool(name.to_string()))?
+                .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
+            let old = v.value;
+            let prefix = old.cidr.prefix().saturating_add(bits);
+            if prefix > old.block_size {
+                return Err(IpamError::InvalidArgument(format!(
+                    "pool {name} ({}) cannot be split into {n}: each part would be /{prefix}, smaller than its /{} blocks",
+                    old.cidr, old.block_size
+                )));
+            }
+            let family = crate::cidr::Family::of_net(&old.cidr);
+            let step = 1u128 << (u32::from(family.bits()) - u32::from(prefix));
+            let mut parts = Vec::with_capacity(n as usize);
+            for i in 0..u128::from(n) {
+                let net = crate::cidr::network(family, crate::cidr::base(&old.cidr) + i * step, prefix)
+                    .ok_or_else(|| IpamError::InvalidArgument("split arithmetic".into()))?;
+                let mut p = old.clone();
+                p.name = format!("{name}-{i}");
+                p.cidr = net;
+                p.validate()?;
+                if self.store.get_pool(&Key::Pool(p.name.clone()))?.is_some() {
+                    return Err(IpamError::PoolExists(format!("a pool named {} exists", p.name)));
+                }
+                parts.push(p);
+            }
+            let mut writes = vec![Write::Delete {
+                key: Key::Pool(name.to_string()),
+                expected: v.revision,
+            }];
+            for c in self.store.list(&Range::IndexChunksOf(old.cidr))? {
+                writes.push(Write::Delete {
+                    key: c.value.key(),
+                    expected: c.revision,
+                });
+            }
+            if let Some(ix) = self.store.get(&Key::PoolIndex(old.cidr))? {
+                writes.push(Write::Delete {
+                    key: Key::PoolIndex(old.cidr),
+                    expected: ix.revision,
+                });
+            }
+            let blocks = self.store.list_blocks(&Range::BlocksIn(old.cidr))?;
+            for p in &parts {
+                let mut chunks: BTreeMap<u64, crate::model::IndexChunk> = BTreeMap::new();
+                for b in &blocks {
+                    if let Some(slot) = p.slot_of(&b.value.cidr) {
+                        let (c, i) = crate::model::index::split_slot(slot);
+                        chunks
+                            .entry(c)
+                            .or_insert_with(|| {
+                                crate::model::IndexChunk::new(
+                                    p.cidr,
+                                    c,
+                                    crate::model::index::chunk_len(p.block_count(), c),
+                                )
+                            })
+                            .claimed
+                            .set(i);
+                    }
+                }
+                let full: std::collections::BTreeSet<u64> = chunks
+                    .iter()
+                    .filter(|(_, ch)| ch.claimed.is_full())
+                    .map(|(c, _)| *c)
+                    .collect();
+                writes.push(Write::Create(Record::Pool(p.clone())));
+                for ch in chunks.into_values() {
+                    writes.push(Write::Create(Record::IndexChunk(ch)));
+                }
+                if !full.is_empty() {
+                    writes.push(Write::Create(Record::PoolIndex(crate::model::PoolIndex {
+                        pool: p.cidr,
+                        full_chunks: full,
+                    })));
+                }
+            }
+            // Serialise with pool creations, as create_pool does.
+            let config = self.store.get_config_rec(&Key::Config)?;
+            let (value, rev) = match config {
+                Some(v) => (v.value, Some(v.revision)),
+                None => (IpamConfig::default(), None),
+            };
+            writes.push(put(Record::Config(value), rev));
+            self.store.commit(writes)?;
+            Ok(parts.clone())
+        })
+    }
+
     /// Changes a pool's mutable settings (disabled, selector, uses, mode); the CIDR and block
     /// size cannot change.
     pub fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {

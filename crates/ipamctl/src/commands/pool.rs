@@ -61,6 +61,15 @@ pub enum PoolCmd {
         #[arg(long, hide = true)]
         block_size: Option<u8>,
     },
+    /// Replace a pool by N equal pools (`<name>-0` ..) with the same settings, keeping every
+    /// allocation and affinity.
+    Split {
+        /// Pool name.
+        name: String,
+        /// How many pools (a power of two).
+        #[arg(long)]
+        into: u32,
+    },
     /// Disable a pool (no new addresses); `--enable` reverses it.
     Disable {
         /// Pool name.
@@ -222,6 +231,21 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                     p.assignment_mode
                 ),
                 pool_json(&p),
+            ))
+        }
+        PoolCmd::Split { name, into } => {
+            let parts = ipam.split_pool(name, *into)?;
+            Ok(output(
+                json,
+                format!(
+                    "pool {name} split into {}\n",
+                    parts
+                        .iter()
+                        .map(|p| format!("{} ({})", p.name, p.cidr))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                json!(parts.iter().map(pool_json).collect::<Vec<_>>()),
             ))
         }
         PoolCmd::Disable { name, enable } => {
