@@ -4,9 +4,9 @@
 # tests). Needs root when something is missing.
 set -euo pipefail
 if { [ -x /usr/lib/cni/bridge ] && command -v ip && command -v ping && command -v etcd \
-     && command -v etcdctl && command -v protoc && command -v openssl && command -v bird; } >/dev/null 2>&1; then
+     && command -v etcdctl && command -v protoc && command -v openssl && command -v bird && command -v promtool; } >/dev/null 2>&1; then
   exit 0
 fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins iproute2 \
-  iputils-ping etcd-server etcd-client protobuf-compiler openssl bird2 >/dev/null
+  iputils-ping etcd-server etcd-client protobuf-compiler openssl bird2 prometheus >/dev/null

@@ -18,6 +18,7 @@ pub mod agent;
 pub mod autodetect;
 pub mod bird;
 pub mod kernel;
+pub mod metrics;
 
 use ipam_cni::protocol::{self, Kind, Request, Response};
 use ipam_core::{Datastore, Ipam};
@@ -34,6 +35,8 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Requests served.
     pub served: AtomicU64,
+    /// Request metrics, when the service exports them.
+    pub metrics: std::sync::OnceLock<Arc<metrics::Metrics>>,
 }
 
 fn handle_conn<S: Datastore>(
@@ -62,7 +65,7 @@ fn handle_conn<S: Datastore>(
         }
     } else if let (Some(want), Some(have)) = (req.store.as_deref(), identity) {
         if want == have {
-            dispatch(ipam, req)
+            dispatch(ipam, req, stats.metrics.get().map(|m| m.as_ref()))
         } else {
             Response {
                 version: protocol::VERSION,
@@ -71,7 +74,7 @@ fn handle_conn<S: Datastore>(
             }
         }
     } else {
-        dispatch(ipam, req)
+        dispatch(ipam, req, stats.metrics.get().map(|m| m.as_ref()))
     };
     stats.served.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = protocol::write_frame(&mut conn, &resp) {
@@ -79,7 +82,11 @@ fn handle_conn<S: Datastore>(
     }
 }
 
-fn dispatch<S: Datastore>(ipam: &Ipam<S>, req: Request) -> Response {
+fn dispatch<S: Datastore>(
+    ipam: &Ipam<S>,
+    req: Request,
+    metrics: Option<&metrics::Metrics>,
+) -> Response {
     {
         match req.kind {
             Kind::Ping => Response {
@@ -88,7 +95,21 @@ fn dispatch<S: Datastore>(ipam: &Ipam<S>, req: Request) -> Response {
                 ..Default::default()
             },
             Kind::Cni => {
+                let started = std::time::Instant::now();
                 let out = ipam_cni::serve(ipam, &req.env, req.stdin.as_bytes());
+                if let Some(m) = metrics {
+                    let code = if out.exit_code == 0 {
+                        0
+                    } else {
+                        serde_json::from_str::<serde_json::Value>(&out.stdout)
+                            .ok()
+                            .and_then(|v| v["code"].as_u64())
+                            .and_then(|c| u32::try_from(c).ok())
+                            .unwrap_or(999)
+                    };
+                    let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
+                    m.observe(verb, code, started.elapsed().as_secs_f64());
+                }
                 Response {
                     version: protocol::VERSION,
                     stdout: out.stdout,

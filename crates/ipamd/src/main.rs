@@ -62,6 +62,9 @@ struct Args {
     /// BIRD's control socket (bgp mode).
     #[arg(long, default_value = "/run/bird/bird.ctl")]
     bird_socket: PathBuf,
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 127.0.0.1:9091.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// AS number of the iBGP mesh (bgp mode).
     #[arg(long, default_value_t = ipamd::bird::DEFAULT_AS)]
     bgp_as: u32,
@@ -171,6 +174,20 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!(socket = %args.socket.display(), store = %spec, "serving");
     let stats = Arc::new(ipamd::Stats::default());
+    let metrics_thread = match args.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let server = tiny_http::Server::http(addr)
+                .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?;
+            let m = Arc::new(ipamd::metrics::Metrics::new());
+            let _ = stats.metrics.set(m.clone());
+            tracing::info!(listen = %addr, "metrics on /metrics");
+            let (ipam, shutdown) = (ipam.clone(), shutdown.clone());
+            Some(std::thread::spawn(move || {
+                ipamd::metrics::serve_http(server, ipam, m, shutdown)
+            }))
+        }
+    };
     let agent_thread = agent.map(|cfg| {
         tracing::info!(mode = ?cfg.mode, node = %cfg.node, "route agent on");
         let (ipam, shutdown) = (ipam.clone(), shutdown.clone());
@@ -184,6 +201,9 @@ fn main() -> anyhow::Result<()> {
         Some(spec.identity()),
     )?;
     if let Some(t) = agent_thread {
+        let _ = t.join();
+    }
+    if let Some(t) = metrics_thread {
         let _ = t.join();
     }
     // Every answered commit is durable already; dropping the store flushes the rest.

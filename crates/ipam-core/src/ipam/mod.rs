@@ -69,6 +69,8 @@ pub struct Ipam<S> {
     /// The block each node last assigned from: tried first, so a node with many full blocks
     /// does not read them all on every request. Only a hint; the store decides.
     last_block: std::sync::Mutex<std::collections::HashMap<String, IpNetwork>>,
+    /// Compare-and-swap commits lost to a concurrent writer (and retried), since start.
+    conflicts: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -85,6 +87,7 @@ impl<S: Datastore> Ipam<S> {
             opts,
             node_locks: Default::default(),
             last_block: Default::default(),
+            conflicts: Default::default(),
         }
     }
 
@@ -121,6 +124,11 @@ impl<S: Datastore> Ipam<S> {
         m.entry(node.to_string()).or_default().clone()
     }
 
+    /// Commits this engine lost to a concurrent writer and retried, since it was made.
+    pub fn commit_retries(&self) -> u64 {
+        self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store
@@ -138,7 +146,11 @@ impl<S: Datastore> Ipam<S> {
     ) -> Result<T, IpamError> {
         for _ in 0..self.opts.max_retries {
             match f() {
-                Err(IpamError::Store(StoreError::Conflict { .. })) => continue,
+                Err(IpamError::Store(StoreError::Conflict { .. })) => {
+                    self.conflicts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 other => return other,
             }
         }

@@ -1,0 +1,209 @@
+//! Prometheus metrics of the node service (`--metrics-listen ADDR`, text format on
+//! `/metrics`): requests by verb and CNI code, latency histograms by verb, commits retried
+//! after a lost compare-and-swap, and per pool and per node utilisation.
+//!
+//! Utilisation reads every block, so it is computed at most once per [`UTILISATION_TTL`] and
+//! served from that snapshot in between: a scrape every second costs one scan per ten seconds.
+
+use ipam_core::{Datastore, Ipam};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a utilisation snapshot is served before the blocks are read again.
+pub const UTILISATION_TTL: Duration = Duration::from_secs(10);
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    retries: IntCounter,
+    retries_seen: AtomicU64,
+    pool: IntGaugeVec,
+    node: IntGaugeVec,
+    refreshed: Mutex<Option<Instant>>,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric names and labels below are constants; a failure here is a bug in this file.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// The metric families, registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "calico_ipam_requests_total",
+                "CNI requests served, by verb and CNI result code (0: success).",
+            ),
+            &["verb", "code"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "calico_ipam_request_duration_seconds",
+                "Time to serve a CNI request inside the service, by verb.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["verb"],
+        ));
+        let retries = must(IntCounter::new(
+            "calico_ipam_store_commit_retries_total",
+            "Commits lost to a concurrent writer and retried.",
+        ));
+        let pool = must(IntGaugeVec::new(
+            Opts::new(
+                "calico_ipam_pool_addresses",
+                "Addresses of a pool by state: size, in_use, reserved, cooling, borrowed; and blocks claimed (state=blocks).",
+            ),
+            &["pool", "cidr", "state"],
+        ));
+        let node = must(IntGaugeVec::new(
+            Opts::new(
+                "calico_ipam_node",
+                "Per node: blocks affine to it (what=blocks) and addresses held in them (what=addresses).",
+            ),
+            &["node", "what"],
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(retries.clone()),
+            Box::new(pool.clone()),
+            Box::new(node.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            retries,
+            retries_seen: AtomicU64::new(0),
+            pool,
+            node,
+            refreshed: Mutex::new(None),
+        }
+    }
+
+    /// Records one served CNI request.
+    pub fn observe(&self, verb: &str, code: u32, seconds: f64) {
+        let verb = match verb {
+            "ADD" | "DEL" | "CHECK" | "GC" | "STATUS" | "VERSION" => verb,
+            _ => "other",
+        };
+        self.requests
+            .with_label_values(&[verb, &code.to_string()])
+            .inc();
+        self.duration.with_label_values(&[verb]).observe(seconds);
+    }
+
+    fn refresh<S: Datastore>(&self, ipam: &Ipam<S>) {
+        let now = ipam.commit_retries();
+        let seen = self.retries_seen.swap(now, Ordering::Relaxed);
+        self.retries.inc_by(now.saturating_sub(seen));
+        let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < UTILISATION_TTL) {
+            return;
+        }
+        let Ok(u) = ipam.utilisation() else {
+            return;
+        };
+        self.pool.reset();
+        self.node.reset();
+        let g = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
+        for p in &u.pools {
+            let cidr = p.cidr.map(|c| c.to_string()).unwrap_or_default();
+            let borrowed: u64 = u
+                .blocks
+                .iter()
+                .filter(|b| b.pool.as_deref() == Some(p.name.as_str()))
+                .map(|b| u64::from(b.borrowed))
+                .sum();
+            for (state, v) in [
+                ("size", p.capacity),
+                ("in_use", u128::from(p.in_use)),
+                ("reserved", u128::from(p.reserved)),
+                ("cooling", u128::from(p.cooling)),
+                ("borrowed", u128::from(borrowed)),
+                ("blocks", u128::from(p.blocks)),
+            ] {
+                self.pool
+                    .with_label_values(&[p.name.as_str(), cidr.as_str(), state])
+                    .set(g(v));
+            }
+        }
+        for n in &u.nodes {
+            self.node
+                .with_label_values(&[n.node.as_str(), "blocks"])
+                .set(g(n.blocks.len() as u128));
+            self.node
+                .with_label_values(&[n.node.as_str(), "addresses"])
+                .set(g(u128::from(n.in_use)));
+        }
+        *last = Some(Instant::now());
+    }
+
+    /// The exposition text.
+    pub fn render<S: Datastore>(&self, ipam: &Ipam<S>) -> String {
+        self.refresh(ipam);
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Serves `/metrics` on `addr` until `shutdown` is set.
+pub fn serve_http<S: Datastore>(
+    server: tiny_http::Server,
+    ipam: Arc<Ipam<S>>,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<AtomicBool>,
+) {
+    while !shutdown.load(Ordering::SeqCst) {
+        let req = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        let resp = if req.url() == "/metrics" {
+            let header = tiny_http::Header::from_bytes(
+                &b"Content-Type"[..],
+                &b"text/plain; version=0.0.4; charset=utf-8"[..],
+            )
+            .ok();
+            let mut r = tiny_http::Response::from_string(metrics.render(&ipam));
+            if let Some(h) = header {
+                r = r.with_header(h);
+            }
+            r
+        } else {
+            tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+        };
+        let _ = req.respond(resp);
+    }
+}
