@@ -685,3 +685,53 @@ fn pool_split_keeps_every_allocation_on_etcd() {
     assert_eq!(etcd(&["import", f.to_str().unwrap()]).exit_code, EXIT_OK);
     split_and_check(&etcd);
 }
+
+#[test]
+fn check_flags_allocations_older_than_a_limit() {
+    use ipam_core::{AssignIpArgs, HostReserved};
+    use std::collections::BTreeMap;
+    let d = tempfile::tempdir().unwrap();
+    let store = d.path().join("store");
+    {
+        let ipam = Ipam::new(
+            SledStore::open(&store, &SledOptions::default()).unwrap(),
+            Arc::new(SystemClock),
+        );
+        ipam.create_pool(Pool::new("p", "10.244.0.0/24".parse().unwrap()).unwrap())
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let stamp = |secs: u64| {
+            // RFC 3339 of a recent moment, as the plugin writes it, built with the shell's date.
+            let o = std::process::Command::new("date")
+                .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+                .output()
+                .unwrap();
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        };
+        for (ip, t) in [("10.244.0.5", stamp(now - 7200)), ("10.244.0.6", stamp(now - 60))] {
+            ipam.assign_ip(&AssignIpArgs {
+                ip: ip.parse().unwrap(),
+                handle_id: format!("podman.{ip}"),
+                attrs: BTreeMap::from([("timestamp".to_string(), t)]),
+                node: "n1".into(),
+                host_reserved: HostReserved::default(),
+            })
+            .unwrap();
+        }
+    }
+    let o = run_args(args(&store, &["check", "--older-than", "3600", "-o", "json"]));
+    assert_eq!(o.exit_code, EXIT_PROBLEMS, "{}", o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let release: Vec<&str> = v["release"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(release, vec!["10.244.0.5"], "{}", o.stdout);
+    let o = run_args(args(&store, &["check"]));
+    assert_eq!(o.exit_code, EXIT_OK, "without the flag nothing is reported: {}", o.stdout);
+}

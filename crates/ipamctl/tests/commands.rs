@@ -236,6 +236,7 @@ fn release_from_a_stale_report_skips_the_reused_address() {
         &Command::Check(check::CheckArgs {
             report: Some(report.clone()),
             grace_seconds: 60,
+            older_than: None,
         }),
         false,
     );
@@ -289,6 +290,7 @@ fn release_from_a_stale_report_skips_the_reused_address() {
         &Command::Check(check::CheckArgs {
             report: Some(report.clone()),
             grace_seconds: 60,
+            older_than: None,
         }),
         true,
     );

@@ -22,6 +22,11 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 60)]
     #[serde(default = "default_grace")]
     pub grace_seconds: u64,
+    /// Also report, as releasable, every address allocated more than this many seconds ago
+    /// (for runtimes without GC: compare with what still runs before releasing).
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(default)]
+    pub older_than: Option<u64>,
 }
 
 fn default_grace() -> u64 {
@@ -52,6 +57,45 @@ fn parse_timestamp(t: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// Addresses allocated more than `age` seconds ago, by their timestamp attribute.
+fn old_allocations<S: Datastore>(
+    ipam: &Ipam<S>,
+    age: u64,
+) -> Result<Vec<EndpointFinding>, ipam_core::IpamError> {
+    use ipam_core::{Range, StoreExt};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = Vec::new();
+    for b in ipam.store().list_blocks(&Range::Blocks)? {
+        let b = b.value;
+        for (o, holder, seq) in b.used() {
+            let Some(t) = holder
+                .attrs
+                .get(ipam_cni::owner::attrs::TIMESTAMP)
+                .and_then(|t| parse_timestamp(t))
+            else {
+                continue;
+            };
+            if now.saturating_sub(t) <= age {
+                continue;
+            }
+            let ip = b.ip(o);
+            out.push(EndpointFinding {
+                kind: "older-than-limit",
+                detail: format!(
+                    "{ip} (handle {}) was allocated {} s ago, more than {age} s",
+                    holder.handle_id,
+                    now.saturating_sub(t)
+                ),
+                release: Some(json!({"ip": ip.to_string(), "handle": holder.handle_id, "seq": seq,
+                                     "reason": format!("allocated more than {age} s ago")})),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Allocations of networks wired by the `calico` main plugin whose attachment has no
@@ -229,6 +273,9 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &CheckArgs, json: bool) -> Result<Ou
         }
     }
     let mut findings = endpoint_findings(ipam, a.grace_seconds)?;
+    if let Some(age) = a.older_than {
+        findings.extend(old_allocations(ipam, age)?);
+    }
     for r in ipam.reservations()? {
         for h in super::reservation::held_inside(ipam, &r.cidr)? {
             findings.push(EndpointFinding {
