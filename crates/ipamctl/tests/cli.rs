@@ -467,6 +467,19 @@ fn pool_update_changes_what_may_change_and_node_labels_select_pools() {
     );
 }
 
+/// Runs the real `ipamctl` binary.
+fn bin(argv: &[String]) -> ipamctl::Outcome {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ipamctl"))
+        .args(&argv[1..])
+        .output()
+        .unwrap();
+    ipamctl::Outcome {
+        stdout: String::from_utf8_lossy(&o.stdout).to_string(),
+        exit_code: o.status.code().unwrap_or(-1),
+        files: Vec::new(),
+    }
+}
+
 fn state_of(doc: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(doc).unwrap();
     assert_eq!(v["format"], "calico-ipam-export");
@@ -479,7 +492,7 @@ fn export_and_import_round_trip_between_stores() {
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (d.path().join("a"), d.path().join("b"));
     prepare(&a);
-    let o = run_args(args(
+    let o = bin(&args(
         &a,
         &[
             "node",
@@ -494,7 +507,7 @@ fn export_and_import_round_trip_between_stores() {
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
     let f = d.path().join("state.json");
     let f = f.to_str().unwrap();
-    let o = run_args(args(&a, &["export", "-f", f]));
+    let o = bin(&args(&a, &["export", "-f", f]));
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
     let doc = std::fs::read_to_string(f).unwrap();
     let original = state_of(&doc);
@@ -502,23 +515,23 @@ fn export_and_import_round_trip_between_stores() {
     assert_eq!(original["handles"].as_array().unwrap().len(), 3);
 
     // Into a new sled store, and back out: the same state.
-    let o = run_args(args(&b, &["import", f]));
+    let o = bin(&args(&b, &["import", f]));
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
-    let o = run_args(args(&b, &["export"]));
+    let o = bin(&args(&b, &["export"]));
     assert_eq!(state_of(&o.stdout), original);
-    let o = run_args(args(&b, &["check"]));
+    let o = bin(&args(&b, &["check"]));
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
 
     // Over a non-empty store: refused, said so by a dry run, done with --force.
-    let o = run_args(args(&a, &["import", "--dry-run", f]));
+    let o = bin(&args(&a, &["import", "--dry-run", f]));
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
     assert!(o.stdout.contains("would be refused"), "{}", o.stdout);
-    let o = run_args(args(&a, &["import", f]));
+    let o = bin(&args(&a, &["import", f]));
     assert_eq!(o.exit_code, 1);
     assert!(o.stdout.contains("not empty"), "{}", o.stdout);
-    let o = run_args(args(&a, &["import", "--force", f]));
+    let o = bin(&args(&a, &["import", "--force", f]));
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
-    assert_eq!(state_of(&run_args(args(&a, &["export"])).stdout), original);
+    assert_eq!(state_of(&bin(&args(&a, &["export"])).stdout), original);
 
     // A document whose state breaks an invariant is refused before anything is written.
     let mut bad: serde_json::Value = serde_json::from_str(&doc).unwrap();
@@ -526,7 +539,7 @@ fn export_and_import_round_trip_between_stores() {
     let badf = d.path().join("bad.json");
     std::fs::write(&badf, bad.to_string()).unwrap();
     let c = d.path().join("c");
-    let o = run_args(args(&c, &["import", badf.to_str().unwrap()]));
+    let o = bin(&args(&c, &["import", badf.to_str().unwrap()]));
     assert_eq!(o.exit_code, 1);
     assert!(o.stdout.contains("inconsistent"), "{}", o.stdout);
 }
@@ -638,7 +651,7 @@ fn pool_split_keeps_every_allocation_on_sled() {
                 .unwrap();
         }
     }
-    split_and_check(&|rest: &[&str]| run_args(args(&store, rest)));
+    split_and_check(&|rest: &[&str]| bin(&args(&store, rest)));
     // New claims go through the new pools' indexes.
     let ipam = Ipam::new(
         SledStore::open(&store, &SledOptions::default()).unwrap(),
@@ -711,7 +724,10 @@ fn check_flags_allocations_older_than_a_limit() {
                 .unwrap();
             String::from_utf8(o.stdout).unwrap().trim().to_string()
         };
-        for (ip, t) in [("10.244.0.5", stamp(now - 7200)), ("10.244.0.6", stamp(now - 60))] {
+        for (ip, t) in [
+            ("10.244.0.5", stamp(now - 7200)),
+            ("10.244.0.6", stamp(now - 60)),
+        ] {
             ipam.assign_ip(&AssignIpArgs {
                 ip: ip.parse().unwrap(),
                 handle_id: format!("podman.{ip}"),
@@ -722,7 +738,10 @@ fn check_flags_allocations_older_than_a_limit() {
             .unwrap();
         }
     }
-    let o = run_args(args(&store, &["check", "--older-than", "3600", "-o", "json"]));
+    let o = run_args(args(
+        &store,
+        &["check", "--older-than", "3600", "-o", "json"],
+    ));
     assert_eq!(o.exit_code, EXIT_PROBLEMS, "{}", o.stdout);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     let release: Vec<&str> = v["release"]
@@ -733,5 +752,9 @@ fn check_flags_allocations_older_than_a_limit() {
         .collect();
     assert_eq!(release, vec!["10.244.0.5"], "{}", o.stdout);
     let o = run_args(args(&store, &["check"]));
-    assert_eq!(o.exit_code, EXIT_OK, "without the flag nothing is reported: {}", o.stdout);
+    assert_eq!(
+        o.exit_code, EXIT_OK,
+        "without the flag nothing is reported: {}",
+        o.stdout
+    );
 }

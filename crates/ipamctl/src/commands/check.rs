@@ -90,8 +90,10 @@ fn old_allocations<S: Datastore>(
                     holder.handle_id,
                     now.saturating_sub(t)
                 ),
-                release: Some(json!({"ip": ip.to_string(), "handle": holder.handle_id, "seq": seq,
-                                     "reason": format!("allocated more than {age} s ago")})),
+                release: Some(
+                    json!({"ip": ip.to_string(), "handle": holder.handle_id, "seq": seq,
+                                     "reason": format!("allocated more than {age} s ago")}),
+                ),
             });
         }
     }
