@@ -39,20 +39,34 @@ pub struct Stats {
     pub metrics: std::sync::OnceLock<Arc<metrics::Metrics>>,
 }
 
+/// How long a client may take to send its request, and to take its answer: well under the
+/// plugin's own timeout, so a slow or idle client costs only its reader thread for this long.
+pub const IO_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Connections being read at once, at most; past this a new connection is closed unread
+/// (its client sees the service fail and retries, CNI code 11).
+pub const MAX_READERS: usize = 8192;
+
+/// Reads one request within [`IO_DEADLINE`].
+fn read_request(mut conn: UnixStream) -> Option<(UnixStream, Request)> {
+    let _ = conn.set_read_timeout(Some(IO_DEADLINE));
+    let _ = conn.set_write_timeout(Some(IO_DEADLINE));
+    match protocol::read_frame(&mut conn) {
+        Ok(r) => Some((conn, r)),
+        Err(e) => {
+            tracing::debug!(error = %e, "unreadable request");
+            None
+        }
+    }
+}
+
 fn handle_conn<S: Datastore>(
     ipam: &Ipam<S>,
     mut conn: UnixStream,
+    req: Request,
     stats: &Stats,
     identity: Option<&str>,
 ) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let req: Request = match protocol::read_frame(&mut conn) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, "unreadable request");
-            return;
-        }
-    };
     let resp = if req.version != protocol::VERSION {
         Response {
             version: protocol::VERSION,
@@ -203,7 +217,7 @@ pub fn serve_store<S: Datastore + 'static>(
     identity: Option<String>,
 ) -> std::io::Result<()> {
     let identity: Arc<Option<String>> = Arc::new(identity);
-    let (tx, rx) = std::sync::mpsc::channel::<UnixStream>();
+    let (tx, rx) = std::sync::mpsc::channel::<(UnixStream, Request)>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
@@ -214,21 +228,60 @@ pub fn serve_store<S: Datastore + 'static>(
             std::thread::spawn(move || loop {
                 let next = rx.lock().map(|r| r.recv());
                 match next {
-                    Ok(Ok(conn)) => handle_conn(&ipam, conn, &stats, identity.as_deref()),
+                    Ok(Ok((conn, req))) => {
+                        handle_conn(&ipam, conn, req, &stats, identity.as_deref())
+                    }
                     _ => return,
                 }
             })
         })
         .collect();
+    // Each connection is read by a thread of its own, so clients that are slow to send (or
+    // send nothing) never hold a worker; workers only answer complete requests.
+    let readers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let read = |conn: UnixStream| {
+        if readers.load(Ordering::Relaxed) >= MAX_READERS {
+            tracing::warn!(
+                limit = MAX_READERS,
+                "too many connections being read; closing one"
+            );
+            return;
+        }
+        readers.fetch_add(1, Ordering::Relaxed);
+        let (tx, readers2) = (tx.clone(), readers.clone());
+        let spawned = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                if let Some(r) = read_request(conn) {
+                    let _ = tx.send(r);
+                }
+                readers2.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            readers.fetch_sub(1, Ordering::Relaxed);
+        }
+    };
+    let mut pause = Duration::from_millis(10);
+    let mut last_warning: Option<std::time::Instant> = None;
     for conn in listener.incoming() {
         // An accepted connection is always served, even the one that arrives with the
         // shutdown (it may be a client's, not the wake-up).
         match conn {
             Ok(c) => {
                 stats.connections.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send(c);
+                pause = Duration::from_millis(10);
+                read(c);
             }
-            Err(e) => tracing::warn!(error = %e, "accept failed"),
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning (and logging)
+                // in a hot loop; one warning a second at most.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "accept failed; backing off");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
         }
         if shutdown.load(Ordering::SeqCst) {
             break;
@@ -249,13 +302,15 @@ pub fn serve_store<S: Datastore + 'static>(
     for round in 0..2 {
         while let Ok((conn, _)) = listener.accept() {
             let _ = conn.set_nonblocking(false);
-            let _ = tx.send(conn);
+            read(conn);
         }
         if round == 0 {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
     drop(listener);
+    // Workers stop once every reader has handed over its request or given up (at most
+    // IO_DEADLINE from now), so a stuck client cannot hold the shutdown.
     drop(tx);
     for w in workers {
         let _ = w.join();

@@ -164,3 +164,57 @@ fn sigterm_finishes_in_flight_requests_and_flushes() {
     }
     assert!(ipam_core::audit::audit(ipam.store()).unwrap().is_empty());
 }
+
+/// Open descriptors this process may have.
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max open files"))
+                .and_then(|x| x.split_whitespace().nth(3))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+#[test]
+fn idle_and_slow_clients_do_not_hold_the_service() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = start(d.path());
+    let sock = d.path().join("run/ipamd.sock");
+    // 2,000 idle connections (fewer when descriptors are scarce) and 50 that send half a
+    // frame and stop: before, 16 of them occupied every worker for 30 s.
+    let idle_n = 2000.min(fd_limit().saturating_sub(300) / 2);
+    let mut held = Vec::new();
+    for _ in 0..idle_n {
+        held.push(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    }
+    for _ in 0..50 {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(&[0, 0]).unwrap();
+        held.push(s);
+    }
+    let t = Instant::now();
+    let r = protocol::call(&sock, &add(d.path(), "busy-day"), Duration::from_secs(30)).unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    assert!(
+        took < Duration::from_secs(1),
+        "an ADD behind {idle_n} idle and 50 slow clients took {took:?}"
+    );
+    eprintln!("ADD with {idle_n} idle and 50 slow connections open: {took:?}");
+    // SIGTERM with all of them still open: the service exits within the read deadline.
+    let t = Instant::now();
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "SIGTERM with stuck clients took {:?}",
+        t.elapsed()
+    );
+    eprintln!("SIGTERM with stuck clients: exited in {:?}", t.elapsed());
+    drop(held);
+}
