@@ -124,7 +124,7 @@ fn serve(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<String, CniErro
         Command::Check => check(&ctx).map(|()| String::new()),
         Command::Gc => ctx.ipam("GC").map(|_| String::new()),
         Command::Status => ctx.ipam("STATUS").map(|_| String::new()),
-        Command::Version => unreachable!("answered above"),
+        Command::Version => Ok(ipam_cni::handler::version_json(&ctx.cfg.cni_version)),
     }
 }
 

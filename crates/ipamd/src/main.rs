@@ -179,7 +179,7 @@ fn main() -> anyhow::Result<()> {
         Some(addr) => {
             let server = tiny_http::Server::http(addr)
                 .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?;
-            let m = Arc::new(ipamd::metrics::Metrics::new());
+            let m = Arc::new(ipamd::metrics::Metrics::new().context("defining the metrics")?);
             let _ = stats.metrics.set(m.clone());
             tracing::info!(listen = %addr, "metrics on /metrics");
             let (ipam, shutdown) = (ipam.clone(), shutdown.clone());

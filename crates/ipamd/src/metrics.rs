@@ -29,35 +29,24 @@ pub struct Metrics {
     refreshed: Mutex<Option<Instant>>,
 }
 
-fn must<T>(r: prometheus::Result<T>) -> T {
-    // Metric names and labels below are constants; a failure here is a bug in this file.
-    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
-}
-
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
     /// The metric families, registered.
-    pub fn new() -> Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
-        let requests = must(IntCounterVec::new(
+        let requests = IntCounterVec::new(
             Opts::new(
                 "calico_ipam_requests_total",
                 "CNI requests served, by verb and CNI result code (0: success).",
             ),
             &["verb", "code"],
-        ));
-        let duration = must(HistogramVec::new(
+        )?;
+        let duration = HistogramVec::new(
             HistogramOpts::new(
                 "calico_ipam_request_duration_seconds",
                 "Time to serve a CNI request inside the service, by verb.",
@@ -66,25 +55,25 @@ impl Metrics {
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
             &["verb"],
-        ));
-        let retries = must(IntCounter::new(
+        )?;
+        let retries = IntCounter::new(
             "calico_ipam_store_commit_retries_total",
             "Commits lost to a concurrent writer and retried.",
-        ));
-        let pool = must(IntGaugeVec::new(
+        )?;
+        let pool = IntGaugeVec::new(
             Opts::new(
                 "calico_ipam_pool_addresses",
                 "Addresses of a pool by state: size, in_use, reserved, cooling, borrowed; and blocks claimed (state=blocks).",
             ),
             &["pool", "cidr", "state"],
-        ));
-        let node = must(IntGaugeVec::new(
+        )?;
+        let node = IntGaugeVec::new(
             Opts::new(
                 "calico_ipam_node",
                 "Per node: blocks affine to it (what=blocks) and addresses held in them (what=addresses).",
             ),
             &["node", "what"],
-        ));
+        )?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -92,9 +81,9 @@ impl Metrics {
             Box::new(pool.clone()),
             Box::new(node.clone()),
         ] {
-            must(registry.register(c));
+            registry.register(c)?;
         }
-        Metrics {
+        Ok(Metrics {
             registry,
             requests,
             duration,
@@ -103,7 +92,7 @@ impl Metrics {
             pool,
             node,
             refreshed: Mutex::new(None),
-        }
+        })
     }
 
     /// Records one served CNI request.

@@ -335,17 +335,7 @@ impl<S: Datastore> Ipam<S> {
 
     /// Deletes a reservation; true when there was one.
     pub fn delete_reservation(&self, name: &str) -> Result<bool, IpamError> {
-        let key = Key::Reservation(name.to_string());
-        self.retrying("delete reservation", || {
-            let Some(v) = self.store.get_reservation(&key)? else {
-                return Ok(false);
-            };
-            self.store.commit(vec![Write::Delete {
-                key: key.clone(),
-                expected: v.revision,
-            }])?;
-            Ok(true)
-        })
+        self.delete_if_present("delete reservation", Key::Reservation(name.to_string()))
     }
 
     /// Every reservation, by name.

@@ -2,7 +2,7 @@
 //! when it unwires it, read by checks.
 
 use super::Ipam;
-use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt, Write};
+use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt};
 use crate::error::IpamError;
 use crate::model::Endpoint;
 
@@ -25,16 +25,7 @@ impl<S: Datastore> Ipam<S> {
             node: node.to_string(),
             id: id.to_string(),
         };
-        self.retrying("delete endpoint", || {
-            let Some(v) = self.store.get_endpoint(&key)? else {
-                return Ok(false);
-            };
-            self.store.commit(vec![Write::Delete {
-                key: key.clone(),
-                expected: v.revision,
-            }])?;
-            Ok(true)
-        })
+        self.delete_if_present("delete endpoint", key)
     }
 
     /// The endpoint `id` of `node`.

@@ -160,6 +160,20 @@ impl<S: Datastore> Ipam<S> {
         })
     }
 
+    /// Deletes the record under `key` at the revision read; false when there is none.
+    fn delete_if_present(&self, operation: &'static str, key: Key) -> Result<bool, IpamError> {
+        self.retrying(operation, || {
+            let Some(v) = self.store.get(&key)? else {
+                return Ok(false);
+            };
+            self.store.commit(vec![Write::Delete {
+                key: key.clone(),
+                expected: v.revision,
+            }])?;
+            Ok(true)
+        })
+    }
+
     /// The cluster configuration (defaults when never set).
     pub fn config(&self) -> Result<IpamConfig, IpamError> {
         Ok(self
