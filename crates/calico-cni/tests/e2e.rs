@@ -233,9 +233,11 @@ impl Lab {
 
     /// The network config: `calico` with `calico-ipam` on this lab's store.
     fn conf(&self, ipam_extra: Value) -> Value {
+        // The lab decides whether a service runs (Store); the plugin does not start one.
         let mut ipam = json!({
             "type": "calico-ipam",
             "ipv4_pools": ["10.244.0.0/16"],
+            "ipamd_autostart": false,
         });
         for (k, v) in ipam_extra.as_object().unwrap() {
             ipam[k] = v.clone();

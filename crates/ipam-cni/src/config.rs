@@ -89,6 +89,10 @@ pub struct PluginConfig {
     pub log_level: String,
     /// The node service's socket.
     pub ipamd_socket: PathBuf,
+    /// Start the node service when none answers (`ipamd_autostart`, default true).
+    pub ipamd_autostart: bool,
+    /// The service's binary (`ipamd_binary`); `None`: `calico-ipamd` in `CNI_PATH`.
+    pub ipamd_binary: Option<PathBuf>,
     /// Gateway policy.
     pub gateway: Gateway,
     /// Prefix length policy.
@@ -284,6 +288,7 @@ impl PluginConfig {
             _ => String::new(),
         };
         let assign_ipv4 = keys.ipam_bool("assign_ipv4", true)?;
+        let ipamd_autostart = keys.ipam_bool("ipamd_autostart", true)?;
         let assign_ipv6 = keys.ipam_bool("assign_ipv6", false)?;
         let ipv4_pools = keys.ipam_strings("ipv4_pools")?;
         let ipv6_pools = keys.ipam_strings("ipv6_pools")?;
@@ -532,6 +537,8 @@ impl PluginConfig {
                 keys.string("ipamd_socket")?
                     .unwrap_or_else(|| defaults::SOCKET.into()),
             ),
+            ipamd_autostart,
+            ipamd_binary: keys.string("ipamd_binary")?.map(PathBuf::from),
             gateway,
             result_prefix,
             reserve,

@@ -8,6 +8,7 @@
 //!
 //! Not here: allocation logic (ipam-core), stores (ipam-store).
 
+pub mod autostart;
 pub mod backend;
 pub mod config;
 pub mod endpoints;

@@ -11,7 +11,8 @@ use ipam_core::{Datastore, Ipam};
 use ipam_store::SystemClock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use crate::autostart::Started;
+use std::time::{Duration, Instant};
 
 /// What the plugin prints and how it exits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,37 +125,138 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
         store: Some(inv.config.datastore.identity()),
         endpoint: None,
     };
-    let timeout = inv.config.lock_timeout + std::time::Duration::from_secs(5);
-    match protocol::call(&inv.config.ipamd_socket, &req, timeout) {
-        Ok(resp) if resp.error.is_none() => {
-            crate::logging::record_served(&inv.config, &inv.env, resp.exit_code, &resp.stdout);
-            return Output {
-                stdout: resp.stdout,
-                exit_code: resp.exit_code,
+    let cfg = &inv.config;
+    let timeout = cfg.lock_timeout + Duration::from_secs(5);
+    let deadline = Instant::now() + cfg.lock_timeout;
+    // Until a started service answers, calls wait for it rather than take the lock (which
+    // would only make the service wait for them).
+    let mut prefer_service_until: Option<Instant> = None;
+    let mut start_tried = false;
+    let mut lock_file = None;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match protocol::call(&cfg.ipamd_socket, &req, timeout) {
+            Ok(resp) if resp.error.is_none() => {
+                crate::logging::record_served(cfg, &inv.env, resp.exit_code, &resp.stdout);
+                return Output {
+                    stdout: resp.stdout,
+                    exit_code: resp.exit_code,
+                };
+            }
+            Ok(resp) => {
+                crate::logging::init(cfg);
+                tracing::info!(error = ?resp.error, "node service declined; serving locally");
+                return serve_locally(&inv, env, stdin, &version);
+            }
+            Err(CallError::Untrusted(why)) => {
+                crate::logging::init(cfg);
+                tracing::warn!(reason = %why, "not using the node service");
+                return serve_locally(&inv, env, stdin, &version);
+            }
+            Err(CallError::NotRunning(_)) => {
+                if !start_tried && cfg.ipamd_autostart {
+                    start_tried = true;
+                    match crate::autostart::start(cfg, env.get("CNI_PATH").map(String::as_str)) {
+                        Started::Spawned(_) | Started::InProgress => {
+                            prefer_service_until = Some(Instant::now() + AUTOSTART_WAIT);
+                        }
+                        Started::Unavailable(why) => {
+                            crate::logging::init(cfg);
+                            tracing::debug!(reason = %why, "no node service started");
+                        }
+                    }
+                }
+            }
+            Err(CallError::Failed(e)) if is_timeout(&e) => {
+                let err =
+                    CniError::try_again(format!("the IPAM node service did not answer: {e}"));
+                return Output::error(&status_or(err, inv.env.command), &version);
+            }
+            // The service went away mid-request (killed or restarting). Every verb is
+            // idempotent (an ADD finds what it may have committed), so ask again: the next
+            // service, or this process once the lock is free.
+            Err(CallError::Failed(_)) => {}
+        }
+        if prefer_service_until.is_none_or(|t| Instant::now() >= t) {
+            let file = match lock_file.take() {
+                Some(f) => f,
+                None => match backend::open_lock_file(&cfg.ipam_lock_file) {
+                    Ok(f) => f,
+                    Err(e) => return Output::error(&status_or(e, inv.env.command), &version),
+                },
             };
+            match backend::try_lock(file, "calico-ipam") {
+                Ok(lock) => {
+                    // A sled store is tried briefly: the service may hold it (starting, or
+                    // about to answer), and then this call goes back to asking it.
+                    let sled = matches!(cfg.datastore, ipam_store::StoreSpec::Sled { .. });
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let wait = if sled {
+                        remaining.min(SLED_TRY)
+                    } else {
+                        remaining
+                    };
+                    match backend::open_store(cfg, wait) {
+                        Ok(store) => {
+                            crate::logging::init(cfg);
+                            let _lock = lock;
+                            return serve(&Ipam::new(store, Arc::new(SystemClock)), env, stdin);
+                        }
+                        Err(e)
+                            if sled
+                                && e.code == codes::TRY_AGAIN
+                                && Instant::now() < deadline => {}
+                        Err(e) => return Output::error(&status_or(e, inv.env.command), &version),
+                    }
+                }
+                Err(f) => lock_file = Some(f),
+            }
         }
-        Ok(resp) => {
-            tracing::info!(error = ?resp.error, "node service declined; serving locally");
+        if Instant::now() >= deadline {
+            let e = backend::lock_timeout_error(&cfg.ipam_lock_file, cfg.lock_timeout);
+            return Output::error(&status_or(e, inv.env.command), &version);
         }
-        Err(CallError::NotRunning(_)) => {}
-        Err(CallError::Untrusted(why)) => {
-            crate::logging::init(&inv.config);
-            tracing::warn!(reason = %why, "not using the node service");
-        }
-        Err(CallError::Failed(e)) => {
-            let err = CniError::try_again(format!("the IPAM node service failed mid-request: {e}"));
-            let err = if inv.env.command == Command::Status {
-                status_error(err)
-            } else {
-                err
-            };
-            return Output::error(&err, &version);
-        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
+}
+
+/// How long a call that started the service (or found it starting) waits for it to answer
+/// before it takes the lock itself.
+const AUTOSTART_WAIT: Duration = Duration::from_millis(500);
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+fn status_or(e: CniError, command: Command) -> CniError {
+    if command == Command::Status {
+        status_error(e)
+    } else {
+        e
+    }
+}
+
+/// How long a call holding the host lock waits for a sled store before it asks the service
+/// again.
+const SLED_TRY: Duration = Duration::from_millis(50);
+
+/// Serves the call in this process after taking the host lock (bounded by the lock timeout):
+/// for a request the service declined or may not be trusted with.
+fn serve_locally(
+    inv: &Invocation,
+    env: &BTreeMap<String, String>,
+    stdin: &[u8],
+    version: &str,
+) -> Output {
     // Logging is set up only here: through the service, the service logs.
     crate::logging::init(&inv.config);
     let start = Instant::now();
-    let opened = backend::host_lock(&inv.config).and_then(|lock| {
+    let lock = backend::host_lock(&inv.config);
+    let opened = lock.and_then(|lock| {
         let remaining = inv.config.lock_timeout.saturating_sub(start.elapsed());
         backend::open_store(&inv.config, remaining).map(|s| (lock, s))
     });
@@ -163,7 +265,6 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
             let ipam = Ipam::new(store, Arc::new(SystemClock));
             serve(&ipam, env, stdin)
         }
-        Err(e) if inv.env.command == Command::Status => Output::error(&status_error(e), &version),
-        Err(e) => Output::error(&e, &version),
+        Err(e) => Output::error(&status_or(e, inv.env.command), version),
     }
 }

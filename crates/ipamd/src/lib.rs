@@ -217,6 +217,11 @@ pub fn serve_store<S: Datastore + 'static>(
     identity: Option<String>,
 ) -> std::io::Result<()> {
     let identity: Arc<Option<String>> = Arc::new(identity);
+    let socket_path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let socket_id = socket_path.as_deref().and_then(file_id);
     let (tx, rx) = std::sync::mpsc::channel::<(UnixStream, Request)>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let workers: Vec<_> = (0..WORKERS)
@@ -288,13 +293,12 @@ pub fn serve_store<S: Datastore + 'static>(
         }
     }
     // Stop taking new work: clients that connect from now on find no socket and serve
-    // themselves. Connections the kernel already queued are still served.
-    if let Some(path) = listener
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
-    {
-        let _ = std::fs::remove_file(path);
+    // themselves. Connections the kernel already queued are still served. The path is
+    // removed only while it is still this listener's: a successor may have bound it already.
+    if let (Some(path), Some(ours)) = (&socket_path, socket_id) {
+        if file_id(path) == Some(ours) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     listener.set_nonblocking(true)?;
     // Drain twice: a client that looked the path up just before it was removed can still land
@@ -316,6 +320,130 @@ pub fn serve_store<S: Datastore + 'static>(
         let _ = w.join();
     }
     Ok(())
+}
+
+/// The (device, inode) of the file at `path`.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// How often [`watch_socket`] looks at the socket path.
+pub const SOCKET_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Stops the serve loop of `listener` (sets `shutdown` and shuts the listener down, which
+/// unblocks its accept) when the file at `path` stops being this listener's socket: removed
+/// with its directory, or replaced by another service. Nobody can reach such a service, and
+/// it would hold the store for nothing.
+pub fn watch_socket(
+    listener: &UnixListener,
+    path: &Path,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let ours = file_id(path).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is not there after binding it", path.display()),
+        )
+    })?;
+    let listener = listener.try_clone()?;
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("socket-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(SOCKET_WATCH_INTERVAL);
+            if shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            if file_id(&path) != Some(ours) {
+                tracing::warn!(socket = %path.display(), "the socket was removed or replaced; stopping");
+                shutdown.store(true, Ordering::SeqCst);
+                use std::os::fd::AsRawFd;
+                let _ = nix::sys::socket::shutdown(
+                    listener.as_raw_fd(),
+                    nix::sys::socket::Shutdown::Both,
+                );
+                return;
+            }
+        })?;
+    Ok(())
+}
+
+/// Opens a log file for appending, created 0600 (its directory 0700 when missing); an
+/// existing one is made 0600 when others could read it.
+pub fn open_log_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    use std::os::unix::fs::MetadataExt;
+    if f.metadata()?.mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
+/// Opens the store, waiting while another process holds it (or etcd is unreachable): up to
+/// `wait`, or as long as it takes when `None`, saying every 10 s why. With `exit_if_served`,
+/// returns `None` as soon as another service answers on that socket for the same store.
+pub fn open_store(
+    spec: &ipam_store::StoreSpec,
+    wait: Option<Duration>,
+    exit_if_served: Option<&Path>,
+) -> Result<Option<Box<dyn Datastore>>, ipam_store::SpecOpenError> {
+    let start = std::time::Instant::now();
+    let identity = spec.identity();
+    let mut noted = start;
+    loop {
+        // Short slices for sled, so a service that is waiting takes the store soon after it
+        // is free; etcd gets the time a connection may need.
+        let slice = match spec {
+            ipam_store::StoreSpec::Etcd(_) => Duration::from_secs(5),
+            _ => Duration::from_millis(200),
+        };
+        match spec.open(slice) {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if e.is_transient() => {
+                if let Some(socket) = exit_if_served {
+                    if answers(socket, &identity) {
+                        return Ok(None);
+                    }
+                }
+                if wait.is_some_and(|w| start.elapsed() >= w) {
+                    return Err(e);
+                }
+                if noted.elapsed() >= Duration::from_secs(10) {
+                    tracing::warn!(error = %e, waited_s = start.elapsed().as_secs(), "still waiting for the store");
+                    noted = std::time::Instant::now();
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a service answers on `socket` for the store `identity`.
+pub fn answers(socket: &Path, identity: &str) -> bool {
+    let req = Request {
+        version: protocol::VERSION,
+        kind: Kind::Ping,
+        env: Default::default(),
+        stdin: String::new(),
+        admin: None,
+        store: Some(identity.to_string()),
+        endpoint: None,
+    };
+    matches!(protocol::call(socket, &req, IO_DEADLINE), Ok(r) if r.error.is_none())
 }
 
 /// Unblocks a [`serve`] loop whose `shutdown` flag is set.

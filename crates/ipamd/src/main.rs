@@ -35,12 +35,20 @@ struct Args {
     /// Client key for etcd (`etcd_key_file`).
     #[arg(long)]
     etcd_key_file: Option<String>,
-    /// Seconds to wait for the store when another process holds it.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to wait for the store when another process holds it; 0 waits as long as it
+    /// takes (saying every 10 s who holds it).
+    #[arg(long, default_value_t = 0)]
     lock_timeout_seconds: u64,
     /// Log level: error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
+    /// Append logs to this file (created 0600) instead of stderr.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// While waiting for the store, exit (status 0) as soon as another service answers on the
+    /// socket for the same store: how the plugin starts one (`ipamd_autostart`).
+    #[arg(long)]
+    exit_if_served: bool,
     /// This node's name (registered in the store with its address). Default: the host name.
     #[arg(long)]
     node_name: Option<String>,
@@ -133,11 +141,17 @@ fn register(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_max_level(args.log_level)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(false);
+    match &args.log_file {
+        Some(path) => log
+            .with_writer(std::sync::Mutex::new(ipamd::open_log_file(path).with_context(
+                || format!("opening the log file {}", path.display()),
+            )?))
+            .init(),
+        None => log.with_writer(std::io::stderr).init(),
+    }
     let spec = if args.etcd_endpoints.is_empty() {
         StoreSpec::sled(&args.sled_path)
     } else {
@@ -149,14 +163,23 @@ fn main() -> anyhow::Result<()> {
             key_file: args.etcd_key_file.clone(),
         })
     };
-    let store = spec
-        .open(Duration::from_secs(args.lock_timeout_seconds))
-        .with_context(|| format!("opening {spec}"))?;
+    let identity = spec.identity();
+    let wait = (args.lock_timeout_seconds > 0).then(|| Duration::from_secs(args.lock_timeout_seconds));
+    let Some(store) = ipamd::open_store(&spec, wait, args.exit_if_served.then_some(args.socket.as_path()))
+        .with_context(|| format!("opening {spec}"))?
+    else {
+        tracing::info!(socket = %args.socket.display(), store = %identity, "another service serves this store; exiting");
+        return Ok(());
+    };
     let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
     let agent = register(&args, &ipam)?;
     let listener =
         ipamd::bind(&args.socket).with_context(|| format!("binding {}", args.socket.display()))?;
     let shutdown = Arc::new(AtomicBool::new(false));
+    // A service whose socket was removed or replaced can no longer be reached: it stops
+    // (and releases the store) instead of living on unseen.
+    ipamd::watch_socket(&listener, &args.socket, shutdown.clone())
+        .context("watching the socket")?;
     {
         let shutdown = shutdown.clone();
         let socket = args.socket.clone();
@@ -198,7 +221,7 @@ fn main() -> anyhow::Result<()> {
         ipam.clone(),
         shutdown,
         stats.clone(),
-        Some(spec.identity()),
+        Some(identity),
     )?;
     if let Some(t) = agent_thread {
         let _ = t.join();
@@ -208,7 +231,6 @@ fn main() -> anyhow::Result<()> {
     }
     // Every answered commit is durable already; dropping the store flushes the rest.
     drop(ipam);
-    let _ = std::fs::remove_file(&args.socket);
     tracing::info!(served = stats.served.load(Ordering::Relaxed), "stopped");
     Ok(())
 }

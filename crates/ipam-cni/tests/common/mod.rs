@@ -112,6 +112,9 @@ impl Harness {
             "ipam_lock_file": self.path("ipam.lock"),
             "log_file_path": self.path("cni.log"),
             "ipamd_socket": self.socket(),
+            // The harness decides whether a service runs (Mode); tests of the plugin starting
+            // one set this themselves.
+            "ipamd_autostart": false,
             "ipv4_pools": ["10.244.0.0/16"],
         });
         for (k, v) in ipam_extra.as_object().unwrap() {
