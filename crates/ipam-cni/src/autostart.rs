@@ -28,7 +28,7 @@ pub const BINARY: &str = "calico-ipamd";
 pub enum Started {
     /// A service process was started (pid).
     Spawned(u32),
-    /// Another call is starting one right now.
+    /// A started service is alive (coming up, or serving and about to answer).
     InProgress,
     /// None can be started here (why).
     Unavailable(String),
@@ -91,8 +91,9 @@ fn start_lock_path(cfg: &PluginConfig) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Starts the service for `cfg` unless one is being started.
-pub fn start(cfg: &PluginConfig, cni_path: Option<&str>) -> Started {
+/// Starts the service for `cfg` unless one is being started (or is running: a started
+/// service holds the start lock for life). With `spawn` false, only says whether one is.
+pub fn start(cfg: &PluginConfig, cni_path: Option<&str>, spawn: bool) -> Started {
     let Some(bin) = binary(cfg, cni_path) else {
         return Started::Unavailable(format!("no {BINARY} in CNI_PATH or ipamd_binary"));
     };
@@ -123,6 +124,9 @@ pub fn start(cfg: &PluginConfig, cni_path: Option<&str>) -> Started {
     };
     if lock.try_lock_exclusive().is_err() {
         return Started::InProgress;
+    }
+    if !spawn {
+        return Started::Unavailable("the service started for this call is gone".into());
     }
     let mut cmd = Command::new(&bin);
     cmd.args(&args)

@@ -1,6 +1,7 @@
 //! One invocation from environment and stdin to stdout and exit code: through the node service
 //! when its socket answers, otherwise in this process under the host lock.
 
+use crate::autostart::Started;
 use crate::backend;
 use crate::config::PluginConfig;
 use crate::env::{CniEnv, Command};
@@ -11,7 +12,6 @@ use ipam_core::{Datastore, Ipam};
 use ipam_store::SystemClock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use crate::autostart::Started;
 use std::time::{Duration, Instant};
 
 /// What the plugin prints and how it exits.
@@ -128,10 +128,12 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
     let cfg = &inv.config;
     let timeout = cfg.lock_timeout + Duration::from_secs(5);
     let deadline = Instant::now() + cfg.lock_timeout;
-    // Until a started service answers, calls wait for it rather than take the lock (which
-    // would only make the service wait for them).
-    let mut prefer_service_until: Option<Instant> = None;
-    let mut start_tried = false;
+    // While a started service is coming up (its start lock is held), calls wait for it
+    // rather than take the store (which would only make it wait for them). One start per
+    // call, and one more each time a service dies under it.
+    let mut starting = false;
+    let mut may_spawn = cfg.ipamd_autostart;
+    let mut said_why = false;
     let mut lock_file = None;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -154,30 +156,34 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
                 return serve_locally(&inv, env, stdin, &version);
             }
             Err(CallError::NotRunning(_)) => {
-                if !start_tried && cfg.ipamd_autostart {
-                    start_tried = true;
-                    match crate::autostart::start(cfg, env.get("CNI_PATH").map(String::as_str)) {
-                        Started::Spawned(_) | Started::InProgress => {
-                            prefer_service_until = Some(Instant::now() + AUTOSTART_WAIT);
+                starting = false;
+                if cfg.ipamd_autostart {
+                    let cni_path = env.get("CNI_PATH").map(String::as_str);
+                    match crate::autostart::start(cfg, cni_path, may_spawn) {
+                        Started::Spawned(_) => {
+                            may_spawn = false;
+                            starting = true;
                         }
-                        Started::Unavailable(why) => {
+                        Started::InProgress => starting = true,
+                        Started::Unavailable(why) if !said_why => {
+                            said_why = true;
                             crate::logging::init(cfg);
                             tracing::debug!(reason = %why, "no node service started");
                         }
+                        Started::Unavailable(_) => {}
                     }
                 }
             }
             Err(CallError::Failed(e)) if is_timeout(&e) => {
-                let err =
-                    CniError::try_again(format!("the IPAM node service did not answer: {e}"));
+                let err = CniError::try_again(format!("the IPAM node service did not answer: {e}"));
                 return Output::error(&status_or(err, inv.env.command), &version);
             }
             // The service went away mid-request (killed or restarting). Every verb is
             // idempotent (an ADD finds what it may have committed), so ask again: the next
             // service, or this process once the lock is free.
-            Err(CallError::Failed(_)) => {}
+            Err(CallError::Failed(_)) => may_spawn = cfg.ipamd_autostart,
         }
-        if prefer_service_until.is_none_or(|t| Instant::now() >= t) {
+        if !starting {
             let file = match lock_file.take() {
                 Some(f) => f,
                 None => match backend::open_lock_file(&cfg.ipam_lock_file) {
@@ -203,9 +209,7 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
                             return serve(&Ipam::new(store, Arc::new(SystemClock)), env, stdin);
                         }
                         Err(e)
-                            if sled
-                                && e.code == codes::TRY_AGAIN
-                                && Instant::now() < deadline => {}
+                            if sled && e.code == codes::TRY_AGAIN && Instant::now() < deadline => {}
                         Err(e) => return Output::error(&status_or(e, inv.env.command), &version),
                     }
                 }
@@ -220,10 +224,6 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
         pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
-
-/// How long a call that started the service (or found it starting) waits for it to answer
-/// before it takes the lock itself.
-const AUTOSTART_WAIT: Duration = Duration::from_millis(500);
 
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(

@@ -375,7 +375,10 @@ pub fn watch_socket(
 /// existing one is made 0600 when others could read it.
 pub fn open_log_file(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

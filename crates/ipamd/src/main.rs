@@ -140,15 +140,17 @@ fn register(
 }
 
 fn main() -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     let args = Args::parse();
     let log = tracing_subscriber::fmt()
         .with_max_level(args.log_level)
         .with_ansi(false);
     match &args.log_file {
         Some(path) => log
-            .with_writer(std::sync::Mutex::new(ipamd::open_log_file(path).with_context(
-                || format!("opening the log file {}", path.display()),
-            )?))
+            .with_writer(std::sync::Mutex::new(
+                ipamd::open_log_file(path)
+                    .with_context(|| format!("opening the log file {}", path.display()))?,
+            ))
             .init(),
         None => log.with_writer(std::io::stderr).init(),
     }
@@ -164,13 +166,20 @@ fn main() -> anyhow::Result<()> {
         })
     };
     let identity = spec.identity();
-    let wait = (args.lock_timeout_seconds > 0).then(|| Duration::from_secs(args.lock_timeout_seconds));
-    let Some(store) = ipamd::open_store(&spec, wait, args.exit_if_served.then_some(args.socket.as_path()))
-        .with_context(|| format!("opening {spec}"))?
+    let opening = std::time::Instant::now();
+    let wait =
+        (args.lock_timeout_seconds > 0).then(|| Duration::from_secs(args.lock_timeout_seconds));
+    let Some(store) = ipamd::open_store(
+        &spec,
+        wait,
+        args.exit_if_served.then_some(args.socket.as_path()),
+    )
+    .with_context(|| format!("opening {spec}"))?
     else {
         tracing::info!(socket = %args.socket.display(), store = %identity, "another service serves this store; exiting");
         return Ok(());
     };
+    let opened_ms = opening.elapsed().as_millis();
     let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
     let agent = register(&args, &ipam)?;
     let listener =
@@ -195,7 +204,7 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(socket = %args.socket.display(), store = %spec, "serving");
+    tracing::info!(socket = %args.socket.display(), store = %spec, opened_ms, started_ms = began.elapsed().as_millis(), "serving");
     let stats = Arc::new(ipamd::Stats::default());
     let metrics_thread = match args.metrics_listen {
         None => None,
