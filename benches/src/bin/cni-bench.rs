@@ -1,6 +1,8 @@
 //! ADD and DEL latency of IPAM plugins exec'd the way a main plugin execs them (environment +
-//! config on stdin), in one run: calico-ipam through the node service, calico-ipam on its own,
-//! and Debian's host-local. Then 200 concurrent ADDs for each.
+//! config on stdin), in one run: calico-ipam through a node service started by hand,
+//! calico-ipam as installed (the service started by its first call, `ipamd_autostart`),
+//! calico-ipam on its own (autostart off), and Debian's host-local. Then 200 concurrent ADDs
+//! for each.
 //!
 //! Run: `bash benches/cni-latency.sh` (builds release binaries first).
 //! Usage: `cni-bench [N] [HOST_LOCAL]`; binaries are looked up next to this one.
@@ -15,6 +17,7 @@ struct Target {
     name: &'static str,
     bin: PathBuf,
     conf: Value,
+    cni_path: String,
 }
 
 fn spawn(t: &Target, command: &str, cid: &str) -> Child {
@@ -24,7 +27,7 @@ fn spawn(t: &Target, command: &str, cid: &str) -> Child {
         .env("CNI_CONTAINERID", cid)
         .env("CNI_NETNS", "/var/run/netns/bench")
         .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
+        .env("CNI_PATH", &t.cni_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -74,13 +77,15 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = |s: &str| tmp.path().join(s);
 
-    let calico_conf = |store: &Path, sock: &Path| {
+    let calico_conf = |store: &Path, sock: &Path, autostart: bool| {
         json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
                "ipam": {"type": "calico-ipam", "nodename": "bench-node",
                         "ipv4_pools": ["10.244.0.0/16"], "sled_path": store,
                         "ipam_lock_file": tmp.path().join("ipam.lock"),
-                        "log_file_path": "none", "log_level": "warn", "ipamd_socket": sock}})
+                        "log_file_path": "none", "log_level": "warn", "ipamd_socket": sock,
+                        "ipamd_autostart": autostart}})
     };
+    let plain = "/usr/lib/cni".to_string();
     let mut daemon = Command::new(&ipamd)
         .arg("--sled-path")
         .arg(p("svc-store"))
@@ -95,14 +100,22 @@ fn main() {
     }
     let targets = [
         Target {
-            name: "calico-ipam + calico-ipamd",
+            name: "calico-ipam + calico-ipamd started by hand",
             bin: calico.clone(),
-            conf: calico_conf(&p("svc-store"), &p("ipamd.sock")),
+            conf: calico_conf(&p("svc-store"), &p("ipamd.sock"), false),
+            cni_path: plain.clone(),
         },
         Target {
-            name: "calico-ipam, no service",
+            name: "calico-ipam as installed (first call starts calico-ipamd)",
             bin: calico.clone(),
-            conf: calico_conf(&p("own-store"), &p("no-such.sock")),
+            conf: calico_conf(&p("auto-store"), &p("auto/ipamd.sock"), true),
+            cni_path: format!("{}:/usr/lib/cni", dir.display()),
+        },
+        Target {
+            name: "calico-ipam, no service (autostart off)",
+            bin: calico.clone(),
+            conf: calico_conf(&p("own-store"), &p("no-such.sock"), false),
+            cni_path: plain.clone(),
         },
         Target {
             name: "host-local",
@@ -110,15 +123,16 @@ fn main() {
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
                          "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/16"}]],
                                   "dataDir": p("host-local")}}),
+            cni_path: plain.clone(),
         },
     ];
     println!(
-        "| plugin | ADD median | ADD p99 | DEL median | DEL p99 | 200 concurrent ADDs | rate |"
+        "| plugin | first ADD | ADD median | ADD p99 | DEL median | DEL p99 | 200 concurrent ADDs | rate |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for t in &targets {
-        // Warm up (first ADD creates the pool / data dir).
-        call(t, "ADD", "warm");
+        // The first ADD creates the pool / data dir (and, as installed, starts the service).
+        let first = call(t, "ADD", "warm");
         let adds: Vec<Duration> = (0..n).map(|i| call(t, "ADD", &format!("s{i}"))).collect();
         let dels: Vec<Duration> = (0..n).map(|i| call(t, "DEL", &format!("s{i}"))).collect();
         let s = Instant::now();
@@ -135,8 +149,9 @@ fn main() {
         let (am, ap) = stats(adds);
         let (dm, dp) = stats(dels);
         println!(
-            "| {} | {am:.2} ms | {ap:.2} ms | {dm:.2} ms | {dp:.2} ms | {:.0} ms | {:.0}/s |",
+            "| {} | {:.1} ms | {am:.2} ms | {ap:.2} ms | {dm:.2} ms | {dp:.2} ms | {:.0} ms | {:.0}/s |",
             t.name,
+            first.as_secs_f64() * 1e3,
             conc.as_secs_f64() * 1e3,
             200.0 / conc.as_secs_f64()
         );
