@@ -410,6 +410,11 @@ pub trait Datastore: Send + Sync {
             })
             .collect()
     }
+    /// Whether a commit could be made durable now (for readiness checks). Stores that can
+    /// lose the ability to write (a full disk) probe it; the default says yes.
+    fn writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// One read of a [`Datastore::read`] batch.
@@ -446,6 +451,9 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
         (**self).read(reads)
     }
+    fn writable(&self) -> Result<(), StoreError> {
+        (**self).writable()
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
@@ -464,6 +472,9 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
         (**self).read(reads)
     }
+    fn writable(&self) -> Result<(), StoreError> {
+        (**self).writable()
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for Box<T> {
@@ -481,6 +492,9 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     }
     fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
         (**self).read(reads)
+    }
+    fn writable(&self) -> Result<(), StoreError> {
+        (**self).writable()
     }
 }
 

@@ -19,11 +19,13 @@ pub mod conformance;
 pub mod etcd;
 mod faulty;
 mod memory;
+mod reopening;
 pub mod sled;
 mod spec;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
+pub use reopening::{Reopening, RETRY_EVERY};
 pub use sled::{OpenError, SledOptions, SledStore};
 pub use spec::{EtcdSpec, SpecOpenError, StoreSpec, DEFAULT_ETCD_PREFIX};
 

@@ -180,6 +180,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     let opened_ms = opening.elapsed().as_millis();
+    // sled fails every operation after one failed write (a full disk) until reopened.
+    let store: Box<dyn ipam_core::Datastore> = match spec {
+        StoreSpec::Sled { .. } => Box::new(ipam_store::Reopening::new(spec.clone(), store)),
+        _ => store,
+    };
     let ipam = Arc::new(Ipam::new(store, Arc::new(SystemClock)));
     let agent = register(&args, &ipam)?;
     let listener =

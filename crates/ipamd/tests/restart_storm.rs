@@ -4,11 +4,13 @@
 //! killed, so every call must succeed, each within 2 s; afterwards the store holds exactly
 //! the addresses of the containers still added, each once.
 
+mod common;
+
+use common::{exec, plugin, Call};
 use ipam_core::Record;
 use ipam_store::{SledOptions, SledStore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,56 +20,6 @@ use std::time::{Duration, Instant};
 const CALLERS: usize = 16;
 const KILLS: usize = 30;
 const LIMIT: Duration = Duration::from_secs(2);
-
-/// `calico-ipam` beside this package's binary, built when missing.
-fn plugin() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_calico-ipamd"))
-        .parent()
-        .unwrap();
-    let p = dir.join("calico-ipam");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "ipam-cni", "--bin", "calico-ipam"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building calico-ipam");
-    }
-    p
-}
-
-struct Call {
-    ok: bool,
-    took: Duration,
-    stdout: String,
-}
-
-fn exec(bin_dir: &Path, command: &str, cid: &str, conf: &Value) -> Call {
-    let start = Instant::now();
-    let mut c = Command::new(bin_dir.join("calico-ipam"));
-    c.env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_NETNS", "/var/run/netns/storm")
-        .env("CNI_PATH", bin_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    Call {
-        ok: o.status.success(),
-        took: start.elapsed(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-    }
-}
 
 /// The pid of the process holding the store, if it is a node service.
 fn service_pid(store: &Path) -> Option<i32> {
@@ -171,7 +123,7 @@ fn sigkill_and_restart_during_add_storms_lose_nothing() {
                             ));
                         }
                     };
-                    let add = exec(&bin, "ADD", &cid, &conf);
+                    let add = exec(&bin.join("calico-ipam"), Some(&bin), "ADD", &cid, &conf);
                     note("ADD", &add);
                     if !add.ok {
                         continue;
@@ -181,10 +133,13 @@ fn sigkill_and_restart_during_add_storms_lose_nothing() {
                     live.lock().unwrap().insert(cid.clone(), ip);
                     let mut check = conf.clone();
                     check["prevResult"] = result;
-                    note("CHECK", &exec(&bin, "CHECK", &cid, &check));
+                    note(
+                        "CHECK",
+                        &exec(&bin.join("calico-ipam"), Some(&bin), "CHECK", &cid, &check),
+                    );
                     // Every other container is deleted again, so releases race the kills too.
                     if i % 2 == 0 {
-                        let del = exec(&bin, "DEL", &cid, &conf);
+                        let del = exec(&bin.join("calico-ipam"), Some(&bin), "DEL", &cid, &conf);
                         note("DEL", &del);
                         if del.ok {
                             live.lock().unwrap().remove(&cid);

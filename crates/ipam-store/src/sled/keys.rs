@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! 0x00 "format"                                    store metadata (format version)
+//! 0x00 "probe"                                     write probe (readiness), a timestamp
 //! 0x01                                             config
 //! 0x02 name                                        pool
 //! 0x03 name                                        node
@@ -25,6 +26,9 @@ use ipnetwork::IpNetwork;
 
 /// Metadata key holding the store format version.
 pub const FORMAT_KEY: &[u8] = b"\x00format";
+
+/// Metadata key rewritten by [`crate::SledStore`]'s write probe (readiness checks).
+pub const PROBE_KEY: &[u8] = b"\x00probe";
 
 const CONFIG: u8 = 0x01;
 const POOL: u8 = 0x02;

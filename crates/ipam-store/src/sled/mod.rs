@@ -312,6 +312,19 @@ fn unavailable(e: sled::Error) -> StoreError {
 }
 
 impl Datastore for SledStore {
+    /// Writes and flushes a small metadata record: fails while the disk is full (or sled has
+    /// failed an earlier write, which it does not recover from until reopened).
+    fn writable(&self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        self.tree
+            .insert(keys::PROBE_KEY, &now.to_be_bytes())
+            .map_err(unavailable)?;
+        self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+
     fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
         let k = keys::encode(key);
         match self.tree.get(&k).map_err(unavailable)? {
