@@ -1,8 +1,9 @@
 //! Nobody but the plugin's own user is trusted: a "service" another user bound on the socket
 //! path is ignored (its forged answers would hand one address to two containers), a lock file
 //! another user owns is refused, a readable one is made private, and a socket directory others
-//! can write to is refused by the service. As root, with a second user (uid 65534, "nobody")
-//! for the other side; skipped when not root unless `IPAM_E2E_REQUIRED` is set.
+//! can write to is refused by the service. As root, with a second, unprivileged user that each
+//! test creates (`useradd`) and removes; skipped when not root unless `IPAM_E2E_REQUIRED` is
+//! set.
 
 mod common;
 
@@ -13,7 +14,38 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NOBODY: u32 = 65534;
+/// An unprivileged user made for one test, removed when dropped.
+struct OtherUser {
+    name: String,
+    uid: u32,
+}
+
+impl OtherUser {
+    fn create() -> OtherUser {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "ipamt{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let st = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--user-group"])
+            .args(["--shell", "/usr/sbin/nologin", &name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+        let out = Command::new("id").args(["-u", &name]).output().unwrap();
+        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_ne!(uid, 0);
+        OtherUser { name, uid }
+    }
+}
+
+impl Drop for OtherUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
 
 fn root() -> bool {
     let me = std::fs::metadata("/proc/self")
@@ -44,6 +76,7 @@ fn a_socket_bound_by_another_user_is_not_trusted() {
     if !root() {
         return;
     }
+    let other = OtherUser::create();
     let h = Harness::new(Mode::Local);
     let shared = open_dir(&h);
     let sock = shared.join("ipamd.sock");
@@ -73,8 +106,8 @@ while True:
     );
     let mut fake = Command::new("python3")
         .args(["-c", &script])
-        .uid(NOBODY)
-        .gid(NOBODY)
+        .uid(other.uid)
+        .gid(other.uid)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -105,16 +138,17 @@ fn a_lock_file_of_another_user_is_refused_and_ours_is_made_private() {
     if !root() {
         return;
     }
+    let other = OtherUser::create();
     let h = Harness::new(Mode::Local);
     let shared = open_dir(&h);
     let lock = shared.join("ipam.lock");
     std::fs::write(&lock, "").unwrap();
-    std::os::unix::fs::chown(&lock, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&lock, Some(other.uid), None).unwrap();
     let conf = h.conf("1.0.0", json!({"ipam_lock_file": lock}));
     let out = h.exec("ADD", "c1", "eth0", &conf, "");
     assert_eq!(out.error_code(), 5);
     assert!(
-        out.stdout.contains("belongs to user 65534"),
+        out.stdout.contains(&format!("belongs to user {}", other.uid)),
         "{}",
         out.stdout
     );
@@ -126,6 +160,22 @@ fn a_lock_file_of_another_user_is_refused_and_ours_is_made_private() {
         .ok();
     let mode = std::fs::metadata(&mine).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "lock file mode {mode:o}");
+    // So the other user cannot even open it to `flock` it (which would block every call),
+    // nor read the plugin's log.
+    let log = h.path("cni.log");
+    let log_mode = std::fs::metadata(&log).unwrap().permissions().mode();
+    assert_eq!(log_mode & 0o777, 0o600, "log file mode {log_mode:o}");
+    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    for path in [&mine, &log] {
+        let opened = Command::new("python3")
+            .args(["-c", "import sys; open(sys.argv[1])", path.to_str().unwrap()])
+            .uid(other.uid)
+            .gid(other.uid)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!opened.success(), "user {} opened {}", other.name, path.display());
+    }
 }
 
 #[test]
@@ -137,9 +187,10 @@ fn the_service_refuses_a_socket_directory_others_can_write() {
     let shared = open_dir(&h);
     let e = ipamd::bind(&shared.join("ipamd.sock")).unwrap_err();
     assert!(e.to_string().contains("writable by no one else"), "{e}");
+    let other = OtherUser::create();
     let theirs = h.path("theirs");
     std::fs::create_dir(&theirs).unwrap();
-    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(other.uid), Some(other.uid)).unwrap();
     assert!(ipamd::bind(&theirs.join("ipamd.sock")).is_err());
     // A private directory of our own is fine.
     assert!(ipamd::bind(&h.path("mine/ipamd.sock")).is_ok());
