@@ -148,7 +148,8 @@ fn a_lock_file_of_another_user_is_refused_and_ours_is_made_private() {
     let out = h.exec("ADD", "c1", "eth0", &conf, "");
     assert_eq!(out.error_code(), 5);
     assert!(
-        out.stdout.contains(&format!("belongs to user {}", other.uid)),
+        out.stdout
+            .contains(&format!("belongs to user {}", other.uid)),
         "{}",
         out.stdout
     );
@@ -168,13 +169,22 @@ fn a_lock_file_of_another_user_is_refused_and_ours_is_made_private() {
     std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     for path in [&mine, &log] {
         let opened = Command::new("python3")
-            .args(["-c", "import sys; open(sys.argv[1])", path.to_str().unwrap()])
+            .args([
+                "-c",
+                "import sys; open(sys.argv[1])",
+                path.to_str().unwrap(),
+            ])
             .uid(other.uid)
             .gid(other.uid)
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        assert!(!opened.success(), "user {} opened {}", other.name, path.display());
+        assert!(
+            !opened.success(),
+            "user {} opened {}",
+            other.name,
+            path.display()
+        );
     }
 }
 

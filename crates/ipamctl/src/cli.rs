@@ -133,10 +133,23 @@ pub fn run(cli: Cli) -> Outcome {
             exit_code: r.exit_code,
             files: r.files,
         },
-        Ok(_) | Err(CallError::NotRunning(_)) | Err(CallError::Untrusted(_)) => {
+        Ok(_) | Err(CallError::Untrusted(_)) => {
             match spec.open(Duration::from_secs(lock_timeout_seconds)) {
                 Ok(store) => execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json),
                 Err(e) => return fail(e.to_string()),
+            }
+        }
+        Err(CallError::NotRunning(_)) => {
+            match open_or_reach(&spec, &sock, &req, lock_timeout_seconds) {
+                Ok(Reached::Store(store)) => {
+                    execute(&Ipam::new(store, Arc::new(SystemClock)), &command, json)
+                }
+                Ok(Reached::Service(r)) => Outcome {
+                    stdout: r.stdout,
+                    exit_code: r.exit_code,
+                    files: r.files,
+                },
+                Err(e) => return fail(e),
             }
         }
         Err(CallError::Failed(e)) => return fail(format!("the node service failed: {e}")),
@@ -159,6 +172,44 @@ pub fn run(cli: Cli) -> Outcome {
         }
     }
     outcome
+}
+
+enum Reached {
+    Store(Box<dyn ipam_core::Datastore>),
+    Service(protocol::Response),
+}
+
+/// Opens the store, or, while another process holds it, asks the socket again (a service
+/// that was starting answers there), as the plugin does; says once on stderr who holds it.
+fn open_or_reach(
+    spec: &StoreSpec,
+    sock: &std::path::Path,
+    req: &Request,
+    lock_timeout_seconds: u64,
+) -> Result<Reached, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(lock_timeout_seconds);
+    let mut said = false;
+    loop {
+        let slice = match spec {
+            StoreSpec::Sled { .. } => Duration::from_millis(200),
+            _ => Duration::from_secs(lock_timeout_seconds),
+        };
+        match spec.open(slice) {
+            Ok(store) => return Ok(Reached::Store(store)),
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                if !said {
+                    eprintln!("waiting up to {lock_timeout_seconds} s for the store: {e}");
+                    said = true;
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        if let Ok(r) = protocol::call(sock, req, Duration::from_secs(lock_timeout_seconds + 30)) {
+            if r.error.is_none() {
+                return Ok(Reached::Service(r));
+            }
+        }
+    }
 }
 
 /// Parses `args` (with the program name first) and runs them; usage errors are exit code 2.

@@ -67,3 +67,34 @@ pub fn acquire(dir: &Path, timeout: Duration) -> Result<DirLock, LockError> {
     write!(file, "{}", std::process::id()).map_err(LockError::Io)?;
     Ok(DirLock { _file: file })
 }
+
+/// Who a holder is and what to do about it, from its command line: "process 42
+/// (calico-ipamd, serving /run/x.sock): use that socket ..." .
+pub fn describe(pid: u32) -> String {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return format!("process {pid}");
+    };
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let name = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+        .unwrap_or_default();
+    if name == "calico-ipamd" {
+        let socket = args
+            .iter()
+            .position(|a| a == "--socket")
+            .and_then(|i| args.get(i + 1))
+            .map_or("its default socket", String::as_str);
+        format!(
+            "process {pid} (calico-ipamd, serving {socket}): go through it (ipamctl --socket, the plugin's ipamd_socket) or stop it"
+        )
+    } else if name.is_empty() {
+        format!("process {pid}")
+    } else {
+        format!("process {pid} ({name}): wait for it to finish, or stop it")
+    }
+}

@@ -30,7 +30,7 @@ pub const STORE_FORMAT: u32 = 1;
 pub enum OpenError {
     /// Another process holds the store.
     #[error("the IPAM store {path} is busy: held by {} (waited {waited:?})",
-        holder.map(|p| format!("process {p}")).unwrap_or_else(|| "another process".into()))]
+        holder.map(lock::describe).unwrap_or_else(|| "another process".into()))]
     Busy {
         /// Directory.
         path: PathBuf,

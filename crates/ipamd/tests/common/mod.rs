@@ -102,3 +102,20 @@ pub fn first_address(result: &Value) -> String {
         .unwrap_or_else(|| panic!("no address in {result}"));
     a.split('/').next().unwrap_or(a).to_string()
 }
+
+/// `ipamctl` beside this package's binary, built when missing.
+pub fn ipamctl() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_calico-ipamd"))
+        .parent()
+        .unwrap();
+    let p = dir.join("ipamctl");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "ipamctl", "--bin", "ipamctl"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building ipamctl");
+    }
+    p
+}
