@@ -104,7 +104,7 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"n","type":"calico","mtu":"big","ipam":{"type":"x"}}"#,
         ] {
             let e = MainConfig::parse(bad.as_bytes(), Command::Add).unwrap_err();
-            assert_eq!(e.code, 7, "{bad}: {e}");
+            assert_eq!(e.code(), 7, "{bad}: {e}");
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::naming::{mac_string, GATEWAY_V4, GATEWAY_V6, HOST_MAC};
 use futures::stream::TryStreamExt;
-use ipam_cni::error::{codes, CniError};
+use ipam_cni::error::CniError;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
@@ -33,11 +33,7 @@ pub struct Wired {
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> CniError {
-    CniError::new(
-        codes::IO_FAILURE,
-        "cannot configure the network",
-        format!("{what}: {e}"),
-    )
+    CniError::io("cannot configure the network", format!("{what}: {e}"))
 }
 
 /// The pod's network namespace, opened and checked to be one.
@@ -49,13 +45,7 @@ pub struct Netns {
 impl Netns {
     /// Opens `path`; code 4 when it is missing or not a network namespace.
     pub fn open(path: &str) -> Result<Netns, CniError> {
-        let bad = |why: String| {
-            CniError::new(
-                codes::INVALID_ENV,
-                "invalid CNI_NETNS",
-                format!("CNI_NETNS {path:?} {why}"),
-            )
-        };
+        let bad = |why: String| CniError::Env(format!("CNI_NETNS {path:?} {why}"));
         let file = File::open(path).map_err(|e| bad(format!("cannot be opened: {e}")))?;
         let ns = Netns {
             file,
@@ -63,7 +53,7 @@ impl Netns {
         };
         // Entering it is the check: setns refuses anything that is not a network namespace.
         ns.enter(|| ())
-            .map_err(|e| bad(format!("is not a network namespace: {}", e.details)))?;
+            .map_err(|e| bad(format!("is not a network namespace: {}", e.details())))?;
         Ok(ns)
     }
 
@@ -170,11 +160,10 @@ pub fn ensure_free(ns: &Netns, ifname: &str) -> Result<(), CniError> {
     rt.block_on(async {
         let pod = ns.enter(connect)??;
         if link_by_name(&pod, ifname).await?.is_some() {
-            return Err(CniError::new(
-                codes::INVALID_ENV,
-                "invalid CNI_IFNAME",
-                format!("interface {ifname} already exists in {}", ns.path),
-            ));
+            return Err(CniError::Env(format!(
+                "interface {ifname} already exists in {}",
+                ns.path
+            )));
         }
         Ok(())
     })
@@ -358,13 +347,7 @@ fn route_parts(r: &RouteMessage) -> (Option<IpAddr>, u8, Option<IpAddr>, Option<
 
 /// Verifies what ADD made; the error names the first thing missing.
 pub fn check(ns: &Netns, host_ifname: &str, ifname: &str, ips: &[IpAddr]) -> Result<(), CniError> {
-    let missing = |what: String| {
-        CniError::new(
-            codes::IO_FAILURE,
-            "the pod's network is not as ADD left it",
-            what,
-        )
-    };
+    let missing = |what: String| CniError::io("the pod's network is not as ADD left it", what);
     let rt = runtime()?;
     rt.block_on(async {
         let host = connect()?;

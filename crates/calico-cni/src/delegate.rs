@@ -2,7 +2,7 @@
 //! directories, exec it with this invocation's environment (with `CNI_COMMAND` set to the verb)
 //! and the same network config on stdin, and read its result or error.
 
-use ipam_cni::error::{codes, CniError};
+use ipam_cni::error::CniError;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -30,11 +30,9 @@ pub fn find(plugin: &str, cni_path: &str) -> Result<PathBuf, CniError> {
         .map(|d| PathBuf::from(d).join(plugin))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            CniError::new(
-                codes::INVALID_CONFIG,
-                "IPAM plugin not found",
-                format!("no IPAM plugin {plugin:?} in CNI_PATH {cni_path:?}"),
-            )
+            CniError::Config(format!(
+                "no IPAM plugin {plugin:?} in CNI_PATH {cni_path:?}"
+            ))
         })
 }
 
@@ -56,8 +54,7 @@ pub fn exec(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| {
-            CniError::new(
-                codes::IO_FAILURE,
+            CniError::io(
                 "cannot run the IPAM plugin",
                 format!("{}: {e}", path.display()),
             )
@@ -67,8 +64,7 @@ pub fn exec(
         let _ = i.write_all(stdin);
     }
     let out = child.wait_with_output().map_err(|e| {
-        CniError::new(
-            codes::IO_FAILURE,
+        CniError::io(
             "cannot run the IPAM plugin",
             format!("{}: {e}", path.display()),
         )
@@ -81,17 +77,20 @@ pub fn exec(
     Err(serde_json::from_str::<Value>(&stdout)
         .ok()
         .and_then(|v| {
-            Some(CniError::new(
+            Some(CniError::from_wire(
                 u32::try_from(v.get("code")?.as_u64()?).ok()?,
                 v.get("msg")
                     .and_then(Value::as_str)
-                    .unwrap_or("IPAM plugin failed"),
-                v.get("details").and_then(Value::as_str).unwrap_or_default(),
+                    .unwrap_or("IPAM plugin failed")
+                    .to_string(),
+                v.get("details")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             ))
         })
         .unwrap_or_else(|| {
-            CniError::new(
-                codes::IO_FAILURE,
+            CniError::io(
                 "IPAM plugin failed",
                 format!(
                     "{} {verb} exited with {}: {}",
@@ -128,11 +127,9 @@ pub fn addresses(result: &str) -> Result<Vec<IpamAddress>, CniError> {
         })
         .collect::<Result<_, CniError>>()?;
     if out.is_empty() {
-        return Err(CniError::new(
-            codes::POOL_EXHAUSTED,
-            "no address",
+        return Err(CniError::Exhausted(String::from(
             "the IPAM plugin returned no address",
-        ));
+        )));
     }
     Ok(out)
 }
@@ -151,14 +148,14 @@ mod tests {
         assert_eq!(a[1].prefix, 122);
         let v03 = r#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.6/16","gateway":"10.0.0.1"}]}"#;
         assert_eq!(addresses(v03).unwrap()[0].prefix, 16);
-        assert_eq!(addresses(r#"{"ips":[]}"#).unwrap_err().code, 100);
-        assert_eq!(addresses("nope").unwrap_err().code, 6);
+        assert_eq!(addresses(r#"{"ips":[]}"#).unwrap_err().code(), 100);
+        assert_eq!(addresses("nope").unwrap_err().code(), 6);
     }
 
     #[test]
     fn a_missing_plugin_is_named() {
         let e = find("no-such-ipam", "/nonexistent:/also-not").unwrap_err();
-        assert!(e.details.contains("no-such-ipam"), "{e}");
-        assert_eq!(find("x", "").unwrap_err().code, 4);
+        assert!(e.details().contains("no-such-ipam"), "{e}");
+        assert_eq!(find("x", "").unwrap_err().code(), 4);
     }
 }

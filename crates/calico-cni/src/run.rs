@@ -7,7 +7,7 @@ use crate::naming;
 use crate::result::{self, Attachment};
 use ipam_cni::endpoints;
 use ipam_cni::env::{CniEnv, Command};
-use ipam_cni::error::{codes, CniError};
+use ipam_cni::error::CniError;
 use ipam_cni::owner;
 use ipam_cni::protocol::EndpointOp;
 use ipam_core::model::endpoint_id;
@@ -91,14 +91,14 @@ impl Ctx<'_> {
     fn undo_ipam(&self, e: CniError) -> CniError {
         match self.ipam("DEL") {
             Ok(_) => e,
-            Err(u) => CniError::new(
-                e.code,
-                &e.msg,
-                format!(
+            Err(u) => {
+                let details = format!(
                     "{} (and releasing its addresses failed: {})",
-                    e.details, u.details
-                ),
-            ),
+                    e.details(),
+                    u.details()
+                );
+                e.with_details(details)
+            }
         }
     }
 }
@@ -163,7 +163,10 @@ fn add(ctx: &Ctx<'_>) -> Result<String, CniError> {
     if let Err(e) = endpoints::call(&ctx.cfg.store, &EndpointOp::Put(Box::new(endpoint))) {
         let e = match dataplane::del(&host_if) {
             Ok(()) => e,
-            Err(u) => CniError::new(e.code, &e.msg, format!("{} (and {})", e.details, u.details)),
+            Err(u) => {
+                let details = format!("{} (and {})", e.details(), u.details());
+                e.with_details(details)
+            }
         };
         return Err(ctx.undo_ipam(e));
     }
@@ -226,11 +229,9 @@ fn check(ctx: &Ctx<'_>) -> Result<(), CniError> {
         },
     )?
     .ok_or_else(|| {
-        CniError::new(
-            codes::UNKNOWN_CONTAINER,
-            "unknown container",
-            format!("no workload endpoint {id} is recorded for node {node}"),
-        )
+        CniError::UnknownContainer(format!(
+            "no workload endpoint {id} is recorded for node {node}"
+        ))
     })?;
     let prev: Vec<IpAddr> = serde_json::from_slice::<Value>(ctx.stdin)
         .ok()

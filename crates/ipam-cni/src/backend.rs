@@ -3,7 +3,7 @@
 //! 11, "try again later".
 
 use crate::config::PluginConfig;
-use crate::error::{codes, CniError};
+use crate::error::CniError;
 use fs2::FileExt;
 use ipam_store::SpecOpenError;
 use std::fs::{File, OpenOptions};
@@ -22,8 +22,7 @@ pub struct HostLock {
 pub fn open_lock_file(path: &Path) -> Result<File, CniError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
-            CniError::new(
-                codes::IO_FAILURE,
+            CniError::io(
                 "I/O failure",
                 format!("cannot create {}: {e}", dir.display()),
             )
@@ -37,8 +36,7 @@ pub fn open_lock_file(path: &Path) -> Result<File, CniError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| {
-            CniError::new(
-                codes::IO_FAILURE,
+            CniError::io(
                 "I/O failure",
                 format!("cannot open lock file {}: {e}", path.display()),
             )
@@ -109,34 +107,20 @@ pub fn host_lock(cfg: &PluginConfig) -> Result<HostLock, CniError> {
 /// block every local call: refuse the first, and take read access away in the second.
 fn trust_lock_file(file: &File, path: &Path) -> Result<(), CniError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let meta = file.metadata().map_err(|e| {
-        CniError::new(
-            codes::IO_FAILURE,
-            "I/O failure",
-            format!("{}: {e}", path.display()),
-        )
-    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| CniError::io("I/O failure", format!("{}: {e}", path.display())))?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(CniError::new(
-            codes::IO_FAILURE,
-            "untrusted lock file",
-            format!(
+        return Err(CniError::io("untrusted lock file", format!(
                 "the IPAM lock file {} belongs to user {}, not {me}; remove it or set ipam_lock_file to a path only root can create",
                 path.display(),
                 meta.uid()
-            ),
-        ));
+            )));
     }
     if meta.mode() & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| {
-                CniError::new(
-                    codes::IO_FAILURE,
-                    "I/O failure",
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
+            .map_err(|e| CniError::io("I/O failure", format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -147,16 +131,8 @@ pub fn open_store(
     remaining: Duration,
 ) -> Result<Box<dyn ipam_core::Datastore>, CniError> {
     cfg.datastore.open(remaining).map_err(|e| match e {
-        SpecOpenError::NoEtcd => CniError::new(
-            codes::UNSUPPORTED_FIELD,
-            "unsupported field",
-            "datastore_type \"etcdv3\" is not available in this build (built without the etcd feature); use \"sled\"",
-        ),
+        SpecOpenError::NoEtcd => CniError::UnsupportedField(String::from("datastore_type \"etcdv3\" is not available in this build (built without the etcd feature); use \"sled\"")),
         e if e.is_transient() => CniError::try_again(e.to_string()),
-        other => CniError::new(
-            codes::IO_FAILURE,
-            "cannot open the datastore",
-            other.to_string(),
-        ),
+        other => CniError::io("cannot open the datastore", other.to_string()),
     })
 }

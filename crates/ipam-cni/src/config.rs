@@ -7,7 +7,7 @@
 //! documented in docs/cni-config.md.
 
 use crate::env::Command;
-use crate::error::{codes, CniError};
+use crate::error::CniError;
 use ipam_core::Family;
 use ipam_store::{EtcdSpec, StoreSpec};
 use ipnetwork::IpNetwork;
@@ -240,21 +240,15 @@ impl PluginConfig {
             .iter()
             .any(|s| s.parse::<SpecVersion>().ok() == Some(version))
         {
-            return Err(CniError::new(
-                codes::INCOMPATIBLE_VERSION,
-                "incompatible CNI version",
-                format!(
-                    "cniVersion {cni_version:?} is not supported; supported: {}",
-                    SUPPORTED_VERSIONS.join(", ")
-                ),
-            ));
+            return Err(CniError::IncompatibleVersion(format!(
+                "cniVersion {cni_version:?} is not supported; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            )));
         }
         version.allows(command.as_rscni()).map_err(|_| {
-            CniError::new(
-                codes::INCOMPATIBLE_VERSION,
-                "incompatible CNI version",
-                format!("cniVersion {cni_version} does not have the {command:?} command"),
-            )
+            CniError::IncompatibleVersion(format!(
+                "cniVersion {cni_version} does not have the {command:?} command"
+            ))
         })?;
         let ipam = match top.get("ipam") {
             Some(Value::Object(m)) => Some(m),
@@ -662,42 +656,42 @@ mod tests {
 
     #[test]
     fn errors_have_the_right_codes() {
-        assert_eq!(parse("{", Command::Add).unwrap_err().code, 6);
-        assert_eq!(parse("[]", Command::Add).unwrap_err().code, 6);
+        assert_eq!(parse("{", Command::Add).unwrap_err().code(), 6);
+        assert_eq!(parse("[]", Command::Add).unwrap_err().code(), 6);
         assert_eq!(
             parse(r#"{"cniVersion":"x.y","name":"n"}"#, Command::Add)
                 .unwrap_err()
-                .code,
+                .code(),
             6
         );
         assert_eq!(
             parse(r#"{"cniVersion":"0.2.0","name":"n"}"#, Command::Add)
                 .unwrap_err()
-                .code,
+                .code(),
             1
         );
         assert_eq!(
             parse(r#"{"cniVersion":"9.9.9","name":"n"}"#, Command::Add)
                 .unwrap_err()
-                .code,
+                .code(),
             1
         );
         assert_eq!(
             parse(r#"{"cniVersion":"0.3.1","name":"n"}"#, Command::Check)
                 .unwrap_err()
-                .code,
+                .code(),
             1
         );
         assert_eq!(
             parse(r#"{"cniVersion":"1.0.0","name":"n"}"#, Command::Gc)
                 .unwrap_err()
-                .code,
+                .code(),
             1
         );
         assert_eq!(
             parse(r#"{"cniVersion":"1.1.0"}"#, Command::Add)
                 .unwrap_err()
-                .code,
+                .code(),
             7
         );
         let e = parse(
@@ -705,20 +699,20 @@ mod tests {
             Command::Add,
         )
         .unwrap_err();
-        assert_eq!(e.code, 7);
-        assert!(e.details.contains("assign_ipv4"));
+        assert_eq!(e.code(), 7);
+        assert!(e.details().contains("assign_ipv4"));
         let e = parse(
             r#"{"cniVersion":"1.1.0","name":"n","ipam":{"ipv4_pools":["fd00::/64"]}}"#,
             Command::Add,
         )
         .unwrap_err();
-        assert_eq!(e.code, 7);
+        assert_eq!(e.code(), 7);
         let e = parse(
             r#"{"cniVersion":"1.1.0","name":"n","datastore_type":"zk"}"#,
             Command::Add,
         )
         .unwrap_err();
-        assert!(e.details.contains("zk"));
+        assert!(e.details().contains("zk"));
     }
 
     #[test]

@@ -60,11 +60,9 @@ impl CniArgs {
         let mut pairs = BTreeMap::new();
         for part in s.split(';').filter(|p| !p.is_empty()) {
             let Some((k, v)) = part.split_once('=') else {
-                return Err(CniError::new(
-                    crate::error::codes::INVALID_ENV,
-                    "invalid CNI_ARGS",
-                    format!("CNI_ARGS pair {part:?} is not KEY=VALUE"),
-                ));
+                return Err(CniError::Env(format!(
+                    "CNI_ARGS pair {part:?} is not KEY=VALUE"
+                )));
             };
             pairs.insert(k.to_string(), v.to_string());
         }
@@ -73,11 +71,9 @@ impl CniArgs {
             .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         if !ignore {
             if let Some(k) = pairs.keys().find(|k| !KNOWN_ARGS.contains(&k.as_str())) {
-                return Err(CniError::new(
-                    crate::error::codes::INVALID_ENV,
-                    "invalid CNI_ARGS",
-                    format!("unknown CNI_ARGS key {k:?} (set IgnoreUnknown=1 to allow it)"),
-                ));
+                return Err(CniError::Env(format!(
+                    "unknown CNI_ARGS key {k:?} (set IgnoreUnknown=1 to allow it)"
+                )));
             }
         }
         Ok(CniArgs { pairs })
@@ -165,11 +161,9 @@ impl CniEnv {
             "STATUS" => Command::Status,
             "" => return Err(CniError::missing_env(&["CNI_COMMAND"])),
             other => {
-                return Err(CniError::new(
-                    crate::error::codes::INVALID_ENV,
-                    "unknown CNI_COMMAND",
-                    format!("unknown CNI_COMMAND {other:?}: expected ADD, DEL, CHECK, VERSION, GC or STATUS"),
-                ))
+                return Err(CniError::Env(format!(
+                "unknown CNI_COMMAND {other:?}: expected ADD, DEL, CHECK, VERSION, GC or STATUS"
+            )))
             }
         };
         let e = CniEnv {
@@ -201,46 +195,33 @@ impl CniEnv {
         }
         if !e.container_id.is_empty() {
             if e.container_id.len() > MAX_CONTAINER_ID {
-                return Err(CniError::new(
-                    crate::error::codes::INVALID_ENV,
-                    "invalid CNI_CONTAINERID",
-                    format!(
-                        "CNI_CONTAINERID {} is {} bytes; at most {MAX_CONTAINER_ID} are accepted",
-                        shown(&e.container_id),
-                        e.container_id.len()
-                    ),
-                ));
+                return Err(CniError::Env(format!(
+                    "CNI_CONTAINERID {} is {} bytes; at most {MAX_CONTAINER_ID} are accepted",
+                    shown(&e.container_id),
+                    e.container_id.len()
+                )));
             }
             if !valid_container_id(&e.container_id) {
-                return Err(CniError::new(
-                    crate::error::codes::INVALID_ENV,
-                    "invalid CNI_CONTAINERID",
-                    format!(
+                return Err(CniError::Env(format!(
                         "CNI_CONTAINERID {} must start with a letter or digit and hold only [A-Za-z0-9_.-]",
                         shown(&e.container_id)
-                    ),
-                ));
+                    )));
             }
         }
         if !e.ifname.is_empty() {
             if let Err(why) = validate_ifname(&e.ifname) {
-                return Err(CniError::new(
-                    crate::error::codes::INVALID_ENV,
-                    "invalid CNI_IFNAME",
-                    format!("CNI_IFNAME {}: {why}", shown(&e.ifname)),
-                ));
+                return Err(CniError::Env(format!(
+                    "CNI_IFNAME {}: {why}",
+                    shown(&e.ifname)
+                )));
             }
         }
         let cni_args = get("CNI_ARGS");
         if cni_args.len() > MAX_CNI_ARGS {
-            return Err(CniError::new(
-                crate::error::codes::INVALID_ENV,
-                "invalid CNI_ARGS",
-                format!(
-                    "CNI_ARGS is {} bytes; at most {MAX_CNI_ARGS} are accepted",
-                    cni_args.len()
-                ),
-            ));
+            return Err(CniError::Env(format!(
+                "CNI_ARGS is {} bytes; at most {MAX_CNI_ARGS} are accepted",
+                cni_args.len()
+            )));
         }
         let args = CniArgs::parse(&cni_args)?;
         Ok(CniEnv { args, ..e })
@@ -261,29 +242,29 @@ mod tests {
     fn required_variables_per_command() {
         let e =
             CniEnv::from_map(&env(&[("CNI_COMMAND", "ADD"), ("CNI_IFNAME", "eth0")])).unwrap_err();
-        assert_eq!(e.code, 4);
+        assert_eq!(e.code(), 4);
         assert!(
-            e.details.contains("CNI_CONTAINERID, CNI_NETNS"),
+            e.details().contains("CNI_CONTAINERID, CNI_NETNS"),
             "{}",
-            e.details
+            e.details()
         );
         let e = CniEnv::from_map(&env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1")]))
             .unwrap_err();
         assert_eq!(
-            e.details,
+            e.details(),
             "required environment variables missing: CNI_IFNAME"
         );
         assert!(CniEnv::from_map(&env(&[("CNI_COMMAND", "GC")])).is_ok());
-        assert_eq!(CniEnv::from_map(&env(&[])).unwrap_err().code, 4);
+        assert_eq!(CniEnv::from_map(&env(&[])).unwrap_err().code(), 4);
         let e = CniEnv::from_map(&env(&[("CNI_COMMAND", "FROB")])).unwrap_err();
-        assert!(e.details.contains("FROB"));
+        assert!(e.details().contains("FROB"));
         let e = CniEnv::from_map(&env(&[
             ("CNI_COMMAND", "DEL"),
             ("CNI_CONTAINERID", "-bad"),
             ("CNI_IFNAME", "eth0"),
         ]))
         .unwrap_err();
-        assert_eq!(e.code, 4);
+        assert_eq!(e.code(), 4);
     }
 
     #[test]
@@ -310,8 +291,8 @@ mod tests {
             ("CNI_IFNAME", &long),
         ]))
         .unwrap_err();
-        assert_eq!(e.code, 4);
-        assert!(e.details.len() < 200, "{}", e.details.len());
+        assert_eq!(e.code(), 4);
+        assert!(e.details().len() < 200, "{}", e.details().len());
     }
 
     #[test]
@@ -323,8 +304,8 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ]))
         .unwrap_err();
-        assert_eq!(e.code, 4);
-        assert!(e.details.len() < 200, "{}", e.details);
+        assert_eq!(e.code(), 4);
+        assert!(e.details().len() < 200, "{}", e.details());
         let ok = "a".repeat(MAX_CONTAINER_ID);
         assert!(CniEnv::from_map(&env(&[
             ("CNI_COMMAND", "DEL"),

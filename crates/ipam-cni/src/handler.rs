@@ -3,7 +3,7 @@
 
 use crate::config::PluginConfig;
 use crate::env::{CniEnv, Command};
-use crate::error::{codes, CniError};
+use crate::error::CniError;
 use crate::owner;
 use crate::result;
 use ipam_core::{
@@ -153,11 +153,7 @@ fn requested_ips(inv: &Invocation) -> Result<Vec<IpAddr>, CniError> {
         if let Some(list) = inv.env.args.get("IP") {
             for s in list.split(',') {
                 specific.push(s.trim().parse::<IpAddr>().map_err(|_| {
-                    CniError::new(
-                        codes::INVALID_ENV,
-                        "invalid CNI_ARGS",
-                        format!("IP={} is not an address", crate::env::shown(s)),
-                    )
+                    CniError::Env(format!("IP={} is not an address", crate::env::shown(s)))
                 })?);
             }
         }
@@ -290,25 +286,17 @@ fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
 fn check<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     let mine: BTreeSet<IpAddr> = attachment(ipam, inv)?.into_iter().map(|a| a.ip).collect();
     if mine.is_empty() {
-        return Err(CniError::new(
-            codes::UNKNOWN_CONTAINER,
-            "unknown container",
-            format!(
-                "no address is held for container {} interface {}",
-                inv.env.container_id, inv.env.ifname
-            ),
-        ));
+        return Err(CniError::UnknownContainer(format!(
+            "no address is held for container {} interface {}",
+            inv.env.container_id, inv.env.ifname
+        )));
     }
     for ip in &inv.config.prev_result_ips {
         if !mine.contains(ip) {
-            return Err(CniError::new(
-                codes::CHECK_MISMATCH,
-                "address not held by this attachment",
-                format!(
-                    "prevResult has {ip}, but container {} interface {} holds {:?}",
-                    inv.env.container_id, inv.env.ifname, mine
-                ),
-            ));
+            return Err(CniError::CheckMismatch(format!(
+                "prevResult has {ip}, but container {} interface {} holds {:?}",
+                inv.env.container_id, inv.env.ifname, mine
+            )));
         }
     }
     Ok(())
@@ -327,8 +315,7 @@ fn gc<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     if report.errors.is_empty() {
         Ok(())
     } else {
-        Err(CniError::new(
-            codes::IO_FAILURE,
+        Err(CniError::io(
             "garbage collection incomplete",
             report.errors.join("; "),
         ))
@@ -402,13 +389,12 @@ pub fn gc_network<S: Datastore>(
 /// node selectors, strict affinity and block cap as the assignment).
 fn status<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     let cfg = &inv.config;
-    ipam.store().writable().map_err(|e| {
-        CniError::new(
-            codes::NOT_AVAILABLE,
-            "datastore cannot be written",
-            format!("an ADD would fail now: {e}"),
-        )
-    })?;
+    ipam.store()
+        .writable()
+        .map_err(|e| CniError::NotAvailable {
+            what: String::from("datastore cannot be written"),
+            details: format!("an ADD would fail now: {e}"),
+        })?;
     if ipam.pools()?.is_empty() {
         return Ok(()); // the first ADD creates them
     }
@@ -420,12 +406,9 @@ fn status<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError
         v6_pools: cfg.ipv6_pools.clone(),
         ..AutoAssignArgs::v4(&node, "status", 0)
     };
-    ipam.readiness(&args).map_err(|e| {
-        CniError::new(
-            codes::NOT_AVAILABLE,
-            "no addresses available",
-            format!("an ADD on node {node} would fail now: {e}"),
-        )
+    ipam.readiness(&args).map_err(|e| CniError::NotAvailable {
+        what: String::from("no addresses available"),
+        details: format!("an ADD on node {node} would fail now: {e}"),
     })
 }
 

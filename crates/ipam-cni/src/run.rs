@@ -74,14 +74,20 @@ fn now_secs() -> u64 {
 
 /// STATUS may only fail with 50 or 51.
 fn status_error(e: CniError) -> CniError {
-    if e.code == codes::NOT_AVAILABLE || e.code == 51 {
+    if matches!(
+        e,
+        CniError::NotAvailable { .. }
+            | CniError::Plugin {
+                code: codes::LIMITED_CONNECTIVITY,
+                ..
+            }
+    ) {
         e
     } else {
-        CniError::new(
-            codes::NOT_AVAILABLE,
-            "plugin not available",
-            format!("{}: {}", e.msg, e.details),
-        )
+        CniError::NotAvailable {
+            what: String::from("plugin not available"),
+            details: format!("{}: {}", e.msg(), e.details()),
+        }
     }
 }
 
@@ -96,7 +102,7 @@ pub fn serve<S: Datastore>(ipam: &Ipam<S>, env: &BTreeMap<String, String>, stdin
         Ok(out) => Output::ok(out),
         Err(e) if inv.env.command == Command::Status => Output::error(&status_error(e), &version),
         Err(e) => {
-            tracing::warn!(command = ?inv.env.command, container = %inv.env.container_id, code = e.code, details = %e.details, "failed");
+            tracing::warn!(command = ?inv.env.command, container = %inv.env.container_id, code = e.code(), details = %e.details(), "failed");
             Output::error(&e, &version)
         }
     }
@@ -209,7 +215,9 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
                             return serve(&Ipam::new(store, Arc::new(SystemClock)), env, stdin);
                         }
                         Err(e)
-                            if sled && e.code == codes::TRY_AGAIN && Instant::now() < deadline => {}
+                            if sled
+                                && matches!(e, CniError::TryAgain(_))
+                                && Instant::now() < deadline => {}
                         Err(e) => return Output::error(&status_or(e, inv.env.command), &version),
                     }
                 }

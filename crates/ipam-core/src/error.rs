@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 /// Why an IPAM operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IpamError {
     /// The datastore failed (conflicts that outlast the retries become `ExcessiveContention`).
     #[error(transparent)]

@@ -85,7 +85,7 @@ fn chosen_store(
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let c = PluginConfig::parse_file(&bytes)
-            .map_err(|e| format!("{}: {}", path.display(), e.details))?;
+            .map_err(|e| format!("{}: {}", path.display(), e.details()))?;
         socket = Some(c.ipamd_socket.clone());
         spec.get_or_insert(c.datastore);
     }
