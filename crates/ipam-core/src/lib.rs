@@ -16,6 +16,26 @@
 //! What it is not: it does no I/O, reads no clock and draws no hidden randomness (time comes
 //! from a [`Clock`], the block search's spread from a seed). Stores and their encodings live in
 //! `ipam-store`; CNI JSON lives in the plugin crate.
+//!
+//! ```
+//! use ipam_core::{AutoAssignArgs, Ipam, ManualClock, Pool};
+//! use ipam_store::MemoryStore;
+//! use std::sync::Arc;
+//!
+//! let ipam = Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(0)));
+//! ipam.create_pool(Pool::new("default", "10.244.0.0/16".parse()?)?)?;
+//! // Two pods on node-a: one /26 block claimed by affinity, both addresses from it.
+//! let a = ipam.auto_assign(&AutoAssignArgs::v4("node-a", "net.pod-a", 1))?;
+//! let b = ipam.auto_assign(&AutoAssignArgs::v4("node-a", "net.pod-b", 1))?;
+//! assert_eq!(a.v4.ips[0].block, b.v4.ips[0].block);
+//! assert_ne!(a.v4.ips[0].ip, b.v4.ips[0].ip);
+//! // A pod on another node gets a block of its own.
+//! let c = ipam.auto_assign(&AutoAssignArgs::v4("node-b", "net.pod-c", 1))?;
+//! assert_ne!(c.v4.ips[0].block, a.v4.ips[0].block);
+//! // Release by owner: what CNI DEL does.
+//! assert_eq!(ipam.release_by_handle("net.pod-a")?, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod audit;
 pub mod bitmap;

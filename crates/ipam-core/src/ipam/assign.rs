@@ -167,6 +167,21 @@ impl<S: Datastore> Ipam<S> {
     /// Assigns addresses chosen by the block-affinity algorithm. On a shortfall the error names
     /// the pools tried, unless `allow_partial`; when both families are asked for and either
     /// falls short, everything taken is released and the call fails.
+    ///
+    /// ```
+    /// use ipam_core::{AutoAssignArgs, IpamError, Ipam, ManualClock, Pool};
+    /// use std::sync::Arc;
+    ///
+    /// let ipam = Ipam::new(ipam_store::MemoryStore::new(), Arc::new(ManualClock::new(0)));
+    /// // A /30 pool of /31 blocks holds four addresses.
+    /// ipam.create_pool(Pool::with_block_size("tiny", "10.244.0.0/30".parse()?, 31)?)?;
+    /// let got = ipam.auto_assign(&AutoAssignArgs::v4("node-a", "net.pod", 4))?;
+    /// assert_eq!(got.v4.ips.len(), 4);
+    /// // The fifth fails, naming the pools it tried, and takes nothing.
+    /// let more = ipam.auto_assign(&AutoAssignArgs::v4("node-a", "net.late", 1));
+    /// assert!(matches!(more, Err(IpamError::Exhausted { assigned: 0, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult, IpamError> {
         validate_handle_id(&args.handle_id).map_err(IpamError::InvalidArgument)?;
         validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;

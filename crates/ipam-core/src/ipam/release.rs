@@ -148,6 +148,20 @@ impl<S: Datastore> Ipam<S> {
 
     /// Releases every address held by `handle_id`; returns how many. Releasing an unknown
     /// handle releases nothing and succeeds (idempotent, as CNI DEL needs).
+    ///
+    /// ```
+    /// use ipam_core::{AutoAssignArgs, Ipam, ManualClock, Pool};
+    /// use std::sync::Arc;
+    ///
+    /// let ipam = Ipam::new(ipam_store::MemoryStore::new(), Arc::new(ManualClock::new(0)));
+    /// ipam.create_pool(Pool::new("default", "10.244.0.0/16".parse()?)?)?;
+    /// let args = AutoAssignArgs::v4("node-a", "net.pod", 2);
+    /// ipam.auto_assign(&args)?;
+    /// assert_eq!(ipam.release_by_handle("net.pod")?, 2);
+    /// // Again: nothing left, and still a success.
+    /// assert_eq!(ipam.release_by_handle("net.pod")?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, IpamError> {
         let pools = self.pools()?;
         let cooldown = self.config()?.cooldown_ns();
