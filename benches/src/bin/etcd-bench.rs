@@ -87,7 +87,7 @@ fn main() {
     }
     let assigns = (per_node / THREADS) * THREADS * 3;
     let assign_rate = assigns as f64 / t.elapsed().as_secs_f64();
-    let problems = ipam_core::audit::audit(node_ipams[0].store()).expect("audit");
+    let problems = node_ipams[0].audit().expect("audit");
     println!("| measure | count | rate |");
     println!("|---|---|---|");
     println!("| raw etcd puts (3 clients x {THREADS} concurrent) | {puts} | {put_rate:.0}/s |");

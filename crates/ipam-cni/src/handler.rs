@@ -389,12 +389,10 @@ pub fn gc_network<S: Datastore>(
 /// node selectors, strict affinity and block cap as the assignment).
 fn status<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
     let cfg = &inv.config;
-    ipam.store()
-        .writable()
-        .map_err(|e| CniError::NotAvailable {
-            what: String::from("datastore cannot be written"),
-            details: format!("an ADD would fail now: {e}"),
-        })?;
+    ipam.writable().map_err(|e| CniError::NotAvailable {
+        what: String::from("datastore cannot be written"),
+        details: format!("an ADD would fail now: {e}"),
+    })?;
     if ipam.pools()?.is_empty() {
         return Ok(()); // the first ADD creates them
     }

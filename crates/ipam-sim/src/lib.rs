@@ -6,7 +6,7 @@
 //! against it: an address handed out twice is a duplicate, an address the store holds that no
 //! live pod owns is a leak, and the store's invariants are audited at the end.
 
-use ipam_core::{audit, AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
+use ipam_core::{AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -254,7 +254,7 @@ pub fn run<S: Datastore>(store: S, cfg: &SimConfig) -> Result<Report, IpamError>
         }
     }
     r.leaked = held.saturating_sub(sim.pods.len() as u64) + lost;
-    r.problems = audit::audit(sim.ipam.store())?.len();
+    r.problems = sim.ipam.audit()?.len();
     r.blocks = u.blocks.len();
     let per_node: Vec<usize> = sim
         .nodes

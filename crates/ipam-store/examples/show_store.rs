@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p ipam-store --example show_store -- /path/to/sled_path`
 
-use ipam_core::{Datastore, Ipam};
+use ipam_core::Ipam;
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::sync::Arc;
 
@@ -25,12 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     for b in &u.blocks {
-        let blk = ipam.store().get(&ipam_core::Key::Block(b.cidr))?;
-        if let Some(ipam_core::Versioned {
-            value: ipam_core::Record::Block(blk),
-            ..
-        }) = blk
-        {
+        let blk = ipam.block(b.cidr)?;
+        if let Some(ipam_core::Versioned { value: blk, .. }) = blk {
             for (o, a, _) in blk.used() {
                 println!(
                     "  {:<16} {:<28} pod {}",
@@ -51,9 +47,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p.capacity
         );
     }
-    println!(
-        "consistency check: {} problems",
-        ipam_core::audit::audit(ipam.store())?.len()
-    );
+    println!("consistency check: {} problems", ipam.audit()?.len());
     Ok(())
 }

@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p.capacity
         );
     }
-    let problems = ipam_core::audit::audit(ipam.store())?;
+    let problems = ipam.audit()?;
     println!("consistency check: {} problems", problems.len());
     Ok(())
 }

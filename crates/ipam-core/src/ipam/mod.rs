@@ -129,9 +129,38 @@ impl<S: Datastore> Ipam<S> {
         self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The underlying store.
+    /// The underlying store, for tests and tools that measure the store itself. Operators'
+    /// queries have methods of their own ([`Ipam::blocks`], [`Ipam::block`], [`Ipam::audit`],
+    /// [`Ipam::writable`]).
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The block records in `range` ([`crate::Range::Blocks`], or the blocks of one pool:
+    /// [`crate::Range::BlocksIn`]), in key order.
+    pub fn blocks(
+        &self,
+        range: &crate::Range,
+    ) -> Result<Vec<crate::Versioned<crate::Block>>, IpamError> {
+        Ok(self.store.list_blocks(range)?)
+    }
+
+    /// The block record of `cidr`, if the block exists.
+    pub fn block(
+        &self,
+        cidr: IpNetwork,
+    ) -> Result<Option<crate::Versioned<crate::Block>>, IpamError> {
+        Ok(self.store.get_block(&Key::Block(cidr))?)
+    }
+
+    /// Checks every invariant over the whole store ([`crate::audit`]).
+    pub fn audit(&self) -> Result<Vec<crate::audit::Problem>, IpamError> {
+        Ok(crate::audit::audit(&self.store)?)
+    }
+
+    /// Whether a commit could be made durable now ([`Datastore::writable`]): readiness checks.
+    pub fn writable(&self) -> Result<(), IpamError> {
+        Ok(self.store.writable()?)
     }
 
     fn now(&self) -> u64 {

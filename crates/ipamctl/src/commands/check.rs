@@ -6,7 +6,7 @@
 use super::output;
 use crate::{table, CtlError, Outcome};
 use clap::Args;
-use ipam_core::audit::{audit, Problem};
+use ipam_core::audit::Problem;
 use ipam_core::{Datastore, Ipam};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -64,12 +64,12 @@ fn old_allocations<S: Datastore>(
     ipam: &Ipam<S>,
     age: u64,
 ) -> Result<Vec<EndpointFinding>, ipam_core::IpamError> {
-    use ipam_core::{Range, StoreExt};
+    use ipam_core::Range;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut out = Vec::new();
-    for b in ipam.store().list_blocks(&Range::Blocks)? {
+    for b in ipam.blocks(&Range::Blocks)? {
         let b = b.value;
         for (o, holder, seq) in b.used() {
             let Some(t) = holder
@@ -107,7 +107,7 @@ fn endpoint_findings<S: Datastore>(
     grace_seconds: u64,
 ) -> Result<Vec<EndpointFinding>, ipam_core::IpamError> {
     use ipam_cni::owner::{self, attrs};
-    use ipam_core::{Range, StoreExt};
+    use ipam_core::Range;
     let endpoints = ipam.endpoints(None)?;
     let mut out = Vec::new();
     if endpoints.is_empty() {
@@ -118,7 +118,7 @@ fn endpoint_findings<S: Datastore>(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for b in ipam.store().list_blocks(&Range::Blocks)? {
+    for b in ipam.blocks(&Range::Blocks)? {
         let b = b.value;
         for (o, holder, seq) in b.used() {
             let a = ipam_core::Allocation {
@@ -264,7 +264,7 @@ pub fn describe(p: &Problem) -> String {
 
 /// Runs `check`.
 pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &CheckArgs, json: bool) -> Result<Outcome, CtlError> {
-    let problems = audit(ipam.store()).map_err(ipam_core::IpamError::from)?;
+    let problems = ipam.audit()?;
     let mut release = Vec::new();
     for p in &problems {
         if let Problem::AddressWithoutHandle(ip, h) = p {

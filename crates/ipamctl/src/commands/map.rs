@@ -7,7 +7,7 @@
 use super::output;
 use crate::{CtlError, Outcome};
 use clap::Args;
-use ipam_core::{Datastore, Ipam, Range, StoreExt};
+use ipam_core::{Datastore, Ipam, Range};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -64,10 +64,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
     let per_cell = slots.div_ceil(MAX_CELLS).max(1);
     let ncells = slots.div_ceil(per_cell);
     let mut cells: BTreeMap<u128, Cell> = BTreeMap::new();
-    let blocks = ipam
-        .store()
-        .list_blocks(&Range::BlocksIn(pool.cidr))
-        .map_err(ipam_core::IpamError::from)?;
+    let blocks = ipam.blocks(&Range::BlocksIn(pool.cidr))?;
     for vb in &blocks {
         let b = &vb.value;
         let Some(slot) = pool.slot_of(&b.cidr) else {

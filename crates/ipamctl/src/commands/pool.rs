@@ -3,9 +3,7 @@
 use super::output;
 use crate::{table, CtlError, Outcome};
 use clap::Subcommand;
-use ipam_core::{
-    AllowedUse, AssignmentMode, Datastore, Ipam, Pool, Range, ReleaseRequest, StoreExt,
-};
+use ipam_core::{AllowedUse, AssignmentMode, Datastore, Ipam, Pool, Range, ReleaseRequest};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -255,10 +253,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
         }
         PoolCmd::Delete { name, force } => {
             let pool = ipam.update_pool(name, |p| p.disabled = true)?;
-            let blocks = ipam
-                .store()
-                .list_blocks(&Range::BlocksIn(pool.cidr))
-                .map_err(ipam_core::IpamError::from)?;
+            let blocks = ipam.blocks(&Range::BlocksIn(pool.cidr))?;
             let held: Vec<ReleaseRequest> = blocks
                 .iter()
                 .flat_map(|b| {

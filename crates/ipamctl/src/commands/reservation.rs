@@ -84,13 +84,9 @@ pub fn held_inside<S: Datastore>(
     ipam: &Ipam<S>,
     cidr: &IpNetwork,
 ) -> Result<Vec<String>, CtlError> {
-    use ipam_core::{Range, StoreExt};
+    use ipam_core::Range;
     let mut out = Vec::new();
-    for b in ipam
-        .store()
-        .list_blocks(&Range::Blocks)
-        .map_err(ipam_core::IpamError::from)?
-    {
+    for b in ipam.blocks(&Range::Blocks)? {
         if !ipam_core::cidr::overlaps(&b.value.cidr, cidr) {
             continue;
         }

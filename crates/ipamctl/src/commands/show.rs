@@ -224,8 +224,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ShowArgs, json: bool) -> Result<Out
 
 /// The held addresses of a block with their handles (for JSON output).
 fn addresses<S: Datastore>(ipam: &Ipam<S>, cidr: ipnetwork::IpNetwork) -> serde_json::Value {
-    use ipam_core::StoreExt;
-    match ipam.store().get_block(&ipam_core::Key::Block(cidr)) {
+    match ipam.block(cidr) {
         Ok(Some(b)) => json!(b
             .value
             .used()

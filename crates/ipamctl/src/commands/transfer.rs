@@ -91,7 +91,7 @@ pub fn parse(text: &str) -> Result<Dump, CtlError> {
         std::sync::Arc::new(ipam_store::SystemClock),
     );
     mem.load(&d, false)?;
-    let problems = ipam_core::audit::audit(mem.store()).map_err(ipam_core::IpamError::from)?;
+    let problems = mem.audit()?;
     if let Some(p) = problems.first() {
         return Err(CtlError::Usage(format!(
             "the document's state is inconsistent ({} problems; first: {})",
