@@ -12,7 +12,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ipam_cni::protocol::{self, Kind, Request};
+use ipam_cni::protocol::{self, Request};
 use ipam_core::Ipam;
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::collections::BTreeMap;
@@ -21,20 +21,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn req(cmd: &str, cid: &str, conf: &str) -> Request {
-    Request {
-        version: protocol::VERSION,
-        kind: Kind::Cni,
-        env: BTreeMap::from([
+    Request::cni(
+        BTreeMap::from([
             ("CNI_COMMAND".to_string(), cmd.to_string()),
             ("CNI_CONTAINERID".to_string(), cid.to_string()),
             ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
             ("CNI_IFNAME".to_string(), "eth0".to_string()),
         ]),
-        stdin: conf.to_string(),
-        admin: None,
-        store: None,
-        endpoint: None,
-    }
+        conf.to_string(),
+        None,
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -90,10 +86,7 @@ fn bench(c: &mut Criterion) {
             total
         })
     });
-    let ping = Request {
-        kind: Kind::Ping,
-        ..req("", "", "")
-    };
+    let ping = Request::ping(None);
     g.bench_function("ping", |b| {
         b.iter(|| protocol::call(&sock, &ping, t).unwrap())
     });

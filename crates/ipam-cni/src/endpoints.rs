@@ -5,7 +5,7 @@
 use crate::backend;
 use crate::config::PluginConfig;
 use crate::error::CniError;
-use crate::protocol::{self, CallError, EndpointOp, Kind, Request};
+use crate::protocol::{self, Body, CallError, EndpointOp, Request};
 use ipam_core::{Datastore, Endpoint, Ipam};
 use ipam_store::SystemClock;
 use std::sync::Arc;
@@ -24,15 +24,12 @@ pub fn apply<S: Datastore>(ipam: &Ipam<S>, op: &EndpointOp) -> Result<Option<End
 /// Applies `op` on the store `cfg` names: through the node service when it serves that store,
 /// else locally under the host lock.
 pub fn call(cfg: &PluginConfig, op: &EndpointOp) -> Result<Option<Endpoint>, CniError> {
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Endpoint,
-        env: Default::default(),
-        stdin: String::new(),
-        admin: None,
-        store: Some(cfg.datastore.identity()),
-        endpoint: Some(op.clone()),
-    };
+    let req = Request::new(
+        Some(cfg.datastore.identity()),
+        Body::Endpoint {
+            endpoint: op.clone(),
+        },
+    );
     let timeout = cfg.lock_timeout + std::time::Duration::from_secs(5);
     match protocol::call(&cfg.ipamd_socket, &req, timeout) {
         Ok(r) if r.error.is_none() => {

@@ -13,8 +13,9 @@
 //!           {"version": 1, "error": "<why the request was not served>"}
 //! ```
 //!
-//! A service that does not speak the request's version, or that serves another store than the
-//! request's `store` names, answers with `error`; the client then serves the request itself. Frames are limited to [`MAX_FRAME`] bytes.
+//! A service that does not speak the request's version, cannot read it (an unknown `kind`,
+//! a missing field), or serves another store than the request's `store` names, answers with
+//! `error`; the client then serves the request itself. Frames are limited to [`MAX_FRAME`] bytes.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,20 +28,6 @@ use std::time::Duration;
 pub const VERSION: u32 = 1;
 /// Largest frame accepted.
 pub const MAX_FRAME: u32 = 4 << 20;
-
-/// What a request asks for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// Serve a CNI invocation.
-    Cni,
-    /// Liveness.
-    Ping,
-    /// An operator command (`ipamctl`), in `admin`.
-    Admin,
-    /// A workload endpoint operation of the main plugin, in `endpoint`.
-    Endpoint,
-}
 
 /// What the main plugin asks of the endpoint records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,29 +51,64 @@ pub enum EndpointOp {
     },
 }
 
-/// A request.
+/// A request: the protocol version, the store the client means, and what it asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Protocol version.
     pub version: u32,
-    /// What to do.
-    pub kind: Kind,
-    /// The plugin's `CNI_*` environment.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// The network configuration the plugin read on stdin.
-    #[serde(default)]
-    pub stdin: String,
-    /// For `admin`: the operator command and its output format, as `ipamctl` encodes them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin: Option<serde_json::Value>,
     /// The store the client means ([`ipam_store::StoreSpec::identity`]); a service serving
     /// another store declines with `error`, and the client serves itself. `None`: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
-    /// For `endpoint`: the operation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<EndpointOp>,
+    /// What it asks, by `kind`.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// What a request asks for; `kind` on the wire names the variant, its fields sit beside it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Body {
+    /// Serve a CNI invocation.
+    Cni {
+        /// The plugin's `CNI_*` environment.
+        env: BTreeMap<String, String>,
+        /// The network configuration the plugin read on stdin.
+        stdin: String,
+    },
+    /// Liveness.
+    Ping,
+    /// An operator command and its output format, as `ipamctl` encodes them.
+    Admin {
+        /// `{"command": ..., "json": bool}`.
+        admin: serde_json::Value,
+    },
+    /// A workload endpoint operation of the main plugin.
+    Endpoint {
+        /// The operation.
+        endpoint: EndpointOp,
+    },
+}
+
+impl Request {
+    /// A request of this protocol version.
+    pub fn new(store: Option<String>, body: Body) -> Request {
+        Request {
+            version: VERSION,
+            store,
+            body,
+        }
+    }
+
+    /// A CNI invocation.
+    pub fn cni(env: BTreeMap<String, String>, stdin: String, store: Option<String>) -> Request {
+        Request::new(store, Body::Cni { env, stdin })
+    }
+
+    /// A liveness check (for `store`, when given).
+    pub fn ping(store: Option<String>) -> Request {
+        Request::new(store, Body::Ping)
+    }
 }
 
 /// A response.
@@ -177,4 +199,37 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     io(s.set_write_timeout(Some(timeout)))?;
     io(write_frame(&mut s, req))?;
     read_frame(&mut s).map_err(CallError::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_keep_their_wire_shape() {
+        let env = BTreeMap::from([("CNI_COMMAND".to_string(), "ADD".to_string())]);
+        let r = Request::cni(env, "{}".into(), Some("sled:/s".into()));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"version": 1, "store": "sled:/s", "kind": "cni",
+                               "env": {"CNI_COMMAND": "ADD"}, "stdin": "{}"})
+        );
+        let back: Request = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        let ping = serde_json::to_value(Request::ping(None)).unwrap();
+        assert_eq!(ping, serde_json::json!({"version": 1, "kind": "ping"}));
+        let op = EndpointOp::Delete {
+            node: "n".into(),
+            id: "i".into(),
+        };
+        let e = serde_json::to_value(Request::new(None, Body::Endpoint { endpoint: op })).unwrap();
+        assert_eq!(e["kind"], "endpoint");
+        assert_eq!(e["endpoint"]["delete"]["node"], "n");
+        // A kind without its fields is not a request.
+        assert!(serde_json::from_value::<Request>(
+            serde_json::json!({"version": 1, "kind": "admin"})
+        )
+        .is_err());
+    }
 }

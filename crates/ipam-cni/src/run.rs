@@ -7,7 +7,7 @@ use crate::config::PluginConfig;
 use crate::env::{CniEnv, Command};
 use crate::error::{codes, CniError};
 use crate::handler::{self, Invocation};
-use crate::protocol::{self, CallError, Kind, Request};
+use crate::protocol::{self, CallError, Request};
 use ipam_core::{Datastore, Ipam};
 use ipam_store::SystemClock;
 use std::collections::BTreeMap;
@@ -122,15 +122,11 @@ pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
     let Ok(text) = std::str::from_utf8(stdin) else {
         return Output::error(&CniError::decode("network config is not UTF-8"), &version);
     };
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Cni,
-        env: env.clone(),
-        stdin: text.to_string(),
-        admin: None,
-        store: Some(inv.config.datastore.identity()),
-        endpoint: None,
-    };
+    let req = Request::cni(
+        env.clone(),
+        text.to_string(),
+        Some(inv.config.datastore.identity()),
+    );
     let cfg = &inv.config;
     let timeout = cfg.lock_timeout + Duration::from_secs(5);
     let deadline = Instant::now() + cfg.lock_timeout;

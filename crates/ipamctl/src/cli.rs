@@ -5,7 +5,7 @@ use crate::commands::Command;
 use crate::{execute, Outcome, EXIT_ERROR};
 use clap::{Parser, ValueEnum};
 use ipam_cni::config::{defaults, PluginConfig};
-use ipam_cni::protocol::{self, CallError, Kind, Request};
+use ipam_cni::protocol::{self, Body, CallError, Request};
 use ipam_core::Ipam;
 use ipam_store::{StoreSpec, SystemClock};
 use std::path::PathBuf;
@@ -117,15 +117,12 @@ pub fn run(cli: Cli) -> Outcome {
     if let Err(e) = attach_inputs(&mut command) {
         return fail(e);
     }
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Admin,
-        env: Default::default(),
-        stdin: String::new(),
-        admin: Some(serde_json::json!({"command": command, "json": json})),
-        store: named.then(|| spec.identity()),
-        endpoint: None,
-    };
+    let req = Request::new(
+        named.then(|| spec.identity()),
+        Body::Admin {
+            admin: serde_json::json!({"command": command, "json": json}),
+        },
+    );
     let timeout = Duration::from_secs(lock_timeout_seconds + 30);
     let outcome = match protocol::call(&sock, &req, timeout) {
         Ok(r) if r.error.is_none() => Outcome {

@@ -20,7 +20,7 @@ pub mod bird;
 pub mod kernel;
 pub mod metrics;
 
-use ipam_cni::protocol::{self, Kind, Request, Response};
+use ipam_cni::protocol::{self, Body, Request, Response};
 use ipam_core::{Datastore, Ipam};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -47,17 +47,40 @@ pub const IO_DEADLINE: Duration = Duration::from_secs(2);
 /// (its client sees the service fail and retries, CNI code 11).
 pub const MAX_READERS: usize = 8192;
 
-/// Reads one request within [`IO_DEADLINE`].
+/// Reads one request within [`IO_DEADLINE`]. A frame that is not a request of this protocol
+/// version is answered here, with `error` (its client then serves itself).
 fn read_request(mut conn: UnixStream) -> Option<(UnixStream, Request)> {
     let _ = conn.set_read_timeout(Some(IO_DEADLINE));
     let _ = conn.set_write_timeout(Some(IO_DEADLINE));
-    match protocol::read_frame(&mut conn) {
-        Ok(r) => Some((conn, r)),
+    let frame: serde_json::Value = match protocol::read_frame(&mut conn) {
+        Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, "unreadable request");
-            None
+            return None;
         }
+    };
+    let why = match frame.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(protocol::VERSION) => {
+            match serde_json::from_value::<Request>(frame) {
+                Ok(r) => return Some((conn, r)),
+                Err(e) => format!("not a request this service understands: {e}"),
+            }
+        }
+        v => format!(
+            "protocol version {} is not supported; this service speaks {}",
+            v.map_or_else(|| "(none)".to_string(), |v| v.to_string()),
+            protocol::VERSION
+        ),
+    };
+    let resp = Response {
+        version: protocol::VERSION,
+        error: Some(why),
+        ..Default::default()
+    };
+    if let Err(e) = protocol::write_frame(&mut conn, &resp) {
+        tracing::debug!(error = %e, "could not decline a request");
     }
+    None
 }
 
 fn handle_conn<S: Datastore>(
@@ -67,17 +90,7 @@ fn handle_conn<S: Datastore>(
     stats: &Stats,
     identity: Option<&str>,
 ) {
-    let resp = if req.version != protocol::VERSION {
-        Response {
-            version: protocol::VERSION,
-            error: Some(format!(
-                "protocol version {} is not supported; this service speaks {}",
-                req.version,
-                protocol::VERSION
-            )),
-            ..Default::default()
-        }
-    } else if let (Some(want), Some(have)) = (req.store.as_deref(), identity) {
+    let resp = if let (Some(want), Some(have)) = (req.store.as_deref(), identity) {
         if want == have {
             dispatch(ipam, req, stats.metrics.get().map(|m| m.as_ref()))
         } else {
@@ -102,15 +115,15 @@ fn dispatch<S: Datastore>(
     metrics: Option<&metrics::Metrics>,
 ) -> Response {
     {
-        match req.kind {
-            Kind::Ping => Response {
+        match req.body {
+            Body::Ping => Response {
                 version: protocol::VERSION,
                 stdout: "pong".into(),
                 ..Default::default()
             },
-            Kind::Cni => {
+            Body::Cni { env, stdin } => {
                 let started = std::time::Instant::now();
-                let out = ipam_cni::serve(ipam, &req.env, req.stdin.as_bytes());
+                let out = ipam_cni::serve(ipam, &env, stdin.as_bytes());
                 if let Some(m) = metrics {
                     let code = if out.exit_code == 0 {
                         0
@@ -121,7 +134,7 @@ fn dispatch<S: Datastore>(
                             .and_then(|c| u32::try_from(c).ok())
                             .unwrap_or(999)
                     };
-                    let verb = req.env.get("CNI_COMMAND").map_or("", String::as_str);
+                    let verb = env.get("CNI_COMMAND").map_or("", String::as_str);
                     m.observe(verb, code, started.elapsed().as_secs_f64());
                 }
                 Response {
@@ -131,8 +144,8 @@ fn dispatch<S: Datastore>(
                     ..Default::default()
                 }
             }
-            Kind::Admin => admin(ipam, req.admin),
-            Kind::Endpoint => endpoint(ipam, req.endpoint),
+            Body::Admin { admin: body } => admin(ipam, body),
+            Body::Endpoint { endpoint: op } => endpoint(ipam, op),
         }
     }
 }
@@ -148,8 +161,8 @@ struct AdminRequest {
     json: bool,
 }
 
-fn admin<S: Datastore>(ipam: &Ipam<S>, body: Option<serde_json::Value>) -> Response {
-    let req: Result<AdminRequest, _> = serde_json::from_value(body.unwrap_or_default());
+fn admin<S: Datastore>(ipam: &Ipam<S>, body: serde_json::Value) -> Response {
+    let req: Result<AdminRequest, _> = serde_json::from_value(body);
     match req {
         Ok(r) => {
             let out = ipamctl::execute(ipam, &r.command, r.json);
@@ -171,14 +184,7 @@ fn admin<S: Datastore>(ipam: &Ipam<S>, body: Option<serde_json::Value>) -> Respo
     }
 }
 
-fn endpoint<S: Datastore>(ipam: &Ipam<S>, op: Option<ipam_cni::protocol::EndpointOp>) -> Response {
-    let Some(op) = op else {
-        return Response {
-            version: protocol::VERSION,
-            error: Some("an endpoint request without an operation".into()),
-            ..Default::default()
-        };
-    };
+fn endpoint<S: Datastore>(ipam: &Ipam<S>, op: ipam_cni::protocol::EndpointOp) -> Response {
     match ipam_cni::endpoints::apply(ipam, &op) {
         Ok(e) => Response {
             version: protocol::VERSION,
@@ -437,15 +443,7 @@ pub fn open_store(
 
 /// Whether a service answers on `socket` for the store `identity`.
 pub fn answers(socket: &Path, identity: &str) -> bool {
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Ping,
-        env: Default::default(),
-        stdin: String::new(),
-        admin: None,
-        store: Some(identity.to_string()),
-        endpoint: None,
-    };
+    let req = Request::ping(Some(identity.to_string()));
     matches!(protocol::call(socket, &req, IO_DEADLINE), Ok(r) if r.error.is_none())
 }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use ipam_cni::protocol::{self, Kind, Request};
+use ipam_cni::protocol::{self, Request};
 use ipam_core::{audit, Ipam, IpamConfig};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
@@ -81,20 +81,16 @@ fn call(node: &Node, cmd: &str, nodename: &str, cid: &str, pool: &str) -> (i32, 
     let conf = json!({"cniVersion": "1.0.0", "name": "lab", "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": nodename, "ipv4_pools": [pool],
                  "datastore_type": "etcdv3", "etcd_endpoints": "unused-through-the-service"}});
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Cni,
-        env: BTreeMap::from([
+    let req = Request::cni(
+        BTreeMap::from([
             ("CNI_COMMAND".into(), cmd.into()),
             ("CNI_CONTAINERID".into(), cid.into()),
             ("CNI_NETNS".into(), "/var/run/netns/x".into()),
             ("CNI_IFNAME".into(), "eth0".into()),
         ]),
-        stdin: conf.to_string(),
-        admin: None,
-        store: None,
-        endpoint: None,
-    };
+        conf.to_string(),
+        None,
+    );
     let r = protocol::call(&node.socket, &req, Duration::from_secs(60)).unwrap();
     let v = if r.stdout.is_empty() {
         Value::Null

@@ -6,7 +6,7 @@
 
 mod common;
 
-use ipam_cni::protocol::{self, Kind, Request};
+use ipam_cni::protocol::{self, Request};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -135,20 +135,16 @@ fn the_service_reaches_a_tls_etcd_with_the_plugins_tls_keys() {
     }
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "tls", "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": "n1", "ipv4_pools": ["10.244.0.0/16"]}});
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Cni,
-        env: BTreeMap::from([
+    let req = Request::cni(
+        BTreeMap::from([
             ("CNI_COMMAND".into(), "ADD".into()),
             ("CNI_CONTAINERID".into(), "tls-pod".into()),
             ("CNI_NETNS".into(), "/var/run/netns/x".into()),
             ("CNI_IFNAME".into(), "eth0".into()),
         ]),
-        stdin: conf.to_string(),
-        admin: None,
-        store: None,
-        endpoint: None,
-    };
+        conf.to_string(),
+        None,
+    );
     let r = protocol::call(&socket, &req, Duration::from_secs(60)).unwrap();
     assert_eq!(r.exit_code, 0, "{}", r.stdout);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();

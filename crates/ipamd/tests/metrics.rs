@@ -3,7 +3,7 @@
 //! pool and node utilisation, and passes `promtool check metrics` (Debian's prometheus
 //! package; required when `IPAM_E2E_REQUIRED` is set).
 
-use ipam_cni::protocol::{self, Kind, Request};
+use ipam_cni::protocol::{self, Request};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -39,15 +39,7 @@ fn cni(sock: &Path, verb: &str, cid: &str, args: &str) -> i32 {
     if !args.is_empty() {
         env.insert("CNI_ARGS".into(), args.into());
     }
-    let req = Request {
-        version: protocol::VERSION,
-        kind: Kind::Cni,
-        env,
-        stdin: conf.to_string(),
-        admin: None,
-        store: None,
-        endpoint: None,
-    };
+    let req = Request::cni(env, conf.to_string(), None);
     protocol::call(sock, &req, Duration::from_secs(30))
         .unwrap()
         .exit_code

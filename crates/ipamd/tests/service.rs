@@ -4,7 +4,7 @@
 
 mod common;
 
-use ipam_cni::protocol::{self, CallError, Kind, Request};
+use ipam_cni::protocol::{self, CallError, Request};
 use ipam_core::{Ipam, Range, StoreExt};
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::collections::BTreeMap;
@@ -41,20 +41,16 @@ fn add(dir: &Path, cid: &str) -> Request {
         "ipam": {"type": "calico-ipam", "nodename": "node-a", "ipv4_pools": ["10.244.0.0/16"],
                  "log_file_path": dir.join("cni.log")}
     });
-    Request {
-        version: protocol::VERSION,
-        kind: Kind::Cni,
-        env: BTreeMap::from([
+    Request::cni(
+        BTreeMap::from([
             ("CNI_COMMAND".into(), "ADD".into()),
             ("CNI_CONTAINERID".into(), cid.into()),
             ("CNI_NETNS".into(), "/var/run/netns/x".into()),
             ("CNI_IFNAME".into(), "eth0".into()),
         ]),
-        stdin: conf.to_string(),
-        admin: None,
-        store: None,
-        endpoint: None,
-    }
+        conf.to_string(),
+        None,
+    )
 }
 
 fn sigterm(child: &Child) {
@@ -74,15 +70,7 @@ fn serves_pings_and_cni_and_declines_unknown_versions() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&sock), 0o600);
     assert_eq!(mode(&d.path().join("run")), 0o700);
-    let ping = Request {
-        version: protocol::VERSION,
-        kind: Kind::Ping,
-        env: BTreeMap::new(),
-        stdin: String::new(),
-        admin: None,
-        store: None,
-        endpoint: None,
-    };
+    let ping = Request::ping(None);
     let r = protocol::call(&sock, &ping, Duration::from_secs(5)).unwrap();
     assert_eq!(r.stdout, "pong");
     let r = protocol::call(&sock, &add(d.path(), "c1"), Duration::from_secs(5)).unwrap();
@@ -96,6 +84,22 @@ fn serves_pings_and_cni_and_declines_unknown_versions() {
     future.version = 99;
     let r = protocol::call(&sock, &future, Duration::from_secs(5)).unwrap();
     assert!(r.error.unwrap().contains("99"));
+    // A request of this version that is not one the service knows (a kind from a newer
+    // client, or a kind without its fields) is declined, not dropped.
+    for frame in [
+        serde_json::json!({"version": protocol::VERSION, "kind": "teleport"}),
+        serde_json::json!({"version": protocol::VERSION, "kind": "cni"}),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        protocol::write_frame(&mut s, &frame).unwrap();
+        let r: protocol::Response = protocol::read_frame(&mut s).unwrap();
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not a request")),
+            "{frame}: {r:?}"
+        );
+    }
     sigterm(&child);
     assert!(child.wait().unwrap().success());
     assert!(!sock.exists(), "socket removed on exit");
