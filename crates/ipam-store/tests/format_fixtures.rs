@@ -8,9 +8,7 @@
 //! The fixture was written by this test with `IPAM_WRITE_FIXTURES=1`; it is not regenerated
 //! otherwise.
 
-use ipam_core::{
-    AutoAssignArgs, Datastore, Endpoint, Ipam, IpamConfig, ManualClock, Pool, Record, Revision,
-};
+use ipam_core::{AutoAssignArgs, Endpoint, Ipam, IpamConfig, ManualClock, Pool, Record, Revision};
 use ipam_store::sled::{codec, keys};
 use ipam_store::MemoryStore;
 use std::sync::Arc;
