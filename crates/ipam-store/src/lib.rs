@@ -22,6 +22,7 @@ mod memory;
 mod reopening;
 pub mod sled;
 mod spec;
+pub mod stored;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;

@@ -127,6 +127,100 @@ impl Clone for Block {
     }
 }
 
+/// A block's fields as a store holds them, not yet checked: what a store decodes into, and
+/// what [`Block::from_parts`] validates into a [`Block`]. Stores own their encoding of it
+/// (ipam-store's `stored` module), so the core can change its in-memory layout freely.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockParts {
+    /// The block's network.
+    pub cidr: IpNetwork,
+    /// The node the block is affine to.
+    pub affinity: BlockAffinity,
+    /// Sequence number.
+    pub seq: u64,
+    /// When the block became empty, in ns.
+    pub empty_since: Option<u64>,
+    /// Ordinals in use (allocated or host-reserved).
+    pub taken: Bitmap,
+    /// Host-reserved ordinals.
+    pub reserved: Bitmap,
+    /// (ordinal, reusable-at ns) of cooling ordinals, in release order.
+    pub cooling: Vec<(u32, u64)>,
+    /// Per ordinal: 1 + index into `attrs`, or 0.
+    pub owner: Vec<u32>,
+    /// Per ordinal: block sequence number at allocation, or 0.
+    pub seqs: Vec<u64>,
+    /// The distinct owners.
+    pub attrs: Vec<Arc<AllocAttrs>>,
+    /// Where the next search starts.
+    pub cursor: u32,
+}
+
+/// A borrowed view of a block's fields, for encoding without copying.
+#[derive(Debug)]
+pub struct BlockPartsRef<'a> {
+    /// The block's network.
+    pub cidr: IpNetwork,
+    /// The node the block is affine to.
+    pub affinity: Option<&'a str>,
+    /// Sequence number.
+    pub seq: u64,
+    /// When the block became empty, in ns.
+    pub empty_since: Option<u64>,
+    /// Ordinals in use.
+    pub taken: &'a Bitmap,
+    /// Host-reserved ordinals.
+    pub reserved: &'a Bitmap,
+    /// Cooling ordinals.
+    pub cooling: &'a [(u32, u64)],
+    /// Per ordinal owner index.
+    pub owner: &'a [u32],
+    /// Per ordinal sequence numbers.
+    pub seqs: &'a [u64],
+    /// The distinct owners, in table order.
+    pub attrs: Vec<&'a AllocAttrs>,
+    /// Where the next search starts.
+    pub cursor: u32,
+}
+
+impl Block {
+    /// Builds a block from stored fields, checking every structural rule ([`Block::validate`]).
+    pub fn from_parts(p: BlockParts) -> Result<Block, BlockError> {
+        let b = Block {
+            cidr: p.cidr,
+            affinity: p.affinity,
+            seq: p.seq,
+            empty_since: p.empty_since,
+            taken: p.taken,
+            reserved: p.reserved,
+            cooling: p.cooling,
+            owner: p.owner,
+            seqs: p.seqs,
+            attrs: p.attrs.into_iter().map(AttrEntry::new).collect(),
+            cursor: p.cursor,
+        };
+        b.validate()?;
+        Ok(b)
+    }
+
+    /// The block's fields, borrowed, for a store to encode.
+    pub fn parts(&self) -> BlockPartsRef<'_> {
+        BlockPartsRef {
+            cidr: self.cidr,
+            affinity: self.affinity.as_deref(),
+            seq: self.seq,
+            empty_since: self.empty_since,
+            taken: &self.taken,
+            reserved: &self.reserved,
+            cooling: &self.cooling,
+            owner: &self.owner,
+            seqs: &self.seqs,
+            attrs: self.attrs.iter().map(|e| e.attrs.as_ref()).collect(),
+            cursor: self.cursor,
+        }
+    }
+}
+
 /// An attribute-table entry with the fingerprint of its handle id, so the de-duplicating
 /// search scans one flat array instead of following a pointer per entry. Serialised as the
 /// attributes alone; the fingerprint is derived again on decode.

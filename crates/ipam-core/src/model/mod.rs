@@ -13,7 +13,7 @@ pub mod pool;
 pub mod reservation;
 
 pub use affinity::{Affinity, AffinityState};
-pub use block::{AllocAttrs, Block, BlockAffinity, HostReserved};
+pub use block::{AllocAttrs, Block, BlockAffinity, BlockParts, BlockPartsRef, HostReserved};
 pub use config::{ConfigError, IpamConfig};
 pub use endpoint::{endpoint_id, Endpoint};
 pub use handle::Handle;

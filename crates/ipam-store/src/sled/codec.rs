@@ -3,7 +3,8 @@
 //! ```text
 //! byte 0       record format version (FORMAT_VERSION)
 //! bytes 1..9   revision, u64 big-endian
-//! bytes 9..    the record in postcard (serde, varint integers), the type given by the key kind
+//! bytes 9..    the record in postcard (serde, varint integers), the type given by the key kind:
+//!              a block in its stored form (`crate::stored`), other records as the core derives
 //! ```
 //!
 //! Decoding checks the version, decodes, validates the record with the core's rules and checks
@@ -34,7 +35,7 @@ pub fn encode(record: &Record, rev: Revision) -> Result<Vec<u8>, StoreError> {
         Record::Config(x) => postcard::to_extend(x, out),
         Record::Pool(x) => postcard::to_extend(x, out),
         Record::Node(x) => postcard::to_extend(x, out),
-        Record::Block(x) => postcard::to_extend(x, out),
+        Record::Block(x) => postcard::to_extend(&crate::stored::BlockV1Ref::from(x), out),
         Record::Affinity(x) => postcard::to_extend(x, out),
         Record::Handle(x) => postcard::to_extend(x, out),
         Record::IndexChunk(x) => postcard::to_extend(x, out),
@@ -107,9 +108,8 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
             Record::Node(n)
         }
         Key::Block(_) => {
-            let b: ipam_core::Block = de(key, body)?;
-            b.validate().map_err(|e| invalid(e.to_string()))?;
-            Record::Block(b)
+            let b: crate::stored::BlockV1 = de(key, body)?;
+            Record::Block(ipam_core::Block::try_from(b).map_err(invalid)?)
         }
         Key::Affinity { .. } => Record::Affinity(de(key, body)?),
         Key::Handle(_) => {
