@@ -62,8 +62,20 @@ pub struct BlockV1Ref<'a> {
     cooling: &'a [(u32, u64)],
     owner: &'a [u32],
     seqs: Vec<u64>,
-    attrs: Vec<AllocAttrsV1Ref<'a>>,
+    attrs: OwnersV1<'a>,
     cursor: u32,
+}
+
+/// The owner table, encoded straight from the block (no intermediate vector).
+struct OwnersV1<'a>(&'a Block);
+
+impl Serialize for OwnersV1<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.owners().map(|a| AllocAttrsV1Ref {
+            handle_id: &a.handle_id,
+            attrs: &a.attrs,
+        }))
+    }
 }
 
 // The casts below reinterpret bits (two's complement), which is the encoding.
@@ -168,14 +180,7 @@ impl<'a> From<&'a Block> for BlockV1Ref<'a> {
             cooling: p.cooling,
             owner: p.owner,
             seqs: delta_encode(p.seqs),
-            attrs: p
-                .attrs
-                .into_iter()
-                .map(|a| AllocAttrsV1Ref {
-                    handle_id: &a.handle_id,
-                    attrs: &a.attrs,
-                })
-                .collect(),
+            attrs: OwnersV1(b),
             cursor: p.cursor,
         }
     }

@@ -206,21 +206,21 @@ fn idle_and_slow_clients_do_not_hold_the_service() {
         s.write_all(&[0, 0]).unwrap();
         held.push(s);
     }
+    let timed_add = |cid: &str| {
+        let t = Instant::now();
+        let r = protocol::call(&sock, &add(d.path(), cid), Duration::from_secs(30)).unwrap();
+        assert_eq!(r.exit_code, 0, "{}", r.stdout);
+        t.elapsed()
+    };
     // Right away, the service is still accepting the burst (a reader thread each).
-    let t = Instant::now();
-    let r = protocol::call(&sock, &add(d.path(), "burst-day"), Duration::from_secs(30)).unwrap();
-    let burst = t.elapsed();
-    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    let burst = timed_add("burst-day");
     assert!(
         burst < Duration::from_secs(1),
         "an ADD right after {idle_n} idle and 50 slow clients connected took {burst:?}"
     );
     // Then with all of them open.
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let r = protocol::call(&sock, &add(d.path(), "busy-day"), Duration::from_secs(30)).unwrap();
-    let took = t.elapsed();
-    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    let took = timed_add("busy-day");
     assert!(
         took < Duration::from_millis(100),
         "an ADD with {idle_n} idle and 50 slow clients open took {took:?}"

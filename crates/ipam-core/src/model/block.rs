@@ -156,7 +156,8 @@ pub struct BlockParts {
     pub cursor: u32,
 }
 
-/// A borrowed view of a block's fields, for encoding without copying.
+/// A borrowed view of a block's fields, for encoding without copying (the owner table is
+/// [`Block::owners`]).
 #[derive(Debug)]
 pub struct BlockPartsRef<'a> {
     /// The block's network.
@@ -177,8 +178,6 @@ pub struct BlockPartsRef<'a> {
     pub owner: &'a [u32],
     /// Per ordinal sequence numbers.
     pub seqs: &'a [u64],
-    /// The distinct owners, in table order.
-    pub attrs: Vec<&'a AllocAttrs>,
     /// Where the next search starts.
     pub cursor: u32,
 }
@@ -215,9 +214,13 @@ impl Block {
             cooling: &self.cooling,
             owner: &self.owner,
             seqs: &self.seqs,
-            attrs: self.attrs.iter().map(|e| e.attrs.as_ref()).collect(),
             cursor: self.cursor,
         }
+    }
+
+    /// The distinct owners, in table order (what `owner` indexes, from 1).
+    pub fn owners(&self) -> impl ExactSizeIterator<Item = &AllocAttrs> {
+        self.attrs.iter().map(|e| e.attrs.as_ref())
     }
 }
 

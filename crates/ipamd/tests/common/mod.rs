@@ -7,21 +7,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `calico-ipam` beside this package's binary, built when missing.
-pub fn plugin() -> PathBuf {
+/// A binary of package `package` beside this package's binary, built when missing.
+fn sibling(package: &str, bin: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_calico-ipamd"))
         .parent()
         .unwrap();
-    let p = dir.join("calico-ipam");
+    let p = dir.join(bin);
     if !p.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "ipam-cni", "--bin", "calico-ipam"])
+            .args(["build", "-q", "-p", package, "--bin", bin])
             .status()
             .unwrap();
-        assert!(st.success(), "building calico-ipam");
+        assert!(st.success(), "building {bin}");
     }
     p
+}
+
+/// `calico-ipam`, built when missing.
+pub fn plugin() -> PathBuf {
+    sibling("ipam-cni", "calico-ipam")
+}
+
+/// `ipamctl`, built when missing.
+pub fn ipamctl() -> PathBuf {
+    sibling("ipamctl", "ipamctl")
 }
 
 /// One plugin call's outcome.
@@ -101,21 +111,4 @@ pub fn first_address(result: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no address in {result}"));
     a.split('/').next().unwrap_or(a).to_string()
-}
-
-/// `ipamctl` beside this package's binary, built when missing.
-pub fn ipamctl() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_calico-ipamd"))
-        .parent()
-        .unwrap();
-    let p = dir.join("ipamctl");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "ipamctl", "--bin", "ipamctl"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building ipamctl");
-    }
-    p
 }
