@@ -4,8 +4,11 @@
 //! calico-ipam on its own (autostart off), and Debian's host-local. Then 200 concurrent ADDs
 //! for each.
 //!
-//! Run: `bash benches/cni-latency.sh` (builds release binaries first).
-//! Usage: `cni-bench [N] [HOST_LOCAL]`; binaries are looked up next to this one.
+//! Run: `bash benches/cni-latency.sh` (builds release binaries first, and the statically linked
+//! plugin of `packaging/build-release.sh`).
+//! Usage: `cni-bench [N] [HOST_LOCAL] [STATIC_PLUGIN]`; binaries are looked up next to this one.
+//! With `STATIC_PLUGIN`, the same run also measures that build of `calico-ipam` through the same
+//! service, so the two links are compared on equal terms.
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -75,6 +78,7 @@ fn main() {
         args.next()
             .unwrap_or_else(|| "/usr/lib/cni/host-local".into()),
     );
+    let static_plugin = args.next().map(PathBuf::from);
     let here = std::env::current_exe().expect("exe");
     let dir = here.parent().expect("dir");
     let calico = dir.join("calico-ipam");
@@ -103,7 +107,7 @@ fn main() {
     while std::os::unix::net::UnixStream::connect(p("ipamd.sock")).is_err() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let targets = [
+    let mut targets = vec![
         Target {
             name: "calico-ipam + calico-ipamd started by hand",
             bin: calico.clone(),
@@ -131,6 +135,17 @@ fn main() {
             cni_path: plain.clone(),
         },
     ];
+    if let Some(bin) = &static_plugin {
+        targets.insert(
+            1,
+            Target {
+                name: "calico-ipam statically linked + the same service",
+                bin: bin.clone(),
+                conf: calico_conf(&p("svc-store"), &p("ipamd.sock"), false),
+                cni_path: plain.clone(),
+            },
+        );
+    }
     // The floor under every plugin call, same run: a process that does nothing, and the
     // plugin answering VERSION (exec, dynamic loading, reading its config; no store, no socket).
     let floor = |bin: &Path, command: &str| -> Vec<Duration> {
@@ -150,6 +165,10 @@ fn main() {
     println!("|---|---|");
     println!("| exec /bin/true | {true_med:.2} ms |");
     println!("| calico-ipam VERSION (exec, load, parse; no store) | {version_med:.2} ms |");
+    if let Some(bin) = &static_plugin {
+        let (static_med, _) = stats(floor(bin, "VERSION"));
+        println!("| calico-ipam VERSION, statically linked | {static_med:.2} ms |");
+    }
     println!();
     println!(
         "| plugin | first ADD | ADD median | ADD p99 | DEL median | DEL p99 | 200 concurrent ADDs | rate |"
