@@ -196,9 +196,9 @@ impl Range {
     /// True when `key` and every key after it (in [`Key`] order) are outside the range, so a
     /// scan from [`Range::start`] may stop.
     pub fn past_end(&self, key: &Key) -> bool {
-        let start = self.start();
-        if key.rank() != start.rank() {
-            return key.rank() > start.rank();
+        // Called for every key a scan visits: no allocation here (not `self.start()`).
+        if key.rank() != self.rank() {
+            return key.rank() > self.rank();
         }
         match (self, key) {
             (Range::BlocksIn(net), Key::Block(b)) => {
@@ -215,6 +215,20 @@ impl Range {
             (Range::IndexChunksOf(p), Key::IndexChunk { pool, .. }) => pool != p,
             (Range::EndpointsOf(n), Key::Endpoint { node, .. }) => node > n,
             _ => false,
+        }
+    }
+
+    /// The rank of the kind of key the range holds (see [`Key::rank`]).
+    fn rank(&self) -> u8 {
+        match self {
+            Range::Pools => 1,
+            Range::Nodes => 2,
+            Range::Blocks | Range::BlocksIn(_) => 3,
+            Range::Affinities | Range::AffinitiesOf(_) => 4,
+            Range::Handles => 5,
+            Range::IndexChunksOf(_) => 6,
+            Range::Endpoints | Range::EndpointsOf(_) => 8,
+            Range::Reservations => 9,
         }
     }
 
@@ -586,5 +600,32 @@ pub fn put(record: Record, rev: Option<Revision>) -> Write {
     match rev {
         Some(expected) => Write::Update { record, expected },
         None => Write::Create(record),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_ranks_as_its_first_key() {
+        let net: IpNetwork = "10.244.0.0/16".parse().expect("net");
+        for r in [
+            Range::Pools,
+            Range::Nodes,
+            Range::Blocks,
+            Range::BlocksIn(net),
+            Range::Affinities,
+            Range::AffinitiesOf("n".into()),
+            Range::Handles,
+            Range::IndexChunksOf(net),
+            Range::Endpoints,
+            Range::EndpointsOf("n".into()),
+            Range::Reservations,
+        ] {
+            assert_eq!(r.rank(), r.start().rank(), "{r:?}");
+            assert!(!r.past_end(&r.start()), "{r:?}");
+            assert!(r.past_end(&Key::Reservation("\u{10FFFF}".into())) || r == Range::Reservations);
+        }
     }
 }

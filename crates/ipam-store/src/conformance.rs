@@ -239,6 +239,13 @@ pub fn atomic_commits<S: Datastore>(s: &S) {
     ]);
     assert!(r.is_err(), "duplicate key in one commit");
     assert!(s.get(&Key::Handle("b".into())).unwrap().is_none());
+    // Likewise in a large commit, the repeat last.
+    let mut many: Vec<Write> = (0..40)
+        .map(|i| Write::Create(handle(&format!("many{i}"), 1)))
+        .collect();
+    many.push(Write::Create(handle("many7", 2)));
+    assert!(s.commit(many).is_err(), "duplicate key in a large commit");
+    assert!(s.get(&Key::Handle("many0".into())).unwrap().is_none());
     // An empty commit is a no-op.
     s.commit(Vec::new()).unwrap();
 }

@@ -2,7 +2,7 @@
 //! kept behind `Arc` so a read costs a clone of the record, not of the map.
 
 use ipam_core::datastore::ConflictKind;
-use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 
@@ -40,23 +40,47 @@ impl MemoryStore {
     }
 }
 
-impl Datastore for MemoryStore {
-    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        Ok(self.inner.read().map.get(key).map(|(r, rev)| Versioned {
+impl Inner {
+    fn get(&self, key: &Key) -> Option<Versioned<Record>> {
+        self.map.get(key).map(|(r, rev)| Versioned {
             value: r.clone(),
             revision: *rev,
-        }))
+        })
     }
 
-    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        let g = self.inner.read();
-        Ok(g.map
+    fn list(&self, range: &Range) -> Vec<Versioned<Record>> {
+        self.map
             .range(range.start()..)
             .take_while(|(k, _)| !range.past_end(k))
             .filter(|(k, _)| range.contains(k))
             .map(|(_, (r, rev))| Versioned {
                 value: r.clone(),
                 revision: *rev,
+            })
+            .collect()
+    }
+}
+
+/// Commits up to this size look for a key written twice by comparing pairs; larger ones hash.
+const PAIRWISE_LIMIT: usize = 16;
+
+impl Datastore for MemoryStore {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        Ok(self.inner.read().get(key))
+    }
+
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        Ok(self.inner.read().list(range))
+    }
+
+    /// The whole batch under one read lock: one snapshot, as a networked store gives.
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        let g = self.inner.read();
+        Ok(reads
+            .iter()
+            .map(|r| match r {
+                Read::Get(key) => g.get(key).into_iter().collect(),
+                Read::List(range) => g.list(range),
             })
             .collect())
     }
@@ -66,15 +90,23 @@ impl Datastore for MemoryStore {
         if writes.is_empty() {
             return Ok(Revision(g.rev));
         }
-        let mut seen = std::collections::HashSet::new();
-        for w in &writes {
-            let key = w.key();
-            if !seen.insert(key.clone()) {
-                return Err(StoreError::Rejected(format!(
-                    "{key} written twice in one commit"
-                )));
-            }
-            let cur = g.map.get(&key).map(|(_, r)| *r);
+        let keys: Vec<Key> = writes.iter().map(Write::key).collect();
+        let twice = if keys.len() <= PAIRWISE_LIMIT {
+            keys.iter()
+                .enumerate()
+                .find(|(i, k)| keys[..*i].contains(k))
+                .map(|(_, k)| k)
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(keys.len());
+            keys.iter().find(|k| !seen.insert(*k))
+        };
+        if let Some(key) = twice {
+            return Err(StoreError::Rejected(format!(
+                "{key} written twice in one commit"
+            )));
+        }
+        for (w, key) in writes.iter().zip(&keys) {
+            let cur = g.map.get(key).map(|(_, r)| *r);
             let kind = match (w, cur) {
                 (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
                 (Write::Update { .. } | Write::Delete { .. }, None) => Some(ConflictKind::Missing),
@@ -86,17 +118,20 @@ impl Datastore for MemoryStore {
                 _ => None,
             };
             if let Some(kind) = kind {
-                return Err(StoreError::Conflict { key, kind });
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    kind,
+                });
             }
         }
         g.rev += 1;
         let rev = Revision(g.rev);
-        for w in writes {
+        for (w, key) in writes.into_iter().zip(keys) {
             match w {
                 Write::Create(r) | Write::Update { record: r, .. } => {
-                    g.map.insert(r.key(), (r, rev));
+                    g.map.insert(key, (r, rev));
                 }
-                Write::Delete { key, .. } => {
+                Write::Delete { .. } => {
                     g.map.remove(&key);
                 }
             }

@@ -390,12 +390,12 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
-    fn candidate_pools(
+    fn candidate_pools<'c>(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &'c Ctx<'_>,
         family: Family,
         requested: &[String],
-    ) -> Result<Vec<Pool>, IpamError> {
+    ) -> Result<Vec<&'c Pool>, IpamError> {
         let use_ = ctx.args.intended_use;
         if !requested.is_empty() {
             let mut out = Vec::new();
@@ -421,13 +421,13 @@ impl<S: Datastore> Ipam<S> {
                         why: format!("it does not allow {use_:?} addresses"),
                     });
                 }
-                if !out.iter().any(|p: &Pool| p.name == pool.name) {
-                    out.push(pool.clone());
+                if !out.iter().any(|p: &&Pool| p.name == pool.name) {
+                    out.push(pool);
                 }
             }
             return Ok(out);
         }
-        let out: Vec<Pool> = ctx
+        let out: Vec<&Pool> = ctx
             .pools
             .iter()
             .filter(|p| {
@@ -437,7 +437,6 @@ impl<S: Datastore> Ipam<S> {
                     && p.allows(use_)
                     && p.node_selector.matches(&ctx.labels)
             })
-            .cloned()
             .collect();
         if out.is_empty() {
             return Err(IpamError::NoPools {
@@ -784,7 +783,7 @@ impl<S: Datastore> Ipam<S> {
     /// fully claimed.
     fn reclaim_empty_block(
         &self,
-        pools: &[Pool],
+        pools: &[&Pool],
         node: &str,
     ) -> Result<Option<IpNetwork>, IpamError> {
         let now = self.now();

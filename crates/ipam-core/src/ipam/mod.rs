@@ -104,6 +104,10 @@ impl<S: Datastore> Ipam<S> {
             .last_block
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = m.get_mut(node) {
+            *h = block; // the usual case: no key to allocate
+            return;
+        }
         if m.len() > 65_536 {
             m.clear();
         }
