@@ -106,3 +106,35 @@ fn no_io_in_core_source() {
     }
     assert!(files > 10);
 }
+
+/// The normal (not dev) dependencies of a workspace crate, by its directory under `crates/`.
+fn normal_deps(krate: &str) -> Vec<String> {
+    let path = manifest_dir().join("..").join(krate).join("Cargo.toml");
+    let manifest: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_node_service_does_not_link_the_command_line_tool() {
+    // Walk workspace crates through their normal dependencies (the lock file cannot tell a
+    // workspace crate's dev-dependencies from its normal ones).
+    let mut seen = BTreeSet::new();
+    let mut todo = vec!["ipamd".to_string()];
+    while let Some(k) = todo.pop() {
+        if manifest_dir().join("..").join(&k).is_dir() && seen.insert(k.clone()) {
+            todo.extend(normal_deps(&k));
+        }
+    }
+    assert!(
+        seen.contains("ipam-admin") && seen.contains("ipam-core"),
+        "walk found the real graph: {seen:?}"
+    );
+    assert!(
+        !seen.contains("ipamctl"),
+        "calico-ipamd links ipamctl: {seen:?}"
+    );
+}

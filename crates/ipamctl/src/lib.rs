@@ -1,63 +1,12 @@
-//! `ipamctl`, the operator's tool, as a library: every command runs against an `Ipam` over any
-//! store, so the same code serves the local store, the node service (which runs it on the
-//! store it holds) and the tests.
+//! `ipamctl`, the operator's tool: the command line (argument parsing, finding the store or the
+//! node service, writing the files a command produced). The commands themselves, their
+//! execution and their output live in `ipam-admin`, which the node service runs too; they are
+//! re-exported here.
 //!
-//! Commands print a readable table, or JSON with `-o json`. Exit codes: [`EXIT_OK`] (0),
-//! [`EXIT_ERROR`] (1), 2 for usage errors (from clap), [`EXIT_PROBLEMS`] (3) when `check` found
-//! problems or a release skipped something.
-//!
-//! Not here: allocation logic (ipam-core), CNI (ipam-cni; `gc` reuses its logic).
+//! Not here: what a command does (ipam-admin), allocation logic (ipam-core).
 
 pub mod cli;
-pub mod commands;
-pub mod table;
 
-use ipam_core::{Datastore, Ipam, IpamError};
-use serde::{Deserialize, Serialize};
-
-/// Success.
-pub const EXIT_OK: i32 = 0;
-/// The command failed.
-pub const EXIT_ERROR: i32 = 1;
-/// `check` found problems, or `release` skipped addresses.
-pub const EXIT_PROBLEMS: i32 = 3;
-
-/// What a command produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// Printed on stdout.
-    pub stdout: String,
-    /// Process exit code.
-    pub exit_code: i32,
-    /// Files to write (path, content): reports, maps.
-    pub files: Vec<(String, String)>,
-}
-
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CtlError {
-    /// The IPAM operation failed.
-    #[error(transparent)]
-    Ipam(#[from] IpamError),
-    /// A bad argument or input file.
-    #[error("{0}")]
-    Usage(String),
-}
-
-pub use commands::Command;
-
-/// Runs one command; errors become an outcome with [`EXIT_ERROR`].
-pub fn execute<S: Datastore>(ipam: &Ipam<S>, cmd: &Command, json: bool) -> Outcome {
-    match commands::run(ipam, cmd, json) {
-        Ok(o) => o,
-        Err(e) => Outcome {
-            stdout: if json {
-                serde_json::json!({"error": e.to_string()}).to_string() + "\n"
-            } else {
-                format!("error: {e}\n")
-            },
-            exit_code: EXIT_ERROR,
-            files: Vec::new(),
-        },
-    }
-}
+pub use ipam_admin::{
+    commands, execute, table, Command, CtlError, Outcome, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS,
+};

@@ -156,7 +156,7 @@ pub const WORKERS: usize = 16;
 
 #[derive(serde::Deserialize)]
 struct AdminRequest {
-    command: ipamctl::Command,
+    command: ipam_admin::Command,
     #[serde(default)]
     json: bool,
 }
@@ -165,7 +165,7 @@ fn admin<S: Datastore>(ipam: &Ipam<S>, body: serde_json::Value) -> Response {
     let req: Result<AdminRequest, _> = serde_json::from_value(body);
     match req {
         Ok(r) => {
-            let out = ipamctl::execute(ipam, &r.command, r.json);
+            let out = ipam_admin::execute(ipam, &r.command, r.json);
             Response {
                 version: protocol::VERSION,
                 stdout: out.stdout,

@@ -1,13 +1,13 @@
-//! Every ipamctl command against stores prepared through the library.
+//! Every operator command against stores prepared through the library.
 
+use ipam_admin::commands::{check, configure, gc, map, node, pool, release, show, Command};
+use ipam_admin::{execute, Outcome, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
 use ipam_core::model::{Affinity, AffinityState, Block, Handle, HostReserved};
 use ipam_core::{
     AutoAssignArgs, Datastore, Ipam, Key, ManualClock, Pool, Record, ReleaseRequest, StoreExt,
     Write,
 };
 use ipam_store::MemoryStore;
-use ipamctl::commands::{check, configure, gc, map, node, pool, release, show, Command};
-use ipamctl::{execute, Outcome, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
 use serde_json::Value;
 use std::sync::Arc;
 
