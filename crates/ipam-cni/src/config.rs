@@ -206,19 +206,30 @@ fn ips_of(v: Option<&Value>, what: &str) -> Result<Vec<IpAddr>, CniError> {
     }
 }
 
+/// Decodes the network configuration's JSON, refusing more than [`MAX_CONFIG`] bytes (code 7)
+/// and what is not JSON (code 6).
+pub fn decode_json(stdin: &[u8]) -> Result<Value, CniError> {
+    if stdin.len() > MAX_CONFIG {
+        return Err(CniError::config(format!(
+            "the network config is {} bytes; at most {MAX_CONFIG} are accepted",
+            stdin.len()
+        )));
+    }
+    serde_json::from_slice(stdin)
+        .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))
+}
+
 impl PluginConfig {
     /// Parses the network configuration for `command`. Errors: 6 when the bytes are not a JSON
     /// object or `cniVersion` is malformed, 1 for a version this plugin does not speak or that
     /// lacks the verb, 7 for any invalid key.
     pub fn parse(stdin: &[u8], command: Command) -> Result<PluginConfig, CniError> {
-        if stdin.len() > MAX_CONFIG {
-            return Err(CniError::config(format!(
-                "the network config is {} bytes; at most {MAX_CONFIG} are accepted",
-                stdin.len()
-            )));
-        }
-        let v: Value = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
+        PluginConfig::from_json(decode_json(stdin)?, command)
+    }
+
+    /// Like [`PluginConfig::parse`], from JSON already decoded by [`decode_json`] (so a call
+    /// decodes its input once).
+    pub fn from_json(v: Value, command: Command) -> Result<PluginConfig, CniError> {
         let Value::Object(top) = v else {
             return Err(CniError::decode("network config is not a JSON object"));
         };
@@ -548,10 +559,9 @@ impl PluginConfig {
     /// `calico-ipam` (else the first with any `ipam` section) is read with the list's `name`
     /// and `cniVersion`.
     pub fn parse_file(bytes: &[u8]) -> Result<PluginConfig, CniError> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
+        let v = decode_json(bytes)?;
         let Some(plugins) = v.get("plugins") else {
-            return PluginConfig::parse(bytes, Command::Version);
+            return PluginConfig::from_json(v, Command::Version);
         };
         let plugins = plugins
             .as_array()
@@ -573,8 +583,7 @@ impl PluginConfig {
                 one.insert(k.to_string(), x.clone());
             }
         }
-        let text = Value::Object(one).to_string();
-        PluginConfig::parse(text.as_bytes(), Command::Version)
+        PluginConfig::from_json(Value::Object(one), Command::Version)
     }
 
     /// The handle id of an attachment: `<network name>.<container id>`, the network name

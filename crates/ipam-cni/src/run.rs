@@ -3,7 +3,7 @@
 
 use crate::autostart::Started;
 use crate::backend;
-use crate::config::PluginConfig;
+use crate::config::{self, PluginConfig};
 use crate::env::{CniEnv, Command};
 use crate::error::{codes, CniError};
 use crate::handler::{self, Invocation};
@@ -39,29 +39,44 @@ impl Output {
     }
 }
 
-/// The `cniVersion` to report errors under: the config's, when it can be read at all.
-fn reported_version(stdin: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(|s| s.as_str())
-                .map(String::from)
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "1.1.0".to_string())
+/// A call's input, its JSON decoded once: the invocation (or why there is none) and the
+/// `cniVersion` to report errors under (the config's, when it can be read at all).
+fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> (Result<Invocation, CniError>, String) {
+    let json = config::decode_json(stdin);
+    let version_of = |v: &serde_json::Value| {
+        v.get("cniVersion")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    let version = match &json {
+        Ok(v) => version_of(v),
+        // Refused for its size, but its error still goes out under its own version.
+        Err(_) if stdin.len() > config::MAX_CONFIG => serde_json::from_slice(stdin)
+            .ok()
+            .as_ref()
+            .and_then(version_of),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| "1.1.0".to_string());
+    (invocation(env, json), version)
 }
 
-fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation, CniError> {
+fn invocation(
+    env: &BTreeMap<String, String>,
+    json: Result<serde_json::Value, CniError>,
+) -> Result<Invocation, CniError> {
     let env = CniEnv::from_map(env)?;
     if env.command == Command::Version {
-        let config = PluginConfig::parse(stdin, Command::Version).unwrap_or_else(|_| {
-            PluginConfig::parse(br#"{"cniVersion":"1.1.0"}"#, Command::Version)
-                .expect("built-in config parses")
-        });
+        let config = json
+            .and_then(|v| PluginConfig::from_json(v, Command::Version))
+            .unwrap_or_else(|_| {
+                PluginConfig::parse(br#"{"cniVersion":"1.1.0"}"#, Command::Version)
+                    .expect("built-in config parses")
+            });
         return Ok(Invocation { env, config });
     }
-    let config = PluginConfig::parse(stdin, env.command)?;
+    let config = PluginConfig::from_json(json?, env.command)?;
     Ok(Invocation { env, config })
 }
 
@@ -93,8 +108,8 @@ fn status_error(e: CniError) -> CniError {
 
 /// Serves one invocation with an open store (the node service calls this directly).
 pub fn serve<S: Datastore>(ipam: &Ipam<S>, env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
-    let version = reported_version(stdin);
-    let inv = match parse(env, stdin) {
+    let (inv, version) = parse(env, stdin);
+    let inv = match inv {
         Ok(i) => i,
         Err(e) => return Output::error(&e, &version),
     };
@@ -111,8 +126,8 @@ pub fn serve<S: Datastore>(ipam: &Ipam<S>, env: &BTreeMap<String, String>, stdin
 /// The plugin's entry point: everything the binary does between reading its input and
 /// printing its output.
 pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
-    let version = reported_version(stdin);
-    let inv = match parse(env, stdin) {
+    let (inv, version) = parse(env, stdin);
+    let inv = match inv {
         Ok(i) => i,
         Err(e) => return Output::error(&e, &version),
     };

@@ -277,7 +277,7 @@ fn input_limits_are_clear_errors() {
 #[test]
 fn oversized_config_through_the_service_is_refused_not_retried() {
     let h = Harness::new(Mode::Service);
-    let mut big = h.conf("1.0.0", json!({}));
+    let mut big = h.conf("0.4.0", json!({}));
     big["padding"] = json!("x".repeat(5 << 20));
     let out = h.exec("ADD", "c1", "eth0", &big, "");
     assert_eq!(
@@ -286,4 +286,6 @@ fn oversized_config_through_the_service_is_refused_not_retried() {
         "{}",
         &out.stdout[..out.stdout.len().min(300)]
     );
+    // Refused for its size, the error still speaks the config's version.
+    assert_eq!(out.json()["cniVersion"], "0.4.0", "{}", out.stdout);
 }
