@@ -8,7 +8,7 @@
 
 use crate::env::Command;
 use crate::error::CniError;
-use ipam_core::Family;
+use ipam_core::{Family, PoolRef};
 use ipam_store::{EtcdSpec, StoreSpec};
 use ipnetwork::IpNetwork;
 use rscni_types::version::SpecVersion;
@@ -70,9 +70,9 @@ pub struct PluginConfig {
     /// Assign an IPv6 address.
     pub assign_ipv6: bool,
     /// IPv4 pools (names or CIDRs); empty: every pool that selects the node.
-    pub ipv4_pools: Vec<String>,
+    pub ipv4_pools: Vec<PoolRef>,
     /// IPv6 pools.
-    pub ipv6_pools: Vec<String>,
+    pub ipv6_pools: Vec<PoolRef>,
     /// Explicit node name.
     pub nodename: Option<String>,
     /// File holding the node name.
@@ -295,14 +295,21 @@ impl PluginConfig {
         let assign_ipv4 = keys.ipam_bool("assign_ipv4", true)?;
         let ipamd_autostart = keys.ipam_bool("ipamd_autostart", true)?;
         let assign_ipv6 = keys.ipam_bool("assign_ipv6", false)?;
-        let ipv4_pools = keys.ipam_strings("ipv4_pools")?;
-        let ipv6_pools = keys.ipam_strings("ipv6_pools")?;
+        let pool_refs = |key: &str| -> Result<Vec<PoolRef>, CniError> {
+            Ok(keys
+                .ipam_strings(key)?
+                .into_iter()
+                .map(PoolRef::from)
+                .collect())
+        };
+        let ipv4_pools = pool_refs("ipv4_pools")?;
+        let ipv6_pools = pool_refs("ipv6_pools")?;
         for (list, family, key) in [
             (&ipv4_pools, Family::V4, "ipv4_pools"),
             (&ipv6_pools, Family::V6, "ipv6_pools"),
         ] {
             for p in list {
-                if let Ok(net) = p.parse::<IpNetwork>() {
+                if let Some(net) = p.cidr() {
                     if Family::of_net(&net) != family {
                         return Err(CniError::config(format!(
                             "{key} holds {p}, which is not {family}"
@@ -312,7 +319,7 @@ impl PluginConfig {
             }
         }
         for (list, key) in [(&ipv4_pools, "ipv4_pools"), (&ipv6_pools, "ipv6_pools")] {
-            let nets: Vec<IpNetwork> = list.iter().filter_map(|p| p.parse().ok()).collect();
+            let nets: Vec<IpNetwork> = list.iter().filter_map(PoolRef::cidr).collect();
             for (i, a) in nets.iter().enumerate() {
                 for b in &nets[i + 1..] {
                     if ipam_core::cidr::overlaps(a, b) {
@@ -630,7 +637,10 @@ mod tests {
         )
         .unwrap();
         assert!(c.assign_ipv4 && !c.assign_ipv6);
-        assert_eq!(c.ipv4_pools, ["10.244.0.0/16", "default-pool"]);
+        let pools: Vec<&str> = c.ipv4_pools.iter().map(PoolRef::as_str).collect();
+        assert_eq!(pools, ["10.244.0.0/16", "default-pool"]);
+        assert_eq!(c.ipv4_pools[0].cidr(), "10.244.0.0/16".parse().ok());
+        assert_eq!(c.ipv4_pools[1].cidr(), None);
         assert_eq!(c.nodename.as_deref(), Some("inner"), "ipam section wins");
         assert_eq!(c.gateway, Gateway::LinkLocal);
         assert_eq!(c.routes.len(), 1, "calico gets a default route");

@@ -69,7 +69,7 @@ fn ensure_pools<S: Datastore>(
         .ipv4_pools
         .iter()
         .chain(&cfg.ipv6_pools)
-        .filter_map(|p| p.parse().ok())
+        .filter_map(ipam_core::PoolRef::cidr)
         .collect();
     if cfg.assign_ipv4 && cfg.ipv4_pools.is_empty() {
         cidrs.push("192.168.0.0/16".parse().expect("valid"));

@@ -61,6 +61,6 @@ pub use ipam::{
 };
 pub use model::{
     Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Endpoint, Handle, HostReserved,
-    IpamConfig, Node, Pool, Reservation,
+    IpamConfig, Node, Pool, PoolRef, Reservation,
 };
 pub use selector::Selector;

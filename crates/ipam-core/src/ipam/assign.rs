@@ -13,7 +13,7 @@ use crate::model::index::{chunk_len, join_slot, split_slot};
 use crate::model::node::validate_node_name;
 use crate::model::{
     Affinity, AffinityState, AllocAttrs, AllowedUse, AssignmentMode, Block, Handle, IndexChunk,
-    IpamConfig, Pool,
+    IpamConfig, Pool, PoolRef,
 };
 use ipnetwork::IpNetwork;
 use std::cell::RefCell;
@@ -35,9 +35,9 @@ pub struct AutoAssignArgs {
     /// The requesting node.
     pub node: String,
     /// IPv4 pools to use, by name or CIDR; empty means every pool that selects the node.
-    pub v4_pools: Vec<String>,
+    pub v4_pools: Vec<PoolRef>,
     /// IPv6 pools, likewise.
-    pub v6_pools: Vec<String>,
+    pub v6_pools: Vec<PoolRef>,
     /// Per-request cap on the node's blocks; 0 uses the cluster configuration.
     pub max_blocks_per_host: u32,
     /// Addresses reserved in each block this request creates.
@@ -394,18 +394,17 @@ impl<S: Datastore> Ipam<S> {
         &self,
         ctx: &'c Ctx<'_>,
         family: Family,
-        requested: &[String],
+        requested: &[PoolRef],
     ) -> Result<Vec<&'c Pool>, IpamError> {
         let use_ = ctx.args.intended_use;
         if !requested.is_empty() {
             let mut out = Vec::new();
             for r in requested {
-                let cidr: Option<IpNetwork> = r.parse().ok();
                 let pool = ctx
                     .pools
                     .iter()
-                    .find(|p| p.name == *r || Some(p.cidr) == cidr)
-                    .ok_or_else(|| IpamError::UnknownPool(r.clone()))?;
+                    .find(|p| r.matches(p))
+                    .ok_or_else(|| IpamError::UnknownPool(r.to_string()))?;
                 if pool.disabled {
                     return Err(IpamError::PoolDisabled(pool.name.clone()));
                 }
@@ -453,7 +452,7 @@ impl<S: Datastore> Ipam<S> {
         ctx: &Ctx<'_>,
         family: Family,
         num: usize,
-        requested: &[String],
+        requested: &[PoolRef],
     ) -> Result<FamilyAssignment, IpamError> {
         let pools = self.candidate_pools(ctx, family, requested)?;
         let mut got = FamilyAssignment {

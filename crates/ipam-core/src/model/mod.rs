@@ -19,5 +19,5 @@ pub use endpoint::{endpoint_id, Endpoint};
 pub use handle::Handle;
 pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
 pub use node::Node;
-pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError};
+pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError, PoolRef};
 pub use reservation::Reservation;

@@ -27,6 +27,60 @@ pub enum AssignmentMode {
     Manual,
 }
 
+/// A request's reference to a pool, as configurations write it: a pool name or a CIDR.
+/// Parsed once, where the text enters (a CNI config's `ipv4_pools`), so the search compares
+/// values. A reference matches a pool whose name is the text or whose CIDR it parses to
+/// (Calico accepts either in the same list).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolRef {
+    text: String,
+    cidr: Option<IpNetwork>,
+}
+
+impl PoolRef {
+    /// A reference from its text.
+    pub fn new(text: &str) -> Self {
+        PoolRef {
+            text: text.to_string(),
+            cidr: text.parse().ok(),
+        }
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The CIDR, when the text is one.
+    pub fn cidr(&self) -> Option<IpNetwork> {
+        self.cidr
+    }
+
+    /// Whether `pool` is the pool referred to.
+    pub fn matches(&self, pool: &Pool) -> bool {
+        pool.name == self.text || self.cidr == Some(pool.cidr)
+    }
+}
+
+impl From<&str> for PoolRef {
+    fn from(text: &str) -> Self {
+        PoolRef::new(text)
+    }
+}
+
+impl From<String> for PoolRef {
+    fn from(text: String) -> Self {
+        let cidr = text.parse().ok();
+        PoolRef { text, cidr }
+    }
+}
+
+impl std::fmt::Display for PoolRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// A pool that failed validation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -221,6 +275,17 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_ref_matches_by_name_or_by_cidr() {
+        let pool = Pool::new("blue", "10.244.0.0/16".parse().unwrap()).unwrap();
+        assert!(PoolRef::new("blue").matches(&pool));
+        assert!(PoolRef::new("10.244.0.0/16").matches(&pool));
+        assert!(!PoolRef::new("10.245.0.0/16").matches(&pool));
+        assert!(!PoolRef::new("green").matches(&pool));
+        assert_eq!(PoolRef::from("blue".to_string()), PoolRef::new("blue"));
+        assert_eq!(PoolRef::new("10.244.0.0/16").to_string(), "10.244.0.0/16");
+    }
 
     #[test]
     fn validation_rules() {
