@@ -2,7 +2,7 @@
 //! target can be replayed as a regression test (`tests/regressions.rs` in the crates that own
 //! the code).
 
-use ipam_core::{audit, Ipam, ManualClock};
+use ipam_core::{Ipam, ManualClock};
 use ipam_store::MemoryStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub fn check_cni(ipam: &Ipam<MemoryStore>, env: &BTreeMap<String, String>, stdin
     } else if !out.stdout.is_empty() {
         serde_json::from_str::<serde_json::Value>(&out.stdout).expect("results are JSON");
     }
-    let problems = audit::audit(ipam.store()).expect("memory store lists");
+    let problems = ipam.audit().expect("memory store lists");
     assert!(problems.is_empty(), "{problems:?}");
 }
 

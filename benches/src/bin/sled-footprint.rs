@@ -6,8 +6,8 @@
 //!
 //! Run: `cargo run --release -p ipam-benches --bin sled-footprint`.
 
-use ipam_core::{AutoAssignArgs, Ipam, Pool};
-use ipam_store::{SledOptions, SledStore, SystemClock};
+use ipam_core::{AutoAssignArgs, Pool};
+use ipam_store::{Observed, SledOptions, SledStore, SystemClock};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ fn main() {
     let empty_open = median_open(&empty);
 
     let dir = tmp.path().join("store");
-    let ipam = Arc::new(Ipam::new(
+    let ipam = Arc::new(Observed::new(
         SledStore::open(&dir, &SledOptions::default()).expect("open"),
         Arc::new(SystemClock),
     ));

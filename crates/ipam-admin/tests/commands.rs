@@ -4,10 +4,9 @@ use ipam_admin::commands::{check, configure, gc, map, node, pool, release, show,
 use ipam_admin::{execute, Outcome, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
 use ipam_core::model::{Affinity, AffinityState, Block, Handle, HostReserved};
 use ipam_core::{
-    AutoAssignArgs, Datastore, Ipam, Key, ManualClock, Pool, Record, ReleaseRequest, StoreExt,
-    Write,
+    AutoAssignArgs, Datastore, Key, ManualClock, Pool, Record, ReleaseRequest, StoreExt, Write,
 };
-use ipam_store::MemoryStore;
+use ipam_store::{MemoryStore, Observed};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -15,8 +14,11 @@ fn net(s: &str) -> ipnetwork::IpNetwork {
     s.parse().unwrap()
 }
 
-fn setup() -> Ipam<MemoryStore> {
-    let ipam = Ipam::new(
+/// The engine with a handle on its store, to plant inconsistencies behind its back.
+type Engine = Observed<MemoryStore>;
+
+fn setup() -> Engine {
+    let ipam = Observed::new(
         MemoryStore::new(),
         Arc::new(ManualClock::new(1_700_000_000_000_000_000)),
     );
@@ -31,7 +33,7 @@ fn setup() -> Ipam<MemoryStore> {
     ipam
 }
 
-fn json(ipam: &Ipam<MemoryStore>, cmd: Command) -> (Value, i32) {
+fn json(ipam: &Engine, cmd: Command) -> (Value, i32) {
     let o = execute(ipam, &cmd, true);
     (
         serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout)),
@@ -39,7 +41,7 @@ fn json(ipam: &Ipam<MemoryStore>, cmd: Command) -> (Value, i32) {
     )
 }
 
-fn text(ipam: &Ipam<MemoryStore>, cmd: Command) -> Outcome {
+fn text(ipam: &Engine, cmd: Command) -> Outcome {
     execute(ipam, &cmd, false)
 }
 
@@ -111,11 +113,11 @@ fn show_numbers_match_the_store() {
     assert_eq!(c["strict_affinity"], false);
 }
 
-fn plant(ipam: &Ipam<MemoryStore>, writes: Vec<Write>) {
+fn plant(ipam: &Engine, writes: Vec<Write>) {
     ipam.store().commit(writes).unwrap();
 }
 
-fn kinds(ipam: &Ipam<MemoryStore>) -> (Vec<String>, i32) {
+fn kinds(ipam: &Engine) -> (Vec<String>, i32) {
     let (v, code) = json(ipam, Command::Check(check::CheckArgs::default()));
     let k = v["problems"]
         .as_array()
@@ -140,7 +142,7 @@ fn check_is_clean_on_a_clean_store() {
 
 #[test]
 fn check_finds_each_planted_inconsistency() {
-    type Planter = fn(&Ipam<MemoryStore>);
+    type Planter = fn(&Engine);
     let cases: Vec<(&str, Planter)> = vec![
         ("handle-without-addresses", |ipam| {
             let mut h = Handle::new("ghost");
@@ -363,7 +365,7 @@ fn map_draws_one_cell_per_block_with_its_owner() {
     assert_eq!(o.stdout.lines().nth(1).unwrap().chars().count(), 16);
     assert!(o.stdout.contains("a n1") && o.stdout.contains("b n2"));
     // Borrowing shows: n3 on a full pool borrows from n2's block.
-    let small = Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(1)));
+    let small = Observed::new(MemoryStore::new(), Arc::new(ManualClock::new(1)));
     small
         .create_pool(Pool::new("s", net("10.9.0.0/26")).unwrap())
         .unwrap();

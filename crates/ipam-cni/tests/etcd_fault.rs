@@ -4,7 +4,7 @@
 //! Starts its own etcd (needs the `etcd` binary; required in CI).
 #![cfg(feature = "etcd")]
 
-use ipam_core::{audit, Ipam};
+use ipam_core::Ipam;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
 use serde_json::json;
@@ -165,5 +165,5 @@ fn etcd_killed_during_a_storm() {
     }
     let u = ipam.utilisation().unwrap();
     assert_eq!(u.pools[0].in_use, acked.len() as u64, "leaked addresses");
-    assert!(audit::audit(ipam.store()).unwrap().is_empty());
+    assert!(ipam.audit().unwrap().is_empty());
 }

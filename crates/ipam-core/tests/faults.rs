@@ -6,13 +6,13 @@ mod common;
 
 use common::*;
 use ipam_core::{audit, AutoAssignArgs, Ipam, IpamError, ManualClock, Pool, StoreError};
-use ipam_store::{Fault, FaultyStore, MemoryStore};
+use ipam_store::{Fault, FaultyStore, MemoryStore, Observed};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-fn faulty() -> Ipam<Arc<FaultyStore<MemoryStore>>> {
-    let store = Arc::new(FaultyStore::new(MemoryStore::new(), 7));
-    let ipam = Ipam::new(store, Arc::new(ManualClock::new(T0)));
+fn faulty() -> Observed<FaultyStore<MemoryStore>> {
+    let store = FaultyStore::new(MemoryStore::new(), 7);
+    let ipam = Observed::new(store, Arc::new(ManualClock::new(T0)));
     ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
         .unwrap();
     ipam

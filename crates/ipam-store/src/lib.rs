@@ -10,6 +10,8 @@
 //!   tests can prove the algorithms retry and never corrupt state.
 //! - [`StoreSpec`]: names a store (sled, etcd with TLS, memory) and opens it; every binary
 //!   opens its store through it.
+//! - [`Observed`]: an engine with a handle on its store, for tests and benches that inspect or
+//!   disturb the store under it (the engine gives no access to it).
 //! - [`SystemClock`]: the wall clock, for binaries (the core never reads time itself).
 //!
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
@@ -19,6 +21,7 @@ pub mod conformance;
 pub mod etcd;
 mod faulty;
 mod memory;
+mod observed;
 mod reopening;
 pub mod sled;
 mod spec;
@@ -26,6 +29,7 @@ pub mod stored;
 
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
+pub use observed::Observed;
 pub use reopening::{Reopening, RETRY_EVERY};
 pub use sled::{OpenError, SledOptions, SledStore};
 pub use spec::{EtcdSpec, SpecOpenError, StoreSpec, DEFAULT_ETCD_PREFIX};

@@ -1,10 +1,10 @@
 //! The sled store's own guarantees: persistence, exclusivity, permissions, format versions,
 //! corruption handling, group commit, and surviving SIGKILL mid-storm.
 
-use ipam_core::{audit, AutoAssignArgs, Datastore, Ipam, IpamError, Key, ManualClock, Pool};
+use ipam_core::{audit, AutoAssignArgs, Datastore, IpamError, Key, ManualClock, Pool};
 use ipam_core::{StoreError, Write};
 use ipam_store::sled::keys;
-use ipam_store::{OpenError, SledOptions, SledStore, SystemClock};
+use ipam_store::{Observed, OpenError, SledOptions, SledStore, SystemClock};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -17,8 +17,8 @@ fn open(dir: &Path) -> SledStore {
     SledStore::open(dir, &SledOptions::default()).unwrap()
 }
 
-fn ipam(store: SledStore) -> Ipam<SledStore> {
-    Ipam::new(store, Arc::new(ManualClock::new(1_700_000_000_000_000_000)))
+fn ipam(store: SledStore) -> Observed<SledStore> {
+    Observed::new(store, Arc::new(ManualClock::new(1_700_000_000_000_000_000)))
 }
 
 #[test]
@@ -296,7 +296,7 @@ fn survives_sigkill_during_an_allocation_storm() {
                 _ => panic!("storm error: {line}"),
             }
         }
-        let ipam = Ipam::new(open(&dir), Arc::new(SystemClock));
+        let ipam = Observed::new(open(&dir), Arc::new(SystemClock));
         let problems = audit::audit(ipam.store()).unwrap();
         assert!(problems.is_empty(), "after kill {it}: {problems:#?}");
         let mut seen = BTreeSet::new();

@@ -658,7 +658,7 @@ fn pool_split_keeps_every_allocation_on_sled() {
         Arc::new(SystemClock),
     );
     let got = ipam.auto_assign(&AutoAssignArgs::v4("n4", "y", 1)).unwrap();
-    assert!(ipam_core::audit::audit(ipam.store()).unwrap().is_empty());
+    assert!(ipam.audit().unwrap().is_empty());
     assert!(got.v4.ips[0].ip.to_string().starts_with("10.244.0."));
 }
 

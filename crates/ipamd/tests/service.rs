@@ -5,7 +5,7 @@
 mod common;
 
 use ipam_cni::protocol::{self, CallError, Request};
-use ipam_core::{Ipam, Range, StoreExt};
+use ipam_core::{Ipam, Range};
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -152,8 +152,7 @@ fn sigterm_finishes_in_flight_requests_and_flushes() {
         Arc::new(SystemClock),
     );
     let held: std::collections::BTreeSet<String> = ipam
-        .store()
-        .list_blocks(&Range::Blocks)
+        .blocks(&Range::Blocks)
         .unwrap()
         .into_iter()
         .flat_map(|b| {
@@ -166,7 +165,7 @@ fn sigterm_finishes_in_flight_requests_and_flushes() {
     for ip in &answered {
         assert!(held.contains(ip), "answered allocation {ip} is not on disk");
     }
-    assert!(ipam_core::audit::audit(ipam.store()).unwrap().is_empty());
+    assert!(ipam.audit().unwrap().is_empty());
 }
 
 /// Open descriptors this process may have.

@@ -133,13 +133,6 @@ impl<S: Datastore> Ipam<S> {
         self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The underlying store, for tests and tools that measure the store itself. Operators'
-    /// queries have methods of their own ([`Ipam::blocks`], [`Ipam::block`], [`Ipam::audit`],
-    /// [`Ipam::writable`]).
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     /// The block records in `range` ([`crate::Range::Blocks`], or the blocks of one pool:
     /// [`crate::Range::BlocksIn`]), in key order.
     pub fn blocks(

@@ -1,8 +1,8 @@
 //! Helpers shared by the scenario and property tests.
 #![allow(dead_code)]
 
-use ipam_core::{audit, AutoAssignArgs, Datastore, Ipam, ManualClock, Pool};
-use ipam_store::MemoryStore;
+use ipam_core::{AutoAssignArgs, Datastore, Ipam, ManualClock, Pool};
+use ipam_store::{MemoryStore, Observed};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -16,9 +16,9 @@ pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-pub fn setup(pools: &[(&str, &str, u8)]) -> (Ipam<MemoryStore>, Arc<ManualClock>) {
+pub fn setup(pools: &[(&str, &str, u8)]) -> (Observed<MemoryStore>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0));
-    let ipam = Ipam::new(MemoryStore::new(), clock.clone());
+    let ipam = Observed::new(MemoryStore::new(), clock.clone());
     for (name, cidr, bs) in pools {
         ipam.create_pool(Pool::with_block_size(name, net(cidr), *bs).unwrap())
             .unwrap();
@@ -34,6 +34,6 @@ pub fn one(ipam: &Ipam<impl Datastore>, node: &str, handle: &str) -> ipam_core::
 }
 
 pub fn assert_consistent<S: Datastore>(ipam: &Ipam<S>) {
-    let problems = audit::audit(ipam.store()).unwrap();
+    let problems = ipam.audit().unwrap();
     assert!(problems.is_empty(), "inconsistent store: {problems:#?}");
 }
