@@ -16,7 +16,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ipam_core::model::block::{AllocAttrs, HostReserved};
+use ipam_core::{AllocAttrs, HostReserved};
 use ipam_core::{AutoAssignArgs, Block, Ipam, ManualClock, Pool};
 use ipam_store::MemoryStore;
 use std::collections::BTreeMap;

@@ -169,7 +169,7 @@ fuzz_target!(|input: Input| {
             }
         }
         if store.injected() != before || step % 8 == 7 || step == last {
-            let problems = audit::audit(store.inner()).unwrap();
+            let problems = audit(store.inner()).unwrap();
             assert!(problems.is_empty(), "step {step}: {problems:#?}");
         }
         let mut seen = BTreeSet::new();

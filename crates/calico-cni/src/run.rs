@@ -10,7 +10,7 @@ use ipam_cni::env::{CniEnv, Command};
 use ipam_cni::error::CniError;
 use ipam_cni::owner;
 use ipam_cni::protocol::EndpointOp;
-use ipam_core::model::endpoint_id;
+use ipam_core::endpoint_id;
 use ipam_core::Endpoint;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -294,7 +294,7 @@ impl Lab {
             .into_iter()
             .map(|v| v.value)
             .collect();
-        let problems = ipam_core::audit::audit(&s).unwrap();
+        let problems = ipam_core::audit(&s).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
         drop(s);
         if restart {

@@ -2,7 +2,7 @@
 
 use ipam_admin::commands::{check, configure, gc, map, node, pool, release, show, Command};
 use ipam_admin::{execute, Outcome, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
-use ipam_core::model::{Affinity, AffinityState, Block, Handle, HostReserved};
+use ipam_core::{Affinity, AffinityState, Block, Handle, HostReserved};
 use ipam_core::{
     AutoAssignArgs, Datastore, Key, ManualClock, Pool, Record, ReleaseRequest, StoreExt, Write,
 };

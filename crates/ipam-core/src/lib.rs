@@ -6,12 +6,13 @@
 //! `<network>.<container id>`), which makes release by owner one lookup.
 //!
 //! What this crate is:
-//! - the records ([`model`]) with their validation, and the bitmap allocator inside a block;
-//! - the datastore contract ([`datastore`]): versioned records, atomic compare-and-swap
-//!   commits, a distinct conflict error;
+//! - the records ([`Pool`], [`Block`], [`Affinity`], [`Handle`], [`Node`], ...) with their
+//!   validation, and the bitmap allocator inside a block;
+//! - the datastore contract ([`Datastore`]): versioned records, atomic compare-and-swap
+//!   commits, a distinct conflict error ([`StoreError::Conflict`]);
 //! - the operations ([`Ipam`]): auto-assign, assign a specific address, release (guarded by
 //!   handle and sequence number), release by handle, affinities, nodes, pools, configuration,
-//!   utilisation; and [`audit`], the invariants as a checker.
+//!   utilisation; and [`audit()`], the invariants as a checker.
 //!
 //! What it is not: it does no I/O, reads no clock and draws no hidden randomness (time comes
 //! from a [`Clock`], the block search's spread from a seed). Stores and their encodings live in
@@ -37,30 +38,39 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod audit;
-pub mod bitmap;
+// Modules are private: the crate's surface is the flat list below, so files can move and
+// split without breaking callers. `cidr` stays a public namespace of address arithmetic.
+mod audit;
+mod bitmap;
 pub mod cidr;
-pub mod clock;
-pub mod datastore;
-pub mod error;
-pub mod ipam;
-pub mod model;
-pub mod routing;
-pub mod selector;
+mod clock;
+mod datastore;
+mod error;
+mod ipam;
+mod model;
+mod routing;
+mod selector;
 
+pub use audit::{audit, Problem};
+pub use bitmap::Bitmap;
 pub use cidr::Family;
 pub use clock::{Clock, ManualClock};
 pub use datastore::{
-    ConflictKind, Datastore, Key, Range, Read, Record, Revision, StoreError, StoreExt, Versioned,
-    Write,
+    all, one, put, ConflictKind, Datastore, Key, Lenient, Range, Read, Record, RecordKind,
+    Revision, StoreError, StoreExt, Versioned, Write,
 };
 pub use error::IpamError;
 pub use ipam::{
-    Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, Dump, FamilyAssignment,
-    Ipam, IpamOptions, ReleaseOutcome, ReleaseRequest, Utilisation, ATTR_NODE,
+    AffinityRelease, Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult,
+    BlockUsage, Dump, FamilyAssignment, Ipam, IpamOptions, NodeUsage, PoolUsage, ReleaseOutcome,
+    ReleaseRequest, Utilisation, ATTR_NODE,
 };
 pub use model::{
-    Affinity, AffinityState, AllowedUse, AssignmentMode, Block, Endpoint, Handle, HostReserved,
-    IpamConfig, Node, Pool, PoolRef, Reservation,
+    endpoint_id, validate_handle_id, validate_node_name, Affinity, AffinityState, AllocAttrs,
+    AllowedUse, AssignmentMode, Block, BlockAffinity, BlockError, BlockParts, BlockPartsRef,
+    ConfigError, Endpoint, Handle, HostReserved, IndexChunk, IpamConfig, Node, Pool, PoolError,
+    PoolIndex, PoolRef, Reservation, CHUNK_SLOTS, DEFAULT_MAX_BLOCKS_PER_HOST,
+    MAX_COOLDOWN_SECONDS, RESERVED_HANDLE,
 };
-pub use selector::Selector;
+pub use routing::{borrowed_by, routes_for, Route, Target};
+pub use selector::{Selector, SelectorError};

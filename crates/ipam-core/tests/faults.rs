@@ -27,7 +27,7 @@ fn lost_races_are_retried() {
     assert_eq!(ipam.store().injected(), 5);
     ipam.store().schedule([Fault::Conflict; 3]);
     assert_eq!(ipam.release_by_handle("h").unwrap(), 2);
-    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+    assert!(audit(ipam.store().inner()).unwrap().is_empty());
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn unreachable_store_changes_nothing() {
     assert_eq!(ipam.store().inner().revision(), before);
     assert!(ipam.addresses_by_handle("h").unwrap().is_empty());
     one(&ipam, "n1", "h");
-    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+    assert!(audit(ipam.store().inner()).unwrap().is_empty());
 }
 
 #[test]
@@ -74,9 +74,9 @@ fn applied_but_unacknowledged_commit_is_cleaned_by_release() {
     ipam.store().schedule([Fault::AppliedButLost]);
     assert!(ipam.auto_assign(&AutoAssignArgs::v4("n1", "h", 1)).is_err());
     assert_eq!(ipam.addresses_by_handle("h").unwrap().len(), 1);
-    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+    assert!(audit(ipam.store().inner()).unwrap().is_empty());
     assert_eq!(ipam.release_by_handle("h").unwrap(), 1);
-    assert!(audit::audit(ipam.store().inner()).unwrap().is_empty());
+    assert!(audit(ipam.store().inner()).unwrap().is_empty());
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn threads_racing_on_one_store_never_duplicate() {
         }
     }
     assert!(total > 300, "most requests succeed ({total})");
-    assert!(audit::audit(store.as_ref()).unwrap().is_empty());
+    assert!(audit(store.as_ref()).unwrap().is_empty());
     let u = ipam.utilisation().unwrap();
     assert_eq!(u.pools[0].in_use, total);
 }
@@ -149,7 +149,7 @@ fn dual_stack_undo_survives_an_outage() {
         ipam.addresses_by_handle("h").unwrap().is_empty(),
         "IPv4 half given back"
     );
-    assert!(audit::audit(store.inner()).unwrap().is_empty());
+    assert!(audit(store.inner()).unwrap().is_empty());
 }
 
 /// A store whose pool listing is answered, and then, before the caller commits, another

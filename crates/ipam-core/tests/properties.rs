@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use ipam_core::datastore::Range;
+use ipam_core::Range;
 use ipam_core::{
     audit, AssignIpArgs, AutoAssignArgs, HostReserved, Ipam, IpamConfig, IpamError, IpamOptions,
     ManualClock, Pool, ReleaseRequest, StoreExt,
@@ -209,7 +209,7 @@ impl Harness {
     }
 
     fn check(&self) {
-        let problems = audit::audit(self.store.inner()).unwrap();
+        let problems = audit(self.store.inner()).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
         let mut all = BTreeSet::new();
         for (h, m) in &self.model {

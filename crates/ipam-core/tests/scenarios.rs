@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use ipam_core::datastore::Range;
-use ipam_core::model::AffinityState;
+use ipam_core::AffinityState;
+use ipam_core::Range;
 use ipam_core::{
     AllowedUse, AssignIpArgs, AssignmentMode, AutoAssignArgs, Datastore, Family, HostReserved,
     IpamConfig, IpamError, Key, Pool, ReleaseRequest, StoreExt,

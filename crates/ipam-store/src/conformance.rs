@@ -3,13 +3,13 @@
 //! Call [`run_all`] from a test with a function that makes a fresh, empty store. Each check
 //! panics with a message naming the broken rule.
 
-use ipam_core::datastore::ConflictKind;
-use ipam_core::model::block::{AllocAttrs, HostReserved};
-use ipam_core::model::{IndexChunk, PoolIndex};
+use ipam_core::ConflictKind;
 use ipam_core::{
     Affinity, AffinityState, AllowedUse, Block, Datastore, Handle, IpamConfig, Key, Node, Pool,
     Range, Read, Record, StoreError, Write,
 };
+use ipam_core::{AllocAttrs, HostReserved};
+use ipam_core::{IndexChunk, PoolIndex};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::sync::Arc;

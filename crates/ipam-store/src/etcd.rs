@@ -23,7 +23,7 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
     TxnOp, TxnOpResponse,
 };
-use ipam_core::datastore::{ConflictKind, Lenient};
+use ipam_core::{ConflictKind, Lenient};
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! store, commits that apply but report failure (an answer lost on the way back), and reads
 //! that fail.
 
-use ipam_core::datastore::ConflictKind;
+use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -141,7 +141,7 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
         self.inner.list(range)
     }
 
-    fn list_lenient(&self, range: &Range) -> Result<ipam_core::datastore::Lenient, StoreError> {
+    fn list_lenient(&self, range: &Range) -> Result<ipam_core::Lenient, StoreError> {
         self.inner.list_lenient(range)
     }
 

@@ -34,7 +34,7 @@ pub use reopening::{Reopening, RETRY_EVERY};
 pub use sled::{OpenError, SledOptions, SledStore};
 pub use spec::{EtcdSpec, SpecOpenError, StoreSpec, DEFAULT_ETCD_PREFIX};
 
-use ipam_core::datastore::Lenient;
+use ipam_core::Lenient;
 use ipam_core::{Clock, Range, Record, StoreError, Versioned};
 
 /// Keeps the decoded records that fall in `range`, in order. A record that does not decode

@@ -1,7 +1,7 @@
 //! The in-memory store: one `BTreeMap` in key order behind a read-write lock. Records are
 //! kept behind `Arc` so a read costs a clone of the record, not of the map.
 
-use ipam_core::datastore::ConflictKind;
+use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;

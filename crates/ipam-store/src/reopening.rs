@@ -9,8 +9,8 @@
 //! `Unavailable` naming why, and [`Datastore::writable`] says so.
 
 use crate::spec::StoreSpec;
-use ipam_core::datastore::{Lenient, Read};
 use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use ipam_core::{Lenient, Read};
 use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

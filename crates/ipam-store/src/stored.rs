@@ -7,8 +7,8 @@
 //! Records that are plain data (pools, nodes, handles, ...) are still encoded from the core's
 //! serde derives; their bytes are pinned by the same fixtures.
 
-use ipam_core::model::block::{AllocAttrs, BlockParts};
-use ipam_core::{bitmap::Bitmap, Block};
+use ipam_core::{AllocAttrs, BlockParts};
+use ipam_core::{Bitmap, Block};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -79,7 +79,7 @@ fn allocation_on_etcd_keeps_every_invariant() {
         }
     }
     assert_eq!(all.len(), 240);
-    assert!(audit::audit(s.as_ref()).unwrap().is_empty());
+    assert!(audit(s.as_ref()).unwrap().is_empty());
     for n in 0..3 {
         let u = ipam.utilisation().unwrap();
         let node = u

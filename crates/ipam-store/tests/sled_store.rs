@@ -46,7 +46,7 @@ fn allocations_survive_reopen() {
             vec![*ip]
         );
     }
-    assert!(audit::audit(ipam.store()).unwrap().is_empty());
+    assert!(audit(ipam.store()).unwrap().is_empty());
 }
 
 #[test]
@@ -206,9 +206,9 @@ fn garbage_record_is_a_typed_error_naming_it_and_others_keep_working() {
         ipam.release_by_handle("more").unwrap();
         let bad = ipam.store().corrupt_records().unwrap();
         assert_eq!(bad.len(), 1, "{bad:?}");
-        let problems = audit::audit(ipam.store()).unwrap();
+        let problems = audit(ipam.store()).unwrap();
         assert!(
-            problems.iter().any(|p| matches!(p, audit::Problem::Corrupt { key, .. } if *key == format!("block {victim}"))),
+            problems.iter().any(|p| matches!(p, ipam_core::Problem::Corrupt { key, .. } if *key == format!("block {victim}"))),
             "{problems:?}"
         );
     }
@@ -297,7 +297,7 @@ fn survives_sigkill_during_an_allocation_storm() {
             }
         }
         let ipam = Observed::new(open(&dir), Arc::new(SystemClock));
-        let problems = audit::audit(ipam.store()).unwrap();
+        let problems = audit(ipam.store()).unwrap();
         assert!(problems.is_empty(), "after kill {it}: {problems:#?}");
         let mut seen = BTreeSet::new();
         if let Some(h) = maybe_released {

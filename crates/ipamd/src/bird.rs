@@ -9,7 +9,7 @@
 //! `kernel` protocol that installs what the peers announce (`proto bird` in `ip route`), and
 //! every route announced with this node as next hop.
 
-use ipam_core::routing::{Route, Target};
+use ipam_core::{Route, Target};
 use ipnetwork::IpNetwork;
 use std::fmt::Write;
 use std::net::IpAddr;

@@ -1,7 +1,7 @@
 //! The kernel routes the route agent owns: read and changed over netlink, recognised by their
 //! protocol number ([`PROTO`]), so routes the agent did not make are never touched.
 
-use ipam_core::routing::{Route, Target};
+use ipam_core::{Route, Target};
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,

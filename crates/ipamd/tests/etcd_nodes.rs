@@ -159,7 +159,7 @@ fn three_nodes_share_one_etcd() {
             "{ip}"
         );
     }
-    assert!(audit::audit(&check).unwrap().is_empty());
+    assert!(audit(&check).unwrap().is_empty());
     for (i, cid, _) in &ok {
         assert_eq!(
             call(&nodes[*i], "DEL", &format!("node{i}"), cid, "10.244.0.0/16").0,
@@ -184,7 +184,7 @@ fn three_nodes_share_one_etcd() {
         .map(|b| b.borrowed)
         .sum();
     assert!(borrowed > 0, "a node without a block borrows");
-    assert!(audit::audit(&check).unwrap().is_empty());
+    assert!(audit(&check).unwrap().is_empty());
     checker
         .set_config(IpamConfig {
             strict_affinity: true,
@@ -213,5 +213,5 @@ fn three_nodes_share_one_etcd() {
     assert_eq!(code, 1);
     assert_eq!(v["code"], 100, "{v}");
     assert!(v["details"].as_str().unwrap().contains("10.99.0.0/25"));
-    assert!(audit::audit(&check).unwrap().is_empty());
+    assert!(audit(&check).unwrap().is_empty());
 }

@@ -224,7 +224,7 @@ fn sigkill_and_restart_during_add_storms_lose_nothing() {
         }
     }
     let s = s.expect("the store is free once the services are gone");
-    let problems = ipam_core::audit::audit(&s).unwrap();
+    let problems = ipam_core::audit(&s).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
     let mut held = BTreeMap::<String, String>::new();
     for r in ipam_core::Datastore::list(&s, &ipam_core::Range::Blocks).unwrap() {

@@ -6,7 +6,7 @@
 use super::output;
 use crate::{table, CtlError, Outcome};
 use clap::Args;
-use ipam_core::audit::Problem;
+use ipam_core::Problem;
 use ipam_core::{Datastore, Ipam};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -108,7 +108,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &NodeCmd, json: bool) -> Result<Ou
             let (routes, borrowed) = ipam.routes_for(name)?;
             let blocks: Vec<IpNetwork> = routes
                 .iter()
-                .filter(|r| r.target == ipam_core::routing::Target::Blackhole)
+                .filter(|r| r.target == ipam_core::Target::Blackhole)
                 .map(|r| r.dst)
                 .collect();
             let mut text = format!(

@@ -183,7 +183,7 @@ impl Harness {
         ] {
             out.extend(s.list(&r).unwrap().into_iter().map(|v| v.value));
         }
-        let problems = ipam_core::audit::audit(&s).unwrap();
+        let problems = ipam_core::audit(&s).unwrap();
         assert!(problems.is_empty(), "{problems:#?}");
         drop(s);
         if restart {

@@ -2,22 +2,24 @@
 //! cluster configuration and the block-claim index. Each type validates itself; stores decode bytes into these types and
 //! call `validate` so the algorithms only ever see well-formed records.
 
-pub mod affinity;
-pub mod block;
-pub mod config;
-pub mod endpoint;
-pub mod handle;
-pub mod index;
-pub mod node;
-pub mod pool;
-pub mod reservation;
+pub(crate) mod affinity;
+pub(crate) mod block;
+pub(crate) mod config;
+pub(crate) mod endpoint;
+pub(crate) mod handle;
+pub(crate) mod index;
+pub(crate) mod node;
+pub(crate) mod pool;
+pub(crate) mod reservation;
 
 pub use affinity::{Affinity, AffinityState};
-pub use block::{AllocAttrs, Block, BlockAffinity, BlockParts, BlockPartsRef, HostReserved};
-pub use config::{ConfigError, IpamConfig};
+pub use block::{
+    AllocAttrs, Block, BlockAffinity, BlockError, BlockParts, BlockPartsRef, HostReserved,
+};
+pub use config::{ConfigError, IpamConfig, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS};
 pub use endpoint::{endpoint_id, Endpoint};
-pub use handle::Handle;
+pub use handle::{validate_handle_id, Handle, RESERVED_HANDLE};
 pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
-pub use node::Node;
+pub use node::{validate_node_name, Node};
 pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError, PoolRef};
 pub use reservation::Reservation;

@@ -104,7 +104,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
                     })
                     .map_err(|_| first)?,
             };
-            ipam_core::model::node::validate_node_name(&n.name).map_err(invalid)?;
+            ipam_core::validate_node_name(&n.name).map_err(invalid)?;
             Record::Node(n)
         }
         Key::Block(_) => {
@@ -169,8 +169,8 @@ mod tests {
         let bytes = encode(&Record::Node(with.clone()), Revision(8)).unwrap();
         assert_eq!(decode(&key, &bytes).unwrap().value, Record::Node(with));
     }
-    use ipam_core::model::block::{AllocAttrs, HostReserved};
     use ipam_core::Block;
+    use ipam_core::{AllocAttrs, HostReserved};
     use std::sync::Arc;
 
     fn attrs(h: &str) -> Arc<AllocAttrs> {

@@ -15,7 +15,7 @@ pub mod codec;
 pub mod keys;
 mod lock;
 
-use ipam_core::datastore::ConflictKind;
+use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -337,7 +337,7 @@ impl Datastore for SledStore {
         Ok(crate::collect_range(range, self.scan(range), false)?.records)
     }
 
-    fn list_lenient(&self, range: &Range) -> Result<ipam_core::datastore::Lenient, StoreError> {
+    fn list_lenient(&self, range: &Range) -> Result<ipam_core::Lenient, StoreError> {
         crate::collect_range(range, self.scan(range), true)
     }
 
