@@ -4,7 +4,7 @@
 //! byte 0       record format version (FORMAT_VERSION)
 //! bytes 1..9   revision, u64 big-endian
 //! bytes 9..    the record in postcard (serde, varint integers), the type given by the key kind:
-//!              a block in its stored form (`crate::stored`), other records as the core derives
+//!              each record in its stored form (`crate::stored`), never the core's own types
 //! ```
 //!
 //! Decoding checks the version, decodes, validates the record with the core's rules and checks
@@ -12,14 +12,8 @@
 //! `StoreError::Corrupt` naming the record.
 
 use super::keys;
+use crate::stored;
 use ipam_core::{Key, Record, Revision, StoreError, Versioned};
-
-/// The node record as format 1 first stored it (name and labels), still read.
-#[derive(serde::Deserialize)]
-struct NodeV1 {
-    name: String,
-    labels: std::collections::BTreeMap<String, String>,
-}
 
 /// Version of the value layout and of the record encodings.
 pub const FORMAT_VERSION: u8 = 1;
@@ -32,16 +26,16 @@ pub fn encode(record: &Record, rev: Revision) -> Result<Vec<u8>, StoreError> {
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&rev.0.to_be_bytes());
     let body = match record {
-        Record::Config(x) => postcard::to_extend(x, out),
-        Record::Pool(x) => postcard::to_extend(x, out),
-        Record::Node(x) => postcard::to_extend(x, out),
-        Record::Block(x) => postcard::to_extend(&crate::stored::BlockV1Ref::from(x), out),
-        Record::Affinity(x) => postcard::to_extend(x, out),
-        Record::Handle(x) => postcard::to_extend(x, out),
-        Record::IndexChunk(x) => postcard::to_extend(x, out),
-        Record::PoolIndex(x) => postcard::to_extend(x, out),
-        Record::Endpoint(x) => postcard::to_extend(x, out),
-        Record::Reservation(x) => postcard::to_extend(x, out),
+        Record::Config(x) => postcard::to_extend(&stored::ConfigV1::from(x), out),
+        Record::Pool(x) => postcard::to_extend(&stored::PoolV1Ref::from(x), out),
+        Record::Node(x) => postcard::to_extend(&stored::NodeV1Ref::from(x), out),
+        Record::Block(x) => postcard::to_extend(&stored::BlockV1Ref::from(x), out),
+        Record::Affinity(x) => postcard::to_extend(&stored::AffinityV1Ref::from(x), out),
+        Record::Handle(x) => postcard::to_extend(&stored::HandleV1Ref::from(x), out),
+        Record::IndexChunk(x) => postcard::to_extend(&stored::IndexChunkV1Ref::from(x), out),
+        Record::PoolIndex(x) => postcard::to_extend(&stored::PoolIndexV1Ref::from(x), out),
+        Record::Endpoint(x) => postcard::to_extend(&stored::EndpointV1Ref::from(x), out),
+        Record::Reservation(x) => postcard::to_extend(&stored::ReservationV1Ref::from(x), out),
     };
     body.map_err(|e| StoreError::Rejected(format!("cannot encode {}: {e}", record.key())))
 }
@@ -82,53 +76,61 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
     }
     let invalid = |e: String| corrupt(key, format!("invalid: {e}"));
     let record = match &k {
-        Key::Config => {
-            let c: ipam_core::IpamConfig = de(key, body)?;
-            c.validate().map_err(|e| invalid(e.to_string()))?;
-            Record::Config(c)
-        }
-        Key::Pool(_) => {
-            let p: ipam_core::Pool = de(key, body)?;
-            p.validate().map_err(|e| invalid(e.to_string()))?;
-            Record::Pool(p)
-        }
+        Key::Config => Record::Config(
+            de::<stored::ConfigV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::Pool(_) => Record::Pool(
+            de::<stored::PoolV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
         Key::Node(_) => {
-            let n: ipam_core::Node = match de(key, body) {
-                Ok(n) => n,
+            let n: Result<ipam_core::Node, String> = match de::<stored::NodeV1>(key, body) {
+                Ok(n) => n.try_into(),
                 // Written before nodes had addresses.
-                Err(first) => de::<NodeV1>(key, body)
-                    .map(|o| ipam_core::Node {
-                        name: o.name,
-                        labels: o.labels,
-                        addresses: Vec::new(),
-                    })
-                    .map_err(|_| first)?,
+                Err(first) => de::<stored::NodeV0>(key, body)
+                    .map_err(|_| first)?
+                    .try_into(),
             };
-            ipam_core::validate_node_name(&n.name).map_err(invalid)?;
-            Record::Node(n)
+            Record::Node(n.map_err(invalid)?)
         }
-        Key::Block(_) => {
-            let b: crate::stored::BlockV1 = de(key, body)?;
-            Record::Block(ipam_core::Block::try_from(b).map_err(invalid)?)
-        }
-        Key::Affinity { .. } => Record::Affinity(de(key, body)?),
-        Key::Handle(_) => {
-            let h: ipam_core::Handle = de(key, body)?;
-            h.validate().map_err(invalid)?;
-            Record::Handle(h)
-        }
-        Key::IndexChunk { .. } => Record::IndexChunk(de(key, body)?),
-        Key::PoolIndex(_) => Record::PoolIndex(de(key, body)?),
-        Key::Reservation(_) => {
-            let r: ipam_core::Reservation = de(key, body)?;
-            r.validate().map_err(invalid)?;
-            Record::Reservation(r)
-        }
-        Key::Endpoint { .. } => {
-            let e: ipam_core::Endpoint = de(key, body)?;
-            e.validate().map_err(invalid)?;
-            Record::Endpoint(e)
-        }
+        Key::Block(_) => Record::Block(
+            de::<stored::BlockV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::Affinity { .. } => Record::Affinity(
+            de::<stored::AffinityV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::Handle(_) => Record::Handle(
+            de::<stored::HandleV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::IndexChunk { .. } => Record::IndexChunk(
+            de::<stored::IndexChunkV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::PoolIndex(_) => Record::PoolIndex(
+            de::<stored::PoolIndexV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::Reservation(_) => Record::Reservation(
+            de::<stored::ReservationV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
+        Key::Endpoint { .. } => Record::Endpoint(
+            de::<stored::EndpointV1>(key, body)?
+                .try_into()
+                .map_err(invalid)?,
+        ),
     };
     if record.key() != k {
         return Err(corrupt(

@@ -1,11 +1,4 @@
-//! The stored forms of records whose in-memory layout the core may change: versioned types
-//! owned by this crate, converted into the core's validated types with `TryFrom` (decode)
-//! and out of their borrowed parts (encode). Format 1's bytes are pinned by
-//! `tests/format_fixtures.rs`.
-//!
-//! Here now: the block (its bitmaps, the delta-coded sequence numbers, the owner table).
-//! Records that are plain data (pools, nodes, handles, ...) are still encoded from the core's
-//! serde derives; their bytes are pinned by the same fixtures.
+//! The block's stored form: its bitmaps, the delta-coded sequence numbers, the owner table.
 
 use ipam_core::{AllocAttrs, BlockParts};
 use ipam_core::{Bitmap, Block};
