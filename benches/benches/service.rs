@@ -6,6 +6,8 @@
 //! - `service/add`: one CNI ADD request answered (durable).
 //! - `service/del`: one CNI DEL request answered (durable).
 //! - `service/ping`: a protocol round trip that touches no store (the floor).
+//! - `service/handler_add`: the same ADD handed to the plugin's handler in this thread (parse,
+//!   assign, durable commit, result JSON), no socket: `add` minus this is the socket's share.
 //!
 //! Run: `cargo bench -p ipam-benches --bench service`.
 
@@ -40,6 +42,7 @@ fn bench(c: &mut Criterion) {
         SledStore::open(dir.path().join("store"), &SledOptions::default()).unwrap(),
         Arc::new(SystemClock),
     ));
+    let direct = Arc::clone(&ipam);
     let listener = ipamd::bind(&sock).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -82,6 +85,30 @@ fn bench(c: &mut Criterion) {
                 let r = protocol::call(&sock, &req("DEL", &cid, &conf), t).unwrap();
                 total += s.elapsed();
                 assert_eq!(r.exit_code, 0);
+            }
+            total
+        })
+    });
+    let env = |cmd: &str, cid: &str| {
+        BTreeMap::from([
+            ("CNI_COMMAND".to_string(), cmd.to_string()),
+            ("CNI_CONTAINERID".to_string(), cid.to_string()),
+            ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
+            ("CNI_IFNAME".to_string(), "eth0".to_string()),
+        ])
+    };
+    g.bench_function("handler_add", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let cid = format!("c{n}");
+                let add = env("ADD", &cid);
+                let s = Instant::now();
+                let out = ipam_cni::serve(&direct, &add, conf.as_bytes());
+                total += s.elapsed();
+                assert_eq!(out.exit_code, 0, "{}", out.stdout);
+                ipam_cni::serve(&direct, &env("DEL", &cid), conf.as_bytes());
             }
             total
         })
