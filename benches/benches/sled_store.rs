@@ -3,6 +3,9 @@
 //! Cases:
 //! - `sled/insert_flush`: bare sled, one 256-byte insert followed by `flush` (fsync): the floor
 //!   any durable write pays.
+//! - `sled/insert_flush_same_size`: bare sled, one batch of the two values an assign writes
+//!   (the half-full block and the new handle, encoded as the store encodes them) followed by
+//!   `flush`: the floor for exactly the bytes `durable_assign` makes durable.
 //! - `sled/durable_assign`: `Ipam::auto_assign` of one address from the node's affine block on
 //!   a `SledStore` (reads, one transaction, one flush).
 //! - `sled/durable_release`: `Ipam::release_by_handle` of that address.
@@ -12,7 +15,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ipam_core::{AutoAssignArgs, Ipam, Pool};
+use ipam_core::{AutoAssignArgs, Handle, Ipam, Pool, Record, Revision};
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -45,6 +48,29 @@ fn bench(c: &mut Criterion) {
             .unwrap();
     }
     let args = AutoAssignArgs::v4("n1", "bench", 1);
+    // The bytes one assign commits: the block after the assign and the handle it creates.
+    let got = ipam.auto_assign(&args).unwrap().v4.ips[0];
+    let block = ipam.block(got.block).unwrap().unwrap().value;
+    let mut handle = Handle::new("bench");
+    handle.add(got.block, 1);
+    let values = [Record::Block(block), Record::Handle(handle)]
+        .map(|r| ipam_store::sled::codec::encode(&r, Revision(1)).unwrap());
+    ipam.release_by_handle("bench").unwrap();
+    eprintln!(
+        "an assign commits {} + {} bytes (block + handle)",
+        values[0].len(),
+        values[1].len()
+    );
+    g.bench_function("insert_flush_same_size", |b| {
+        b.iter(|| {
+            i += 1;
+            let mut batch = sled::Batch::default();
+            batch.insert(&i.to_be_bytes()[..], values[0].as_slice());
+            batch.insert(&(i | 1 << 63).to_be_bytes()[..], values[1].as_slice());
+            raw.apply_batch(batch).unwrap();
+            raw.flush().unwrap();
+        })
+    });
     g.bench_function("durable_assign", |b| {
         b.iter_custom(|iters| {
             let mut t = Duration::ZERO;
