@@ -1,5 +1,6 @@
-//! The in-memory store: one `BTreeMap` in key order behind a read-write lock. Records are
-//! kept behind `Arc` so a read costs a clone of the record, not of the map.
+//! The in-memory store: one `BTreeMap` in key order behind a read-write lock. A read hands out
+//! a copy of the record (the engine changes its copy and commits it by compare-and-swap); a
+//! batch of reads is answered under one lock, so it sees one snapshot.
 
 use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
