@@ -22,17 +22,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+fn env(cmd: &str, cid: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("CNI_COMMAND".to_string(), cmd.to_string()),
+        ("CNI_CONTAINERID".to_string(), cid.to_string()),
+        ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
+        ("CNI_IFNAME".to_string(), "eth0".to_string()),
+    ])
+}
+
 fn req(cmd: &str, cid: &str, conf: &str) -> Request {
-    Request::cni(
-        BTreeMap::from([
-            ("CNI_COMMAND".to_string(), cmd.to_string()),
-            ("CNI_CONTAINERID".to_string(), cid.to_string()),
-            ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
-            ("CNI_IFNAME".to_string(), "eth0".to_string()),
-        ]),
-        conf.to_string(),
-        None,
-    )
+    Request::cni(env(cmd, cid), conf.to_string(), None)
 }
 
 fn bench(c: &mut Criterion) {
@@ -89,14 +89,6 @@ fn bench(c: &mut Criterion) {
             total
         })
     });
-    let env = |cmd: &str, cid: &str| {
-        BTreeMap::from([
-            ("CNI_COMMAND".to_string(), cmd.to_string()),
-            ("CNI_CONTAINERID".to_string(), cid.to_string()),
-            ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
-            ("CNI_IFNAME".to_string(), "eth0".to_string()),
-        ])
-    };
     g.bench_function("handler_add", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

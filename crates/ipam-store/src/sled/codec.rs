@@ -74,63 +74,33 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
             Err(e) => Err(corrupt(key, format!("cannot decode: {e}"))),
         }
     }
-    let invalid = |e: String| corrupt(key, format!("invalid: {e}"));
+    // Decode the stored form, then convert it into the core's type (which validates it).
+    fn stored<'a, V: serde::Deserialize<'a>, T: TryFrom<V, Error = String>>(
+        key: &[u8],
+        b: &'a [u8],
+    ) -> Result<T, StoreError> {
+        T::try_from(de::<V>(key, b)?).map_err(|e| corrupt(key, format!("invalid: {e}")))
+    }
     let record = match &k {
-        Key::Config => Record::Config(
-            de::<stored::ConfigV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::Pool(_) => Record::Pool(
-            de::<stored::PoolV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
+        Key::Config => Record::Config(stored::<stored::ConfigV1, _>(key, body)?),
+        Key::Pool(_) => Record::Pool(stored::<stored::PoolV1, _>(key, body)?),
         Key::Node(_) => {
-            let n: Result<ipam_core::Node, String> = match de::<stored::NodeV1>(key, body) {
+            let node: Result<ipam_core::Node, String> = match de::<stored::NodeV1>(key, body) {
                 Ok(n) => n.try_into(),
                 // Written before nodes had addresses.
                 Err(first) => de::<stored::NodeV0>(key, body)
                     .map_err(|_| first)?
                     .try_into(),
             };
-            Record::Node(n.map_err(invalid)?)
+            Record::Node(node.map_err(|e| corrupt(key, format!("invalid: {e}")))?)
         }
-        Key::Block(_) => Record::Block(
-            de::<stored::BlockV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::Affinity { .. } => Record::Affinity(
-            de::<stored::AffinityV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::Handle(_) => Record::Handle(
-            de::<stored::HandleV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::IndexChunk { .. } => Record::IndexChunk(
-            de::<stored::IndexChunkV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::PoolIndex(_) => Record::PoolIndex(
-            de::<stored::PoolIndexV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::Reservation(_) => Record::Reservation(
-            de::<stored::ReservationV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
-        Key::Endpoint { .. } => Record::Endpoint(
-            de::<stored::EndpointV1>(key, body)?
-                .try_into()
-                .map_err(invalid)?,
-        ),
+        Key::Block(_) => Record::Block(stored::<stored::BlockV1, _>(key, body)?),
+        Key::Affinity { .. } => Record::Affinity(stored::<stored::AffinityV1, _>(key, body)?),
+        Key::Handle(_) => Record::Handle(stored::<stored::HandleV1, _>(key, body)?),
+        Key::IndexChunk { .. } => Record::IndexChunk(stored::<stored::IndexChunkV1, _>(key, body)?),
+        Key::PoolIndex(_) => Record::PoolIndex(stored::<stored::PoolIndexV1, _>(key, body)?),
+        Key::Reservation(_) => Record::Reservation(stored::<stored::ReservationV1, _>(key, body)?),
+        Key::Endpoint { .. } => Record::Endpoint(stored::<stored::EndpointV1, _>(key, body)?),
     };
     if record.key() != k {
         return Err(corrupt(
