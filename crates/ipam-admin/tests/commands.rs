@@ -191,11 +191,7 @@ fn check_finds_each_planted_inconsistency() {
             plant(ipam, vec![Write::Create(Record::Block(b))]);
         }),
         ("stale-pending-affinity", |ipam| {
-            let a = Affinity {
-                node: "n1".into(),
-                cidr: net("10.244.2.0/26"),
-                state: AffinityState::Pending,
-            };
+            let a = Affinity::new("n1", net("10.244.2.0/26"), AffinityState::Pending);
             plant(ipam, vec![Write::Create(Record::Affinity(a))]);
         }),
         ("overlapping-blocks", |ipam| {
@@ -433,14 +429,13 @@ fn pools_nodes_and_gc() {
     );
     assert_eq!(o.exit_code, EXIT_ERROR);
     assert!(o.stdout.contains("78 addresses"), "{}", o.stdout);
-    assert!(
-        ipam.pools()
-            .unwrap()
-            .iter()
-            .find(|p| p.name == "p")
-            .unwrap()
-            .disabled
-    );
+    assert!(ipam
+        .pools()
+        .unwrap()
+        .iter()
+        .find(|p| p.name() == "p")
+        .unwrap()
+        .is_disabled());
     // gc: keep n1-h0's attachment only among the "n1-h*" network.
     let (v, code) = json(
         &ipam,
@@ -478,6 +473,6 @@ fn pools_nodes_and_gc() {
         }),
     );
     assert_eq!(v["deleted"], "p");
-    assert!(ipam.pools().unwrap().iter().all(|p| p.name != "p"));
+    assert!(ipam.pools().unwrap().iter().all(|p| p.name() != "p"));
     assert!(ipam.utilisation().unwrap().blocks.is_empty());
 }

@@ -61,7 +61,7 @@ fn ensure_pools<S: Datastore>(
     ipam: &Ipam<S>,
     cfg: &PluginConfig,
 ) -> Result<Vec<IpNetwork>, CniError> {
-    let existing: Vec<IpNetwork> = ipam.pools()?.into_iter().map(|p| p.cidr).collect();
+    let existing: Vec<IpNetwork> = ipam.pools()?.into_iter().map(|p| p.cidr()).collect();
     if !existing.is_empty() {
         return Ok(existing);
     }
@@ -82,7 +82,7 @@ fn ensure_pools<S: Datastore>(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(ipam.pools()?.into_iter().map(|p| p.cidr).collect())
+    Ok(ipam.pools()?.into_iter().map(|p| p.cidr()).collect())
 }
 
 /// `secs` since the Unix epoch as RFC 3339 (UTC).

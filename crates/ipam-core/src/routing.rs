@@ -134,11 +134,9 @@ mod tests {
     }
 
     fn node(name: &str, addr: &str) -> Node {
-        Node {
-            name: name.into(),
-            addresses: vec![addr.parse().unwrap()],
-            ..Node::default()
-        }
+        let mut n = Node::new(name).unwrap();
+        n.set_address(addr.parse().unwrap());
+        n
     }
 
     fn ep(node: &str, ip: &str) -> Endpoint {

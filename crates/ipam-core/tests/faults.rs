@@ -201,7 +201,12 @@ fn racing_pool_creations_never_overlap() {
         matches!(&e, IpamError::PoolExists(m) if m.contains("overlaps pool rival")),
         "{e}"
     );
-    let names: Vec<String> = ipam.pools().unwrap().into_iter().map(|p| p.name).collect();
+    let names: Vec<String> = ipam
+        .pools()
+        .unwrap()
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
     assert_eq!(names, ["rival"]);
     // Creation still works when nobody races, and the config survives untouched.
     ipam.set_config(ipam_core::IpamConfig {
@@ -213,4 +218,41 @@ fn racing_pool_creations_never_overlap() {
         .unwrap();
     assert!(ipam.config().unwrap().strict_affinity);
     assert_eq!(ipam.pools().unwrap().len(), 2);
+}
+
+#[test]
+fn a_claim_bitmap_of_the_wrong_length_is_refused_not_a_panic() {
+    use ipam_core::{Bitmap, Datastore, IndexChunk, Key, Record, Write};
+    let (ipam, _) = setup(&[("p", "10.244.0.0/16", 26)]);
+    let a = one(&ipam, "n1", "h");
+    ipam.release_by_handle("h").unwrap();
+    // The pool's one chunk covers its 1,024 slots; replace it with an 8-slot bitmap.
+    let key = Key::IndexChunk {
+        pool: net("10.244.0.0/16"),
+        chunk: 0,
+    };
+    let rev = ipam.store().get(&key).unwrap().unwrap().revision;
+    let short = IndexChunk::from_parts(net("10.244.0.0/16"), 0, Bitmap::new(8));
+    ipam.store()
+        .commit(vec![Write::Update {
+            record: Record::IndexChunk(short),
+            expected: rev,
+        }])
+        .unwrap();
+    // Freeing the block's slot (its index is past the bitmap's end unless the block is one of
+    // the first eight) and claiming a new block both read the chunk: both refuse it.
+    let freed = ipam.release_affinity(a.block, "n1", true);
+    let claimed = ipam.auto_assign(&AutoAssignArgs::v4("n2", "h2", 1));
+    for r in [freed.map(|_| ()), claimed.map(|_| ())] {
+        match r {
+            Err(IpamError::Store(StoreError::Corrupt { key, reason })) => {
+                assert!(key.contains("10.244.0.0/16"), "{key}");
+                assert!(
+                    reason.contains("8 slots") && reason.contains("1024"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a corrupt-record error, got {other:?}"),
+        }
+    }
 }

@@ -238,9 +238,9 @@ impl Harness {
         assert_eq!(used, all.len() as u64, "stored addresses equal the model's");
         for h in self.store.inner().list_handles(&Range::Handles).unwrap() {
             assert!(
-                self.model.contains_key(&h.value.id),
+                self.model.contains_key(h.value.id()),
                 "handle {} not in model",
-                h.value.id
+                h.value.id()
             );
         }
     }

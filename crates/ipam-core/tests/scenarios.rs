@@ -33,7 +33,7 @@ fn node_fills_its_block_then_claims_the_next() {
     assert_eq!(affs.len(), 2);
     assert!(affs
         .iter()
-        .all(|a| a.value.state == AffinityState::Confirmed));
+        .all(|a| a.value.state() == AffinityState::Confirmed));
     // A second node gets a block of its own.
     let other = one(&ipam, "n2", "x");
     assert!(!blocks.contains(&other.block.to_string()));
@@ -270,12 +270,12 @@ fn requested_pools_by_name_or_cidr_and_their_errors() {
 #[test]
 fn node_selectors_and_allowed_uses() {
     let (ipam, _) = setup(&[]);
-    let mut zoned = Pool::new("zone-a", net("10.1.0.0/16")).unwrap();
+    let mut zoned = Pool::new("zone-a", net("10.1.0.0/16")).unwrap().to_parts();
     zoned.node_selector = "zone == 'a' && !has(gpu)".parse().unwrap();
-    ipam.create_pool(zoned).unwrap();
-    let mut lb = Pool::new("lb", net("10.9.0.0/16")).unwrap();
+    ipam.create_pool(Pool::try_from(zoned).unwrap()).unwrap();
+    let mut lb = Pool::new("lb", net("10.9.0.0/16")).unwrap().to_parts();
     lb.allowed_uses = vec![AllowedUse::LoadBalancer];
-    ipam.create_pool(lb).unwrap();
+    ipam.create_pool(Pool::try_from(lb).unwrap()).unwrap();
     ipam.set_node("na", BTreeMap::from([("zone".into(), "a".into())]))
         .unwrap();
     ipam.set_node(
@@ -420,7 +420,7 @@ fn release_by_handle_is_complete_and_idempotent() {
         .get_handle(&Key::Handle("pod".into()))
         .unwrap()
         .unwrap();
-    assert_eq!(h.value.blocks.len(), 2);
+    assert_eq!(h.value.blocks().len(), 2);
     assert_eq!(ipam.release_by_handle("pod").unwrap(), 70);
     assert_eq!(ipam.release_by_handle("pod").unwrap(), 0);
     assert_eq!(ipam.release_by_handle("never-existed").unwrap(), 0);
@@ -763,7 +763,7 @@ fn claim_index_marks_full_pools_without_listing_blocks() {
         .get_pool_index(&Key::PoolIndex(net("10.244.0.0/28")))
         .unwrap()
         .unwrap();
-    assert_eq!(idx.value.full_chunks.len(), 1);
+    assert_eq!(idx.value.full_chunks().len(), 1);
     assert_consistent(&ipam);
     // Freeing a block (no affinity, empty) clears the full mark.
     ipam.release_host_affinities("n0", false).unwrap();
@@ -773,7 +773,7 @@ fn claim_index_marks_full_pools_without_listing_blocks() {
         .get_pool_index(&Key::PoolIndex(net("10.244.0.0/28")))
         .unwrap()
         .unwrap();
-    assert!(idx.value.full_chunks.is_empty());
+    assert!(idx.value.full_chunks().is_empty());
     assert_consistent(&ipam);
 }
 

@@ -9,7 +9,7 @@ use ipam_core::{
     Range, Read, Record, StoreError, Write,
 };
 use ipam_core::{AllocAttrs, HostReserved};
-use ipam_core::{IndexChunk, PoolIndex};
+use ipam_core::{Bitmap, IndexChunk, PoolIndex};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,10 +34,13 @@ fn affinity(node: &str, cidr: &str) -> Record {
 
 /// One record of every kind, with non-trivial content.
 pub fn sample_records() -> Vec<Record> {
-    let mut pool = Pool::with_block_size("pool-a", net("10.244.0.0/16"), 28).unwrap();
+    let mut pool = Pool::with_block_size("pool-a", net("10.244.0.0/16"), 28)
+        .unwrap()
+        .to_parts();
     pool.node_selector = "zone in {'a','b'} && !has(gpu)".parse().unwrap();
     pool.allowed_uses = vec![AllowedUse::Workload];
     pool.disabled = true;
+    let pool = Pool::try_from(pool).unwrap();
     let mut b = Block::new(
         net("fd00::40/122"),
         Some("node-1".into()),
@@ -62,9 +65,10 @@ pub fn sample_records() -> Vec<Record> {
     let mut h = Handle::new("k8s-pod-network.abc");
     h.add(net("fd00::40/122"), 5);
     h.add(net("10.244.0.0/28"), 1);
-    let mut chunk = IndexChunk::new(net("10.244.0.0/16"), 0, 4096);
-    chunk.claimed.set(0);
-    chunk.claimed.set(4095);
+    let mut claimed = Bitmap::new(4096);
+    claimed.set(0);
+    claimed.set(4095);
+    let chunk = IndexChunk::from_parts(net("10.244.0.0/16"), 0, claimed);
     vec![
         Record::Config(IpamConfig {
             strict_affinity: true,
@@ -73,23 +77,23 @@ pub fn sample_records() -> Vec<Record> {
             ip_cooldown_seconds: 60,
         }),
         Record::Pool(pool),
-        Record::Node(Node {
-            name: "node-1".into(),
-            labels: BTreeMap::from([("zone".into(), "a".into())]),
-            addresses: vec!["172.18.0.3".parse().unwrap()],
-        }),
+        Record::Node(
+            Node::from_parts(
+                "node-1".into(),
+                BTreeMap::from([("zone".into(), "a".into())]),
+                vec!["172.18.0.3".parse().unwrap()],
+            )
+            .unwrap(),
+        ),
         Record::Block(b),
-        Record::Affinity(Affinity {
-            node: "node-1".into(),
-            cidr: net("fd00::40/122"),
-            state: AffinityState::PendingDeletion,
-        }),
+        Record::Affinity(Affinity::new(
+            "node-1",
+            net("fd00::40/122"),
+            AffinityState::PendingDeletion,
+        )),
         Record::Handle(h),
         Record::IndexChunk(chunk),
-        Record::PoolIndex(PoolIndex {
-            pool: net("10.244.0.0/16"),
-            full_chunks: [0, 5].into(),
-        }),
+        Record::PoolIndex(PoolIndex::new(net("10.244.0.0/16"), [0, 5].into())),
     ]
 }
 

@@ -31,8 +31,8 @@ fn scenario() -> Vec<(Vec<u8>, Vec<u8>)> {
     ipam.create_pool(Pool::new("v6", "fd00:10:244::/48".parse().unwrap()).unwrap())
         .unwrap();
     ipam.update_node("node-a", |n| {
-        n.labels.insert("zone".into(), "a".into());
-        n.addresses.push("172.18.0.3".parse().unwrap());
+        n.labels_mut().insert("zone".into(), "a".into());
+        n.set_address("172.18.0.3".parse().unwrap());
     })
     .unwrap();
     let mut args = AutoAssignArgs::v4("node-a", "k8s.pod-1", 2);
@@ -131,14 +131,14 @@ fn format_1_records_decode_to_the_same_meaning_and_bytes() {
                 assert!(c.strict_affinity);
                 assert_eq!((c.max_blocks_per_host, c.ip_cooldown_seconds), (7, 30));
             }
-            Record::Pool(p) if p.name == "v4" => {
-                assert_eq!(p.cidr.to_string(), "10.244.0.0/16");
-                assert_eq!(p.block_size, 26);
+            Record::Pool(p) if p.name() == "v4" => {
+                assert_eq!(p.cidr().to_string(), "10.244.0.0/16");
+                assert_eq!(p.block_size(), 26);
             }
             Record::Node(n) => {
-                assert_eq!(n.labels["zone"], "a");
+                assert_eq!(n.labels()["zone"], "a");
                 assert_eq!(
-                    n.addresses,
+                    n.addresses(),
                     vec!["172.18.0.3".parse::<std::net::IpAddr>().unwrap()]
                 );
             }
@@ -149,7 +149,7 @@ fn format_1_records_decode_to_the_same_meaning_and_bytes() {
                 assert_eq!(used[0].1.attrs["pod"], "pod-1");
             }
             Record::Handle(h) => {
-                assert!(["k8s.pod-1", "k8s.pod-3"].contains(&h.id.as_str()), "{h:?}")
+                assert!(["k8s.pod-1", "k8s.pod-3"].contains(&h.id()), "{h:?}")
             }
             Record::Endpoint(e) => {
                 assert_eq!(
@@ -158,7 +158,7 @@ fn format_1_records_decode_to_the_same_meaning_and_bytes() {
                 );
                 assert_eq!(e.namespace.as_deref(), Some("default"));
             }
-            Record::Reservation(r) => assert_eq!(r.cidr.to_string(), "10.244.255.254/32"),
+            Record::Reservation(r) => assert_eq!(r.cidr().to_string(), "10.244.255.254/32"),
             _ => {}
         }
     }

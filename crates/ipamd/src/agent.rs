@@ -99,8 +99,8 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
                         let peers: Vec<(String, std::net::IpAddr)> = ipam
                             .nodes()
                             .unwrap_or_default()
-                            .into_iter()
-                            .filter_map(|n| n.address(false).map(|a| (n.name, a)))
+                            .iter()
+                            .filter_map(|n| n.address(false).map(|a| (n.name().to_string(), a)))
                             .collect();
                         let text =
                             bird::render(&cfg.node, cfg.address, *asn, &routes, &borrowed, &peers);

@@ -116,11 +116,8 @@ fn register(
             ipamd::autodetect::detect(&method).map_err(anyhow::Error::msg)?
         }
     };
-    ipam.update_node(&name, |n| {
-        n.addresses.retain(|a| a.is_ipv6() != address.is_ipv6());
-        n.addresses.push(address);
-    })
-    .with_context(|| format!("registering node {name}"))?;
+    ipam.update_node(&name, |n| n.set_address(address))
+        .with_context(|| format!("registering node {name}"))?;
     tracing::info!(node = %name, address = %address, "node registered");
     let mode = match args.routes {
         RoutesMode::None => return Ok(None),

@@ -279,12 +279,12 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &CheckArgs, json: bool) -> Result<Ou
         findings.extend(old_allocations(ipam, age)?);
     }
     for r in ipam.reservations()? {
-        for h in super::reservation::held_inside(ipam, &r.cidr)? {
+        for h in super::reservation::held_inside(ipam, &r.cidr())? {
             findings.push(EndpointFinding {
                 kind: "held-inside-reservation",
                 detail: format!(
                     "{h} is inside reservation {} ({}); it keeps its holder, nothing new is handed out there",
-                    r.name, r.cidr
+                    r.name(), r.cidr()
                 ),
                 release: None,
             });

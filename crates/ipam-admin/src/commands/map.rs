@@ -55,7 +55,7 @@ fn xml_escape(s: &str) -> String {
 pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outcome, CtlError> {
     let pools = ipam.pools()?;
     let pool = match &a.pool {
-        Some(n) => pools.iter().find(|p| &p.name == n),
+        Some(n) => pools.iter().find(|p| p.name() == n),
         None => pools.first(),
     }
     .ok_or_else(|| CtlError::Usage("no such pool".into()))?
@@ -64,7 +64,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
     let per_cell = slots.div_ceil(MAX_CELLS).max(1);
     let ncells = slots.div_ceil(per_cell);
     let mut cells: BTreeMap<u128, Cell> = BTreeMap::new();
-    let blocks = ipam.blocks(&Range::BlocksIn(pool.cidr))?;
+    let blocks = ipam.blocks(&Range::BlocksIn(pool.cidr()))?;
     for vb in &blocks {
         let b = &vb.value;
         let Some(slot) = pool.slot_of(&b.cidr) else {
@@ -101,8 +101,8 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
     // Text: one character per cell.
     let mut text = format!(
         "pool {} ({}), {} block slots{}; '.' unclaimed, lowercase < 50% full, UPPERCASE >= 50%, '!' holds borrowed addresses\n",
-        pool.name,
-        pool.cidr,
+        pool.name(),
+        pool.cidr(),
         slots,
         if per_cell > 1 { format!(", {per_cell} per cell") } else { String::new() }
     );
@@ -143,7 +143,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
     let (w, h) = (COLUMNS * CELL + 20, rows * CELL + 40 + legend_h);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<title>pool {} {}</title>\n<text x=\"10\" y=\"18\">pool {} ({}): {} blocks claimed of {}</text>\n",
-        xml_escape(&pool.name), pool.cidr, xml_escape(&pool.name), pool.cidr, blocks.len(), slots
+        xml_escape(pool.name()), pool.cidr(), xml_escape(pool.name()), pool.cidr(), blocks.len(), slots
     );
     for i in 0..ncells {
         let (x, y) = (10 + (i % COLUMNS) * CELL, 28 + (i / COLUMNS) * CELL);
@@ -191,7 +191,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
     let mut o = output(
         json,
         text,
-        json!({"pool": pool.name, "cidr": pool.cidr.to_string(), "slots": slots.to_string(), "slots_per_cell": per_cell.to_string(),
+        json!({"pool": pool.name(), "cidr": pool.cidr().to_string(), "slots": slots.to_string(), "slots_per_cell": per_cell.to_string(),
                "cells": cells.iter().map(|(i, c)| json!({"cell": i.to_string(), "blocks": c.blocks, "node": c.node,
                    "used": c.used, "size": c.size, "borrowed": c.borrowed})).collect::<Vec<_>>()}),
     );

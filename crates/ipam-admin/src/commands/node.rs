@@ -50,8 +50,8 @@ pub enum NodeCmd {
 }
 
 fn node_json(n: &Node, blocks: &[IpNetwork]) -> serde_json::Value {
-    json!({"name": n.name, "addresses": n.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
-           "labels": n.labels, "blocks": blocks.iter().map(ToString::to_string).collect::<Vec<_>>()})
+    json!({"name": n.name(), "addresses": n.addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
+           "labels": n.labels(), "blocks": blocks.iter().map(ToString::to_string).collect::<Vec<_>>()})
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
@@ -81,14 +81,14 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &NodeCmd, json: bool) -> Result<Ou
                 .iter()
                 .map(|n| {
                     vec![
-                        n.name.clone(),
-                        n.addresses
+                        n.name().to_string(),
+                        n.addresses()
                             .iter()
                             .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(","),
-                        labels_text(&n.labels),
-                        blocks(&n.name).len().to_string(),
+                        labels_text(n.labels()),
+                        blocks(n.name()).len().to_string(),
                     ]
                 })
                 .collect();
@@ -97,7 +97,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &NodeCmd, json: bool) -> Result<Ou
                 table::render(&["NODE", "ADDRESSES", "LABELS", "BLOCKS"], &rows),
                 json!(nodes
                     .iter()
-                    .map(|n| node_json(n, &blocks(&n.name)))
+                    .map(|n| node_json(n, &blocks(n.name())))
                     .collect::<Vec<_>>()),
             ))
         }
@@ -113,8 +113,8 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &NodeCmd, json: bool) -> Result<Ou
                 .collect();
             let mut text = format!(
                 "node {name}\n  addresses {}\n  labels    {}\n  blocks    {}\nroutes it should have:\n",
-                n.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-                labels_text(&n.labels),
+                n.addresses().iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                labels_text(n.labels()),
                 blocks.len()
             );
             for r in &routes {
@@ -145,21 +145,20 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &NodeCmd, json: bool) -> Result<Ou
                 }
             }
             let n = ipam.update_node(name, |n| {
-                n.labels.extend(set.clone());
+                n.labels_mut().extend(set.clone());
                 for k in &unset {
-                    n.labels.remove(k);
+                    n.labels_mut().remove(k);
                 }
                 if let Some(a) = address {
-                    n.addresses.retain(|x| x.is_ipv6() != a.is_ipv6());
-                    n.addresses.push(*a);
+                    n.set_address(*a);
                 }
             })?;
             Ok(output(
                 json,
                 format!(
                     "node {name}: labels {}, addresses {}\n",
-                    labels_text(&n.labels),
-                    n.addresses
+                    labels_text(n.labels()),
+                    n.addresses()
                         .iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()

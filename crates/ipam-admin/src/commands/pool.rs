@@ -100,10 +100,10 @@ fn parse_use(s: &str) -> Result<AllowedUse, CtlError> {
 
 pub(crate) fn pool_json(p: &Pool) -> serde_json::Value {
     json!({
-        "name": p.name, "cidr": p.cidr.to_string(), "block_size": p.block_size,
-        "node_selector": p.node_selector.as_str(), "disabled": p.disabled,
-        "assignment_mode": format!("{:?}", p.assignment_mode),
-        "allowed_uses": p.allowed_uses.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>(),
+        "name": p.name(), "cidr": p.cidr().to_string(), "block_size": p.block_size(),
+        "node_selector": p.node_selector().as_str(), "disabled": p.is_disabled(),
+        "assignment_mode": format!("{:?}", p.assignment_mode()),
+        "allowed_uses": p.allowed_uses().iter().map(|u| format!("{u:?}")).collect::<Vec<_>>(),
     })
 }
 
@@ -123,7 +123,8 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                 Some(b) => Pool::with_block_size(name, *cidr, *b),
                 None => Pool::new(name, *cidr),
             }
-            .map_err(ipam_core::IpamError::from)?;
+            .map_err(ipam_core::IpamError::from)?
+            .to_parts();
             if let Some(s) = node_selector {
                 p.node_selector = s.parse().map_err(ipam_core::IpamError::from)?;
             }
@@ -137,10 +138,11 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                     .map(|u| parse_use(u))
                     .collect::<Result<_, _>>()?;
             }
+            let p = Pool::try_from(p).map_err(ipam_core::IpamError::from)?;
             ipam.create_pool(p.clone())?;
             Ok(output(
                 json,
-                format!("pool {} ({}) created\n", p.name, p.cidr),
+                format!("pool {} ({}) created\n", p.name(), p.cidr()),
                 pool_json(&p),
             ))
         }
@@ -150,16 +152,16 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                 .iter()
                 .map(|p| {
                     vec![
-                        p.name.clone(),
-                        p.cidr.to_string(),
-                        format!("/{}", p.block_size),
-                        p.node_selector.to_string(),
-                        if p.disabled {
+                        p.name().to_string(),
+                        p.cidr().to_string(),
+                        format!("/{}", p.block_size()),
+                        p.node_selector().to_string(),
+                        if p.is_disabled() {
                             "yes".into()
                         } else {
                             "no".into()
                         },
-                        format!("{:?}", p.assignment_mode),
+                        format!("{:?}", p.assignment_mode()),
                     ]
                 })
                 .collect::<Vec<_>>();
@@ -223,10 +225,10 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                 json,
                 format!(
                     "pool {name} updated: selector {}, uses {:?}, disabled {}, mode {:?}\n",
-                    p.node_selector.as_str(),
-                    p.allowed_uses,
-                    p.disabled,
-                    p.assignment_mode
+                    p.node_selector().as_str(),
+                    p.allowed_uses(),
+                    p.is_disabled(),
+                    p.assignment_mode()
                 ),
                 pool_json(&p),
             ))
@@ -239,7 +241,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                     "pool {name} split into {}\n",
                     parts
                         .iter()
-                        .map(|p| format!("{} ({})", p.name, p.cidr))
+                        .map(|p| format!("{} ({})", p.name(), p.cidr()))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -253,7 +255,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
         }
         PoolCmd::Delete { name, force } => {
             let pool = ipam.update_pool(name, |p| p.disabled = true)?;
-            let blocks = ipam.blocks(&Range::BlocksIn(pool.cidr))?;
+            let blocks = ipam.blocks(&Range::BlocksIn(pool.cidr()))?;
             let held: Vec<ReleaseRequest> = blocks
                 .iter()
                 .flat_map(|b| {

@@ -52,13 +52,13 @@ pub fn run<S: Datastore>(
             let mut rows = Vec::new();
             let mut all = Vec::new();
             for r in &rs {
-                let held = held_inside(ipam, &r.cidr)?;
+                let held = held_inside(ipam, &r.cidr())?;
                 rows.push(vec![
-                    r.name.clone(),
-                    r.cidr.to_string(),
+                    r.name().to_string(),
+                    r.cidr().to_string(),
                     held.len().to_string(),
                 ]);
-                all.push(json!({"name": r.name, "cidr": r.cidr.to_string(), "held": held}));
+                all.push(json!({"name": r.name(), "cidr": r.cidr().to_string(), "held": held}));
             }
             Ok(output(
                 json,

@@ -74,7 +74,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ShowArgs, json: bool) -> Result<Out
     if a.routes {
         let names: Vec<String> = match &a.node {
             Some(n) => vec![n.clone()],
-            None => ipam.nodes()?.into_iter().map(|n| n.name).collect(),
+            None => ipam.nodes()?.iter().map(|n| n.name().to_string()).collect(),
         };
         let mut rows = Vec::new();
         let mut all = Vec::new();

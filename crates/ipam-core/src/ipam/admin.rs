@@ -4,6 +4,7 @@ use super::Ipam;
 use crate::cidr;
 use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt, Write};
 use crate::error::IpamError;
+use crate::model::PoolParts;
 use crate::model::{IpamConfig, Node, Pool};
 use std::collections::BTreeMap;
 
@@ -161,20 +162,23 @@ impl<S: Datastore> Ipam<S> {
 
     /// Changes a pool's mutable settings (disabled, selector, uses, mode); the CIDR and block
     /// size cannot change.
-    pub fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {
+    pub fn update_pool(&self, name: &str, f: impl Fn(&mut PoolParts)) -> Result<Pool, IpamError> {
         self.retrying("update pool", || {
             let v = self
                 .store
                 .get_pool(&Key::Pool(name.to_string()))?
                 .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
-            let mut p = v.value.clone();
-            f(&mut p);
-            if p.cidr != v.value.cidr || p.block_size != v.value.block_size || p.name != name {
+            let mut parts = v.value.to_parts();
+            f(&mut parts);
+            if parts.cidr != v.value.cidr
+                || parts.block_size != v.value.block_size
+                || parts.name != name
+            {
                 return Err(IpamError::InvalidArgument(
                     "a pool's name, CIDR and block size cannot change".into(),
                 ));
             }
-            p.validate()?;
+            let p = Pool::try_from(parts)?;
             self.store.commit(vec![Write::Update {
                 record: Record::Pool(p.clone()),
                 expected: v.revision,
@@ -286,28 +290,13 @@ impl<S: Datastore> Ipam<S> {
     /// Creates a node record or changes it with `f` (labels, addresses), in one
     /// compare-and-swap. Returns the record as stored.
     pub fn update_node(&self, name: &str, f: impl Fn(&mut Node)) -> Result<Node, IpamError> {
-        crate::model::node::validate_node_name(name).map_err(IpamError::InvalidArgument)?;
+        let empty = Node::new(name).map_err(IpamError::InvalidArgument)?;
         self.retrying("update node", || {
             let cur = self.store.get_node(&Key::Node(name.to_string()))?;
             let rev = cur.as_ref().map(|v| v.revision);
-            let mut n = cur.map(|v| v.value).unwrap_or_else(|| Node {
-                name: name.to_string(),
-                ..Node::default()
-            });
+            let mut n = cur.map_or_else(|| empty.clone(), |v| v.value);
+            // The setters keep a node valid; the name is not the closure's to change.
             f(&mut n);
-            n.name = name.to_string();
-            let mut seen = Vec::new();
-            for a in &n.addresses {
-                if seen
-                    .iter()
-                    .any(|s: &std::net::IpAddr| s.is_ipv6() == a.is_ipv6())
-                {
-                    return Err(IpamError::InvalidArgument(format!(
-                        "node {name}: at most one address per family"
-                    )));
-                }
-                seen.push(*a);
-            }
             self.store.commit(vec![put(Record::Node(n.clone()), rev)])?;
             Ok(n)
         })

@@ -9,11 +9,11 @@ use crate::datastore::{
 use crate::error::IpamError;
 use crate::model::block::HostReserved;
 use crate::model::handle::validate_handle_id;
-use crate::model::index::{chunk_len, join_slot, split_slot};
+use crate::model::index::{join_slot, split_slot};
 use crate::model::node::validate_node_name;
 use crate::model::{
-    Affinity, AffinityState, AllocAttrs, AllowedUse, AssignmentMode, Block, Handle, IndexChunk,
-    IpamConfig, Pool, PoolRef,
+    Affinity, AffinityState, AllocAttrs, AllowedUse, AssignmentMode, Block, Handle, IpamConfig,
+    Pool, PoolRef,
 };
 use ipnetwork::IpNetwork;
 use std::cell::RefCell;
@@ -672,14 +672,7 @@ impl<S: Datastore> Ipam<S> {
                     return Ok(None);
                 }
             }
-            let key = Key::IndexChunk {
-                pool: pool.cidr,
-                chunk: c,
-            };
-            let (mut chunk, chunk_rev) = match self.store.get_chunk(&key)? {
-                Some(v) => (v.value, Some(v.revision)),
-                None => (IndexChunk::new(pool.cidr, c, chunk_len(slots, c)), None),
-            };
+            let (_, mut chunk, chunk_rev) = self.index_chunk(pool, c)?;
             let from = if c == start_chunk { start_offset } else { 0 };
             let Some(i) = chunk.claimed.first_zero_from(from) else {
                 // Full but not summarised (a lost race): record it and look again.

@@ -219,6 +219,33 @@ impl<S: Datastore> Ipam<S> {
             .collect())
     }
 
+    /// Chunk `c` of `pool`'s claim index with its key and revision (a new empty chunk when none
+    /// is stored). A stored chunk whose bitmap is not the chunk's length is corrupt: refused
+    /// here, so slot arithmetic never indexes past it.
+    fn index_chunk(
+        &self,
+        pool: &Pool,
+        c: u64,
+    ) -> Result<(Key, IndexChunk, Option<crate::datastore::Revision>), IpamError> {
+        let key = Key::IndexChunk {
+            pool: pool.cidr,
+            chunk: c,
+        };
+        let len = chunk_len(pool.block_count(), c);
+        match self.store.get_chunk(&key)? {
+            Some(v) if v.value.claimed.len() != len => Err(StoreError::Corrupt {
+                key: key.to_string(),
+                reason: format!(
+                    "claim bitmap of {} slots where the pool's chunk has {len}",
+                    v.value.claimed.len()
+                ),
+            }
+            .into()),
+            Some(v) => Ok((key, v.value, Some(v.revision))),
+            None => Ok((key, IndexChunk::new(pool.cidr, c, len), None)),
+        }
+    }
+
     /// Index writes that mark `block`'s slot claimed (`claimed = true`) or free, for the pool
     /// that owns it. Nothing when no pool owns the block.
     fn index_writes(
@@ -231,17 +258,7 @@ impl<S: Datastore> Ipam<S> {
             return Ok(Vec::new());
         };
         let (c, i) = crate::model::index::split_slot(slot);
-        let key = Key::IndexChunk {
-            pool: pool.cidr,
-            chunk: c,
-        };
-        let (mut chunk, rev) = match self.store.get_chunk(&key)? {
-            Some(v) => (v.value, Some(v.revision)),
-            None => (
-                IndexChunk::new(pool.cidr, c, chunk_len(pool.block_count(), c)),
-                None,
-            ),
-        };
+        let (key, mut chunk, rev) = self.index_chunk(pool, c)?;
         if chunk.claimed.get(i) == claimed {
             return Ok(Vec::new());
         }

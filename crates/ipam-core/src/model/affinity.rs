@@ -23,21 +23,38 @@ pub enum AffinityState {
 /// Node `node` is affine to block `cidr`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Affinity {
-    /// Node name.
-    pub node: String,
-    /// Block CIDR.
-    pub cidr: IpNetwork,
-    /// State.
-    pub state: AffinityState,
+    pub(crate) node: String,
+    pub(crate) cidr: IpNetwork,
+    pub(crate) state: AffinityState,
 }
 
 impl Affinity {
-    /// A confirmed affinity.
-    pub fn confirmed(node: &str, cidr: IpNetwork) -> Affinity {
+    /// An affinity in `state`.
+    pub fn new(node: &str, cidr: IpNetwork, state: AffinityState) -> Affinity {
         Affinity {
             node: node.to_string(),
             cidr,
-            state: AffinityState::Confirmed,
+            state,
         }
+    }
+
+    /// Node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Block CIDR.
+    pub fn cidr(&self) -> IpNetwork {
+        self.cidr
+    }
+
+    /// State.
+    pub fn state(&self) -> AffinityState {
+        self.state
+    }
+
+    /// A confirmed affinity.
+    pub fn confirmed(node: &str, cidr: IpNetwork) -> Affinity {
+        Affinity::new(node, cidr, AffinityState::Confirmed)
     }
 }

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 pub const RESERVED_HANDLE: &str = "host-reserved";
 
 /// Addresses held under one id, counted per block. A handle with no addresses is deleted.
+/// The fields are private: the id is valid and no count is 0 (so a handle's blocks are the
+/// blocks to visit on release), which [`Handle::add`] and [`Handle::remove`] keep.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle {
-    /// The id.
-    pub id: String,
-    /// Block -> number of addresses held there (never 0).
-    pub blocks: BTreeMap<Cidr, u32>,
+    pub(crate) id: String,
+    pub(crate) blocks: BTreeMap<Cidr, u32>,
 }
 
 impl Handle {
@@ -25,6 +25,23 @@ impl Handle {
             id: id.to_string(),
             blocks: BTreeMap::new(),
         }
+    }
+
+    /// A handle from its id and counts, validated (how stores rebuild one).
+    pub fn from_parts(id: String, blocks: BTreeMap<Cidr, u32>) -> Result<Handle, String> {
+        let h = Handle { id, blocks };
+        h.validate()?;
+        Ok(h)
+    }
+
+    /// The id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Block -> number of addresses held there (never 0).
+    pub fn blocks(&self) -> &BTreeMap<Cidr, u32> {
+        &self.blocks
     }
 
     /// Adds `n` addresses in `block`.

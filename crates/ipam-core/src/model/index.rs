@@ -19,12 +19,9 @@ pub const CHUNK_SLOTS: u32 = 4096;
 /// Claimed slots of one chunk of a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexChunk {
-    /// The pool's CIDR.
-    pub pool: IpNetwork,
-    /// Chunk number (slot / CHUNK_SLOTS).
-    pub chunk: u64,
-    /// Bit `i` set: slot `chunk * CHUNK_SLOTS + i` has a block.
-    pub claimed: Bitmap,
+    pub(crate) pool: IpNetwork,
+    pub(crate) chunk: u64,
+    pub(crate) claimed: Bitmap,
 }
 
 impl IndexChunk {
@@ -36,15 +33,55 @@ impl IndexChunk {
             claimed: Bitmap::new(len),
         }
     }
+
+    /// A chunk from its parts (how stores rebuild one). A chunk does not know its pool's block
+    /// size, so the engine checks the bitmap's length when it reads the chunk.
+    pub fn from_parts(pool: IpNetwork, chunk: u64, claimed: Bitmap) -> IndexChunk {
+        IndexChunk {
+            pool,
+            chunk,
+            claimed,
+        }
+    }
+
+    /// The pool's CIDR.
+    pub fn pool(&self) -> IpNetwork {
+        self.pool
+    }
+
+    /// Chunk number (slot / CHUNK_SLOTS).
+    pub fn chunk(&self) -> u64 {
+        self.chunk
+    }
+
+    /// Bit `i` set: slot `chunk * CHUNK_SLOTS + i` has a block.
+    pub fn claimed(&self) -> &Bitmap {
+        &self.claimed
+    }
 }
 
 /// Which chunks of a pool are full.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolIndex {
+    pub(crate) pool: IpNetwork,
+    pub(crate) full_chunks: BTreeSet<u64>,
+}
+
+impl PoolIndex {
+    /// A pool index from its parts.
+    pub fn new(pool: IpNetwork, full_chunks: BTreeSet<u64>) -> PoolIndex {
+        PoolIndex { pool, full_chunks }
+    }
+
     /// The pool's CIDR.
-    pub pool: IpNetwork,
+    pub fn pool(&self) -> IpNetwork {
+        self.pool
+    }
+
     /// Chunks with every slot claimed.
-    pub full_chunks: BTreeSet<u64>,
+    pub fn full_chunks(&self) -> &BTreeSet<u64> {
+        &self.full_chunks
+    }
 }
 
 /// The length of chunk `c` for a pool of `slots` block slots.

@@ -123,12 +123,14 @@ pub enum PoolError {
     Uses(Vec<AllowedUse>),
 }
 
-/// An IP pool.
+/// A pool's settings as written, not yet validated: what `ipamctl export` prints and what
+/// [`Ipam::update_pool`](crate::Ipam::update_pool) lets a caller edit. [`Pool::try_from`] checks
+/// every rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pool {
+pub struct PoolParts {
     /// Unique name; pools are considered in name order.
     pub name: String,
-    /// The pool's network (masked, immutable).
+    /// The pool's network (masked).
     pub cidr: IpNetwork,
     /// Prefix length of each block.
     pub block_size: u8,
@@ -140,6 +142,53 @@ pub struct Pool {
     pub allowed_uses: Vec<AllowedUse>,
     /// Automatic or manual assignment.
     pub assignment_mode: AssignmentMode,
+}
+
+/// An IP pool, validated: the name is usable in keys, the CIDR is masked, the block size suits
+/// the family and the pool, the uses are a valid set. The fields are private so that a `Pool`
+/// always holds these (the block arithmetic relies on them); change one through
+/// [`PoolParts`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PoolParts", into = "PoolParts")]
+pub struct Pool {
+    pub(crate) name: String,
+    pub(crate) cidr: IpNetwork,
+    pub(crate) block_size: u8,
+    pub(crate) node_selector: Selector,
+    pub(crate) disabled: bool,
+    pub(crate) allowed_uses: Vec<AllowedUse>,
+    pub(crate) assignment_mode: AssignmentMode,
+}
+
+impl TryFrom<PoolParts> for Pool {
+    type Error = PoolError;
+    fn try_from(p: PoolParts) -> Result<Pool, PoolError> {
+        let pool = Pool {
+            name: p.name,
+            cidr: p.cidr,
+            block_size: p.block_size,
+            node_selector: p.node_selector,
+            disabled: p.disabled,
+            allowed_uses: p.allowed_uses,
+            assignment_mode: p.assignment_mode,
+        };
+        pool.validate()?;
+        Ok(pool)
+    }
+}
+
+impl From<Pool> for PoolParts {
+    fn from(p: Pool) -> PoolParts {
+        PoolParts {
+            name: p.name,
+            cidr: p.cidr,
+            block_size: p.block_size,
+            node_selector: p.node_selector,
+            disabled: p.disabled,
+            allowed_uses: p.allowed_uses,
+            assignment_mode: p.assignment_mode,
+        }
+    }
 }
 
 /// At most 2^75 blocks per pool, so chunk numbers of the claim index fit a `u64` (an IPv6 /48
@@ -181,8 +230,48 @@ impl Pool {
         format!("pool-{}", cidr.to_string().replace([':', '/'], "-"))
     }
 
-    /// Checks every rule; stores call this after decoding.
-    pub fn validate(&self) -> Result<(), PoolError> {
+    /// The pool's settings, to edit and validate again with [`Pool::try_from`].
+    pub fn to_parts(&self) -> PoolParts {
+        self.clone().into()
+    }
+
+    /// Unique name; pools are considered in name order.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pool's network (masked, immutable).
+    pub fn cidr(&self) -> IpNetwork {
+        self.cidr
+    }
+
+    /// Prefix length of each block.
+    pub fn block_size(&self) -> u8 {
+        self.block_size
+    }
+
+    /// Which nodes may auto-assign from the pool.
+    pub fn node_selector(&self) -> &Selector {
+        &self.node_selector
+    }
+
+    /// A disabled pool hands out nothing new.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// Uses addresses may be assigned for (never empty).
+    pub fn allowed_uses(&self) -> &[AllowedUse] {
+        &self.allowed_uses
+    }
+
+    /// Automatic or manual assignment.
+    pub fn assignment_mode(&self) -> AssignmentMode {
+        self.assignment_mode
+    }
+
+    /// Checks every rule (a `Pool` made by this crate already holds them).
+    pub(crate) fn validate(&self) -> Result<(), PoolError> {
         if self.name.is_empty()
             || self.name.len() > 253
             || !self
@@ -316,11 +405,11 @@ mod tests {
             Pool::new("Bad Name", n("10.0.0.0/24")),
             Err(PoolError::Name(_))
         ));
-        let mut p = Pool::new("p", n("10.0.0.0/24")).unwrap();
+        let mut p = Pool::new("p", n("10.0.0.0/24")).unwrap().to_parts();
         p.allowed_uses = vec![AllowedUse::LoadBalancer, AllowedUse::Workload];
-        assert!(matches!(p.validate(), Err(PoolError::Uses(_))));
+        assert!(matches!(Pool::try_from(p.clone()), Err(PoolError::Uses(_))));
         p.allowed_uses = vec![AllowedUse::LoadBalancer];
-        assert!(p.validate().is_ok());
+        assert!(Pool::try_from(p).is_ok());
     }
 
     #[test]

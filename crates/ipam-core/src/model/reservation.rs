@@ -8,13 +8,28 @@ use serde::{Deserialize, Serialize};
 /// One reservation, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
-    /// Name (1-253 characters of `[A-Za-z0-9._-]`).
-    pub name: String,
-    /// The reserved addresses (masked).
-    pub cidr: IpNetwork,
+    pub(crate) name: String,
+    pub(crate) cidr: IpNetwork,
 }
 
 impl Reservation {
+    /// A reservation, validated.
+    pub fn new(name: String, cidr: IpNetwork) -> Result<Reservation, String> {
+        let r = Reservation { name, cidr };
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Name (1-253 characters of `[A-Za-z0-9._-]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The reserved addresses (masked).
+    pub fn cidr(&self) -> IpNetwork {
+        self.cidr
+    }
+
     /// Checks the name and that the CIDR is masked.
     pub fn validate(&self) -> Result<(), String> {
         super::node::validate_node_name(&self.name)

@@ -129,15 +129,13 @@ mod tests {
         let Record::Node(n) = got.value else {
             panic!("not a node")
         };
-        assert_eq!(n.name, "n1");
-        assert_eq!(n.labels.get("zone").map(String::as_str), Some("a"));
-        assert!(n.addresses.is_empty());
+        assert_eq!(n.name(), "n1");
+        assert_eq!(n.labels().get("zone").map(String::as_str), Some("a"));
+        assert!(n.addresses().is_empty());
         assert_eq!(got.revision, Revision(7));
         // And a node with an address round-trips.
-        let with = ipam_core::Node {
-            addresses: vec!["172.18.0.3".parse().unwrap()],
-            ..n
-        };
+        let mut with = n.clone();
+        with.set_address("172.18.0.3".parse().unwrap());
         let bytes = encode(&Record::Node(with.clone()), Revision(8)).unwrap();
         assert_eq!(decode(&key, &bytes).unwrap().value, Record::Node(with));
     }

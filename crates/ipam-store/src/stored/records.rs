@@ -5,18 +5,18 @@ use super::network;
 use ipam_core::cidr::Cidr;
 use ipam_core::{
     Affinity, AffinityState, AllowedUse, AssignmentMode, Bitmap, Endpoint, Handle, IndexChunk,
-    IpamConfig, Node, Pool, PoolIndex, Reservation, Selector,
+    IpamConfig, Node, Pool, PoolIndex, PoolParts, Reservation, Selector,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// A network written as its text.
-struct NetText<'a>(&'a ipnetwork::IpNetwork);
+struct NetText(ipnetwork::IpNetwork);
 
-impl Serialize for NetText<'_> {
+impl Serialize for NetText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self.0)
+        s.collect_str(&self.0)
     }
 }
 
@@ -25,7 +25,7 @@ struct NetTexts<'a>(&'a [ipnetwork::IpNetwork]);
 
 impl Serialize for NetTexts<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(NetText))
+        s.collect_seq(self.0.iter().copied().map(NetText))
     }
 }
 
@@ -118,7 +118,7 @@ pub struct PoolV1 {
 #[derive(Serialize)]
 pub struct PoolV1Ref<'a> {
     name: &'a str,
-    cidr: NetText<'a>,
+    cidr: NetText,
     block_size: u8,
     node_selector: &'a str,
     disabled: bool,
@@ -129,7 +129,7 @@ pub struct PoolV1Ref<'a> {
 impl TryFrom<PoolV1> for Pool {
     type Error = String;
     fn try_from(p: PoolV1) -> Result<Pool, String> {
-        let pool = Pool {
+        let pool = PoolParts {
             cidr: network(&p.cidr, "pool")?,
             name: p.name,
             block_size: p.block_size,
@@ -141,21 +141,20 @@ impl TryFrom<PoolV1> for Pool {
                 AssignmentModeV1::Manual => AssignmentMode::Manual,
             },
         };
-        pool.validate().map_err(|e| e.to_string())?;
-        Ok(pool)
+        Pool::try_from(pool).map_err(|e| e.to_string())
     }
 }
 
 impl<'a> From<&'a Pool> for PoolV1Ref<'a> {
     fn from(p: &'a Pool) -> PoolV1Ref<'a> {
         PoolV1Ref {
-            name: &p.name,
-            cidr: NetText(&p.cidr),
-            block_size: p.block_size,
-            node_selector: p.node_selector.as_str(),
-            disabled: p.disabled,
-            allowed_uses: p.allowed_uses.iter().map(|&u| u.into()).collect(),
-            assignment_mode: match p.assignment_mode {
+            name: p.name(),
+            cidr: NetText(p.cidr()),
+            block_size: p.block_size(),
+            node_selector: p.node_selector().as_str(),
+            disabled: p.is_disabled(),
+            allowed_uses: p.allowed_uses().iter().map(|&u| u.into()).collect(),
+            assignment_mode: match p.assignment_mode() {
                 AssignmentMode::Automatic => AssignmentModeV1::Automatic,
                 AssignmentMode::Manual => AssignmentModeV1::Manual,
             },
@@ -191,12 +190,7 @@ fn node(
     labels: BTreeMap<String, String>,
     addresses: Vec<IpAddr>,
 ) -> Result<Node, String> {
-    ipam_core::validate_node_name(&name)?;
-    Ok(Node {
-        name,
-        labels,
-        addresses,
-    })
+    Node::from_parts(name, labels, addresses)
 }
 
 impl TryFrom<NodeV1> for Node {
@@ -216,9 +210,9 @@ impl TryFrom<NodeV0> for Node {
 impl<'a> From<&'a Node> for NodeV1Ref<'a> {
     fn from(n: &'a Node) -> NodeV1Ref<'a> {
         NodeV1Ref {
-            name: &n.name,
-            labels: &n.labels,
-            addresses: &n.addresses,
+            name: n.name(),
+            labels: n.labels(),
+            addresses: n.addresses(),
         }
     }
 }
@@ -243,31 +237,28 @@ pub struct AffinityV1 {
 #[derive(Serialize)]
 pub struct AffinityV1Ref<'a> {
     node: &'a str,
-    cidr: NetText<'a>,
+    cidr: NetText,
     state: AffinityStateV1,
 }
 
 impl TryFrom<AffinityV1> for Affinity {
     type Error = String;
     fn try_from(a: AffinityV1) -> Result<Affinity, String> {
-        Ok(Affinity {
-            cidr: network(&a.cidr, "affinity")?,
-            node: a.node,
-            state: match a.state {
-                AffinityStateV1::Pending => AffinityState::Pending,
-                AffinityStateV1::Confirmed => AffinityState::Confirmed,
-                AffinityStateV1::PendingDeletion => AffinityState::PendingDeletion,
-            },
-        })
+        let state = match a.state {
+            AffinityStateV1::Pending => AffinityState::Pending,
+            AffinityStateV1::Confirmed => AffinityState::Confirmed,
+            AffinityStateV1::PendingDeletion => AffinityState::PendingDeletion,
+        };
+        Ok(Affinity::new(&a.node, network(&a.cidr, "affinity")?, state))
     }
 }
 
 impl<'a> From<&'a Affinity> for AffinityV1Ref<'a> {
     fn from(a: &'a Affinity) -> AffinityV1Ref<'a> {
         AffinityV1Ref {
-            node: &a.node,
-            cidr: NetText(&a.cidr),
-            state: match a.state {
+            node: a.node(),
+            cidr: NetText(a.cidr()),
+            state: match a.state() {
                 AffinityState::Pending => AffinityStateV1::Pending,
                 AffinityState::Confirmed => AffinityStateV1::Confirmed,
                 AffinityState::PendingDeletion => AffinityStateV1::PendingDeletion,
@@ -295,7 +286,7 @@ struct HandleBlocks<'a>(&'a BTreeMap<Cidr, u32>);
 
 impl Serialize for HandleBlocks<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(c, n)| (NetText(&c.0), n)))
+        s.collect_map(self.0.iter().map(|(c, n)| (NetText(c.0), n)))
     }
 }
 
@@ -309,17 +300,15 @@ impl TryFrom<HandleV1> for Handle {
                 return Err(format!("block {c} listed twice"));
             }
         }
-        let handle = Handle { id: h.id, blocks };
-        handle.validate()?;
-        Ok(handle)
+        Handle::from_parts(h.id, blocks)
     }
 }
 
 impl<'a> From<&'a Handle> for HandleV1Ref<'a> {
     fn from(h: &'a Handle) -> HandleV1Ref<'a> {
         HandleV1Ref {
-            id: &h.id,
-            blocks: HandleBlocks(&h.blocks),
+            id: h.id(),
+            blocks: HandleBlocks(h.blocks()),
         }
     }
 }
@@ -337,7 +326,7 @@ pub struct IndexChunkV1 {
 /// A chunk of a pool's claim index, borrowed for encoding.
 #[derive(Serialize)]
 pub struct IndexChunkV1Ref<'a> {
-    pool: NetText<'a>,
+    pool: NetText,
     chunk: u64,
     claimed_len: u32,
     claimed_words: &'a [u64],
@@ -347,23 +336,24 @@ impl TryFrom<IndexChunkV1> for IndexChunk {
     type Error = String;
     fn try_from(c: IndexChunkV1) -> Result<IndexChunk, String> {
         let len = c.claimed_len;
-        Ok(IndexChunk {
-            pool: network(&c.pool, "index chunk")?,
-            chunk: c.chunk,
-            claimed: Bitmap::from_words(len, c.claimed_words).ok_or_else(|| {
-                format!("bitmap of {len} bits has the wrong word count or set padding")
-            })?,
-        })
+        let claimed = Bitmap::from_words(len, c.claimed_words).ok_or_else(|| {
+            format!("bitmap of {len} bits has the wrong word count or set padding")
+        })?;
+        Ok(IndexChunk::from_parts(
+            network(&c.pool, "index chunk")?,
+            c.chunk,
+            claimed,
+        ))
     }
 }
 
 impl<'a> From<&'a IndexChunk> for IndexChunkV1Ref<'a> {
     fn from(c: &'a IndexChunk) -> IndexChunkV1Ref<'a> {
         IndexChunkV1Ref {
-            pool: NetText(&c.pool),
-            chunk: c.chunk,
-            claimed_len: c.claimed.len(),
-            claimed_words: c.claimed.words(),
+            pool: NetText(c.pool()),
+            chunk: c.chunk(),
+            claimed_len: c.claimed().len(),
+            claimed_words: c.claimed().words(),
         }
     }
 }
@@ -378,25 +368,25 @@ pub struct PoolIndexV1 {
 /// The summary, borrowed for encoding.
 #[derive(Serialize)]
 pub struct PoolIndexV1Ref<'a> {
-    pool: NetText<'a>,
+    pool: NetText,
     full_chunks: &'a BTreeSet<u64>,
 }
 
 impl TryFrom<PoolIndexV1> for PoolIndex {
     type Error = String;
     fn try_from(p: PoolIndexV1) -> Result<PoolIndex, String> {
-        Ok(PoolIndex {
-            pool: network(&p.pool, "pool index")?,
-            full_chunks: p.full_chunks,
-        })
+        Ok(PoolIndex::new(
+            network(&p.pool, "pool index")?,
+            p.full_chunks,
+        ))
     }
 }
 
 impl<'a> From<&'a PoolIndex> for PoolIndexV1Ref<'a> {
     fn from(p: &'a PoolIndex) -> PoolIndexV1Ref<'a> {
         PoolIndexV1Ref {
-            pool: NetText(&p.pool),
-            full_chunks: &p.full_chunks,
+            pool: NetText(p.pool()),
+            full_chunks: p.full_chunks(),
         }
     }
 }
@@ -483,26 +473,21 @@ pub struct ReservationV1 {
 #[derive(Serialize)]
 pub struct ReservationV1Ref<'a> {
     name: &'a str,
-    cidr: NetText<'a>,
+    cidr: NetText,
 }
 
 impl TryFrom<ReservationV1> for Reservation {
     type Error = String;
     fn try_from(r: ReservationV1) -> Result<Reservation, String> {
-        let reservation = Reservation {
-            cidr: network(&r.cidr, "reservation")?,
-            name: r.name,
-        };
-        reservation.validate()?;
-        Ok(reservation)
+        Reservation::new(r.name, network(&r.cidr, "reservation")?)
     }
 }
 
 impl<'a> From<&'a Reservation> for ReservationV1Ref<'a> {
     fn from(r: &'a Reservation) -> ReservationV1Ref<'a> {
         ReservationV1Ref {
-            name: &r.name,
-            cidr: NetText(&r.cidr),
+            name: r.name(),
+            cidr: NetText(r.cidr()),
         }
     }
 }
