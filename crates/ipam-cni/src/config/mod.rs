@@ -5,6 +5,10 @@
 //! `datastore_type`, `sled_path`, `etcd_endpoints`, logging, the service socket) are read at the
 //! top level of the network config and inside the `ipam` section, which wins. Every key is
 //! documented in docs/cni-config.md.
+//!
+//! Two steps: serde reads the keys into the types of [`raw`] (which keys exist, of what JSON
+//! type, with the failing key's path in the error), then `from_raw` applies defaults and the
+//! rules between keys and parses addresses and CIDRs. The JSON is decoded once per call.
 
 use crate::env::Command;
 use crate::error::CniError;
@@ -12,7 +16,17 @@ use ipam_core::{Family, PoolRef};
 use ipam_store::{EtcdSpec, StoreSpec};
 use ipnetwork::IpNetwork;
 use rscni_types::version::SpecVersion;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+mod raw;
+
+/// The keys as written, read from the JSON by serde (see [`raw`]).
+struct RawConfig {
+    top: raw::Top,
+    shared_top: raw::Shared,
+    ipam: raw::Ipam,
+    shared_ipam: raw::Shared,
+}
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,87 +137,10 @@ pub mod defaults {
     pub const SOCKET: &str = "/var/run/calico-ipam/ipamd.sock";
 }
 
-struct Keys<'a> {
-    top: &'a Map<String, Value>,
-    ipam: Option<&'a Map<String, Value>>,
-}
-
-impl<'a> Keys<'a> {
-    /// The value of `k`: the ipam section wins over the top level.
-    fn get(&self, k: &str) -> Option<&'a Value> {
-        self.ipam
-            .and_then(|m| m.get(k))
-            .or_else(|| self.top.get(k))
-            .filter(|v| !v.is_null())
-    }
-
-    fn string(&self, k: &str) -> Result<Option<String>, CniError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(CniError::config(format!(
-                "{k} must be a string, not {other}"
-            ))),
-        }
-    }
-
-    fn ipam_bool(&self, k: &str, default: bool) -> Result<bool, CniError> {
-        match self.ipam.and_then(|m| m.get(k)) {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(CniError::config(format!(
-                    "ipam.{k} must be \"true\" or \"false\", not {s:?}"
-                ))),
-            },
-            Some(other) => Err(CniError::config(format!(
-                "ipam.{k} must be a boolean, not {other}"
-            ))),
-        }
-    }
-
-    fn ipam_strings(&self, k: &str) -> Result<Vec<String>, CniError> {
-        match self.ipam.and_then(|m| m.get(k)) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                    other => Err(CniError::config(format!(
-                        "ipam.{k} entries must be non-empty strings, not {other}"
-                    ))),
-                })
-                .collect(),
-            Some(other) => Err(CniError::config(format!(
-                "ipam.{k} must be a list, not {other}"
-            ))),
-        }
-    }
-}
-
 fn ip_of(entry: &str, what: &str) -> Result<IpAddr, CniError> {
     let s = entry.split('/').next().unwrap_or(entry);
     s.parse()
         .map_err(|_| CniError::config(format!("{what}: {entry:?} is not an IP address")))
-}
-
-fn ips_of(v: Option<&Value>, what: &str) -> Result<Vec<IpAddr>, CniError> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| match x {
-                Value::String(s) => ip_of(s, what),
-                other => Err(CniError::config(format!("{what}: {other} is not a string"))),
-            })
-            .collect(),
-        Some(other) => Err(CniError::config(format!(
-            "{what} must be a list, not {other}"
-        ))),
-    }
 }
 
 /// Decodes the network configuration's JSON, refusing more than [`MAX_CONFIG`] bytes (code 7)
@@ -230,7 +167,7 @@ impl PluginConfig {
     /// Like [`PluginConfig::parse`], from JSON already decoded by [`decode_json`] (so a call
     /// decodes its input once).
     pub fn from_json(v: Value, command: Command) -> Result<PluginConfig, CniError> {
-        let Value::Object(top) = v else {
+        let Value::Object(top) = &v else {
             return Err(CniError::decode("network config is not a JSON object"));
         };
         let cni_version = match top.get("cniVersion") {
@@ -261,8 +198,8 @@ impl PluginConfig {
                 "cniVersion {cni_version} does not have the {command:?} command"
             ))
         })?;
-        let ipam = match top.get("ipam") {
-            Some(Value::Object(m)) => Some(m),
+        let ipam_value = match top.get("ipam") {
+            Some(v @ Value::Object(_)) => Some(v),
             None | Some(Value::Null) => None,
             Some(other) => {
                 return Err(CniError::config(format!(
@@ -270,9 +207,40 @@ impl PluginConfig {
                 )))
             }
         };
-        let keys = Keys { top: &top, ipam };
-        let name = match top.get("name") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        let whole = &v;
+        let raw = RawConfig {
+            top: raw::read(whole, "").map_err(CniError::config)?,
+            shared_top: raw::read(whole, "").map_err(CniError::config)?,
+            ipam: ipam_value
+                .map(|v| raw::read(v, "ipam"))
+                .transpose()
+                .map_err(CniError::config)?
+                .unwrap_or_default(),
+            shared_ipam: ipam_value
+                .map(|v| raw::read(v, "ipam"))
+                .transpose()
+                .map_err(CniError::config)?
+                .unwrap_or_default(),
+        };
+        PluginConfig::from_raw(cni_version, version, command, raw)
+    }
+
+    /// The validated config from the keys as written.
+    fn from_raw(
+        cni_version: String,
+        version: SpecVersion,
+        command: Command,
+        raw: RawConfig,
+    ) -> Result<PluginConfig, CniError> {
+        let RawConfig {
+            top,
+            shared_top,
+            ipam,
+            shared_ipam,
+        } = raw;
+        let keys = raw::Shared::merge(shared_ipam, shared_top);
+        let name = match top.name {
+            Some(s) if !s.is_empty() => s,
             _ if matches!(command, Command::Version | Command::Status) => String::new(),
             _ => return Err(CniError::config("the network config has no \"name\"")),
         };
@@ -288,22 +256,27 @@ impl PluginConfig {
                 crate::env::shown(&name)
             )));
         }
-        let main_type = match top.get("type") {
-            Some(Value::String(s)) => s.clone(),
-            _ => String::new(),
-        };
-        let assign_ipv4 = keys.ipam_bool("assign_ipv4", true)?;
-        let ipamd_autostart = keys.ipam_bool("ipamd_autostart", true)?;
-        let assign_ipv6 = keys.ipam_bool("assign_ipv6", false)?;
-        let pool_refs = |key: &str| -> Result<Vec<PoolRef>, CniError> {
-            Ok(keys
-                .ipam_strings(key)?
+        let main_type = top.main_type.unwrap_or_default();
+        let flag = |b: Option<raw::CalicoBool>, default: bool| b.map_or(default, |b| b.0);
+        let assign_ipv4 = flag(ipam.assign_ipv4, true);
+        let assign_ipv6 = flag(ipam.assign_ipv6, false);
+        let ipamd_autostart = flag(ipam.ipamd_autostart, true);
+        let pool_refs = |list: Option<Vec<String>>, key: &str| -> Result<Vec<PoolRef>, CniError> {
+            list.unwrap_or_default()
                 .into_iter()
-                .map(PoolRef::from)
-                .collect())
+                .map(|s| {
+                    if s.is_empty() {
+                        Err(CniError::config(format!(
+                            "ipam.{key} entries must be non-empty strings"
+                        )))
+                    } else {
+                        Ok(PoolRef::from(s))
+                    }
+                })
+                .collect()
         };
-        let ipv4_pools = pool_refs("ipv4_pools")?;
-        let ipv6_pools = pool_refs("ipv6_pools")?;
+        let ipv4_pools = pool_refs(ipam.ipv4_pools, "ipv4_pools")?;
+        let ipv6_pools = pool_refs(ipam.ipv6_pools, "ipv6_pools")?;
         for (list, family, key) in [
             (&ipv4_pools, Family::V4, "ipv4_pools"),
             (&ipv6_pools, Family::V6, "ipv6_pools"),
@@ -330,21 +303,20 @@ impl PluginConfig {
                 }
             }
         }
-        let datastore = match keys.string("datastore_type")?.as_deref() {
+        let datastore = match keys.datastore_type.as_deref() {
             None | Some("sled") => StoreSpec::sled(PathBuf::from(
-                keys.string("sled_path")?
-                    .unwrap_or_else(|| defaults::SLED_PATH.into()),
+                keys.sled_path.unwrap_or_else(|| defaults::SLED_PATH.into()),
             )),
             Some("etcdv3") => {
-                let eps = keys.string("etcd_endpoints")?.ok_or_else(|| {
+                let eps = keys.etcd_endpoints.ok_or_else(|| {
                     CniError::config("datastore_type etcdv3 needs etcd_endpoints")
                 })?;
                 StoreSpec::Etcd(EtcdSpec {
                     endpoints: eps.split(',').map(|s| s.trim().to_string()).collect(),
-                    key_file: keys.string("etcd_key_file")?,
-                    cert_file: keys.string("etcd_cert_file")?,
-                    ca_cert_file: keys.string("etcd_ca_cert_file")?,
-                    prefix: keys.string("etcd_prefix")?,
+                    key_file: keys.etcd_key_file,
+                    cert_file: keys.etcd_cert_file,
+                    ca_cert_file: keys.etcd_ca_cert_file,
+                    prefix: keys.etcd_prefix,
                 })
             }
             Some(other) => {
@@ -353,26 +325,22 @@ impl PluginConfig {
                 )))
             }
         };
-        let lock_timeout = match keys.get("ipam_lock_timeout_seconds") {
+        let lock_timeout = match keys.ipam_lock_timeout_seconds {
             None => Duration::from_secs(30),
-            Some(Value::Number(n)) => Duration::from_secs_f64(
-                n.as_f64()
-                    .filter(|f| *f >= 0.0 && *f <= 3600.0)
-                    .ok_or_else(|| CniError::config("ipam_lock_timeout_seconds must be 0..3600"))?,
-            ),
-            Some(other) => {
-                return Err(CniError::config(format!(
-                    "ipam_lock_timeout_seconds must be a number, not {other}"
-                )))
+            Some(f) if (0.0..=3600.0).contains(&f) => Duration::from_secs_f64(f),
+            Some(_) => {
+                return Err(CniError::config(
+                    "ipam_lock_timeout_seconds must be 0..3600",
+                ))
             }
         };
-        let log_file_path = match keys.string("log_file_path")?.as_deref() {
+        let log_file_path = match keys.log_file_path.as_deref() {
             None => Some(PathBuf::from(defaults::LOG_FILE)),
             Some("none") => None,
             Some(p) => Some(PathBuf::from(p)),
         };
         let log_level = keys
-            .string("log_level")?
+            .log_level
             .unwrap_or_else(|| "info".into())
             .to_ascii_lowercase();
         if !["error", "warn", "warning", "info", "debug", "trace"].contains(&log_level.as_str()) {
@@ -380,13 +348,13 @@ impl PluginConfig {
                 "log_level {log_level:?} is not error, warn, info or debug"
             )));
         }
-        let gateway = match keys.string("gateway")?.as_deref() {
+        let gateway = match keys.gateway.as_deref() {
             None if matches!(main_type.as_str(), "ptp" | "calico") => Gateway::LinkLocal,
             None | Some("none") => Gateway::None,
             Some("link-local") => Gateway::LinkLocal,
             Some(s) => Gateway::Fixed(ip_of(s, "gateway")?),
         };
-        let result_prefix = match keys.string("result_prefix")?.as_deref() {
+        let result_prefix = match keys.result_prefix.as_deref() {
             None if main_type == "ptp" => ResultPrefix::Pool,
             None | Some("block") => ResultPrefix::Block,
             Some("pool") => ResultPrefix::Pool,
@@ -404,27 +372,19 @@ impl PluginConfig {
         } else {
             (0, 0)
         };
-        let count = |k: &str, d: u32| -> Result<u32, CniError> {
-            match keys.get(k) {
-                None => Ok(d),
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .filter(|v| *v <= 1024)
-                    .ok_or_else(|| CniError::config(format!("{k} must be 0..1024"))),
-                Some(other) => Err(CniError::config(format!(
-                    "{k} must be a number, not {other}"
-                ))),
-            }
+        let count = |v: Option<u32>, k: &str, d: u32| match v {
+            None => Ok(d),
+            Some(n) if n <= 1024 => Ok(n),
+            Some(_) => Err(CniError::config(format!("{k} must be 0..1024"))),
         };
         let reserve = (
-            count("reserve_first", def_first)?,
-            count("reserve_last", def_last)?,
+            count(keys.reserve_first, "reserve_first", def_first)?,
+            count(keys.reserve_last, "reserve_last", def_last)?,
         );
-        let routes = match ipam.and_then(|m| m.get("routes")) {
+        let routes = match ipam.routes {
             // Only the calico main plugin installs the link-local next hop before the routes;
             // ptp and bridge add result routes while the gateway is not yet on-link.
-            None | Some(Value::Null) if main_type == "calico" && gateway != Gateway::None => {
+            None if main_type == "calico" && gateway != Gateway::None => {
                 let mut r = Vec::new();
                 if assign_ipv4 {
                     r.push(RouteSpec {
@@ -440,89 +400,43 @@ impl PluginConfig {
                 }
                 r
             }
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
+            None => Vec::new(),
+            Some(list) => list
+                .into_iter()
                 .map(|r| {
-                    let dst = r
-                        .get("dst")
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse::<IpNetwork>().ok())
-                        .ok_or_else(|| {
-                            CniError::config(format!("ipam.routes entry {r} needs a CIDR \"dst\""))
-                        })?;
-                    let gw = match r.get("gw") {
-                        None | Some(Value::Null) => None,
-                        Some(Value::String(s)) => Some(ip_of(s, "ipam.routes gw")?),
-                        Some(other) => {
-                            return Err(CniError::config(format!(
-                                "route gw {other} is not a string"
-                            )))
-                        }
-                    };
+                    let dst = r.dst.parse::<IpNetwork>().map_err(|_| {
+                        CniError::config(format!("ipam.routes dst {:?} is not a CIDR", r.dst))
+                    })?;
+                    let gw = r.gw.map(|g| ip_of(&g, "ipam.routes gw")).transpose()?;
                     Ok(RouteSpec { dst, gw })
                 })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(CniError::config(format!(
-                    "ipam.routes must be a list, not {other}"
-                )))
-            }
+                .collect::<Result<_, CniError>>()?,
         };
-        let mut requested_ips = ips_of(
-            top.get("runtimeConfig").and_then(|r| r.get("ips")),
-            "runtimeConfig.ips",
-        )?;
+        let ips = |list: Option<Vec<String>>, what: &str| -> Result<Vec<IpAddr>, CniError> {
+            list.unwrap_or_default()
+                .iter()
+                .map(|s| ip_of(s, what))
+                .collect()
+        };
+        let mut requested_ips = ips(top.runtime_config.and_then(|r| r.ips), "runtimeConfig.ips")?;
         if requested_ips.is_empty() {
-            requested_ips = ips_of(
-                top.get("args")
-                    .and_then(|a| a.get("cni"))
-                    .and_then(|c| c.get("ips")),
+            requested_ips = ips(
+                top.args.and_then(|a| a.cni).and_then(|c| c.ips),
                 "args.cni.ips",
             )?;
         }
-        let prev_result_ips = match top.get("prevResult").and_then(|p| p.get("ips")) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|e| {
-                    e.get("address")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| CniError::config("prevResult.ips entry without an address"))
-                        .and_then(|s| ip_of(s, "prevResult address"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(CniError::config(format!(
-                    "prevResult.ips must be a list, not {other}"
-                )))
-            }
-        };
-        let attachments = top
-            .get("cni.dev/valid-attachments")
-            .or_else(|| top.get("cni.dev/attachments"));
-        let valid_attachments = match attachments {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .map(|e| {
-                        let cid = e.get("containerID").and_then(Value::as_str);
-                        let ifn = e.get("ifname").and_then(Value::as_str);
-                        match (cid, ifn) {
-                            (Some(c), Some(i)) => Ok((c.to_string(), i.to_string())),
-                            _ => Err(CniError::config(format!(
-                                "valid attachment {e} needs \"containerID\" and \"ifname\""
-                            ))),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Some(other) => {
-                return Err(CniError::config(format!(
-                    "cni.dev/valid-attachments must be a list, not {other}"
-                )))
-            }
-        };
+        let prev_result_ips = top
+            .prev_result
+            .and_then(|p| p.ips)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| ip_of(&e.address, "prevResult address"))
+            .collect::<Result<_, _>>()?;
+        let valid_attachments = top.valid_attachments.or(top.attachments).map(|list| {
+            list.into_iter()
+                .map(|a| (a.container_id, a.ifname))
+                .collect()
+        });
         Ok(PluginConfig {
             cni_version,
             version,
@@ -532,13 +446,13 @@ impl PluginConfig {
             assign_ipv6,
             ipv4_pools,
             ipv6_pools,
-            nodename: keys.string("nodename")?,
+            nodename: keys.nodename,
             nodename_file: PathBuf::from(
-                keys.string("nodename_file")?
+                keys.nodename_file
                     .unwrap_or_else(|| defaults::NODENAME_FILE.into()),
             ),
             ipam_lock_file: PathBuf::from(
-                keys.string("ipam_lock_file")?
+                keys.ipam_lock_file
                     .unwrap_or_else(|| defaults::LOCK_FILE.into()),
             ),
             lock_timeout,
@@ -546,11 +460,10 @@ impl PluginConfig {
             log_file_path,
             log_level,
             ipamd_socket: PathBuf::from(
-                keys.string("ipamd_socket")?
-                    .unwrap_or_else(|| defaults::SOCKET.into()),
+                keys.ipamd_socket.unwrap_or_else(|| defaults::SOCKET.into()),
             ),
             ipamd_autostart,
-            ipamd_binary: keys.string("ipamd_binary")?.map(PathBuf::from),
+            ipamd_binary: keys.ipamd_binary.map(PathBuf::from),
             gateway,
             result_prefix,
             reserve,
@@ -732,6 +645,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.details().contains("zk"));
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_keys_at_either_level() {
+        let details = |json: &str| {
+            let e = parse(json, Command::Add).unwrap_err();
+            assert_eq!(e.code(), 7, "{json}: {}", e.details());
+            e.details().to_string()
+        };
+        let d =
+            details(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"routes":[{"gw":"1.2.3.4"}]}}"#);
+        assert!(d.starts_with("ipam.routes[0]") && d.contains("dst"), "{d}");
+        let d = details(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"reserve_first":"2"}}"#);
+        assert!(d.starts_with("ipam.reserve_first:"), "{d}");
+        let d = details(r#"{"cniVersion":"1.0.0","name":"n","sled_path":7}"#);
+        assert!(d.starts_with("sled_path:"), "{d}");
+        let d = details(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"assign_ipv6":"yes"}}"#);
+        assert!(
+            d.starts_with("ipam.assign_ipv6:") && d.contains("yes"),
+            "{d}"
+        );
+        let d = details(r#"{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":[1]}}"#);
+        assert!(d.starts_with("runtimeConfig.ips[0]:"), "{d}");
+        let d = details(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"reserve_last":2000}}"#);
+        assert!(d.contains("reserve_last must be 0..1024"), "{d}");
+        // The ipam section wins, an empty string is no value, Calico's string booleans count.
+        let c = parse(
+            r#"{"cniVersion":"1.0.0","name":"n","sled_path":"/top","log_level":"debug",
+                "reserve_first":3,
+                "ipam":{"sled_path":"/inner","log_level":"","assign_ipv4":"FALSE",
+                        "assign_ipv6":true,"ipamd_autostart":null}}"#,
+            Command::Add,
+        )
+        .unwrap();
+        assert_eq!(c.datastore, StoreSpec::sled("/inner"));
+        assert_eq!(c.log_level, "info", "an empty inner value is no value");
+        assert_eq!(c.reserve, (3, 0));
+        assert!(!c.assign_ipv4 && c.assign_ipv6 && c.ipamd_autostart);
     }
 
     #[test]
