@@ -10,7 +10,7 @@
 
 use arbitrary::Arbitrary;
 use ipam_core::{
-    audit, AssignIpArgs, AutoAssignArgs, HostReserved, Ipam, IpamConfig, IpamError, IpamOptions,
+    audit, AssignError, AssignIpArgs, AutoAssignArgs, HostReserved, Ipam, IpamConfig, IpamOptions,
     ManualClock, Pool, ReleaseRequest,
 };
 use ipam_store::{FaultyStore, MemoryStore};
@@ -21,16 +21,42 @@ use std::sync::Arc;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Auto { node: u8, handle: u8, v4: u8, v6: bool },
-    Specific { node: u8, handle: u8, offset: u8 },
-    ReleaseHandle { handle: u8 },
-    ReleaseOne { handle: u8, guard: bool },
-    ReleaseAffinities { node: u8 },
-    RemoveNode { node: u8 },
-    Tick { secs: u8 },
+    Auto {
+        node: u8,
+        handle: u8,
+        v4: u8,
+        v6: bool,
+    },
+    Specific {
+        node: u8,
+        handle: u8,
+        offset: u8,
+    },
+    ReleaseHandle {
+        handle: u8,
+    },
+    ReleaseOne {
+        handle: u8,
+        guard: bool,
+    },
+    ReleaseAffinities {
+        node: u8,
+    },
+    RemoveNode {
+        node: u8,
+    },
+    Tick {
+        secs: u8,
+    },
     Strict(bool),
-    Faults { conflicts: u8, outages: u8 },
-    MoreFaults { lost: u8, reads: u8 },
+    Faults {
+        conflicts: u8,
+        outages: u8,
+    },
+    MoreFaults {
+        lost: u8,
+        reads: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -47,11 +73,16 @@ type Model = BTreeMap<String, BTreeMap<IpAddr, u64>>;
 fn adopt(truth: &Ipam<&MemoryStore>, model: &mut Model, h: &str) {
     // After a failed call the handle's state is whatever the store says (a CNI DEL would clean
     // it up); take the store's truth for that handle.
-    let allocs = truth.allocations_of_handle(h).expect("the inner store never fails");
+    let allocs = truth
+        .allocations_of_handle(h)
+        .expect("the inner store never fails");
     if allocs.is_empty() {
         model.remove(h);
     } else {
-        model.insert(h.to_string(), allocs.into_iter().map(|a| (a.ip, a.seq)).collect());
+        model.insert(
+            h.to_string(),
+            allocs.into_iter().map(|a| (a.ip, a.seq)).collect(),
+        );
     }
 }
 
@@ -61,14 +92,21 @@ fuzz_target!(|input: Input| {
     let ipam = Ipam::with_options(
         store.clone(),
         clock.clone(),
-        IpamOptions { seed: input.seed, ..Default::default() },
+        IpamOptions {
+            seed: input.seed,
+            ..Default::default()
+        },
     );
     ipam.create_pool(Pool::with_block_size("v4", "10.244.0.0/27".parse().unwrap(), 29).unwrap())
         .unwrap();
     ipam.create_pool(Pool::with_block_size("v6", "fd00::/123".parse().unwrap(), 126).unwrap())
         .unwrap();
     if input.cooldown {
-        ipam.set_config(IpamConfig { ip_cooldown_seconds: 30, ..Default::default() }).unwrap();
+        ipam.set_config(IpamConfig {
+            ip_cooldown_seconds: 30,
+            ..Default::default()
+        })
+        .unwrap();
     }
     // Reads the store behind the faults, for the model's checks.
     let truth = Ipam::new(store.inner(), clock.clone());
@@ -79,9 +117,15 @@ fuzz_target!(|input: Input| {
     for (step, op) in ops.iter().enumerate() {
         let before = store.injected();
         match *op {
-            Op::Auto { node, handle, v4, v6 } => {
+            Op::Auto {
+                node,
+                handle,
+                v4,
+                v6,
+            } => {
                 let h = format!("h{}", handle % 12);
-                let mut args = AutoAssignArgs::v4(&format!("n{}", node % 4), &h, usize::from(v4 % 4));
+                let mut args =
+                    AutoAssignArgs::v4(&format!("n{}", node % 4), &h, usize::from(v4 % 4));
                 args.num_v6 = usize::from(v6);
                 match ipam.auto_assign(&args) {
                     Ok(r) => {
@@ -90,12 +134,16 @@ fuzz_target!(|input: Input| {
                             assert!(e.insert(a.ip, a.seq).is_none(), "handed out twice");
                         }
                     }
-                    Err(IpamError::Exhausted { .. } | IpamError::NoPools { .. }) => {}
+                    Err(AssignError::Exhausted { .. } | AssignError::NoPools { .. }) => {}
                     Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("auto assign: {e}"),
                 }
             }
-            Op::Specific { node, handle, offset } => {
+            Op::Specific {
+                node,
+                handle,
+                offset,
+            } => {
                 let ip: IpAddr = format!("10.244.0.{}", offset % 32).parse().unwrap();
                 let h = format!("h{}", handle % 12);
                 let held = model.values().any(|m| m.contains_key(&ip));
@@ -111,8 +159,8 @@ fuzz_target!(|input: Input| {
                         assert!(!held, "{ip} assigned while held");
                         model.entry(h).or_default().insert(ip, a.seq);
                     }
-                    Err(IpamError::AlreadyAllocated(_)) => assert!(held, "{ip} refused but free"),
-                    Err(IpamError::AffinityConflict { .. } | IpamError::Block(_)) => {}
+                    Err(AssignError::AlreadyAllocated(_)) => assert!(held, "{ip} refused but free"),
+                    Err(AssignError::AffinityConflict { .. } | AssignError::Block(_)) => {}
                     Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("assign ip: {e}"),
                 }
@@ -158,7 +206,10 @@ fuzz_target!(|input: Input| {
             Op::Tick { secs } => clock.advance(u64::from(secs) * 1_000_000_000),
             Op::Strict(on) => {
                 let c = truth.config().unwrap();
-                let r = ipam.set_config(IpamConfig { strict_affinity: on, ..c });
+                let r = ipam.set_config(IpamConfig {
+                    strict_affinity: on,
+                    ..c
+                });
                 assert!(r.is_ok() || r.unwrap_err().is_transient());
             }
             Op::Faults { conflicts, outages } => {
@@ -174,8 +225,7 @@ fuzz_target!(|input: Input| {
         }
         let mut seen = BTreeSet::new();
         for (h, m) in &model {
-            let got: BTreeSet<IpAddr> =
-                truth.addresses_by_handle(h).unwrap().into_iter().collect();
+            let got: BTreeSet<IpAddr> = truth.addresses_by_handle(h).unwrap().into_iter().collect();
             let want: BTreeSet<IpAddr> = m.keys().copied().collect();
             assert_eq!(got, want, "handle {h}");
             for ip in want {

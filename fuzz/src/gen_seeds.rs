@@ -17,14 +17,40 @@ fn main() {
         )
     };
     let seeds: Vec<(&str, u8, &str, String)> = vec![
-        ("add", 0, "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", conf("1.0.0", "")),
+        (
+            "add",
+            0,
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p",
+            conf("1.0.0", ""),
+        ),
         ("add-legacy", 0, "", conf("0.3.1", "")),
         ("add-ip", 0, "IP=10.244.3.3", conf("1.1.0", "")),
-        ("add-runtime", 0, "", conf("1.1.0", r#","runtimeConfig":{"ips":["10.244.9.9/24"]}"#)),
+        (
+            "add-runtime",
+            0,
+            "",
+            conf("1.1.0", r#","runtimeConfig":{"ips":["10.244.9.9/24"]}"#),
+        ),
         ("del", 1, "", conf("1.0.0", "")),
-        ("check", 2, "", conf("1.0.0", r#","prevResult":{"ips":[{"address":"10.244.0.1/26"}]}"#)),
+        (
+            "check",
+            2,
+            "",
+            conf(
+                "1.0.0",
+                r#","prevResult":{"ips":[{"address":"10.244.0.1/26"}]}"#,
+            ),
+        ),
         ("version", 3, "", r#"{"cniVersion":"0.4.0"}"#.to_string()),
-        ("gc", 4, "", conf("1.1.0", r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]"#)),
+        (
+            "gc",
+            4,
+            "",
+            conf(
+                "1.1.0",
+                r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]"#,
+            ),
+        ),
         ("status", 5, "", conf("1.1.0", "")),
     ];
     for (name, cmd, args, stdin) in seeds {
@@ -49,9 +75,13 @@ fn main() {
         });
     }
     // Differential: a few byte strings; libFuzzer's arbitrary input grows from them.
-    for (i, s) in [&b"\x01\x02\x03\x04\x05\x06\x07\x08\x00\x10\x20\x30"[..], &[0x55; 64], &[0xa3; 200]]
-        .iter()
-        .enumerate()
+    for (i, s) in [
+        &b"\x01\x02\x03\x04\x05\x06\x07\x08\x00\x10\x20\x30"[..],
+        &[0x55; 64],
+        &[0xa3; 200],
+    ]
+    .iter()
+    .enumerate()
     {
         write("differential", &format!("seed-{i}"), s);
     }

@@ -54,7 +54,10 @@ pub fn check_cni(ipam: &Ipam<MemoryStore>, env: &BTreeMap<String, String>, stdin
 
 /// A fresh engine for the CNI target.
 pub fn engine() -> Ipam<MemoryStore> {
-    Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(1_700_000_000_000_000_000)))
+    Ipam::new(
+        MemoryStore::new(),
+        Arc::new(ManualClock::new(1_700_000_000_000_000_000)),
+    )
 }
 
 /// Decodes stored bytes under a key chosen by `kind`; a record that decodes must re-encode to

@@ -46,6 +46,26 @@ pub enum CtlError {
     Usage(String),
 }
 
+/// Every operation's own error reaches a command's as the IPAM failure it is.
+macro_rules! ipam_failure {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CtlError {
+            fn from(e: $t) -> CtlError {
+                CtlError::Ipam(e.into())
+            }
+        }
+    )*};
+}
+ipam_failure!(
+    ipam_core::StoreError,
+    ipam_core::AssignError,
+    ipam_core::ReleaseError,
+    ipam_core::AffinityError,
+    ipam_core::AdminError,
+    ipam_core::PoolError,
+    ipam_core::SelectorError
+);
+
 pub use commands::Command;
 
 /// Runs one command; errors become an outcome with [`EXIT_ERROR`].

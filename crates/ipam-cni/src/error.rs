@@ -1,7 +1,7 @@
 //! CNI errors: a code, a message and details, printed as the spec's error JSON. Every failure
 //! of the plugin is mapped to its code here, in one place.
 
-use ipam_core::{IpamError, StoreError};
+use ipam_core::{AdminError, AffinityError, AssignError, IpamError, ReleaseError, StoreError};
 use serde::Serialize;
 
 /// Codes the plugin uses beyond the spec's (which reserves 0-99).
@@ -263,25 +263,92 @@ impl From<Wire> for CniError {
 
 impl From<IpamError> for CniError {
     fn from(e: IpamError) -> Self {
+        match e {
+            IpamError::Store(e) => e.into(),
+            IpamError::Assign(e) => e.into(),
+            IpamError::Release(e) => e.into(),
+            IpamError::Affinity(e) => e.into(),
+            IpamError::Admin(e) => e.into(),
+            other => CniError::io("IPAM failure", other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for CniError {
+    fn from(e: StoreError) -> Self {
         let details = e.to_string();
         match e {
-            IpamError::Exhausted { .. } | IpamError::NoPools { .. } => CniError::Exhausted(details),
-            IpamError::AlreadyAllocated(_)
-            | IpamError::Reserved { .. }
-            | IpamError::NotInPool(_)
-            | IpamError::AffinityConflict { .. }
-            | IpamError::Block(_) => CniError::AddressUnavailable(details),
-            IpamError::UnknownPool(_)
-            | IpamError::PoolDisabled(_)
-            | IpamError::PoolMismatch { .. }
-            | IpamError::Pool(_)
-            | IpamError::Config(_)
-            | IpamError::Selector(_)
-            | IpamError::PoolExists(_)
-            | IpamError::InvalidArgument(_) => CniError::config(details),
-            IpamError::ExcessiveContention { .. } => CniError::try_again(details),
-            IpamError::Store(StoreError::Unavailable { .. }) => CniError::try_again(details),
-            IpamError::Store(StoreError::Corrupt { .. }) => CniError::StoreCorrupt(details),
+            StoreError::Unavailable { .. } => CniError::try_again(details),
+            StoreError::Corrupt { .. } => CniError::StoreCorrupt(details),
+            _ => CniError::io("IPAM failure", details),
+        }
+    }
+}
+
+impl From<AssignError> for CniError {
+    fn from(e: AssignError) -> Self {
+        let details = e.to_string();
+        match e {
+            AssignError::Store(e) => e.into(),
+            AssignError::ExcessiveContention(_) => CniError::try_again(details),
+            AssignError::Exhausted { .. } | AssignError::NoPools { .. } => {
+                CniError::Exhausted(details)
+            }
+            AssignError::AlreadyAllocated(_)
+            | AssignError::Reserved { .. }
+            | AssignError::NotInPool(_)
+            | AssignError::AffinityConflict { .. }
+            | AssignError::Block(_) => CniError::AddressUnavailable(details),
+            AssignError::UnknownPool(_)
+            | AssignError::PoolDisabled(_)
+            | AssignError::PoolMismatch { .. }
+            | AssignError::InvalidArgument(_) => CniError::config(details),
+            AssignError::Undo(e) => e.into(),
+            _ => CniError::io("IPAM failure", details),
+        }
+    }
+}
+
+impl From<ReleaseError> for CniError {
+    fn from(e: ReleaseError) -> Self {
+        let details = e.to_string();
+        match e {
+            ReleaseError::Store(e) => e.into(),
+            ReleaseError::ExcessiveContention(_) => CniError::try_again(details),
+            ReleaseError::InvalidArgument(_) => CniError::config(details),
+            _ => CniError::io("IPAM failure", details),
+        }
+    }
+}
+
+impl From<AffinityError> for CniError {
+    fn from(e: AffinityError) -> Self {
+        let details = e.to_string();
+        match e {
+            AffinityError::Store(e) => e.into(),
+            AffinityError::Release(e) => e.into(),
+            AffinityError::ExcessiveContention(_) => CniError::try_again(details),
+            AffinityError::UnknownPool(_) | AffinityError::InvalidArgument(_) => {
+                CniError::config(details)
+            }
+            _ => CniError::io("IPAM failure", details),
+        }
+    }
+}
+
+impl From<AdminError> for CniError {
+    fn from(e: AdminError) -> Self {
+        let details = e.to_string();
+        match e {
+            AdminError::Store(e) => e.into(),
+            AdminError::Affinity(e) => e.into(),
+            AdminError::ExcessiveContention(_) => CniError::try_again(details),
+            AdminError::UnknownPool(_)
+            | AdminError::Pool(_)
+            | AdminError::Config(_)
+            | AdminError::Selector(_)
+            | AdminError::PoolExists(_)
+            | AdminError::InvalidArgument(_) => CniError::config(details),
             _ => CniError::io("IPAM failure", details),
         }
     }

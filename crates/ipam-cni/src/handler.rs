@@ -7,7 +7,7 @@ use crate::error::CniError;
 use crate::owner;
 use crate::result;
 use ipam_core::{
-    AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, HostReserved, Ipam, IpamError, Pool,
+    AdminError, AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, HostReserved, Ipam, Pool,
     ReleaseRequest,
 };
 use ipnetwork::IpNetwork;
@@ -78,7 +78,7 @@ fn ensure_pools<S: Datastore>(
         let pool = Pool::new(&Pool::name_for(&c), ipam_core::cidr::masked(c))
             .map_err(|e| CniError::config(e.to_string()))?;
         match ipam.create_pool(pool) {
-            Ok(()) | Err(IpamError::PoolExists(_)) => {}
+            Ok(()) | Err(AdminError::PoolExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -59,7 +59,7 @@ pub use datastore::{
     all, one, put, ConflictKind, Datastore, Key, Lenient, Range, Read, Record, RecordKind,
     Revision, StoreError, StoreExt, Versioned, Write,
 };
-pub use error::IpamError;
+pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, ReleaseError};
 pub use ipam::{
     AffinityRelease, Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult,
     BlockUsage, Dump, FamilyAssignment, Ipam, IpamOptions, NodeUsage, PoolUsage, ReleaseOutcome,

@@ -5,7 +5,10 @@
 mod common;
 
 use common::*;
-use ipam_core::{audit, AutoAssignArgs, Ipam, IpamError, ManualClock, Pool, StoreError};
+use ipam_core::{
+    audit, AdminError, AffinityError, AssignError, AutoAssignArgs, Ipam, IpamError, ManualClock,
+    Pool, StoreError,
+};
 use ipam_store::{Fault, FaultyStore, MemoryStore, Observed};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -39,7 +42,7 @@ fn endless_contention_is_a_clear_error_and_writes_nothing() {
         .auto_assign(&AutoAssignArgs::v4("n1", "h", 1))
         .unwrap_err();
     assert!(
-        matches!(e, IpamError::ExcessiveContention { attempts: 100, .. }),
+        matches!(&e, AssignError::ExcessiveContention(c) if c.attempts == 100),
         "{e}"
     );
     assert!(e.to_string().contains("excessive concurrent IPAM requests"));
@@ -57,7 +60,7 @@ fn unreachable_store_changes_nothing() {
         .auto_assign(&AutoAssignArgs::v4("n1", "h", 1))
         .unwrap_err();
     assert!(
-        matches!(e, IpamError::Store(StoreError::Unavailable { .. })),
+        matches!(e, AssignError::Store(StoreError::Unavailable { .. })),
         "{e}"
     );
     assert_eq!(ipam.store().inner().revision(), before);
@@ -97,7 +100,7 @@ fn threads_racing_on_one_store_never_duplicate() {
                     let h = format!("t{t}-{i}");
                     match ipam.auto_assign(&AutoAssignArgs::v4(&node, &h, 1)) {
                         Ok(r) => mine.push((h, r.v4.ips[0].ip)),
-                        Err(IpamError::Exhausted { .. }) => {}
+                        Err(AssignError::Exhausted { .. }) => {}
                         Err(e) => panic!("{e}"),
                     }
                     if i % 3 == 0 {
@@ -143,7 +146,7 @@ fn dual_stack_undo_survives_an_outage() {
     let mut args = AutoAssignArgs::v4("n1", "h", 1);
     args.num_v6 = 1;
     let e = ipam.auto_assign(&args).unwrap_err();
-    assert!(matches!(e, IpamError::Exhausted { .. }), "{e}");
+    assert!(matches!(e, AssignError::Exhausted { .. }), "{e}");
     assert_eq!(store.injected(), 1);
     assert!(
         ipam.addresses_by_handle("h").unwrap().is_empty(),
@@ -198,7 +201,7 @@ fn racing_pool_creations_never_overlap() {
         .create_pool(Pool::new("mine", net("10.244.0.0/20")).unwrap())
         .unwrap_err();
     assert!(
-        matches!(&e, IpamError::PoolExists(m) if m.contains("overlaps pool rival")),
+        matches!(&e, AdminError::PoolExists(m) if m.contains("overlaps pool rival")),
         "{e}"
     );
     let names: Vec<String> = ipam
@@ -243,9 +246,14 @@ fn a_claim_bitmap_of_the_wrong_length_is_refused_not_a_panic() {
     // the first eight) and claiming a new block both read the chunk: both refuse it.
     let freed = ipam.release_affinity(a.block, "n1", true);
     let claimed = ipam.auto_assign(&AutoAssignArgs::v4("n2", "h2", 1));
-    for r in [freed.map(|_| ()), claimed.map(|_| ())] {
+    let freed = freed.map(|_| ()).map_err(IpamError::from);
+    let claimed = claimed.map(|_| ()).map_err(IpamError::from);
+    for r in [freed, claimed] {
         match r {
-            Err(IpamError::Store(StoreError::Corrupt { key, reason })) => {
+            Err(
+                IpamError::Affinity(AffinityError::Store(StoreError::Corrupt { key, reason }))
+                | IpamError::Assign(AssignError::Store(StoreError::Corrupt { key, reason })),
+            ) => {
                 assert!(key.contains("10.244.0.0/16"), "{key}");
                 assert!(
                     reason.contains("8 slots") && reason.contains("1024"),

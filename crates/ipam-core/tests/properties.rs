@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use ipam_core::Range;
 use ipam_core::{
-    audit, AssignIpArgs, AutoAssignArgs, HostReserved, Ipam, IpamConfig, IpamError, IpamOptions,
-    ManualClock, Pool, ReleaseRequest, StoreExt,
+    audit, AssignError, AssignIpArgs, AutoAssignArgs, HostReserved, Ipam, IpamConfig, IpamOptions,
+    ManualClock, Pool, ReleaseError, ReleaseRequest, StoreExt,
 };
 use ipam_store::{FaultyStore, MemoryStore};
 use proptest::prelude::*;
@@ -125,7 +125,7 @@ impl Harness {
                             assert!(e.insert(a.ip, a.seq).is_none(), "handed out twice");
                         }
                     }
-                    Err(IpamError::Exhausted { .. }) => {}
+                    Err(AssignError::Exhausted { .. }) => {}
                     Err(e) => panic!("auto assign: {e}"),
                 }
             }
@@ -149,8 +149,8 @@ impl Harness {
                         assert!(!held, "{ip} assigned while held");
                         self.model.entry(h).or_default().insert(ip, a.seq);
                     }
-                    Err(IpamError::AlreadyAllocated(_)) => assert!(held),
-                    Err(IpamError::AffinityConflict { .. } | IpamError::Block(_)) => {}
+                    Err(AssignError::AlreadyAllocated(_)) => assert!(held),
+                    Err(AssignError::AffinityConflict { .. } | AssignError::Block(_)) => {}
                     Err(e) => panic!("assign ip: {e}"),
                 }
             }
@@ -173,7 +173,7 @@ impl Harness {
                 };
                 assert!(matches!(
                     self.ipam.release_ip(&stale),
-                    Err(IpamError::StaleSequence { .. })
+                    Err(ReleaseError::StaleSequence { .. })
                 ));
                 let req = ReleaseRequest {
                     ip,

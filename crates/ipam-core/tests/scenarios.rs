@@ -6,8 +6,9 @@ use common::*;
 use ipam_core::AffinityState;
 use ipam_core::Range;
 use ipam_core::{
-    AllowedUse, AssignIpArgs, AssignmentMode, AutoAssignArgs, Datastore, Family, HostReserved,
-    IpamConfig, IpamError, Key, Pool, ReleaseRequest, StoreExt,
+    AdminError, AffinityError, AllowedUse, AssignError, AssignIpArgs, AssignmentMode,
+    AutoAssignArgs, Datastore, Family, HostReserved, IpamConfig, Key, Pool, ReleaseError,
+    ReleaseRequest, StoreExt,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,7 +100,7 @@ fn strict_affinity_forbids_borrowing_and_open_affinity_borrows() {
         .auto_assign(&AutoAssignArgs::v4("n3", "d", 1))
         .unwrap_err();
     match &e {
-        IpamError::Exhausted { reason, pools, .. } => {
+        AssignError::Exhausted { reason, pools, .. } => {
             assert!(reason.contains("strict affinity"), "{e}");
             assert_eq!(pools, &vec![net("10.244.0.0/25")]);
         }
@@ -123,7 +124,10 @@ fn block_limit_per_host() {
     let e = ipam
         .auto_assign(&AutoAssignArgs::v4("n1", "h8", 1))
         .unwrap_err();
-    assert!(matches!(e, IpamError::Exhausted { assigned: 0, .. }), "{e}");
+    assert!(
+        matches!(e, AssignError::Exhausted { assigned: 0, .. }),
+        "{e}"
+    );
     // The per-request cap is honoured too, and without strict affinity the node borrows.
     let (ipam, _) = setup(&[("p", "10.244.0.0/16", 30)]);
     for i in 0..2 {
@@ -171,7 +175,7 @@ fn partial_fulfilment_is_reported_or_refused() {
     assert!(
         matches!(
             e,
-            IpamError::Exhausted {
+            AssignError::Exhausted {
                 requested: 6,
                 assigned: 4,
                 ..
@@ -215,7 +219,7 @@ fn dual_stack_is_all_or_nothing() {
     assert!(
         matches!(
             e,
-            IpamError::Exhausted {
+            AssignError::Exhausted {
                 family: Family::V6,
                 ..
             }
@@ -243,19 +247,19 @@ fn requested_pools_by_name_or_cidr_and_their_errors() {
     args.v4_pools = vec!["nope".into()];
     assert_eq!(
         ipam.auto_assign(&args).unwrap_err(),
-        IpamError::UnknownPool("nope".into())
+        AssignError::UnknownPool("nope".into())
     );
     ipam.update_pool("a", |p| p.disabled = true).unwrap();
     args.v4_pools = vec!["a".into()];
     assert_eq!(
         ipam.auto_assign(&args).unwrap_err(),
-        IpamError::PoolDisabled("a".into())
+        AssignError::PoolDisabled("a".into())
     );
     // With a disabled automatic pool and a manual one, nothing selects the node.
     assert!(matches!(
         ipam.auto_assign(&AutoAssignArgs::v4("n1", "h9", 1))
             .unwrap_err(),
-        IpamError::NoPools { .. }
+        AssignError::NoPools { .. }
     ));
     // A v6 request naming a v4 pool.
     let mut a6 = AutoAssignArgs::v4("n1", "h6", 0);
@@ -263,7 +267,7 @@ fn requested_pools_by_name_or_cidr_and_their_errors() {
     a6.v6_pools = vec!["b".into()];
     assert!(matches!(
         ipam.auto_assign(&a6).unwrap_err(),
-        IpamError::PoolMismatch { .. }
+        AssignError::PoolMismatch { .. }
     ));
 }
 
@@ -287,7 +291,7 @@ fn node_selectors_and_allowed_uses() {
     let e = ipam
         .auto_assign(&AutoAssignArgs::v4("nb", "h2", 1))
         .unwrap_err();
-    assert!(matches!(e, IpamError::NoPools { .. }), "{e}");
+    assert!(matches!(e, AssignError::NoPools { .. }), "{e}");
     let mut args = AutoAssignArgs::v4("nb", "h3", 1);
     args.intended_use = AllowedUse::LoadBalancer;
     assert!(net("10.9.0.0/16").contains(ipam.auto_assign(&args).unwrap().v4.ips[0].ip));
@@ -332,13 +336,13 @@ fn assign_specific_address() {
     assert_eq!(al.block_affinity.as_deref(), Some("n1"));
     assert_eq!(
         ipam.assign_ip(&args).unwrap_err(),
-        IpamError::AlreadyAllocated(ip("10.244.7.9"))
+        AssignError::AlreadyAllocated(ip("10.244.7.9"))
     );
     let mut out = args.clone();
     out.ip = ip("10.9.0.1");
     assert_eq!(
         ipam.assign_ip(&out).unwrap_err(),
-        IpamError::NotInPool(ip("10.9.0.1"))
+        AssignError::NotInPool(ip("10.9.0.1"))
     );
     // Auto-assign on n1 now uses the block it got.
     assert_eq!(one(&ipam, "n1", "h2").block, net("10.244.7.0/26"));
@@ -353,7 +357,7 @@ fn assign_specific_address() {
     other.ip = ip("10.244.7.30");
     assert!(matches!(
         ipam.assign_ip(&other).unwrap_err(),
-        IpamError::AffinityConflict { .. }
+        AssignError::AffinityConflict { .. }
     ));
     assert_consistent(&ipam);
 }
@@ -370,7 +374,7 @@ fn guarded_release_never_frees_a_reused_address() {
             seq: None,
         })
         .unwrap_err();
-    assert!(matches!(e, IpamError::WrongHandle { .. }), "{e}");
+    assert!(matches!(e, ReleaseError::WrongHandle { .. }), "{e}");
     ipam.release_ip(&ReleaseRequest {
         ip: a.ip,
         handle_id: Some("h1".into()),
@@ -379,7 +383,7 @@ fn guarded_release_never_frees_a_reused_address() {
     .unwrap();
     assert_eq!(
         ipam.release_ip(&ReleaseRequest::ip(a.ip)).unwrap_err(),
-        IpamError::NotAllocated(a.ip)
+        ReleaseError::NotAllocated(a.ip)
     );
     // Fill the block so the address is re-used, then replay the stale release.
     let mut again = None;
@@ -398,7 +402,7 @@ fn guarded_release_never_frees_a_reused_address() {
             seq: Some(a.seq),
         })
         .unwrap_err();
-    assert!(matches!(e, IpamError::StaleSequence { .. }), "{e}");
+    assert!(matches!(e, ReleaseError::StaleSequence { .. }), "{e}");
     assert!(
         ipam.allocation(a.ip).unwrap().is_some(),
         "still held by the new owner"
@@ -492,7 +496,7 @@ fn a_pool_whose_addresses_cool_is_deleted_once_they_have() {
     }
     ipam.release_pool_affinities("p").unwrap();
     match ipam.delete_pool("p") {
-        Err(IpamError::PoolCooling {
+        Err(AdminError::PoolCooling {
             cooling,
             seconds_left,
             ..
@@ -545,18 +549,18 @@ fn affinity_claim_and_release() {
     assert!(matches!(
         ipam.claim_affinity(c, "n2", HostReserved::default())
             .unwrap_err(),
-        IpamError::AffinityConflict { .. }
+        AffinityError::AffinityConflict { .. }
     ));
     assert_eq!(
         ipam.claim_affinity(net("10.244.3.0/27"), "n1", HostReserved::default())
             .unwrap_err(),
-        IpamError::NotABlock(net("10.244.3.0/27"))
+        AffinityError::NotABlock(net("10.244.3.0/27"))
     );
     // The claimed block is the node's first choice.
     assert_eq!(one(&ipam, "n1", "h").block, c);
     assert_eq!(
         ipam.release_affinity(c, "n1", true).unwrap_err(),
-        IpamError::BlockNotEmpty(c)
+        AffinityError::BlockNotEmpty(c)
     );
     // Without require_empty the block keeps its address and loses its affinity.
     assert!(ipam.release_affinity(c, "n1", false).unwrap());
@@ -650,14 +654,14 @@ fn configuration_rules_are_enforced() {
             auto_allocate_blocks: false,
             ..Default::default()
         }),
-        Err(IpamError::Config(_))
+        Err(AdminError::Config(_))
     ));
     assert!(matches!(
         ipam.set_config(IpamConfig {
             max_blocks_per_host: 3,
             ..Default::default()
         }),
-        Err(IpamError::Config(_))
+        Err(AdminError::Config(_))
     ));
     assert_eq!(ipam.config().unwrap(), IpamConfig::default());
     let c = IpamConfig {
@@ -690,20 +694,20 @@ fn pools_reject_overlap_duplicates_and_delete_only_when_unused() {
     let (ipam, _) = setup(&[("p", "10.244.0.0/16", 26)]);
     assert!(matches!(
         ipam.create_pool(Pool::new("q", net("10.244.128.0/17")).unwrap()),
-        Err(IpamError::PoolExists(_))
+        Err(AdminError::PoolExists(_))
     ));
     assert!(matches!(
         ipam.create_pool(Pool::new("p", net("10.9.0.0/16")).unwrap()),
-        Err(IpamError::PoolExists(_))
+        Err(AdminError::PoolExists(_))
     ));
     assert!(matches!(
         ipam.update_pool("p", |p| p.block_size = 24),
-        Err(IpamError::InvalidArgument(_))
+        Err(AdminError::InvalidArgument(_))
     ));
     one(&ipam, "n1", "h");
     assert!(matches!(
         ipam.delete_pool("p"),
-        Err(IpamError::PoolInUse {
+        Err(AdminError::PoolInUse {
             blocks: 1,
             addresses: 1,
             ..
@@ -732,11 +736,11 @@ fn invalid_arguments_are_refused() {
     let (ipam, _) = setup(&[("p", "10.244.0.0/16", 26)]);
     assert!(matches!(
         ipam.auto_assign(&AutoAssignArgs::v4("n1", "bad handle", 1)),
-        Err(IpamError::InvalidArgument(_))
+        Err(AssignError::InvalidArgument(_))
     ));
     assert!(matches!(
         ipam.auto_assign(&AutoAssignArgs::v4("", "h", 1)),
-        Err(IpamError::InvalidArgument(_))
+        Err(AssignError::InvalidArgument(_))
     ));
 }
 

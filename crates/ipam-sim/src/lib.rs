@@ -6,7 +6,7 @@
 //! against it: an address handed out twice is a duplicate, an address the store holds that no
 //! live pod owns is a leak, and the store's invariants are audited at the end.
 
-use ipam_core::{AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
+use ipam_core::{AssignError, AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -147,11 +147,11 @@ impl<S: Datastore> Sim<S> {
                 self.pods.insert(pod, (node.to_string(), ip));
                 Ok(())
             }
-            Err(IpamError::Exhausted { .. }) => {
+            Err(AssignError::Exhausted { .. }) => {
                 self.report.exhausted += 1;
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

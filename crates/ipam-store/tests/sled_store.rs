@@ -1,7 +1,7 @@
 //! The sled store's own guarantees: persistence, exclusivity, permissions, format versions,
 //! corruption handling, group commit, and surviving SIGKILL mid-storm.
 
-use ipam_core::{audit, AutoAssignArgs, Datastore, IpamError, Key, ManualClock, Pool};
+use ipam_core::{audit, AssignError, AutoAssignArgs, Datastore, Key, ManualClock, Pool};
 use ipam_core::{StoreError, Write};
 use ipam_store::sled::keys;
 use ipam_store::{Observed, OpenError, SledOptions, SledStore, SystemClock};
@@ -194,7 +194,7 @@ fn garbage_record_is_a_typed_error_naming_it_and_others_keep_working() {
             .auto_assign(&AutoAssignArgs::v4("n1", "new", 1))
             .unwrap_err();
         assert!(
-            matches!(e, IpamError::Store(StoreError::Corrupt { .. })),
+            matches!(e, AssignError::Store(StoreError::Corrupt { .. })),
             "{e}"
         );
         assert!(e.to_string().contains(&victim.to_string()), "{e}");

@@ -4,7 +4,7 @@
 use super::output;
 use crate::{table, CtlError, Outcome};
 use clap::Args;
-use ipam_core::{Datastore, Ipam, IpamError, ReleaseRequest};
+use ipam_core::{Datastore, Ipam, ReleaseError, ReleaseRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -88,7 +88,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ReleaseArgs, json: bool) -> Result<
     }
     for (ip, e) in &out.refused {
         let why = match e {
-            IpamError::StaleSequence { .. } => format!("re-used since the report: {e}"),
+            ReleaseError::StaleSequence { .. } => format!("re-used since the report: {e}"),
             other => other.to_string(),
         };
         rows.push(vec![ip.to_string(), "skipped".into(), why.clone()]);

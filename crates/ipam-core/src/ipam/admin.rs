@@ -3,16 +3,16 @@
 use super::Ipam;
 use crate::cidr;
 use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt, Write};
-use crate::error::IpamError;
+use crate::error::AdminError;
 use crate::model::PoolParts;
 use crate::model::{IpamConfig, Node, Pool};
 use std::collections::BTreeMap;
 
 impl<S: Datastore> Ipam<S> {
     /// Validates and stores the cluster configuration.
-    pub fn set_config(&self, config: IpamConfig) -> Result<(), IpamError> {
+    pub fn set_config(&self, config: IpamConfig) -> Result<(), AdminError> {
         config.validate()?;
-        self.retrying("set config", || {
+        self.retrying::<_, AdminError>("set config", || {
             let rev = self.store.get_config_rec(&Key::Config)?.map(|v| v.revision);
             self.store.commit(vec![put(Record::Config(config), rev)])?;
             Ok(())
@@ -26,19 +26,19 @@ impl<S: Datastore> Ipam<S> {
     /// before the listing: of two creations racing, one commits and the other conflicts,
     /// lists again and sees the first. Overlapping pools would give overlapping blocks, and two
     /// blocks holding one address would hand it out twice.
-    pub fn create_pool(&self, pool: Pool) -> Result<(), IpamError> {
+    pub fn create_pool(&self, pool: Pool) -> Result<(), AdminError> {
         pool.validate()?;
-        self.retrying("create pool", || {
+        self.retrying::<_, AdminError>("create pool", || {
             let config = self.store.get_config_rec(&Key::Config)?;
             for p in self.pools()? {
                 if p.name == pool.name {
-                    return Err(IpamError::PoolExists(format!(
+                    return Err(AdminError::PoolExists(format!(
                         "a pool named {} exists",
                         p.name
                     )));
                 }
                 if cidr::overlaps(&p.cidr, &pool.cidr) {
-                    return Err(IpamError::PoolExists(format!(
+                    return Err(AdminError::PoolExists(format!(
                         "{} overlaps pool {} ({})",
                         pool.cidr, p.name, p.cidr
                     )));
@@ -62,22 +62,22 @@ impl<S: Datastore> Ipam<S> {
     /// from the blocks inside it. Each new pool must still hold at least one block, so no block
     /// can straddle two of them. Racing claims are safe: a claim rewrites the old index it
     /// read, so one of the two commits conflicts and retries.
-    pub fn split_pool(&self, name: &str, n: u32) -> Result<Vec<Pool>, IpamError> {
+    pub fn split_pool(&self, name: &str, n: u32) -> Result<Vec<Pool>, AdminError> {
         if n < 2 || !n.is_power_of_two() {
-            return Err(IpamError::InvalidArgument(format!(
+            return Err(AdminError::InvalidArgument(format!(
                 "split {name} into {n}: the count must be a power of two, at least 2"
             )));
         }
         let bits = u8::try_from(n.trailing_zeros()).unwrap_or(u8::MAX);
-        self.retrying("split pool", || {
+        self.retrying::<_, AdminError>("split pool", || {
             let v = self
                 .store
                 .get_pool(&Key::Pool(name.to_string()))?
-                .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
+                .ok_or_else(|| AdminError::UnknownPool(name.to_string()))?;
             let old = v.value;
             let prefix = old.cidr.prefix().saturating_add(bits);
             if prefix > old.block_size {
-                return Err(IpamError::InvalidArgument(format!(
+                return Err(AdminError::InvalidArgument(format!(
                     "pool {name} ({}) cannot be split into {n}: each part would be /{prefix}, smaller than its /{} blocks",
                     old.cidr, old.block_size
                 )));
@@ -87,13 +87,13 @@ impl<S: Datastore> Ipam<S> {
             let mut parts = Vec::with_capacity(n as usize);
             for i in 0..u128::from(n) {
                 let net = crate::cidr::network(family, crate::cidr::base(&old.cidr) + i * step, prefix)
-                    .ok_or_else(|| IpamError::InvalidArgument("split arithmetic".into()))?;
+                    .ok_or_else(|| AdminError::InvalidArgument("split arithmetic".into()))?;
                 let mut p = old.clone();
                 p.name = format!("{name}-{i}");
                 p.cidr = net;
                 p.validate()?;
                 if self.store.get_pool(&Key::Pool(p.name.clone()))?.is_some() {
-                    return Err(IpamError::PoolExists(format!("a pool named {} exists", p.name)));
+                    return Err(AdminError::PoolExists(format!("a pool named {} exists", p.name)));
                 }
                 parts.push(p);
             }
@@ -162,19 +162,19 @@ impl<S: Datastore> Ipam<S> {
 
     /// Changes a pool's mutable settings (disabled, selector, uses, mode); the CIDR and block
     /// size cannot change.
-    pub fn update_pool(&self, name: &str, f: impl Fn(&mut PoolParts)) -> Result<Pool, IpamError> {
-        self.retrying("update pool", || {
+    pub fn update_pool(&self, name: &str, f: impl Fn(&mut PoolParts)) -> Result<Pool, AdminError> {
+        self.retrying::<_, AdminError>("update pool", || {
             let v = self
                 .store
                 .get_pool(&Key::Pool(name.to_string()))?
-                .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
+                .ok_or_else(|| AdminError::UnknownPool(name.to_string()))?;
             let mut parts = v.value.to_parts();
             f(&mut parts);
             if parts.cidr != v.value.cidr
                 || parts.block_size != v.value.block_size
                 || parts.name != name
             {
-                return Err(IpamError::InvalidArgument(
+                return Err(AdminError::InvalidArgument(
                     "a pool's name, CIDR and block size cannot change".into(),
                 ));
             }
@@ -189,30 +189,30 @@ impl<S: Datastore> Ipam<S> {
 
     /// Deletes a pool that has no blocks left (release its affinities first), with its claim
     /// index.
-    pub fn delete_pool(&self, name: &str) -> Result<(), IpamError> {
+    pub fn delete_pool(&self, name: &str) -> Result<(), AdminError> {
         let cidr = self
             .store
             .get_pool(&Key::Pool(name.to_string()))?
-            .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?
+            .ok_or_else(|| AdminError::UnknownPool(name.to_string()))?
             .value
             .cidr;
         let (cooling, until) = self.sweep_blocks(cidr)?;
         if cooling > 0 {
             let left_ns = until.saturating_sub(self.now());
-            return Err(IpamError::PoolCooling {
+            return Err(AdminError::PoolCooling {
                 pool: name.to_string(),
                 cooling,
                 seconds_left: left_ns.div_ceil(1_000_000_000),
             });
         }
-        self.retrying("delete pool", || {
+        self.retrying::<_, AdminError>("delete pool", || {
             let v = self
                 .store
                 .get_pool(&Key::Pool(name.to_string()))?
-                .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?;
+                .ok_or_else(|| AdminError::UnknownPool(name.to_string()))?;
             let blocks = self.store.list_blocks(&Range::BlocksIn(v.value.cidr))?;
             if !blocks.is_empty() {
-                return Err(IpamError::PoolInUse {
+                return Err(AdminError::PoolInUse {
                     pool: name.to_string(),
                     blocks: blocks.len(),
                     addresses: blocks.iter().map(|b| u64::from(b.value.used_count())).sum(),
@@ -243,12 +243,12 @@ impl<S: Datastore> Ipam<S> {
     /// deletes the blocks that are then unused and affine to no node (nothing else writes to a
     /// block of a disabled pool, so without this they would stay forever). Returns how many
     /// addresses still cool there and when the last becomes reusable (ns).
-    pub fn sweep_blocks(&self, cidr: ipnetwork::IpNetwork) -> Result<(u64, u64), IpamError> {
+    pub fn sweep_blocks(&self, cidr: ipnetwork::IpNetwork) -> Result<(u64, u64), AdminError> {
         let pools = self.pools()?;
         let (mut cooling, mut until) = (0u64, 0u64);
         for vb in self.store.list_blocks(&Range::BlocksIn(cidr))? {
             let c = vb.value.cidr;
-            let left = self.retrying("sweep block", || {
+            let left = self.retrying::<_, AdminError>("sweep block", || {
                 let Some(vb) = self.store.get_block(&Key::Block(c))? else {
                     return Ok(None);
                 };
@@ -270,7 +270,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// The node record, if any.
-    pub fn node(&self, name: &str) -> Result<Option<Node>, IpamError> {
+    pub fn node(&self, name: &str) -> Result<Option<Node>, AdminError> {
         Ok(self
             .store
             .get_node(&Key::Node(name.to_string()))?
@@ -278,7 +278,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Every node record, in name order.
-    pub fn nodes(&self) -> Result<Vec<Node>, IpamError> {
+    pub fn nodes(&self) -> Result<Vec<Node>, AdminError> {
         Ok(self
             .store
             .list_nodes(&Range::Nodes)?
@@ -289,9 +289,9 @@ impl<S: Datastore> Ipam<S> {
 
     /// Creates a node record or changes it with `f` (labels, addresses), in one
     /// compare-and-swap. Returns the record as stored.
-    pub fn update_node(&self, name: &str, f: impl Fn(&mut Node)) -> Result<Node, IpamError> {
-        let empty = Node::new(name).map_err(IpamError::InvalidArgument)?;
-        self.retrying("update node", || {
+    pub fn update_node(&self, name: &str, f: impl Fn(&mut Node)) -> Result<Node, AdminError> {
+        let empty = Node::new(name).map_err(AdminError::InvalidArgument)?;
+        self.retrying::<_, AdminError>("update node", || {
             let cur = self.store.get_node(&Key::Node(name.to_string()))?;
             let rev = cur.as_ref().map(|v| v.revision);
             let mut n = cur.map_or_else(|| empty.clone(), |v| v.value);
@@ -304,18 +304,22 @@ impl<S: Datastore> Ipam<S> {
 
     /// Adds an IP reservation: from now on nothing in `cidr` is handed out (holders of
     /// addresses already there keep them).
-    pub fn add_reservation(&self, name: &str, cidr: ipnetwork::IpNetwork) -> Result<(), IpamError> {
+    pub fn add_reservation(
+        &self,
+        name: &str,
+        cidr: ipnetwork::IpNetwork,
+    ) -> Result<(), AdminError> {
         let r = crate::model::Reservation {
             name: name.to_string(),
             cidr: crate::cidr::masked(cidr),
         };
-        r.validate().map_err(IpamError::InvalidArgument)?;
+        r.validate().map_err(AdminError::InvalidArgument)?;
         match self
             .store
             .commit(vec![Write::Create(Record::Reservation(r))])
         {
             Ok(_) => Ok(()),
-            Err(crate::datastore::StoreError::Conflict { .. }) => Err(IpamError::InvalidArgument(
+            Err(crate::datastore::StoreError::Conflict { .. }) => Err(AdminError::InvalidArgument(
                 format!("reservation {name} exists"),
             )),
             Err(e) => Err(e.into()),
@@ -323,12 +327,12 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Deletes a reservation; true when there was one.
-    pub fn delete_reservation(&self, name: &str) -> Result<bool, IpamError> {
+    pub fn delete_reservation(&self, name: &str) -> Result<bool, AdminError> {
         self.delete_if_present("delete reservation", Key::Reservation(name.to_string()))
     }
 
     /// Every reservation, by name.
-    pub fn reservations(&self) -> Result<Vec<crate::model::Reservation>, IpamError> {
+    pub fn reservations(&self) -> Result<Vec<crate::model::Reservation>, AdminError> {
         Ok(self
             .store
             .list_reservations(&Range::Reservations)?
@@ -338,7 +342,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Creates or replaces a node's labels (its addresses are kept).
-    pub fn set_node(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), IpamError> {
+    pub fn set_node(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), AdminError> {
         self.update_node(name, |n| n.labels = labels.clone())
             .map(|_| ())
     }

@@ -3,7 +3,7 @@
 use super::Ipam;
 use crate::cidr;
 use crate::datastore::{Datastore, Key, Range, Record, StoreExt, Write};
-use crate::error::IpamError;
+use crate::error::AffinityError;
 use crate::model::block::HostReserved;
 use crate::model::{Affinity, AffinityState, Block};
 use ipnetwork::IpNetwork;
@@ -27,13 +27,13 @@ impl<S: Datastore> Ipam<S> {
         cidr: IpNetwork,
         node: &str,
         reserved: HostReserved,
-    ) -> Result<(), IpamError> {
-        crate::model::node::validate_node_name(node).map_err(IpamError::InvalidArgument)?;
+    ) -> Result<(), AffinityError> {
+        crate::model::node::validate_node_name(node).map_err(AffinityError::InvalidArgument)?;
         let pools = self.pools()?;
         if !pools.iter().any(|p| p.slot_of(&cidr).is_some()) {
-            return Err(IpamError::NotABlock(cidr));
+            return Err(AffinityError::NotABlock(cidr));
         }
-        self.retrying("claim affinity", || {
+        self.retrying::<_, AffinityError>("claim affinity", || {
             let aff_key = Key::Affinity {
                 node: node.to_string(),
                 cidr,
@@ -51,7 +51,7 @@ impl<S: Datastore> Ipam<S> {
                         }
                     }
                     Some(owner) => {
-                        return Err(IpamError::AffinityConflict {
+                        return Err(AffinityError::AffinityConflict {
                             cidr,
                             owner: owner.to_string(),
                         })
@@ -93,9 +93,9 @@ impl<S: Datastore> Ipam<S> {
         cidr: IpNetwork,
         node: &str,
         require_empty: bool,
-    ) -> Result<bool, IpamError> {
+    ) -> Result<bool, AffinityError> {
         let pools = self.pools()?;
-        self.retrying("release affinity", || {
+        self.retrying::<_, AffinityError>("release affinity", || {
             let key = Key::Affinity {
                 node: node.to_string(),
                 cidr,
@@ -117,7 +117,7 @@ impl<S: Datastore> Ipam<S> {
                     });
                     writes.extend(self.index_writes(&pools, &cidr, false)?);
                 } else if require_empty {
-                    return Err(IpamError::BlockNotEmpty(cidr));
+                    return Err(AffinityError::BlockNotEmpty(cidr));
                 } else {
                     let mut b = vb.value;
                     b.affinity = None;
@@ -143,7 +143,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         affs: Vec<Affinity>,
         require_empty: bool,
-    ) -> Result<AffinityRelease, IpamError> {
+    ) -> Result<AffinityRelease, AffinityError> {
         let mut out = AffinityRelease::default();
         for a in affs {
             let had_block = self.store.get(&Key::Block(a.cidr))?.is_some();
@@ -155,7 +155,7 @@ impl<S: Datastore> Ipam<S> {
                     }
                 }
                 Ok(false) => {}
-                Err(IpamError::BlockNotEmpty(c)) => out.kept_non_empty.push(c),
+                Err(AffinityError::BlockNotEmpty(c)) => out.kept_non_empty.push(c),
                 Err(e) => return Err(e),
             }
         }
@@ -167,7 +167,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         node: &str,
         require_empty: bool,
-    ) -> Result<AffinityRelease, IpamError> {
+    ) -> Result<AffinityRelease, AffinityError> {
         let affs = self
             .store
             .list_affinities(&Range::AffinitiesOf(node.to_string()))?
@@ -178,11 +178,11 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Releases every affinity for blocks of pool `name` (blocks keep their addresses).
-    pub fn release_pool_affinities(&self, name: &str) -> Result<AffinityRelease, IpamError> {
+    pub fn release_pool_affinities(&self, name: &str) -> Result<AffinityRelease, AffinityError> {
         let pool = self
             .store
             .get_pool(&Key::Pool(name.to_string()))?
-            .ok_or_else(|| IpamError::UnknownPool(name.to_string()))?
+            .ok_or_else(|| AffinityError::UnknownPool(name.to_string()))?
             .value;
         let affs = self
             .store
@@ -200,7 +200,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         node: &str,
         release_addresses: bool,
-    ) -> Result<AffinityRelease, IpamError> {
+    ) -> Result<AffinityRelease, AffinityError> {
         if release_addresses {
             for a in self
                 .store
@@ -220,7 +220,7 @@ impl<S: Datastore> Ipam<S> {
             }
         }
         let out = self.release_host_affinities(node, false)?;
-        self.retrying("remove node", || {
+        self.retrying::<_, AffinityError>("remove node", || {
             if let Some(n) = self.store.get_node(&Key::Node(node.to_string()))? {
                 self.store.commit(vec![Write::Delete {
                     key: Key::Node(node.to_string()),

@@ -6,7 +6,7 @@ use crate::cidr::{self, Family};
 use crate::datastore::{
     all, one, put, Datastore, Key, Range, Read, Record, StoreError, StoreExt, Versioned, Write,
 };
-use crate::error::IpamError;
+use crate::error::{AssignError, Contention, ReleaseError};
 use crate::model::block::HostReserved;
 use crate::model::handle::validate_handle_id;
 use crate::model::index::{join_slot, split_slot};
@@ -169,7 +169,7 @@ impl<S: Datastore> Ipam<S> {
     /// falls short, everything taken is released and the call fails.
     ///
     /// ```
-    /// use ipam_core::{AutoAssignArgs, IpamError, Ipam, ManualClock, Pool};
+    /// use ipam_core::{AutoAssignArgs, AssignError, Ipam, ManualClock, Pool};
     /// use std::sync::Arc;
     ///
     /// let ipam = Ipam::new(ipam_store::MemoryStore::new(), Arc::new(ManualClock::new(0)));
@@ -179,12 +179,12 @@ impl<S: Datastore> Ipam<S> {
     /// assert_eq!(got.v4.ips.len(), 4);
     /// // The fifth fails, naming the pools it tried, and takes nothing.
     /// let more = ipam.auto_assign(&AutoAssignArgs::v4("node-a", "net.late", 1));
-    /// assert!(matches!(more, Err(IpamError::Exhausted { assigned: 0, .. })));
+    /// assert!(matches!(more, Err(AssignError::Exhausted { assigned: 0, .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult, IpamError> {
-        validate_handle_id(&args.handle_id).map_err(IpamError::InvalidArgument)?;
-        validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+    pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult, AssignError> {
+        validate_handle_id(&args.handle_id).map_err(AssignError::InvalidArgument)?;
+        validate_node_name(&args.node).map_err(AssignError::InvalidArgument)?;
         let lock = self.node_lock(&args.node);
         let _serial = lock
             .lock()
@@ -219,7 +219,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Everything the decision needs, in one batch: one round trip on a networked store.
-    fn context<'a>(&self, args: &'a AutoAssignArgs) -> Result<Ctx<'a>, IpamError> {
+    fn context<'a>(&self, args: &'a AutoAssignArgs) -> Result<Ctx<'a>, AssignError> {
         let hint = self.hint(&args.node);
         let mut reads = vec![
             Read::Get(Key::Config),
@@ -283,8 +283,8 @@ impl<S: Datastore> Ipam<S> {
     /// block cap, or, without strict affinity, a free address anywhere in those pools. The
     /// error is the one the assignment would return. Reads every block of the candidate pools
     /// in the worst case: for readiness checks, not the assignment path.
-    pub fn readiness(&self, args: &AutoAssignArgs) -> Result<(), IpamError> {
-        validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+    pub fn readiness(&self, args: &AutoAssignArgs) -> Result<(), AssignError> {
+        validate_node_name(&args.node).map_err(AssignError::InvalidArgument)?;
         let ctx = self.context(args)?;
         for (family, num, requested) in [
             (Family::V4, args.num_v4, &args.v4_pools),
@@ -349,7 +349,7 @@ impl<S: Datastore> Ipam<S> {
         Ok(())
     }
 
-    fn exhausted(&self, ctx: &Ctx<'_>, family: Family, got: &FamilyAssignment) -> IpamError {
+    fn exhausted(&self, ctx: &Ctx<'_>, family: Family, got: &FamilyAssignment) -> AssignError {
         let limit = self.block_limit(ctx);
         let reason = if ctx.config.strict_affinity {
             format!(
@@ -359,7 +359,7 @@ impl<S: Datastore> Ipam<S> {
         } else {
             String::new()
         };
-        IpamError::Exhausted {
+        AssignError::Exhausted {
             family,
             requested: got.requested,
             assigned: got.ips.len(),
@@ -373,13 +373,13 @@ impl<S: Datastore> Ipam<S> {
     /// "all or nothing" must hold even when the store stumbles. If it still cannot, the store's
     /// error is returned instead of the request's, so the caller knows the outcome is unknown
     /// (a CNI runtime then runs DEL, which releases by handle).
-    fn undo(&self, ctx: &Ctx<'_>, got: &FamilyAssignment) -> Result<(), IpamError> {
+    fn undo(&self, ctx: &Ctx<'_>, got: &FamilyAssignment) -> Result<(), AssignError> {
         let reqs: Vec<_> = got
             .ips
             .iter()
             .map(|a| super::ReleaseRequest::guarded(a.ip, &ctx.args.handle_id, a.seq))
             .collect();
-        self.release_retrying(&reqs)
+        Ok(self.release_retrying(&reqs)?)
     }
 
     fn block_limit(&self, ctx: &Ctx<'_>) -> u32 {
@@ -395,7 +395,7 @@ impl<S: Datastore> Ipam<S> {
         ctx: &'c Ctx<'_>,
         family: Family,
         requested: &[PoolRef],
-    ) -> Result<Vec<&'c Pool>, IpamError> {
+    ) -> Result<Vec<&'c Pool>, AssignError> {
         let use_ = ctx.args.intended_use;
         if !requested.is_empty() {
             let mut out = Vec::new();
@@ -404,18 +404,18 @@ impl<S: Datastore> Ipam<S> {
                     .pools
                     .iter()
                     .find(|p| r.matches(p))
-                    .ok_or_else(|| IpamError::UnknownPool(r.to_string()))?;
+                    .ok_or_else(|| AssignError::UnknownPool(r.to_string()))?;
                 if pool.disabled {
-                    return Err(IpamError::PoolDisabled(pool.name.clone()));
+                    return Err(AssignError::PoolDisabled(pool.name.clone()));
                 }
                 if pool.family() != family {
-                    return Err(IpamError::PoolMismatch {
+                    return Err(AssignError::PoolMismatch {
                         pool: pool.name.clone(),
                         why: format!("it is not an {family} pool"),
                     });
                 }
                 if !pool.allows(use_) {
-                    return Err(IpamError::PoolMismatch {
+                    return Err(AssignError::PoolMismatch {
                         pool: pool.name.clone(),
                         why: format!("it does not allow {use_:?} addresses"),
                     });
@@ -438,7 +438,7 @@ impl<S: Datastore> Ipam<S> {
             })
             .collect();
         if out.is_empty() {
-            return Err(IpamError::NoPools {
+            return Err(AssignError::NoPools {
                 family,
                 node: ctx.args.node.clone(),
                 use_: format!("{use_:?}"),
@@ -453,7 +453,7 @@ impl<S: Datastore> Ipam<S> {
         family: Family,
         num: usize,
         requested: &[PoolRef],
-    ) -> Result<FamilyAssignment, IpamError> {
+    ) -> Result<FamilyAssignment, AssignError> {
         let pools = self.candidate_pools(ctx, family, requested)?;
         let mut got = FamilyAssignment {
             requested: num,
@@ -576,8 +576,8 @@ impl<S: Datastore> Ipam<S> {
         cidr: IpNetwork,
         n: usize,
         affine_to: Option<&str>,
-    ) -> Result<Vec<AssignedIp>, IpamError> {
-        self.retrying("assign", || {
+    ) -> Result<Vec<AssignedIp>, AssignError> {
+        self.retrying::<_, AssignError>("assign", || {
             let known = ctx.take_block(cidr);
             let Some(vb) = (match known {
                 Some(v) => Some(v),
@@ -626,7 +626,7 @@ impl<S: Datastore> Ipam<S> {
         block: IpNetwork,
         n: usize,
         known: Option<Option<Versioned<Handle>>>,
-    ) -> Result<Write, IpamError> {
+    ) -> Result<Write, AssignError> {
         let current = match known {
             Some(h) => h,
             None => self.store.get_handle(&Key::Handle(id.to_string()))?,
@@ -647,7 +647,7 @@ impl<S: Datastore> Ipam<S> {
         ctx: &Ctx<'_>,
         pool: &Pool,
         n: usize,
-    ) -> Result<Option<Vec<AssignedIp>>, IpamError> {
+    ) -> Result<Option<Vec<AssignedIp>>, AssignError> {
         let node = ctx.args.node.as_str();
         let slots = pool.block_count();
         let chunks = pool_chunks(pool);
@@ -727,16 +727,17 @@ impl<S: Datastore> Ipam<S> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(IpamError::ExcessiveContention {
+        Err(Contention {
             operation: "claim block",
             attempts: self.opts.max_retries,
-        })
+        }
+        .into())
     }
 
     /// After a lost claim: if the block exists but the index did not know (written by an
     /// older writer, or repaired by hand), mark it claimed; if a stale non-confirmed affinity
     /// was in the way, remove it. Other conflicts just mean "re-read".
-    fn repair_claim_conflict(&self, key: &Key) -> Result<(), IpamError> {
+    fn repair_claim_conflict(&self, key: &Key) -> Result<(), AssignError> {
         let res = match key {
             Key::Block(cidr) => {
                 if self.store.get_block(key)?.is_none() {
@@ -777,7 +778,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         pools: &[&Pool],
         node: &str,
-    ) -> Result<Option<IpNetwork>, IpamError> {
+    ) -> Result<Option<IpNetwork>, AssignError> {
         let now = self.now();
         for p in pools {
             for vb in self.store.list_blocks(&Range::BlocksIn(p.cidr))? {
@@ -827,7 +828,7 @@ impl<S: Datastore> Ipam<S> {
     /// through transient store failures) and the first failure is returned. If the store keeps
     /// refusing the release, its error is returned instead, so the caller knows the outcome is
     /// unknown and releases by handle (CNI: the runtime's DEL).
-    pub fn assign_ips(&self, reqs: &[AssignIpArgs]) -> Result<Vec<AssignedIp>, IpamError> {
+    pub fn assign_ips(&self, reqs: &[AssignIpArgs]) -> Result<Vec<AssignedIp>, AssignError> {
         let mut taken: Vec<AssignedIp> = Vec::with_capacity(reqs.len());
         for r in reqs {
             match self.assign_ip(r) {
@@ -847,7 +848,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Releases `reqs` through transient failures (the undo of a failed request).
-    fn release_retrying(&self, reqs: &[super::ReleaseRequest]) -> Result<(), IpamError> {
+    fn release_retrying(&self, reqs: &[super::ReleaseRequest]) -> Result<(), ReleaseError> {
         if reqs.is_empty() {
             return Ok(());
         }
@@ -859,29 +860,32 @@ impl<S: Datastore> Ipam<S> {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(IpamError::ExcessiveContention {
-            operation: "undo",
-            attempts: self.opts.max_retries,
-        }))
+        Err(last.unwrap_or(
+            Contention {
+                operation: "undo",
+                attempts: self.opts.max_retries,
+            }
+            .into(),
+        ))
     }
 
     /// Assigns one specific address. If its block does not exist yet, the block is created
     /// affine to the requesting node (unaffine when `auto_allocate_blocks` is off). With strict
     /// affinity, an address in a block affine to another node is refused.
-    pub fn assign_ip(&self, args: &AssignIpArgs) -> Result<AssignedIp, IpamError> {
-        validate_handle_id(&args.handle_id).map_err(IpamError::InvalidArgument)?;
-        validate_node_name(&args.node).map_err(IpamError::InvalidArgument)?;
+    pub fn assign_ip(&self, args: &AssignIpArgs) -> Result<AssignedIp, AssignError> {
+        validate_handle_id(&args.handle_id).map_err(AssignError::InvalidArgument)?;
+        validate_node_name(&args.node).map_err(AssignError::InvalidArgument)?;
         let pools = self.pools()?;
         let pool = pools
             .iter()
             .find(|p| p.cidr.contains(args.ip))
-            .ok_or(IpamError::NotInPool(args.ip))?;
+            .ok_or(AssignError::NotInPool(args.ip))?;
         if pool.disabled {
-            return Err(IpamError::PoolDisabled(pool.name.clone()));
+            return Err(AssignError::PoolDisabled(pool.name.clone()));
         }
         let cidr = pool
             .block_for(args.ip)
-            .ok_or(IpamError::NotInPool(args.ip))?;
+            .ok_or(AssignError::NotInPool(args.ip))?;
         let config = self.config()?;
         if let Some(r) = self
             .store
@@ -889,7 +893,7 @@ impl<S: Datastore> Ipam<S> {
             .into_iter()
             .find(|r| r.value.cidr.contains(args.ip))
         {
-            return Err(IpamError::Reserved {
+            return Err(AssignError::Reserved {
                 ip: args.ip,
                 reservation: r.value.name,
             });
@@ -902,7 +906,7 @@ impl<S: Datastore> Ipam<S> {
             handle_id: args.handle_id.clone(),
             attrs,
         });
-        self.retrying("assign ip", || {
+        self.retrying::<_, AssignError>("assign ip", || {
             let mut writes = Vec::with_capacity(5);
             let (mut block, rev) = match self.store.get_block(&Key::Block(cidr))? {
                 Some(v) => (v.value, Some(v.revision)),
@@ -922,7 +926,7 @@ impl<S: Datastore> Ipam<S> {
             };
             if let Some(owner) = &block.affinity {
                 if config.strict_affinity && owner != &args.node {
-                    return Err(IpamError::AffinityConflict {
+                    return Err(AssignError::AffinityConflict {
                         cidr,
                         owner: owner.clone(),
                     });
@@ -931,8 +935,8 @@ impl<S: Datastore> Ipam<S> {
             block.expire_cooling(self.now());
             let seq = block.seq;
             let ord = block.allocate_ip(args.ip, &attrs).map_err(|e| match e {
-                crate::model::block::BlockError::InUse(ip) => IpamError::AlreadyAllocated(ip),
-                other => IpamError::Block(other),
+                crate::model::block::BlockError::InUse(ip) => AssignError::AlreadyAllocated(ip),
+                other => AssignError::Block(other),
             })?;
             writes.push(put(Record::Block(block), rev));
             writes.push(self.handle_add(&args.handle_id, cidr, 1, None)?);

@@ -3,7 +3,7 @@
 
 use super::Ipam;
 use crate::datastore::{all, one, Datastore, Key, Range, Read, Record, Versioned, Write};
-use crate::error::IpamError;
+use crate::error::AdminError;
 use crate::model::{
     Affinity, Block, Endpoint, Handle, IndexChunk, IpamConfig, Node, Pool, PoolIndex, Reservation,
 };
@@ -53,8 +53,8 @@ impl Dump {
     }
 
     /// Checks every record with its own rules.
-    pub fn validate(&self) -> Result<(), IpamError> {
-        let bad = |what: String| IpamError::InvalidArgument(what);
+    pub fn validate(&self) -> Result<(), AdminError> {
+        let bad = |what: String| AdminError::InvalidArgument(what);
         if let Some(c) = &self.config {
             c.validate()?;
         }
@@ -89,11 +89,11 @@ fn values<T>(x: Vec<Versioned<T>>) -> Vec<T> {
 
 impl<S: Datastore> Ipam<S> {
     /// Reads every record, in one batch (one snapshot on etcd).
-    pub fn dump(&self) -> Result<Dump, IpamError> {
+    pub fn dump(&self) -> Result<Dump, AdminError> {
         Ok(self.dump_versioned()?.0)
     }
 
-    fn dump_versioned(&self) -> Result<(Dump, Vec<Versioned<Record>>), IpamError> {
+    fn dump_versioned(&self) -> Result<(Dump, Vec<Versioned<Record>>), AdminError> {
         let pools = all::<Pool>(self.store.list(&Range::Pools)?)?;
         let mut reads = vec![
             Read::Get(Key::Config),
@@ -137,11 +137,11 @@ impl<S: Datastore> Ipam<S> {
     /// Writes `d` into this store. A store that holds anything is refused unless `replace`,
     /// which deletes what it holds first. Writes go in commits of at most 100 records, so a
     /// failure part way leaves a partial state: the error says how far it got.
-    pub fn load(&self, d: &Dump, replace: bool) -> Result<usize, IpamError> {
+    pub fn load(&self, d: &Dump, replace: bool) -> Result<usize, AdminError> {
         d.validate()?;
         let (_, existing) = self.dump_versioned()?;
         if !existing.is_empty() && !replace {
-            return Err(IpamError::InvalidArgument(format!(
+            return Err(AdminError::InvalidArgument(format!(
                 "the target store is not empty ({} records); import over it only when forced",
                 existing.len()
             )));
@@ -163,7 +163,7 @@ impl<S: Datastore> Ipam<S> {
             self.store
                 .commit(chunk.iter().cloned().map(Write::Create).collect())
                 .map_err(|e| {
-                    IpamError::InvalidArgument(format!(
+                    AdminError::InvalidArgument(format!(
                         "import stopped after {done} of {} records: {e}",
                         records.len()
                     ))

@@ -3,15 +3,15 @@
 
 use super::Ipam;
 use crate::datastore::{put, Datastore, Key, Range, Record, StoreExt};
-use crate::error::IpamError;
+use crate::error::AdminError;
 use crate::model::Endpoint;
 
 impl<S: Datastore> Ipam<S> {
     /// Stores `e`, replacing the record of the same attachment.
-    pub fn put_endpoint(&self, e: &Endpoint) -> Result<(), IpamError> {
-        e.validate().map_err(IpamError::InvalidArgument)?;
+    pub fn put_endpoint(&self, e: &Endpoint) -> Result<(), AdminError> {
+        e.validate().map_err(AdminError::InvalidArgument)?;
         let key = Record::Endpoint(e.clone()).key();
-        self.retrying("put endpoint", || {
+        self.retrying::<_, AdminError>("put endpoint", || {
             let rev = self.store.get_endpoint(&key)?.map(|v| v.revision);
             self.store
                 .commit(vec![put(Record::Endpoint(e.clone()), rev)])?;
@@ -20,7 +20,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Deletes the endpoint `id` of `node`; true when there was one.
-    pub fn delete_endpoint(&self, node: &str, id: &str) -> Result<bool, IpamError> {
+    pub fn delete_endpoint(&self, node: &str, id: &str) -> Result<bool, AdminError> {
         let key = Key::Endpoint {
             node: node.to_string(),
             id: id.to_string(),
@@ -29,7 +29,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// The endpoint `id` of `node`.
-    pub fn endpoint(&self, node: &str, id: &str) -> Result<Option<Endpoint>, IpamError> {
+    pub fn endpoint(&self, node: &str, id: &str) -> Result<Option<Endpoint>, AdminError> {
         let key = Key::Endpoint {
             node: node.to_string(),
             id: id.to_string(),
@@ -38,7 +38,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Every endpoint, or those of one node, in node then id order.
-    pub fn endpoints(&self, node: Option<&str>) -> Result<Vec<Endpoint>, IpamError> {
+    pub fn endpoints(&self, node: Option<&str>) -> Result<Vec<Endpoint>, AdminError> {
         let range = match node {
             Some(n) => Range::EndpointsOf(n.to_string()),
             None => Range::Endpoints,
@@ -58,7 +58,7 @@ impl<S: Datastore> Ipam<S> {
     pub fn routes_for(
         &self,
         node: &str,
-    ) -> Result<(Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>), IpamError> {
+    ) -> Result<(Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>), AdminError> {
         use crate::datastore::{all, Read};
         let answers = self.store.read(&[
             Read::List(Range::Affinities),

@@ -3,7 +3,7 @@
 //! Every operation is a loop of read, modify in memory, and one atomic [`Datastore::commit`]
 //! whose conditions are the revisions read. A conflict means another writer got there first:
 //! the loop re-reads and tries again, at most `max_retries` times, then fails with
-//! [`IpamError::ExcessiveContention`]. Records that must change together (a block and the
+//! [`Contention`](crate::Contention) (in the operation's error). Records that must change together (a block and the
 //! handles counting its addresses; a new block, its affinity and the claim index) are written
 //! in the same commit, so the invariants in docs/ARCHITECTURE.md hold after every commit, not
 //! just eventually.
@@ -24,7 +24,7 @@ pub use release::{ReleaseOutcome, ReleaseRequest};
 
 use crate::clock::Clock;
 use crate::datastore::{put, Datastore, Key, Record, StoreError, StoreExt, Write};
-use crate::error::IpamError;
+use crate::error::{AdminError, Contention, Retryable};
 use crate::model::index::{chunk_count, chunk_len};
 use crate::model::{IndexChunk, IpamConfig, Pool, PoolIndex};
 use ipnetwork::IpNetwork;
@@ -138,26 +138,26 @@ impl<S: Datastore> Ipam<S> {
     pub fn blocks(
         &self,
         range: &crate::Range,
-    ) -> Result<Vec<crate::Versioned<crate::Block>>, IpamError> {
-        Ok(self.store.list_blocks(range)?)
+    ) -> Result<Vec<crate::Versioned<crate::Block>>, StoreError> {
+        self.store.list_blocks(range)
     }
 
     /// The block record of `cidr`, if the block exists.
     pub fn block(
         &self,
         cidr: IpNetwork,
-    ) -> Result<Option<crate::Versioned<crate::Block>>, IpamError> {
-        Ok(self.store.get_block(&Key::Block(cidr))?)
+    ) -> Result<Option<crate::Versioned<crate::Block>>, StoreError> {
+        self.store.get_block(&Key::Block(cidr))
     }
 
     /// Checks every invariant over the whole store ([`crate::audit`]).
-    pub fn audit(&self) -> Result<Vec<crate::audit::Problem>, IpamError> {
-        Ok(crate::audit::audit(&self.store)?)
+    pub fn audit(&self) -> Result<Vec<crate::audit::Problem>, StoreError> {
+        crate::audit::audit(&self.store)
     }
 
     /// Whether a commit could be made durable now ([`Datastore::writable`]): readiness checks.
-    pub fn writable(&self) -> Result<(), IpamError> {
-        Ok(self.store.writable()?)
+    pub fn writable(&self) -> Result<(), StoreError> {
+        self.store.writable()
     }
 
     fn now(&self) -> u64 {
@@ -165,14 +165,14 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Runs `f` until it returns something other than a store conflict.
-    fn retrying<T>(
+    fn retrying<T, E: Retryable>(
         &self,
         operation: &'static str,
-        mut f: impl FnMut() -> Result<T, IpamError>,
-    ) -> Result<T, IpamError> {
+        mut f: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
         for _ in 0..self.opts.max_retries {
             match f() {
-                Err(IpamError::Store(StoreError::Conflict { .. })) => {
+                Err(e) if e.is_conflict() => {
                     self.conflicts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
@@ -180,14 +180,15 @@ impl<S: Datastore> Ipam<S> {
                 other => return other,
             }
         }
-        Err(IpamError::ExcessiveContention {
+        Err(Contention {
             operation,
             attempts: self.opts.max_retries,
-        })
+        }
+        .into())
     }
 
     /// Deletes the record under `key` at the revision read; false when there is none.
-    fn delete_if_present(&self, operation: &'static str, key: Key) -> Result<bool, IpamError> {
+    fn delete_if_present(&self, operation: &'static str, key: Key) -> Result<bool, AdminError> {
         self.retrying(operation, || {
             let Some(v) = self.store.get(&key)? else {
                 return Ok(false);
@@ -201,7 +202,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// The cluster configuration (defaults when never set).
-    pub fn config(&self) -> Result<IpamConfig, IpamError> {
+    pub fn config(&self) -> Result<IpamConfig, StoreError> {
         Ok(self
             .store
             .get_config_rec(&Key::Config)?
@@ -210,7 +211,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Every pool, in name order.
-    pub fn pools(&self) -> Result<Vec<Pool>, IpamError> {
+    pub fn pools(&self) -> Result<Vec<Pool>, StoreError> {
         Ok(self
             .store
             .list_pools(&crate::datastore::Range::Pools)?
@@ -226,7 +227,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         pool: &Pool,
         c: u64,
-    ) -> Result<(Key, IndexChunk, Option<crate::datastore::Revision>), IpamError> {
+    ) -> Result<(Key, IndexChunk, Option<crate::datastore::Revision>), StoreError> {
         let key = Key::IndexChunk {
             pool: pool.cidr,
             chunk: c,
@@ -239,8 +240,7 @@ impl<S: Datastore> Ipam<S> {
                     "claim bitmap of {} slots where the pool's chunk has {len}",
                     v.value.claimed.len()
                 ),
-            }
-            .into()),
+            }),
             Some(v) => Ok((key, v.value, Some(v.revision))),
             None => Ok((key, IndexChunk::new(pool.cidr, c, len), None)),
         }
@@ -253,7 +253,7 @@ impl<S: Datastore> Ipam<S> {
         pools: &[Pool],
         block: &IpNetwork,
         claimed: bool,
-    ) -> Result<Vec<Write>, IpamError> {
+    ) -> Result<Vec<Write>, StoreError> {
         let Some((pool, slot)) = pools.iter().find_map(|p| p.slot_of(block).map(|s| (p, s))) else {
             return Ok(Vec::new());
         };
@@ -293,7 +293,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         pool: IpNetwork,
         change: impl FnOnce(&mut std::collections::BTreeSet<u64>),
-    ) -> Result<Write, IpamError> {
+    ) -> Result<Write, StoreError> {
         let key = Key::PoolIndex(pool);
         let (mut idx, rev) = match self.store.get_pool_index(&key)? {
             Some(v) => (v.value, Some(v.revision)),

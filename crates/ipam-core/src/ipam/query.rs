@@ -2,8 +2,8 @@
 
 use super::Ipam;
 use crate::cidr;
-use crate::datastore::{Datastore, Key, Range, StoreExt};
-use crate::error::IpamError;
+use crate::datastore::{Datastore, Key, Range, StoreError, StoreExt};
+
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -96,7 +96,7 @@ pub struct Utilisation {
 
 impl<S: Datastore> Ipam<S> {
     /// Who holds `ip`, if anyone.
-    pub fn allocation(&self, ip: IpAddr) -> Result<Option<Allocation>, IpamError> {
+    pub fn allocation(&self, ip: IpAddr) -> Result<Option<Allocation>, StoreError> {
         let pools = self.pools()?;
         let Some(c) = self.find_block_of(&pools, ip)? else {
             return Ok(None);
@@ -118,7 +118,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Every address held by `handle_id`, in block then address order.
-    pub fn addresses_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, IpamError> {
+    pub fn addresses_by_handle(&self, handle_id: &str) -> Result<Vec<IpAddr>, StoreError> {
         let Some(h) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
             return Ok(Vec::new());
         };
@@ -137,7 +137,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Every address held by `handle_id`, with its holder's attributes and sequence number.
-    pub fn allocations_of_handle(&self, handle_id: &str) -> Result<Vec<Allocation>, IpamError> {
+    pub fn allocations_of_handle(&self, handle_id: &str) -> Result<Vec<Allocation>, StoreError> {
         let Some(h) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
             return Ok(Vec::new());
         };
@@ -161,7 +161,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Ids of every handle whose id starts with `prefix`.
-    pub fn handle_ids(&self, prefix: &str) -> Result<Vec<String>, IpamError> {
+    pub fn handle_ids(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .store
             .list_handles(&Range::Handles)?
@@ -172,7 +172,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Utilisation per pool, block and node.
-    pub fn utilisation(&self) -> Result<Utilisation, IpamError> {
+    pub fn utilisation(&self) -> Result<Utilisation, StoreError> {
         let pools = self.pools()?;
         let mut u = Utilisation {
             pools: pools

@@ -2,8 +2,8 @@
 
 use super::Ipam;
 use crate::cidr::{self, Family};
-use crate::datastore::{Datastore, Key, Record, StoreExt, Versioned, Write};
-use crate::error::IpamError;
+use crate::datastore::{Datastore, Key, Record, StoreError, StoreExt, Versioned, Write};
+use crate::error::{Contention, ReleaseError};
 use crate::model::{Block, Pool};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
@@ -49,13 +49,13 @@ pub struct ReleaseOutcome {
     /// Not held by anyone (nothing to do).
     pub not_allocated: Vec<IpAddr>,
     /// Held, but the guard did not match: left alone.
-    pub refused: Vec<(IpAddr, IpamError)>,
+    pub refused: Vec<(IpAddr, ReleaseError)>,
 }
 
 impl<S: Datastore> Ipam<S> {
     /// Releases addresses. Each is checked against its guard; one commit per block updates the
     /// block and the handles together. Empty blocks with no affinity are deleted.
-    pub fn release_ips(&self, reqs: &[ReleaseRequest]) -> Result<ReleaseOutcome, IpamError> {
+    pub fn release_ips(&self, reqs: &[ReleaseRequest]) -> Result<ReleaseOutcome, ReleaseError> {
         let pools = self.pools()?;
         let mut out = ReleaseOutcome::default();
         let mut by_block: BTreeMap<crate::cidr::Cidr, Vec<&ReleaseRequest>> = BTreeMap::new();
@@ -67,7 +67,7 @@ impl<S: Datastore> Ipam<S> {
         }
         let cooldown = self.config()?.cooldown_ns();
         for (c, reqs) in by_block {
-            let part = self.retrying("release", || {
+            let part = self.retrying::<_, ReleaseError>("release", || {
                 let mut part = ReleaseOutcome::default();
                 let Some(vb) = self.store.get_block(&Key::Block(c.0))? else {
                     part.not_allocated = reqs.iter().map(|r| r.ip).collect();
@@ -90,7 +90,7 @@ impl<S: Datastore> Ipam<S> {
                         if *h != holder.handle_id {
                             part.refused.push((
                                 r.ip,
-                                IpamError::WrongHandle {
+                                ReleaseError::WrongHandle {
                                     ip: r.ip,
                                     expected: h.clone(),
                                     actual: holder.handle_id.clone(),
@@ -103,7 +103,7 @@ impl<S: Datastore> Ipam<S> {
                         if s != seq {
                             part.refused.push((
                                 r.ip,
-                                IpamError::StaleSequence {
+                                ReleaseError::StaleSequence {
                                     ip: r.ip,
                                     expected: s,
                                     actual: seq,
@@ -135,13 +135,13 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Releases one address; errors when it is not held or the guard does not match.
-    pub fn release_ip(&self, req: &ReleaseRequest) -> Result<(), IpamError> {
+    pub fn release_ip(&self, req: &ReleaseRequest) -> Result<(), ReleaseError> {
         let mut o = self.release_ips(std::slice::from_ref(req))?;
         if let Some((_, e)) = o.refused.pop() {
             return Err(e);
         }
         if !o.not_allocated.is_empty() {
-            return Err(IpamError::NotAllocated(req.ip));
+            return Err(ReleaseError::NotAllocated(req.ip));
         }
         Ok(())
     }
@@ -162,7 +162,7 @@ impl<S: Datastore> Ipam<S> {
     /// assert_eq!(ipam.release_by_handle("net.pod")?, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, IpamError> {
+    pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
         let pools = self.pools()?;
         let cooldown = self.config()?.cooldown_ns();
         let mut released = 0usize;
@@ -224,12 +224,13 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
-    fn check_attempts(&self, attempts: u32) -> Result<(), IpamError> {
+    fn check_attempts(&self, attempts: u32) -> Result<(), ReleaseError> {
         if attempts >= self.opts.max_retries {
-            Err(IpamError::ExcessiveContention {
+            Err(Contention {
                 operation: "release by handle",
                 attempts,
-            })
+            }
+            .into())
         } else {
             Ok(())
         }
@@ -242,7 +243,7 @@ impl<S: Datastore> Ipam<S> {
         pools: &[Pool],
         read: Versioned<Block>,
         mut block: Block,
-    ) -> Result<Vec<Write>, IpamError> {
+    ) -> Result<Vec<Write>, StoreError> {
         if block.is_unused() && block.affinity.is_none() {
             let mut w = vec![Write::Delete {
                 key: Key::Block(block.cidr),
@@ -260,7 +261,12 @@ impl<S: Datastore> Ipam<S> {
 
     /// Writes that take `n` addresses in `block` off a handle (deleting it at zero). Nothing
     /// if the handle is missing (an inconsistency `audit` reports).
-    fn handle_remove(&self, id: &str, block: IpNetwork, n: u32) -> Result<Vec<Write>, IpamError> {
+    fn handle_remove(
+        &self,
+        id: &str,
+        block: IpNetwork,
+        n: u32,
+    ) -> Result<Vec<Write>, ReleaseError> {
         let Some(vh) = self.store.get_handle(&Key::Handle(id.to_string()))? else {
             return Ok(Vec::new());
         };
@@ -285,7 +291,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         pools: &[Pool],
         ip: IpAddr,
-    ) -> Result<Option<IpNetwork>, IpamError> {
+    ) -> Result<Option<IpNetwork>, StoreError> {
         if let Some(c) = pools.iter().find_map(|p| p.block_for(ip)) {
             return Ok(Some(c));
         }
