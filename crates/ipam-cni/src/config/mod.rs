@@ -7,7 +7,7 @@
 //! documented in docs/cni-config.md.
 //!
 //! Two steps: serde reads the keys into the types of [`raw`] (which keys exist, of what JSON
-//! type, with the failing key's path in the error), then `from_raw` applies defaults and the
+//! type, with the failing key's path in the error), then `PluginConfig::try_from` applies defaults and the
 //! rules between keys and parses addresses and CIDRs. The JSON is decoded once per call.
 
 use crate::env::Command;
@@ -20,8 +20,12 @@ use serde_json::Value;
 
 mod raw;
 
-/// The keys as written, read from the JSON by serde (see [`raw`]).
-struct RawConfig {
+/// The keys as written, read from the JSON by serde (see [`raw`]), with the version the call
+/// speaks; `PluginConfig::try_from` validates it.
+pub struct RawConfig {
+    cni_version: String,
+    version: SpecVersion,
+    command: Command,
     top: raw::Top,
     shared_top: raw::Shared,
     ipam: raw::Ipam,
@@ -209,6 +213,9 @@ impl PluginConfig {
         };
         let whole = &v;
         let raw = RawConfig {
+            cni_version,
+            version,
+            command,
             top: raw::read(whole, "").map_err(CniError::config)?,
             shared_top: raw::read(whole, "").map_err(CniError::config)?,
             ipam: ipam_value
@@ -222,17 +229,19 @@ impl PluginConfig {
                 .map_err(CniError::config)?
                 .unwrap_or_default(),
         };
-        PluginConfig::from_raw(cni_version, version, command, raw)
+        PluginConfig::try_from(raw)
     }
+}
 
-    /// The validated config from the keys as written.
-    fn from_raw(
-        cni_version: String,
-        version: SpecVersion,
-        command: Command,
-        raw: RawConfig,
-    ) -> Result<PluginConfig, CniError> {
+impl TryFrom<RawConfig> for PluginConfig {
+    type Error = CniError;
+
+    /// Defaults, the rules between keys, addresses and CIDRs parsed.
+    fn try_from(raw: RawConfig) -> Result<PluginConfig, CniError> {
         let RawConfig {
+            cni_version,
+            version,
+            command,
             top,
             shared_top,
             ipam,
@@ -473,7 +482,9 @@ impl PluginConfig {
             valid_attachments,
         })
     }
+}
 
+impl PluginConfig {
     /// Parses a network config file as an operator has it: a single network config, or a
     /// conflist (`plugins: [...]`), whose plugin with an `ipam` section of type
     /// `calico-ipam` (else the first with any `ipam` section) is read with the list's `name`
