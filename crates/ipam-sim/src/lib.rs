@@ -5,12 +5,21 @@
 //! The simulation keeps its own record of which pod holds which address and checks the store
 //! against it: an address handed out twice is a duplicate, an address the store holds that no
 //! live pod owns is a leak, and the store's invariants are audited at the end.
+//!
+//! With `workers > 1` the nodes are shared out among that many threads, each with its own
+//! engine on the one store, as node services are: requests of different nodes race in the
+//! store (compare-and-swap conflicts, retries) instead of taking turns. Each worker has its own
+//! seed and clock, so such a run is not repeatable in its details; duplicates are counted
+//! across all workers' pods.
 
 use ipam_core::{AssignError, AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The simulated clock's start (ns since the epoch).
+const START_NS: u64 = 1_700_000_000_000_000_000;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -29,6 +38,8 @@ pub struct SimConfig {
     pub pool: ipnetwork::IpNetwork,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Threads driving the nodes, each with its own engine (1: one engine, repeatable).
+    pub workers: usize,
 }
 
 /// What a run found.
@@ -74,7 +85,7 @@ impl Report {
         let (mn, mean, mx) = self.blocks_per_node;
         format!(
             "| metric | value |\n|---|---|\n\
-             | configuration | {} nodes x {} pods, {} rounds, {}% pod churn, {} nodes replaced per round, pool {}, seed {} |\n\
+             | configuration | {} nodes x {} pods, {} rounds, {}% pod churn, {} nodes replaced per round, pool {}, seed {}, {} worker(s) |\n\
              | pods live at the end | {} on {} nodes |\n\
              | IPAM operations | {} |\n\
              | operations per second | {:.0} |\n\
@@ -88,7 +99,7 @@ impl Report {
              | mean block fill | {:.1}% |\n\
              | fragmentation (claimed but unused) | {:.1}% |\n\
              | borrowed addresses | {} |\n",
-            cfg.nodes, cfg.pods_per_node, cfg.rounds, cfg.churn_pct, cfg.node_churn, cfg.pool, cfg.seed,
+            cfg.nodes, cfg.pods_per_node, cfg.rounds, cfg.churn_pct, cfg.node_churn, cfg.pool, cfg.seed, cfg.workers.max(1),
             self.pods, self.nodes, self.operations,
             self.operations as f64 / self.wall.as_secs_f64().max(1e-9),
             self.wall.as_secs_f64(), self.duplicates, self.leaked, self.problems, self.exhausted,
@@ -124,12 +135,14 @@ struct Sim<S: Datastore> {
     nodes: Vec<String>,
     next_pod: u64,
     next_node: u64,
+    /// Prefix of this driver's node and pod names (unique among workers).
+    prefix: String,
     report: Report,
 }
 
 impl<S: Datastore> Sim<S> {
     fn start_pod(&mut self, node: &str) -> Result<(), IpamError> {
-        let pod = format!("pod-{}", self.next_pod);
+        let pod = format!("{}pod-{}", self.prefix, self.next_pod);
         self.next_pod += 1;
         self.report.operations += 1;
         self.clock.advance(1_000_000);
@@ -166,103 +179,166 @@ impl<S: Datastore> Sim<S> {
         Ok(())
     }
 
+    fn new(ipam: Ipam<S>, clock: Arc<ManualClock>, seed: u64, prefix: String) -> Self {
+        Sim {
+            ipam,
+            clock,
+            rng: Rng(seed | 1),
+            pods: BTreeMap::new(),
+            owners: HashMap::new(),
+            nodes: Vec::new(),
+            next_pod: 0,
+            next_node: 0,
+            prefix,
+            report: Report::default(),
+        }
+    }
+
+    /// Starts `nodes` nodes with their pods, then the rounds of churn, replacing `node_churn`
+    /// of this driver's nodes per round.
+    fn drive(&mut self, nodes: usize, node_churn: usize, cfg: &SimConfig) -> Result<(), IpamError> {
+        for _ in 0..nodes {
+            let n = self.add_node();
+            for _ in 0..cfg.pods_per_node {
+                self.start_pod(&n)?;
+            }
+        }
+        for _ in 0..cfg.rounds {
+            // Replace nodes: their pods go, the node is removed, a new node starts as many pods.
+            for _ in 0..node_churn.min(self.nodes.len()) {
+                let i = self.rng.below(self.nodes.len());
+                let gone = self.nodes.swap_remove(i);
+                let pods: Vec<String> = self
+                    .pods
+                    .iter()
+                    .filter(|(_, (n, _))| *n == gone)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for p in &pods {
+                    self.stop_pod(p)?;
+                }
+                self.report.operations += 1;
+                self.ipam.remove_node(&gone, false)?;
+                let n = self.add_node();
+                for _ in 0..pods.len() {
+                    self.start_pod(&n)?;
+                }
+            }
+            if self.nodes.is_empty() {
+                continue;
+            }
+            // Pod churn: some pods stop, as many start on random nodes.
+            let k = self.pods.len() * cfg.churn_pct / 100;
+            let mut all: Vec<String> = self.pods.keys().cloned().collect();
+            for _ in 0..k {
+                let i = self.rng.below(all.len());
+                let p = all.swap_remove(i);
+                self.stop_pod(&p)?;
+            }
+            for _ in 0..k {
+                let n = self.nodes[self.rng.below(self.nodes.len())].clone();
+                self.start_pod(&n)?;
+            }
+            // Let emptied blocks age past the reclaim grace period.
+            self.clock.advance(120_000_000_000);
+        }
+        Ok(())
+    }
+
     fn add_node(&mut self) -> String {
-        let n = format!("node-{}", self.next_node);
+        let n = format!("{}node-{}", self.prefix, self.next_node);
         self.next_node += 1;
         self.nodes.push(n.clone());
         n
     }
 }
 
-/// Runs a simulation on `store`.
+/// Runs a simulation on `store` (its `workers` threads share it).
 pub fn run<S: Datastore>(store: S, cfg: &SimConfig) -> Result<Report, IpamError> {
     let started = Instant::now();
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
-    let ipam = Ipam::with_options(
-        store,
-        clock.clone(),
-        ipam_core::IpamOptions {
-            seed: cfg.seed,
-            ..Default::default()
-        },
-    );
-    ipam.create_pool(Pool::new("sim", cfg.pool)?)?;
-    let mut sim = Sim {
-        ipam,
-        clock,
-        rng: Rng(cfg.seed | 1),
-        pods: BTreeMap::new(),
-        owners: HashMap::new(),
-        nodes: Vec::new(),
-        next_pod: 0,
-        next_node: 0,
-        report: Report::default(),
+    let store = Arc::new(store);
+    let engine = |clock: Arc<ManualClock>, seed: u64| {
+        Ipam::with_options(
+            store.clone(),
+            clock,
+            ipam_core::IpamOptions {
+                seed,
+                ..Default::default()
+            },
+        )
     };
-    for _ in 0..cfg.nodes {
-        let n = sim.add_node();
-        for _ in 0..cfg.pods_per_node {
-            sim.start_pod(&n)?;
-        }
-    }
-    for _ in 0..cfg.rounds {
-        // Replace nodes: their pods go, the node is removed, a new node starts as many pods.
-        for _ in 0..cfg.node_churn.min(sim.nodes.len()) {
-            let i = sim.rng.below(sim.nodes.len());
-            let gone = sim.nodes.swap_remove(i);
-            let pods: Vec<String> = sim
-                .pods
-                .iter()
-                .filter(|(_, (n, _))| *n == gone)
-                .map(|(p, _)| p.clone())
+    let clock = Arc::new(ManualClock::new(START_NS));
+    let checker = engine(clock.clone(), cfg.seed);
+    checker.create_pool(Pool::new("sim", cfg.pool)?)?;
+    let workers = cfg.workers.max(1);
+    let sims: Vec<Sim<Arc<S>>> = if workers == 1 {
+        let mut sim = Sim::new(checker, clock, cfg.seed, String::new());
+        sim.drive(cfg.nodes, cfg.node_churn, cfg)?;
+        vec![sim]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    // Worker w drives every workers-th node and its share of the node churn.
+                    let nodes = cfg.nodes / workers + usize::from(w < cfg.nodes % workers);
+                    let churn =
+                        cfg.node_churn / workers + usize::from(w < cfg.node_churn % workers);
+                    let seed = cfg.seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let clock = Arc::new(ManualClock::new(START_NS));
+                    let ipam = engine(clock.clone(), seed);
+                    scope.spawn(move || {
+                        let mut sim = Sim::new(ipam, clock, seed, format!("w{w}-"));
+                        sim.drive(nodes, churn, cfg).map(|()| sim)
+                    })
+                })
                 .collect();
-            for p in &pods {
-                sim.stop_pod(p)?;
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a simulation worker panicked"))
+                .collect::<Result<Vec<_>, IpamError>>()
+        })?
+    };
+    let mut r = Report::default();
+    let mut owners: HashMap<IpAddr, &str> = HashMap::new();
+    for sim in &sims {
+        r.operations += sim.report.operations;
+        r.exhausted += sim.report.exhausted;
+        r.duplicates += sim.report.duplicates;
+        for (pod, (_, ip)) in &sim.pods {
+            if owners.insert(*ip, pod).is_some() && sims.len() > 1 {
+                // Within one driver a duplicate was counted when it was handed out.
+                r.duplicates += 1;
             }
-            sim.report.operations += 1;
-            sim.ipam.remove_node(&gone, false)?;
-            let n = sim.add_node();
-            for _ in 0..pods.len() {
-                sim.start_pod(&n)?;
-            }
         }
-        // Pod churn: some pods stop, as many start on random nodes.
-        let k = sim.pods.len() * cfg.churn_pct / 100;
-        let mut all: Vec<String> = sim.pods.keys().cloned().collect();
-        for _ in 0..k {
-            let i = sim.rng.below(all.len());
-            let p = all.swap_remove(i);
-            sim.stop_pod(&p)?;
-        }
-        for _ in 0..k {
-            let n = sim.nodes[sim.rng.below(sim.nodes.len())].clone();
-            sim.start_pod(&n)?;
-        }
-        // Let emptied blocks age past the reclaim grace period.
-        sim.clock.advance(120_000_000_000);
     }
-    let mut r = sim.report;
+    let pods: BTreeMap<&String, IpAddr> = sims
+        .iter()
+        .flat_map(|s| s.pods.iter().map(|(p, (_, ip))| (p, *ip)))
+        .collect();
+    let nodes: Vec<&String> = sims.iter().flat_map(|s| &s.nodes).collect();
     r.wall = started.elapsed();
-    r.pods = sim.pods.len();
-    r.nodes = sim.nodes.len();
-    let u = sim.ipam.utilisation()?;
+    r.pods = pods.len();
+    r.nodes = nodes.len();
+    // A fresh engine reads what the drivers left.
+    let ipam = engine(Arc::new(ManualClock::new(START_NS)), cfg.seed);
+    let u = ipam.utilisation()?;
     let held: u64 = u.blocks.iter().map(|b| u64::from(b.in_use)).sum();
     let mut lost = 0u64;
-    for (pod, (_, ip)) in &sim.pods {
-        match sim.ipam.allocation(*ip)? {
+    for (pod, ip) in &pods {
+        match ipam.allocation(*ip)? {
             Some(a) if a.handle_id == format!("sim.{pod}") => {}
             _ => lost += 1,
         }
     }
-    r.leaked = held.saturating_sub(sim.pods.len() as u64) + lost;
-    r.problems = sim.ipam.audit()?.len();
+    r.leaked = held.saturating_sub(pods.len() as u64) + lost;
+    r.problems = ipam.audit()?.len();
     r.blocks = u.blocks.len();
-    let per_node: Vec<usize> = sim
-        .nodes
+    let per_node: Vec<usize> = nodes
         .iter()
         .map(|n| {
             u.nodes
                 .iter()
-                .find(|x| &x.node == n)
+                .find(|x| &x.node == *n)
                 .map_or(0, |x| x.blocks.len())
         })
         .collect();

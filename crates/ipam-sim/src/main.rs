@@ -29,6 +29,10 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Threads driving the nodes, each with its own engine on the one store, as node services
+    /// are (1: one engine, a repeatable run).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Run on a sled store in this directory instead of memory.
     #[cfg_attr(feature = "etcd", arg(long, conflicts_with = "etcd_endpoints"))]
     #[cfg_attr(not(feature = "etcd"), arg(long))]
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         node_churn: a.node_churn,
         pool: a.pool,
         seed: a.seed,
+        workers: a.workers,
     };
     #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
     let mut spec = match &a.sled {

@@ -14,6 +14,7 @@ fn cfg() -> SimConfig {
         node_churn: 3,
         pool: "10.0.0.0/18".parse().unwrap(),
         seed: 7,
+        workers: 1,
     }
 }
 
@@ -43,6 +44,20 @@ fn small_cluster_on_sled_has_no_duplicate_or_leak() {
     )
     .unwrap();
     assert!(r.clean(), "{r:?}");
+}
+
+#[test]
+fn racing_workers_on_one_store_have_no_duplicate_or_leak() {
+    let mut c = cfg();
+    c.workers = 4;
+    // A pool of 64 blocks for 2,800 pods: the workers' nodes claim, borrow and reclaim blocks
+    // against each other.
+    c.pool = "10.0.0.0/20".parse().unwrap();
+    let r = run(MemoryStore::new(), &c).unwrap();
+    assert!(r.clean(), "{r:?}");
+    assert_eq!(r.pods, 40 * 70);
+    assert_eq!(r.nodes, 40);
+    assert!(r.borrowed > 0, "{r:?}");
 }
 
 #[test]
