@@ -31,6 +31,13 @@ use std::time::{Duration, Instant};
 /// default (`--max-txn-ops`).
 const READS_PER_TXN: usize = 64;
 
+/// Keys per page of a range read.
+const RANGE_PAGE: i64 = 128;
+
+/// The largest answer a page may be: etcd keeps values under 1.5 MiB by default
+/// (`--max-request-bytes`), so a page of [`RANGE_PAGE`] values fits, with room for keys.
+const MAX_PAGE_BYTES: usize = 128 * (3 << 19) + (4 << 20);
+
 /// How to reach etcd.
 #[derive(Clone, Debug)]
 pub struct EtcdOptions {
@@ -197,17 +204,39 @@ impl EtcdStore {
         }
     }
 
+    /// The records in `range`, read in pages of [`RANGE_PAGE`] keys at the revision of the
+    /// first page (one snapshot): a whole range in one answer can exceed any answer limit (a
+    /// thousand nodes' blocks pass the client's default 4 MiB), and a page of at most
+    /// [`RANGE_PAGE`] values is bounded by etcd's own value limit.
     fn range(&self, range: &Range) -> Result<Vec<etcd_client::KeyValue>, StoreError> {
         let (start, end) = keys::bounds(range);
-        let (s, e) = (self.full_key(&start), self.full_key(&end));
-        let resp = self.retry(false, |mut c| {
-            let (s, e) = (s.clone(), e.clone());
-            async move {
-                c.get(s, Some(GetOptions::new().with_range(e).with_serializable()))
-                    .await
+        let (mut from, end) = (self.full_key(&start), self.full_key(&end));
+        let mut revision = 0; // the first page reads the latest; the rest read the same
+        let mut out = Vec::new();
+        loop {
+            let resp = self.retry(false, |c| {
+                let (s, e) = (from.clone(), end.clone());
+                let opts = GetOptions::new()
+                    .with_range(e)
+                    .with_limit(RANGE_PAGE)
+                    .with_revision(revision)
+                    .with_serializable();
+                let mut kv = c.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
+                async move { kv.get(s, Some(opts)).await }
+            })?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
             }
-        })?;
-        Ok(resp.kvs().to_vec())
+            let kvs = resp.kvs();
+            out.extend_from_slice(kvs);
+            match kvs.last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0); // the next key after `last`
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 }
 

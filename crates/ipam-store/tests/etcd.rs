@@ -105,3 +105,55 @@ fn unreachable_etcd_fails_within_the_budget() {
     let _ = StoreError::Rejected(String::new());
     let _: Option<&dyn Datastore> = None;
 }
+
+#[test]
+fn a_range_larger_than_one_grpc_answer_is_listed_whole() {
+    use ipam_core::{AllocAttrs, Block, HostReserved, Range, Record, Write};
+    use std::collections::BTreeMap;
+    let Some(ep) = endpoint() else { return };
+    let s = store(&ep);
+    // 48 blocks of 64 addresses, each address with 1.5 KB of its own attributes: about 4.7 MB
+    // in one range, over the client's 4 MiB answer limit.
+    let blocks = 48u32;
+    for i in 0..blocks {
+        let cidr = format!("10.250.{}.{}/26", i / 4, (i % 4) * 64)
+            .parse()
+            .unwrap();
+        let mut b = Block::new(cidr, Some("n1".into()), HostReserved::default(), 1).unwrap();
+        for a in 0..64 {
+            let attrs = Arc::new(AllocAttrs {
+                handle_id: format!("h-{i}-{a}"),
+                attrs: BTreeMap::from([("note".to_string(), format!("{a:04}").repeat(375))]),
+            });
+            assert_eq!(b.allocate(1, &attrs).len(), 1);
+        }
+        s.commit(vec![Write::Create(Record::Block(b))]).unwrap();
+    }
+    // And 300 small empty blocks after them, so the range takes several pages.
+    for chunk in 0..3u32 {
+        let writes = (0..100u32)
+            .map(|j| {
+                let n = chunk * 100 + j;
+                let cidr = format!("10.251.{}.{}/26", n / 4, (n % 4) * 64)
+                    .parse()
+                    .unwrap();
+                let b = Block::new(cidr, None, HostReserved::default(), 1).unwrap();
+                Write::Create(Record::Block(b))
+            })
+            .collect();
+        s.commit(writes).unwrap();
+    }
+    let listed = s.list(&Range::Blocks).unwrap();
+    assert_eq!(listed.len(), blocks as usize + 300);
+    let mut cidrs: Vec<_> = listed.iter().map(|v| v.value.key().to_string()).collect();
+    cidrs.dedup();
+    assert_eq!(cidrs.len(), blocks as usize + 300, "no block twice");
+    let held: u32 = listed
+        .iter()
+        .map(|v| match &v.value {
+            Record::Block(b) => b.used_count(),
+            other => panic!("not a block: {other:?}"),
+        })
+        .sum();
+    assert_eq!(held, 64 * blocks);
+}
