@@ -38,6 +38,10 @@ const RANGE_PAGE: i64 = 128;
 /// (`--max-request-bytes`), so a page of [`RANGE_PAGE`] values fits, with room for keys.
 const MAX_PAGE_BYTES: usize = 128 * (3 << 19) + (4 << 20);
 
+/// The largest answer of a batched read, which lists whole ranges in one snapshot: protobuf's
+/// own limit (2 GiB; at a few KiB per block, hundreds of thousands of blocks).
+const MAX_SNAPSHOT_BYTES: usize = 0x7fff_ffff;
+
 /// How to reach etcd.
 #[derive(Clone, Debug)]
 pub struct EtcdOptions {
@@ -296,9 +300,11 @@ impl Datastore for EtcdStore {
                     }
                 })
                 .collect();
-            let resp = self.retry(false, |mut c| {
+            let resp = self.retry(false, |c| {
                 let txn = Txn::new().and_then(ops.clone());
-                async move { c.txn(txn).await }
+                // One snapshot of whole ranges (an export lists every block): no page limit.
+                let mut kv = c.kv_client().max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+                async move { kv.txn(txn).await }
             })?;
             let answers = resp.op_responses();
             if answers.len() != batch.len() {
