@@ -114,24 +114,6 @@ pub enum AssignError {
     Undo(#[from] ReleaseError),
 }
 
-impl AssignError {
-    /// True for failures a caller may retry later (store unreachable, contention).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AssignError::Store(StoreError::Unavailable { .. })
-            | AssignError::ExcessiveContention(_) => true,
-            AssignError::Undo(e) => e.is_transient(),
-            _ => false,
-        }
-    }
-}
-
-impl Retryable for AssignError {
-    fn is_conflict(&self) -> bool {
-        matches!(self, AssignError::Store(StoreError::Conflict { .. }))
-    }
-}
-
 /// Why a release (by address or by handle) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -173,23 +155,6 @@ pub enum ReleaseError {
     InvalidArgument(String),
 }
 
-impl ReleaseError {
-    /// True for failures a caller may retry later (store unreachable, contention).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ReleaseError::Store(StoreError::Unavailable { .. })
-                | ReleaseError::ExcessiveContention(_)
-        )
-    }
-}
-
-impl Retryable for ReleaseError {
-    fn is_conflict(&self) -> bool {
-        matches!(self, ReleaseError::Store(StoreError::Conflict { .. }))
-    }
-}
-
 /// Why claiming or releasing block affinities (or removing a node) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -226,24 +191,6 @@ pub enum AffinityError {
     /// Releasing the addresses of a removed node failed.
     #[error(transparent)]
     Release(#[from] ReleaseError),
-}
-
-impl AffinityError {
-    /// True for failures a caller may retry later (store unreachable, contention).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AffinityError::Store(StoreError::Unavailable { .. })
-            | AffinityError::ExcessiveContention(_) => true,
-            AffinityError::Release(e) => e.is_transient(),
-            _ => false,
-        }
-    }
-}
-
-impl Retryable for AffinityError {
-    fn is_conflict(&self) -> bool {
-        matches!(self, AffinityError::Store(StoreError::Conflict { .. }))
-    }
 }
 
 /// Why an administrative operation (configuration, pools, nodes, reservations, endpoints,
@@ -307,23 +254,34 @@ pub enum AdminError {
     Affinity(#[from] AffinityError),
 }
 
-impl AdminError {
-    /// True for failures a caller may retry later (store unreachable, contention).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AdminError::Store(StoreError::Unavailable { .. })
-            | AdminError::ExcessiveContention(_) => true,
-            AdminError::Affinity(e) => e.is_transient(),
-            _ => false,
+/// `is_transient` and the retry loop's conflict test of a family: a store that could not be
+/// reached or a lost race is transient, and so is a wrapped family's transient failure.
+macro_rules! cas_family {
+    ($name:ident $(, $wrapped:ident)?) => {
+        impl $name {
+            /// True for failures a caller may retry later (store unreachable, contention).
+            pub fn is_transient(&self) -> bool {
+                match self {
+                    $name::Store(StoreError::Unavailable { .. }) | $name::ExcessiveContention(_) => {
+                        true
+                    }
+                    $($name::$wrapped(e) => e.is_transient(),)?
+                    _ => false,
+                }
+            }
         }
-    }
-}
 
-impl Retryable for AdminError {
-    fn is_conflict(&self) -> bool {
-        matches!(self, AdminError::Store(StoreError::Conflict { .. }))
-    }
+        impl Retryable for $name {
+            fn is_conflict(&self) -> bool {
+                matches!(self, $name::Store(StoreError::Conflict { .. }))
+            }
+        }
+    };
 }
+cas_family!(AssignError, Undo);
+cas_family!(ReleaseError);
+cas_family!(AffinityError, Release);
+cas_family!(AdminError, Affinity);
 
 /// Any IPAM failure: the error of whichever operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
