@@ -185,10 +185,14 @@ impl<S: Datastore> Ipam<S> {
     pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<AutoAssignResult, AssignError> {
         validate_handle_id(&args.handle_id).map_err(AssignError::InvalidArgument)?;
         validate_node_name(&args.node).map_err(AssignError::InvalidArgument)?;
-        let lock = self.node_lock(&args.node);
-        let _serial = lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.auto_assign_batched(args)
+    }
+
+    /// One request on its own; the caller holds the node's lane (see `batch`).
+    pub(super) fn assign_serial(
+        &self,
+        args: &AutoAssignArgs,
+    ) -> Result<AutoAssignResult, AssignError> {
         let ctx = self.context(args)?;
         let mut result = AutoAssignResult::default();
         let dual = args.num_v4 > 0 && args.num_v6 > 0;
@@ -396,55 +400,14 @@ impl<S: Datastore> Ipam<S> {
         family: Family,
         requested: &[PoolRef],
     ) -> Result<Vec<&'c Pool>, AssignError> {
-        let use_ = ctx.args.intended_use;
-        if !requested.is_empty() {
-            let mut out = Vec::new();
-            for r in requested {
-                let pool = ctx
-                    .pools
-                    .iter()
-                    .find(|p| r.matches(p))
-                    .ok_or_else(|| AssignError::UnknownPool(r.to_string()))?;
-                if pool.disabled {
-                    return Err(AssignError::PoolDisabled(pool.name.clone()));
-                }
-                if pool.family() != family {
-                    return Err(AssignError::PoolMismatch {
-                        pool: pool.name.clone(),
-                        why: format!("it is not an {family} pool"),
-                    });
-                }
-                if !pool.allows(use_) {
-                    return Err(AssignError::PoolMismatch {
-                        pool: pool.name.clone(),
-                        why: format!("it does not allow {use_:?} addresses"),
-                    });
-                }
-                if !out.iter().any(|p: &&Pool| p.name == pool.name) {
-                    out.push(pool);
-                }
-            }
-            return Ok(out);
-        }
-        let out: Vec<&Pool> = ctx
-            .pools
-            .iter()
-            .filter(|p| {
-                !p.disabled
-                    && p.family() == family
-                    && p.assignment_mode == AssignmentMode::Automatic
-                    && p.allows(use_)
-                    && p.node_selector.matches(&ctx.labels)
-            })
-            .collect();
-        if out.is_empty() {
-            return Err(AssignError::NoPools {
-                family,
-                node: ctx.args.node.clone(),
-                use_: format!("{use_:?}"),
-            });
-        }
-        Ok(out)
+        candidate_pools(
+            &ctx.pools,
+            &ctx.labels,
+            &ctx.args.node,
+            ctx.args.intended_use,
+            family,
+            requested,
+        )
     }
 
     fn assign_family(
@@ -620,7 +583,7 @@ impl<S: Datastore> Ipam<S> {
 
     /// The write that adds `n` addresses in `block` to a handle (creating it if needed), from
     /// the handle as `known` (already read, `Some(None)` when absent) or as read now.
-    fn handle_add(
+    pub(super) fn handle_add(
         &self,
         id: &str,
         block: IpNetwork,
@@ -949,4 +912,63 @@ impl<S: Datastore> Ipam<S> {
             })
         })
     }
+}
+
+/// The pools a request of `family` may take addresses from, in order: the requested ones
+/// (each must exist, be enabled, of the family and allow `use_`), else every enabled automatic
+/// pool of the family that allows `use_` and selects the node's `labels`.
+pub(super) fn candidate_pools<'c>(
+    pools: &'c [Pool],
+    labels: &BTreeMap<String, String>,
+    node: &str,
+    use_: AllowedUse,
+    family: Family,
+    requested: &[PoolRef],
+) -> Result<Vec<&'c Pool>, AssignError> {
+    if !requested.is_empty() {
+        let mut out = Vec::new();
+        for r in requested {
+            let pool = pools
+                .iter()
+                .find(|p| r.matches(p))
+                .ok_or_else(|| AssignError::UnknownPool(r.to_string()))?;
+            if pool.disabled {
+                return Err(AssignError::PoolDisabled(pool.name.clone()));
+            }
+            if pool.family() != family {
+                return Err(AssignError::PoolMismatch {
+                    pool: pool.name.clone(),
+                    why: format!("it is not an {family} pool"),
+                });
+            }
+            if !pool.allows(use_) {
+                return Err(AssignError::PoolMismatch {
+                    pool: pool.name.clone(),
+                    why: format!("it does not allow {use_:?} addresses"),
+                });
+            }
+            if !out.iter().any(|p: &&Pool| p.name == pool.name) {
+                out.push(pool);
+            }
+        }
+        return Ok(out);
+    }
+    let out: Vec<&Pool> = pools
+        .iter()
+        .filter(|p| {
+            !p.disabled
+                && p.family() == family
+                && p.assignment_mode == AssignmentMode::Automatic
+                && p.allows(use_)
+                && p.node_selector.matches(labels)
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(AssignError::NoPools {
+            family,
+            node: node.to_string(),
+            use_: format!("{use_:?}"),
+        });
+    }
+    Ok(out)
 }

@@ -11,6 +11,7 @@
 mod admin;
 mod affinity;
 mod assign;
+mod batch;
 mod dump;
 mod endpoint;
 mod query;
@@ -59,13 +60,15 @@ impl Default for IpamOptions {
 ///
 /// Assignments for one node made through one engine are serialised: they would all write the
 /// same block, so letting them race only turns into lost compare-and-swaps and retries (a node
-/// service runs one engine for its node). Different nodes, and other processes, still proceed
-/// in parallel and are kept apart by the compare-and-swap commits.
+/// service runs one engine for its node). Requests that arrive while one runs are served
+/// together, with one read and one commit where the node's block holds them all (group commit,
+/// see `batch.rs`). Different nodes, and other processes, still proceed in parallel and are
+/// kept apart by the compare-and-swap commits.
 pub struct Ipam<S> {
     store: S,
     clock: Arc<dyn Clock>,
     opts: IpamOptions,
-    node_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,
+    node_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<batch::Lane>>>,
     /// The block each node last assigned from: tried first, so a node with many full blocks
     /// does not read them all on every request. Only a hint; the store decides.
     last_block: std::sync::Mutex<std::collections::HashMap<String, IpNetwork>>,
@@ -85,7 +88,7 @@ impl<S: Datastore> Ipam<S> {
             store,
             clock,
             opts,
-            node_locks: Default::default(),
+            node_lanes: Default::default(),
             last_block: Default::default(),
             conflicts: Default::default(),
         }
@@ -114,16 +117,19 @@ impl<S: Datastore> Ipam<S> {
         m.insert(node.to_string(), block);
     }
 
-    /// The lock serialising this engine's assignments for `node`.
-    fn node_lock(&self, node: &str) -> Arc<std::sync::Mutex<()>> {
+    /// The lane serialising (and batching) this engine's assignments for `node`.
+    fn node_lane(&self, node: &str) -> Arc<batch::Lane> {
         let mut m = self
-            .node_locks
+            .node_lanes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if m.len() > 4096 {
             // A cluster simulation drives thousands of nodes through one engine; forget idle
-            // locks rather than grow without bound.
+            // lanes rather than grow without bound.
             m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        if let Some(l) = m.get(node) {
+            return l.clone(); // the usual case: no key to allocate
         }
         m.entry(node.to_string()).or_default().clone()
     }

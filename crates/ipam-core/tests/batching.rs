@@ -1,0 +1,340 @@
+//! Group commit of one node's concurrent auto-assignments: requests that queue while one runs
+//! are served with one read and one commit when the node's block holds them, the rest one by
+//! one; a lost race or an outage on the shared commit never hands out an address twice, loses
+//! one, or answers a request whose write did not happen.
+
+mod common;
+
+use common::*;
+use ipam_core::{
+    audit, AssignError, AutoAssignArgs, AutoAssignResult, Datastore, Ipam, Key, ManualClock, Pool,
+    PoolRef, Range, Read, Record, Revision, StoreError, Versioned, Write,
+};
+use ipam_store::{Fault, FaultyStore, MemoryStore};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A store whose commits wait while the gate is closed, counting commits and waiters.
+struct Gated<S> {
+    inner: S,
+    closed: AtomicBool,
+    waiting: AtomicUsize,
+    commits: AtomicUsize,
+}
+
+impl<S: Datastore> Datastore for Gated<S> {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        self.inner.list(range)
+    }
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        self.inner.read(reads)
+    }
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while self.closed.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit(writes)
+    }
+}
+
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+type Store = Arc<Gated<FaultyStore<MemoryStore>>>;
+
+/// An engine on a gated, fault-injecting store with `pools` (name, cidr, block size), and one
+/// address already taken for node `n1` (so the engine knows n1's block).
+fn engine(pools: &[(&str, &str, u8)]) -> (Arc<Ipam<Store>>, Store) {
+    let store = Arc::new(Gated {
+        inner: FaultyStore::new(MemoryStore::new(), 11),
+        closed: AtomicBool::new(false),
+        waiting: AtomicUsize::new(0),
+        commits: AtomicUsize::new(0),
+    });
+    let ipam = Arc::new(Ipam::new(store.clone(), Arc::new(ManualClock::new(T0))));
+    for (name, cidr, bs) in pools {
+        ipam.create_pool(Pool::with_block_size(name, net(cidr), *bs).unwrap())
+            .unwrap();
+    }
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "first", 1))
+        .unwrap();
+    (ipam, store)
+}
+
+/// Holds the store's commits, runs `lead` until its commit waits, then queues `burst` behind
+/// it and opens the gate. Returns the lead's outcome, then the burst's, in order, and the
+/// number of commits made from the gate's closing on.
+fn burst(
+    ipam: &Arc<Ipam<Store>>,
+    store: &Store,
+    lead: AutoAssignArgs,
+    burst: Vec<AutoAssignArgs>,
+) -> (Vec<Result<AutoAssignResult, AssignError>>, usize) {
+    store.closed.store(true, Ordering::SeqCst);
+    let before = store.commits.load(Ordering::SeqCst);
+    let n = burst.len();
+    let mut threads = Vec::new();
+    let i = ipam.clone();
+    threads.push(std::thread::spawn(move || i.auto_assign(&lead)));
+    wait_for("the lead's commit", || {
+        store.waiting.load(Ordering::SeqCst) == 1
+    });
+    for args in burst {
+        let i = ipam.clone();
+        threads.push(std::thread::spawn(move || i.auto_assign(&args)));
+    }
+    wait_for("the burst to queue", || ipam.queued_assignments("n1") == n);
+    store.closed.store(false, Ordering::SeqCst);
+    let out = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (out, store.commits.load(Ordering::SeqCst) - before)
+}
+
+fn ips(r: &AutoAssignResult) -> Vec<std::net::IpAddr> {
+    r.v4.ips.iter().chain(&r.v6.ips).map(|a| a.ip).collect()
+}
+
+/// Every outcome's addresses are distinct, held by its handle and by nothing else, and the
+/// store is consistent.
+fn check(
+    ipam: &Ipam<Store>,
+    store: &Store,
+    handles: &[String],
+    outs: &[Result<AutoAssignResult, AssignError>],
+) {
+    let mut seen = BTreeSet::new();
+    for (h, o) in handles.iter().zip(outs) {
+        let mut got = match o {
+            Ok(r) => ips(r),
+            Err(_) => Vec::new(),
+        };
+        for ip in &got {
+            assert!(seen.insert(*ip), "{ip} handed out twice");
+        }
+        let mut held = ipam.addresses_by_handle(h).unwrap();
+        got.sort();
+        held.sort();
+        assert_eq!(got, held, "handle {h} holds what it was given");
+    }
+    let problems = audit(store.inner.inner()).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+fn handles_of(lead: &AutoAssignArgs, burst: &[AutoAssignArgs]) -> Vec<String> {
+    std::iter::once(lead)
+        .chain(burst)
+        .map(|a| a.handle_id.clone())
+        .collect()
+}
+
+#[test]
+fn a_burst_for_one_node_is_one_commit() {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let queued: Vec<_> = (0..7)
+        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 1 + i % 2))
+        .collect();
+    let handles = handles_of(&lead, &queued);
+    let (outs, commits) = burst(&ipam, &store, lead, queued);
+    assert_eq!(
+        commits, 2,
+        "the lead's commit, then one for the seven queued"
+    );
+    let blocks: BTreeSet<_> = outs
+        .iter()
+        .flat_map(|o| o.as_ref().unwrap().v4.ips.iter().map(|a| a.block))
+        .collect();
+    assert_eq!(blocks.len(), 1, "all from n1's block");
+    let total: usize = outs.iter().map(|o| ips(o.as_ref().unwrap()).len()).sum();
+    assert_eq!(
+        total,
+        1 + 4 + 3 * 2,
+        "the lead one, four pods one, three pods two"
+    );
+    check(&ipam, &store, &handles, &outs);
+    // Each request can be released on its own, guarded by its own sequence number.
+    let a = outs[3].as_ref().unwrap().v4.ips[0];
+    let out = ipam
+        .release_ips(&[ipam_core::ReleaseRequest::guarded(a.ip, "pod2", a.seq)])
+        .unwrap();
+    assert_eq!(out.released.len(), 1, "{out:?}");
+}
+
+#[test]
+fn what_the_block_cannot_hold_goes_one_by_one() {
+    // /29 blocks: n1's block has 8 addresses, 1 taken by `first`, 1 by the lead: 6 left.
+    let (ipam, store) = engine(&[("p", "10.244.0.0/24", 29)]);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let queued: Vec<_> = (0..5)
+        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 2))
+        .collect();
+    let handles = handles_of(&lead, &queued);
+    let (outs, commits) = burst(&ipam, &store, lead, queued);
+    let blocks: BTreeSet<_> = outs
+        .iter()
+        .flat_map(|o| o.as_ref().unwrap().v4.ips.iter().map(|a| a.block))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "the rest claimed a second block: {blocks:?}"
+    );
+    // lead; one batch of three (6 addresses); then one claim and one assign for the last two.
+    assert_eq!(commits, 4);
+    check(&ipam, &store, &handles, &outs);
+}
+
+#[test]
+fn requests_of_other_shapes_get_what_they_would_alone() {
+    let (ipam, store) = engine(&[
+        ("p", "10.244.0.0/16", 26),
+        ("q", "10.245.0.0/16", 26),
+        ("v6", "fd00::/120", 122),
+    ]);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let mut dual = AutoAssignArgs::v4("n1", "dual", 1);
+    dual.num_v6 = 1;
+    let mut other_pool = AutoAssignArgs::v4("n1", "other", 1);
+    other_pool.v4_pools = vec![PoolRef::from("q")];
+    let mut unknown = AutoAssignArgs::v4("n1", "unknown", 1);
+    unknown.v4_pools = vec![PoolRef::from("nope")];
+    let queued = vec![
+        AutoAssignArgs::v4("n1", "a", 1),
+        dual,
+        other_pool,
+        unknown,
+        AutoAssignArgs::v4("n1", "a", 1), // the same handle again
+        AutoAssignArgs::v4("n1", "b", 1),
+    ];
+    let handles = handles_of(&lead, &queued);
+    let (outs, _) = burst(&ipam, &store, lead, queued);
+    let dual = outs[2].as_ref().unwrap();
+    assert_eq!((dual.v4.ips.len(), dual.v6.ips.len()), (1, 1));
+    let other = outs[3].as_ref().unwrap();
+    assert!(net("10.245.0.0/16").contains(other.v4.ips[0].ip));
+    assert!(
+        matches!(outs[4], Err(AssignError::UnknownPool(_))),
+        "{:?}",
+        outs[4]
+    );
+    assert_eq!(ipam.addresses_by_handle("a").unwrap().len(), 2);
+    let mut handles = handles;
+    handles.remove(5); // "a" twice: checked above
+    let mut outs = outs;
+    let second_a = outs.remove(5);
+    assert!(second_a.is_ok());
+    let a = ips(outs[1].as_ref().unwrap())
+        .into_iter()
+        .chain(ips(second_a.as_ref().unwrap()))
+        .collect::<BTreeSet<_>>();
+    assert_eq!(a.len(), 2);
+    outs[1] = Ok(AutoAssignResult::default());
+    handles[1] = "none".into();
+    check(&ipam, &store, &handles, &outs);
+}
+
+#[test]
+fn a_lost_race_on_the_batch_commit_is_served_again() {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    // The lead commits; the batch's commit loses to "another writer".
+    store.inner.schedule([Fault::None, Fault::Conflict]);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let queued: Vec<_> = (0..4)
+        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
+        .collect();
+    let handles = handles_of(&lead, &queued);
+    let (outs, commits) = burst(&ipam, &store, lead, queued);
+    assert!(outs.iter().all(Result::is_ok), "{outs:?}");
+    assert_eq!(
+        commits, 4,
+        "lead, the lost batch, the first alone, then the other three together"
+    );
+    assert_eq!(store.inner.injected(), 1);
+    check(&ipam, &store, &handles, &outs);
+}
+
+#[test]
+fn an_outage_on_the_batch_commit_fails_each_and_writes_nothing() {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    store.inner.schedule([Fault::None, Fault::Unavailable]);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let queued: Vec<_> = (0..4)
+        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
+        .collect();
+    let handles = handles_of(&lead, &queued);
+    let (outs, _) = burst(&ipam, &store, lead, queued);
+    assert!(outs[0].is_ok());
+    for o in &outs[1..] {
+        assert!(
+            matches!(o, Err(AssignError::Store(StoreError::Unavailable { .. }))),
+            "{o:?}"
+        );
+    }
+    check(&ipam, &store, &handles, &outs);
+    assert_eq!(ipam.utilisation().unwrap().pools[0].in_use, 2);
+}
+
+#[test]
+fn many_threads_on_one_node_with_faults_never_duplicate() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new(), 5));
+    let ipam = Arc::new(Ipam::new(store.clone(), Arc::new(ManualClock::new(T0))));
+    ipam.create_pool(Pool::with_block_size("p", net("10.244.0.0/24"), 28).unwrap())
+        .unwrap();
+    store.set_rates(100, 0);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let ipam = ipam.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..60 {
+                    let h = format!("t{t}-{i}");
+                    match ipam.auto_assign(&AutoAssignArgs::v4("n1", &h, 1 + i % 2)) {
+                        Ok(r) => mine.push((h, ips(&r))),
+                        Err(AssignError::Exhausted { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    if i % 3 == 0 {
+                        if let Some((h, _)) = mine.pop() {
+                            ipam.release_by_handle(&h).unwrap();
+                        }
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for t in threads {
+        for (h, got) in t.join().unwrap() {
+            for ip in &got {
+                assert!(seen.insert(*ip), "{ip} handed out twice");
+            }
+            let mut held = ipam.addresses_by_handle(&h).unwrap();
+            held.sort();
+            let mut got = got;
+            got.sort();
+            assert_eq!(held, got);
+            total += got.len();
+        }
+    }
+    assert!(total > 100, "most requests succeed ({total})");
+    store.set_rates(0, 0);
+    assert!(audit(store.inner()).unwrap().is_empty());
+    assert_eq!(ipam.utilisation().unwrap().pools[0].in_use, total as u64);
+}
