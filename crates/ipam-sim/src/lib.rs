@@ -40,6 +40,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Threads driving the nodes, each with its own engine (1: one engine, repeatable).
     pub workers: usize,
+    /// Pod starts a worker issues at once, each from its own thread, as a node service
+    /// receives a burst of ADDs (1: one after another, repeatable). Starts for one node made
+    /// together are served by the engine's group commit.
+    pub burst: usize,
 }
 
 /// What a run found.
@@ -70,6 +74,8 @@ pub struct Report {
     pub fragmentation: f64,
     /// Addresses held in a block affine to another node.
     pub borrowed: u64,
+    /// Assignments served together with others in one commit (the engines' group commit).
+    pub batched: u64,
     /// Wall time.
     pub wall: Duration,
 }
@@ -85,9 +91,9 @@ impl Report {
         let (mn, mean, mx) = self.blocks_per_node;
         format!(
             "| metric | value |\n|---|---|\n\
-             | configuration | {} nodes x {} pods, {} rounds, {}% pod churn, {} nodes replaced per round, pool {}, seed {}, {} worker(s) |\n\
+             | configuration | {} nodes x {} pods, {} rounds, {}% pod churn, {} nodes replaced per round, pool {}, seed {}, {} worker(s), bursts of {} |\n\
              | pods live at the end | {} on {} nodes |\n\
-             | IPAM operations | {} |\n\
+             | IPAM operations | {} ({} assignments served in a group commit) |\n\
              | operations per second | {:.0} |\n\
              | wall time | {:.1} s |\n\
              | duplicates | {} |\n\
@@ -99,8 +105,8 @@ impl Report {
              | mean block fill | {:.1}% |\n\
              | fragmentation (claimed but unused) | {:.1}% |\n\
              | borrowed addresses | {} |\n",
-            cfg.nodes, cfg.pods_per_node, cfg.rounds, cfg.churn_pct, cfg.node_churn, cfg.pool, cfg.seed, cfg.workers.max(1),
-            self.pods, self.nodes, self.operations,
+            cfg.nodes, cfg.pods_per_node, cfg.rounds, cfg.churn_pct, cfg.node_churn, cfg.pool, cfg.seed, cfg.workers.max(1), cfg.burst.max(1),
+            self.pods, self.nodes, self.operations, self.batched,
             self.operations as f64 / self.wall.as_secs_f64().max(1e-9),
             self.wall.as_secs_f64(), self.duplicates, self.leaked, self.problems, self.exhausted,
             self.blocks, mn, mean, mx, self.block_fill * 100.0, self.fragmentation * 100.0, self.borrowed
@@ -141,31 +147,55 @@ struct Sim<S: Datastore> {
 }
 
 impl<S: Datastore> Sim<S> {
-    fn start_pod(&mut self, node: &str) -> Result<(), IpamError> {
-        let pod = format!("{}pod-{}", self.prefix, self.next_pod);
-        self.next_pod += 1;
-        self.report.operations += 1;
-        self.clock.advance(1_000_000);
-        match self
-            .ipam
-            .auto_assign(&AutoAssignArgs::v4(node, &format!("sim.{pod}"), 1))
-        {
-            Ok(r) => {
-                let ip = r.v4.ips[0].ip;
-                if let Some(other) = self.owners.insert(ip, pod.clone()) {
-                    if self.pods.contains_key(&other) {
-                        self.report.duplicates += 1;
+    /// Starts one pod on each of `nodes`, `burst` at a time, each of a burst from its own
+    /// thread (so a burst for one node meets the engine's group commit).
+    fn start_pods(&mut self, nodes: &[String], burst: usize) -> Result<(), IpamError> {
+        for chunk in nodes.chunks(burst.max(1)) {
+            let pods: Vec<String> = chunk
+                .iter()
+                .map(|_| {
+                    self.next_pod += 1;
+                    format!("{}pod-{}", self.prefix, self.next_pod - 1)
+                })
+                .collect();
+            self.report.operations += chunk.len() as u64;
+            self.clock.advance(1_000_000 * chunk.len() as u64);
+            let ipam = &self.ipam;
+            let assign = |node: &String, pod: &String| {
+                ipam.auto_assign(&AutoAssignArgs::v4(node, &format!("sim.{pod}"), 1))
+            };
+            let outcomes: Vec<_> = if chunk.len() == 1 {
+                vec![assign(&chunk[0], &pods[0])]
+            } else {
+                std::thread::scope(|s| {
+                    let running: Vec<_> = chunk
+                        .iter()
+                        .zip(&pods)
+                        .map(|(n, p)| s.spawn(move || assign(n, p)))
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|t| t.join().expect("a request thread panicked"))
+                        .collect()
+                })
+            };
+            for ((node, pod), outcome) in chunk.iter().zip(pods).zip(outcomes) {
+                match outcome {
+                    Ok(r) => {
+                        let ip = r.v4.ips[0].ip;
+                        if let Some(other) = self.owners.insert(ip, pod.clone()) {
+                            if self.pods.contains_key(&other) {
+                                self.report.duplicates += 1;
+                            }
+                        }
+                        self.pods.insert(pod, (node.clone(), ip));
                     }
+                    Err(AssignError::Exhausted { .. }) => self.report.exhausted += 1,
+                    Err(e) => return Err(e.into()),
                 }
-                self.pods.insert(pod, (node.to_string(), ip));
-                Ok(())
             }
-            Err(AssignError::Exhausted { .. }) => {
-                self.report.exhausted += 1;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
         }
+        Ok(())
     }
 
     fn stop_pod(&mut self, pod: &str) -> Result<(), IpamError> {
@@ -199,9 +229,7 @@ impl<S: Datastore> Sim<S> {
     fn drive(&mut self, nodes: usize, node_churn: usize, cfg: &SimConfig) -> Result<(), IpamError> {
         for _ in 0..nodes {
             let n = self.add_node();
-            for _ in 0..cfg.pods_per_node {
-                self.start_pod(&n)?;
-            }
+            self.start_pods(&vec![n; cfg.pods_per_node], cfg.burst)?;
         }
         for _ in 0..cfg.rounds {
             // Replace nodes: their pods go, the node is removed, a new node starts as many pods.
@@ -220,9 +248,7 @@ impl<S: Datastore> Sim<S> {
                 self.report.operations += 1;
                 self.ipam.remove_node(&gone, false)?;
                 let n = self.add_node();
-                for _ in 0..pods.len() {
-                    self.start_pod(&n)?;
-                }
+                self.start_pods(&vec![n; pods.len()], cfg.burst)?;
             }
             if self.nodes.is_empty() {
                 continue;
@@ -235,10 +261,10 @@ impl<S: Datastore> Sim<S> {
                 let p = all.swap_remove(i);
                 self.stop_pod(&p)?;
             }
-            for _ in 0..k {
-                let n = self.nodes[self.rng.below(self.nodes.len())].clone();
-                self.start_pod(&n)?;
-            }
+            let on: Vec<String> = (0..k)
+                .map(|_| self.nodes[self.rng.below(self.nodes.len())].clone())
+                .collect();
+            self.start_pods(&on, cfg.burst)?;
             // Let emptied blocks age past the reclaim grace period.
             self.clock.advance(120_000_000_000);
         }
@@ -304,6 +330,7 @@ pub fn run<S: Datastore>(store: S, cfg: &SimConfig) -> Result<Report, IpamError>
         r.operations += sim.report.operations;
         r.exhausted += sim.report.exhausted;
         r.duplicates += sim.report.duplicates;
+        r.batched += sim.ipam.batched_assignments();
         for (pod, (_, ip)) in &sim.pods {
             if owners.insert(*ip, pod).is_some() && sims.len() > 1 {
                 // Within one driver a duplicate was counted when it was handed out.

@@ -33,6 +33,10 @@ struct Args {
     /// are (1: one engine, a repeatable run).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Pod starts issued at once per worker, each from its own thread, as a node service
+    /// receives a burst of ADDs (1: one after another).
+    #[arg(long, default_value_t = 1)]
+    burst: usize,
     /// Run on a sled store in this directory instead of memory.
     #[cfg_attr(feature = "etcd", arg(long, conflicts_with = "etcd_endpoints"))]
     #[cfg_attr(not(feature = "etcd"), arg(long))]
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         pool: a.pool,
         seed: a.seed,
         workers: a.workers,
+        burst: a.burst,
     };
     #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
     let mut spec = match &a.sled {

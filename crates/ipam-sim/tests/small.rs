@@ -15,6 +15,7 @@ fn cfg() -> SimConfig {
         pool: "10.0.0.0/18".parse().unwrap(),
         seed: 7,
         workers: 1,
+        burst: 1,
     }
 }
 
@@ -58,6 +59,29 @@ fn racing_workers_on_one_store_have_no_duplicate_or_leak() {
     assert_eq!(r.pods, 40 * 70);
     assert_eq!(r.nodes, 40);
     assert!(r.borrowed > 0, "{r:?}");
+}
+
+#[test]
+fn bursts_of_starts_meet_the_group_commit_without_duplicates() {
+    // A durable store, so a burst's requests queue behind the first one's flush.
+    let d = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.nodes = 6;
+    c.rounds = 2;
+    c.workers = 2;
+    c.burst = 8;
+    c.pool = "10.0.0.0/21".parse().unwrap();
+    let r = run(
+        SledStore::open(d.path(), &SledOptions::default()).unwrap(),
+        &c,
+    )
+    .unwrap();
+    assert!(r.clean(), "{r:?}");
+    assert_eq!(r.pods, 6 * 70);
+    assert!(
+        r.batched > 0,
+        "no assignment was served in a group commit: {r:?}"
+    );
 }
 
 #[test]

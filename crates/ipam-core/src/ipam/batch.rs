@@ -326,7 +326,12 @@ impl<S: Datastore> Ipam<S> {
         });
         writes.extend(handles);
         match self.store.commit(writes) {
-            Ok(_) => Ok(served),
+            Ok(_) => {
+                let n = served.iter().flatten().count() as u64;
+                self.batched
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Ok(served)
+            }
             Err(e @ StoreError::Conflict { .. }) => {
                 self.conflicts
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

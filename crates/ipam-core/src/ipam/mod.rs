@@ -74,6 +74,8 @@ pub struct Ipam<S> {
     last_block: std::sync::Mutex<std::collections::HashMap<String, IpNetwork>>,
     /// Compare-and-swap commits lost to a concurrent writer (and retried), since start.
     conflicts: std::sync::atomic::AtomicU64,
+    /// Auto-assignments served in a group commit with others, since start.
+    batched: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -91,6 +93,7 @@ impl<S: Datastore> Ipam<S> {
             node_lanes: Default::default(),
             last_block: Default::default(),
             conflicts: Default::default(),
+            batched: Default::default(),
         }
     }
 
@@ -132,6 +135,12 @@ impl<S: Datastore> Ipam<S> {
             return l.clone(); // the usual case: no key to allocate
         }
         m.entry(node.to_string()).or_default().clone()
+    }
+
+    /// Auto-assignments this engine served together with others in one commit, since it was
+    /// made (see [`Ipam::queued_assignments`]).
+    pub fn batched_assignments(&self) -> u64 {
+        self.batched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commits this engine lost to a concurrent writer and retried, since it was made.

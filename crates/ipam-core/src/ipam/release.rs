@@ -2,9 +2,11 @@
 
 use super::Ipam;
 use crate::cidr::{self, Family};
-use crate::datastore::{Datastore, Key, Record, StoreError, StoreExt, Versioned, Write};
+use crate::datastore::{
+    all, one, Datastore, Key, Range, Read, Record, StoreError, StoreExt, Versioned, Write,
+};
 use crate::error::{Contention, ReleaseError};
-use crate::model::{Block, Pool};
+use crate::model::{Block, Handle, IpamConfig, Pool};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -163,12 +165,29 @@ impl<S: Datastore> Ipam<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
-        let pools = self.pools()?;
-        let cooldown = self.config()?.cooldown_ns();
+        let key = Key::Handle(handle_id.to_string());
+        // Pools, configuration and the handle in one read (one round trip on etcd).
+        let reads = [
+            Read::List(Range::Pools),
+            Read::Get(Key::Config),
+            Read::Get(key.clone()),
+        ];
+        let mut answers = self.store.read(&reads)?.into_iter();
+        let mut next = || answers.next().unwrap_or_default();
+        let pools: Vec<Pool> = all::<Pool>(next())?.into_iter().map(|v| v.value).collect();
+        let cooldown = one::<IpamConfig>(next())?
+            .map(|v| v.value)
+            .unwrap_or_default()
+            .cooldown_ns();
+        let mut known = Some(one::<Handle>(next())?);
         let mut released = 0usize;
         let mut attempts = 0u32;
         loop {
-            let Some(vh) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
+            let current = match known.take() {
+                Some(h) => h,
+                None => self.store.get_handle(&key)?,
+            };
+            let Some(vh) = current else {
                 return Ok(released);
             };
             let Some((&c, _)) = vh.value.blocks.iter().next() else {
@@ -202,7 +221,8 @@ impl<S: Datastore> Ipam<S> {
                     writes.extend(self.block_write_after_release(&pools, vb, block)?);
                 }
             }
-            writes.push(if handle.is_empty() {
+            let deleted = handle.is_empty();
+            writes.push(if deleted {
                 Write::Delete {
                     key: Key::Handle(handle_id.to_string()),
                     expected: vh.revision,
@@ -214,6 +234,8 @@ impl<S: Datastore> Ipam<S> {
                 }
             });
             match self.store.commit(writes) {
+                // The handle's last block: the commit deleted it, so nothing is left to read.
+                Ok(_) if deleted => return Ok(released + n),
                 Ok(_) => released += n,
                 Err(crate::datastore::StoreError::Conflict { .. }) => {
                     attempts += 1;
