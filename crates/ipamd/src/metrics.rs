@@ -1,6 +1,6 @@
 //! Prometheus metrics of the node service (`--metrics-listen ADDR`, text format on
 //! `/metrics`): requests by verb and CNI code, latency histograms by verb, commits retried
-//! after a lost compare-and-swap, and per pool and per node utilisation.
+//! after a lost compare-and-swap, assignments served in a group commit, and per pool and per node utilisation.
 //!
 //! Utilisation reads every block, so it is computed at most once per [`UTILISATION_TTL`] and
 //! served from that snapshot in between: a scrape every second costs one scan per ten seconds.
@@ -24,6 +24,8 @@ pub struct Metrics {
     duration: HistogramVec,
     retries: IntCounter,
     retries_seen: AtomicU64,
+    batched: IntCounter,
+    batched_seen: AtomicU64,
     pool: IntGaugeVec,
     node: IntGaugeVec,
     refreshed: Mutex<Option<Instant>>,
@@ -60,6 +62,10 @@ impl Metrics {
             "calico_ipam_store_commit_retries_total",
             "Commits lost to a concurrent writer and retried.",
         )?;
+        let batched = IntCounter::new(
+            "calico_ipam_assignments_batched_total",
+            "Auto-assignments served together with others queued for the node, in one commit.",
+        )?;
         let pool = IntGaugeVec::new(
             Opts::new(
                 "calico_ipam_pool_addresses",
@@ -78,6 +84,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(retries.clone()),
+            Box::new(batched.clone()),
             Box::new(pool.clone()),
             Box::new(node.clone()),
         ] {
@@ -89,6 +96,8 @@ impl Metrics {
             duration,
             retries,
             retries_seen: AtomicU64::new(0),
+            batched,
+            batched_seen: AtomicU64::new(0),
             pool,
             node,
             refreshed: Mutex::new(None),
@@ -111,6 +120,9 @@ impl Metrics {
         let now = ipam.commit_retries();
         let seen = self.retries_seen.swap(now, Ordering::Relaxed);
         self.retries.inc_by(now.saturating_sub(seen));
+        let now = ipam.batched_assignments();
+        let seen = self.batched_seen.swap(now, Ordering::Relaxed);
+        self.batched.inc_by(now.saturating_sub(seen));
         let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| t.elapsed() < UTILISATION_TTL) {
             return;
