@@ -132,18 +132,36 @@ fn attachment<S: Datastore>(
     ipam: &Ipam<S>,
     inv: &Invocation,
 ) -> Result<Vec<ipam_core::Allocation>, CniError> {
+    held_by(ipam, inv, false)
+}
+
+/// The attachment's addresses ([`attachment`]), and with `workload` also what it holds under
+/// Calico's older `<namespace>.<pod>` handle: all handles in one read, their blocks in one
+/// more.
+fn held_by<S: Datastore>(
+    ipam: &Ipam<S>,
+    inv: &Invocation,
+    workload: bool,
+) -> Result<Vec<ipam_core::Allocation>, CniError> {
     let (net, cid) = (&inv.config.name, &inv.env.container_id);
-    let mut handles = vec![owner::handle_id(net, cid)];
-    handles.extend(owner::legacy_handle_id(net, cid));
-    let mut out = Vec::new();
-    for h in handles {
-        out.extend(
-            ipam.allocations_of_handle(&h)?
-                .into_iter()
-                .filter(|a| owner::belongs(a, net, cid, &inv.env.ifname)),
-        );
-    }
-    Ok(out)
+    let mut own = vec![owner::handle_id(net, cid)];
+    own.extend(owner::legacy_handle_id(net, cid));
+    let pod_handle = workload
+        .then(|| workload_handle(inv))
+        .flatten()
+        .filter(|h| !own.contains(h)); // read as this attachment's own handle already
+    let ids: Vec<&str> = own.iter().chain(&pod_handle).map(String::as_str).collect();
+    Ok(ipam
+        .allocations_of_handles(&ids)?
+        .into_iter()
+        .filter(|a| {
+            if own.contains(&a.handle_id) {
+                owner::belongs(a, net, cid, &inv.env.ifname)
+            } else {
+                belongs_to_pod(a, inv)
+            }
+        })
+        .collect())
 }
 
 /// Specific addresses asked for: `runtimeConfig.ips` / `args.cni.ips`, else `CNI_ARGS IP=`.
@@ -235,42 +253,28 @@ fn host_reserved(cfg: &PluginConfig) -> HostReserved {
     }
 }
 
-/// Calico's older handle form, `<namespace>.<pod>`: DEL also frees what this attachment holds
-/// there, so addresses written under it are not leaked.
-fn workload_handle_allocations<S: Datastore>(
-    ipam: &Ipam<S>,
-    inv: &Invocation,
-) -> Result<Vec<ipam_core::Allocation>, CniError> {
-    let (Some(ns), Some(pod)) = (
-        inv.env.args.get("K8S_POD_NAMESPACE"),
-        inv.env.args.get("K8S_POD_NAME"),
-    ) else {
-        return Ok(Vec::new());
-    };
-    let legacy = format!("{ns}.{pod}");
-    let (net, cid) = (&inv.config.name, &inv.env.container_id);
-    if legacy == owner::handle_id(net, cid)
-        || owner::legacy_handle_id(net, cid).as_deref() == Some(legacy.as_str())
-    {
-        return Ok(Vec::new()); // read as this attachment's own handle already
-    }
-    Ok(ipam
-        .allocations_of_handle(&legacy)?
-        .into_iter()
-        .filter(|a| {
-            let get = |k: &str| a.attrs.get(k).map(String::as_str);
-            get(attrs::CONTAINER_ID).is_none_or(|c| c == cid.as_str())
-                && get(attrs::NETWORK).is_none_or(|n| n == net.as_str())
-                && get(attrs::IFNAME).is_none_or(|i| i == inv.env.ifname)
-                && get(attrs::NAMESPACE).is_none_or(|n| n == ns)
-                && get(attrs::POD).is_none_or(|p| p == pod)
-        })
-        .collect())
+/// Calico's older handle form, `<namespace>.<pod>`, when the runtime names the pod: DEL also
+/// frees what this attachment holds there, so addresses written under it are not leaked.
+fn workload_handle(inv: &Invocation) -> Option<String> {
+    let ns = inv.env.args.get("K8S_POD_NAMESPACE")?;
+    let pod = inv.env.args.get("K8S_POD_NAME")?;
+    Some(format!("{ns}.{pod}"))
+}
+
+/// Whether an address under the `<namespace>.<pod>` handle is this attachment's: every owner
+/// attribute it carries names this container, network, ifname and pod.
+fn belongs_to_pod(a: &ipam_core::Allocation, inv: &Invocation) -> bool {
+    let get = |k: &str| a.attrs.get(k).map(String::as_str);
+    let arg = |k: &str| inv.env.args.get(k);
+    get(attrs::CONTAINER_ID).is_none_or(|c| c == inv.env.container_id)
+        && get(attrs::NETWORK).is_none_or(|n| n == inv.config.name)
+        && get(attrs::IFNAME).is_none_or(|i| i == inv.env.ifname)
+        && get(attrs::NAMESPACE).is_none_or(|n| Some(n) == arg("K8S_POD_NAMESPACE"))
+        && get(attrs::POD).is_none_or(|p| Some(p) == arg("K8S_POD_NAME"))
 }
 
 fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let mut mine = attachment(ipam, inv)?;
-    mine.extend(workload_handle_allocations(ipam, inv)?);
+    let mine = held_by(ipam, inv, true)?;
     if mine.is_empty() {
         return Ok(());
     }

@@ -2,7 +2,8 @@
 
 use super::Ipam;
 use crate::cidr;
-use crate::datastore::{Datastore, Key, Range, StoreError, StoreExt};
+use crate::datastore::{one, Datastore, Key, Range, Read, StoreError, StoreExt};
+use crate::model::{Block, Handle};
 
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
@@ -138,19 +139,48 @@ impl<S: Datastore> Ipam<S> {
 
     /// Every address held by `handle_id`, with its holder's attributes and sequence number.
     pub fn allocations_of_handle(&self, handle_id: &str) -> Result<Vec<Allocation>, StoreError> {
-        let Some(h) = self.store.get_handle(&Key::Handle(handle_id.to_string()))? else {
+        self.allocations_of_handles(&[handle_id])
+    }
+
+    /// [`Ipam::allocations_of_handle`] for several handles, handle by handle: the handles in
+    /// one read, then every block they name in one more (two round trips on etcd, however
+    /// many handles and blocks).
+    pub fn allocations_of_handles(&self, ids: &[&str]) -> Result<Vec<Allocation>, StoreError> {
+        let reads: Vec<Read> = ids
+            .iter()
+            .map(|id| Read::Get(Key::Handle((*id).to_string())))
+            .collect();
+        let mut handles = Vec::with_capacity(ids.len());
+        let mut cidrs: Vec<IpNetwork> = Vec::new();
+        for answer in self.store.read(&reads)? {
+            let h = one::<Handle>(answer)?.map(|v| v.value);
+            for c in h.iter().flat_map(|h| h.blocks.keys()) {
+                if !cidrs.contains(&c.0) {
+                    cidrs.push(c.0);
+                }
+            }
+            handles.push(h);
+        }
+        if cidrs.is_empty() {
             return Ok(Vec::new());
-        };
+        }
+        let reads: Vec<Read> = cidrs.iter().map(|c| Read::Get(Key::Block(*c))).collect();
+        let mut blocks: BTreeMap<cidr::Cidr, Block> = BTreeMap::new();
+        for answer in self.store.read(&reads)? {
+            if let Some(b) = one::<Block>(answer)? {
+                blocks.insert(cidr::Cidr(b.value.cidr), b.value);
+            }
+        }
         let mut out = Vec::new();
-        for c in h.value.blocks.keys() {
-            if let Some(b) = self.store.get_block(&Key::Block(c.0))? {
-                let b = b.value;
-                for (o, a, seq) in b.used().filter(|(_, a, _)| a.handle_id == handle_id) {
+        for (id, h) in ids.iter().zip(&handles) {
+            for c in h.iter().flat_map(|h| h.blocks.keys()) {
+                let Some(b) = blocks.get(c) else { continue };
+                for (o, a, seq) in b.used().filter(|(_, a, _)| a.handle_id == *id) {
                     out.push(Allocation {
                         ip: b.ip(o),
                         block: b.cidr,
                         block_affinity: b.affinity.clone(),
-                        handle_id: handle_id.to_string(),
+                        handle_id: (*id).to_string(),
                         attrs: a.attrs.clone(),
                         seq,
                     });

@@ -58,7 +58,7 @@ impl<S: Datastore> Ipam<S> {
     /// Releases addresses. Each is checked against its guard; one commit per block updates the
     /// block and the handles together. Empty blocks with no affinity are deleted.
     pub fn release_ips(&self, reqs: &[ReleaseRequest]) -> Result<ReleaseOutcome, ReleaseError> {
-        let pools = self.pools()?;
+        let (pools, cooldown, _) = self.pools_and_cooldown_with(Vec::new())?;
         let mut out = ReleaseOutcome::default();
         let mut by_block: BTreeMap<crate::cidr::Cidr, Vec<&ReleaseRequest>> = BTreeMap::new();
         for r in reqs {
@@ -67,11 +67,28 @@ impl<S: Datastore> Ipam<S> {
                 None => out.not_allocated.push(r.ip),
             }
         }
-        let cooldown = self.config()?.cooldown_ns();
         for (c, reqs) in by_block {
+            // The block and the handles the guards name, in one read: usually every handle
+            // the commit will change.
+            let mut named: Vec<&str> = reqs.iter().filter_map(|r| r.handle_id.as_deref()).collect();
+            named.sort_unstable();
+            named.dedup();
+            let mut reads = Vec::with_capacity(1 + named.len());
+            reads.push(Read::Get(Key::Block(c.0)));
+            reads.extend(
+                named
+                    .iter()
+                    .map(|h| Read::Get(Key::Handle((*h).to_string()))),
+            );
             let part = self.retrying::<_, ReleaseError>("release", || {
                 let mut part = ReleaseOutcome::default();
-                let Some(vb) = self.store.get_block(&Key::Block(c.0))? else {
+                let mut answers = self.store.read(&reads)?.into_iter();
+                let vb = one::<Block>(answers.next().unwrap_or_default())?;
+                let mut known: BTreeMap<&str, Option<Versioned<Handle>>> = BTreeMap::new();
+                for h in &named {
+                    known.insert(h, one::<Handle>(answers.next().unwrap_or_default())?);
+                }
+                let Some(vb) = vb else {
                     part.not_allocated = reqs.iter().map(|r| r.ip).collect();
                     return Ok(part);
                 };
@@ -124,7 +141,8 @@ impl<S: Datastore> Ipam<S> {
                 }
                 let mut writes = self.block_write_after_release(&pools, vb.clone(), block)?;
                 for (h, n) in per_handle {
-                    writes.extend(self.handle_remove(&h, c.0, n)?);
+                    let read = known.remove(h.as_str());
+                    writes.extend(self.handle_remove(&h, c.0, n, read)?);
                 }
                 self.store.commit(writes)?;
                 Ok(part)
@@ -166,20 +184,9 @@ impl<S: Datastore> Ipam<S> {
     /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
         let key = Key::Handle(handle_id.to_string());
-        // Pools, configuration and the handle in one read (one round trip on etcd).
-        let reads = [
-            Read::List(Range::Pools),
-            Read::Get(Key::Config),
-            Read::Get(key.clone()),
-        ];
-        let mut answers = self.store.read(&reads)?.into_iter();
-        let mut next = || answers.next().unwrap_or_default();
-        let pools: Vec<Pool> = all::<Pool>(next())?.into_iter().map(|v| v.value).collect();
-        let cooldown = one::<IpamConfig>(next())?
-            .map(|v| v.value)
-            .unwrap_or_default()
-            .cooldown_ns();
-        let mut known = Some(one::<Handle>(next())?);
+        let (pools, cooldown, mut extra) =
+            self.pools_and_cooldown_with(vec![Read::Get(key.clone())])?;
+        let mut known = Some(one::<Handle>(extra.pop().unwrap_or_default())?);
         let mut released = 0usize;
         let mut attempts = 0u32;
         loop {
@@ -288,8 +295,13 @@ impl<S: Datastore> Ipam<S> {
         id: &str,
         block: IpNetwork,
         n: u32,
+        known: Option<Option<Versioned<Handle>>>,
     ) -> Result<Vec<Write>, ReleaseError> {
-        let Some(vh) = self.store.get_handle(&Key::Handle(id.to_string()))? else {
+        let current = match known {
+            Some(h) => h,
+            None => self.store.get_handle(&Key::Handle(id.to_string()))?,
+        };
+        let Some(vh) = current else {
             return Ok(Vec::new());
         };
         let mut h = vh.value;
@@ -305,6 +317,24 @@ impl<S: Datastore> Ipam<S> {
                 expected: vh.revision,
             }
         }])
+    }
+
+    /// Pools, the release cooldown and the answers to `extra`, in one read (one round trip on
+    /// etcd).
+    fn pools_and_cooldown_with(
+        &self,
+        extra: Vec<Read>,
+    ) -> Result<(Vec<Pool>, u64, Vec<Vec<Versioned<Record>>>), StoreError> {
+        let mut reads = vec![Read::List(Range::Pools), Read::Get(Key::Config)];
+        reads.extend(extra);
+        let mut answers = self.store.read(&reads)?.into_iter();
+        let mut next = || answers.next().unwrap_or_default();
+        let pools = all::<Pool>(next())?.into_iter().map(|v| v.value).collect();
+        let cooldown = one::<IpamConfig>(next())?
+            .map(|v| v.value)
+            .unwrap_or_default()
+            .cooldown_ns();
+        Ok((pools, cooldown, answers.collect()))
     }
 
     /// The block that holds `ip`: from its pool's block size, or, for an address outside every

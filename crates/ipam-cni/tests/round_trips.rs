@@ -1,0 +1,93 @@
+//! Store calls per CNI verb, pinned: on etcd each call is a round trip, so a change that adds
+//! one to a pod's start or teardown shows here, not only as a slower cluster.
+
+use ipam_core::{
+    Datastore, Ipam, Key, ManualClock, Pool, Range, Read, Record, Revision, StoreError, Versioned,
+    Write,
+};
+use ipam_store::MemoryStore;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Counts calls: gets and lists one by one, batched reads, commits.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryStore,
+    single: AtomicUsize,
+    batched: AtomicUsize,
+    commits: AtomicUsize,
+}
+
+impl Counting {
+    fn take(&self) -> (usize, usize, usize) {
+        (
+            self.single.swap(0, Ordering::SeqCst),
+            self.batched.swap(0, Ordering::SeqCst),
+            self.commits.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+impl Datastore for Counting {
+    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.single.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key)
+    }
+    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        self.single.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(range)
+    }
+    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        self.batched.fetch_add(1, Ordering::SeqCst);
+        self.inner.read(reads)
+    }
+    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit(writes)
+    }
+}
+
+fn call(ipam: &Ipam<Arc<Counting>>, verb: &str, cid: &str) -> i32 {
+    let conf = r#"{"cniVersion": "1.0.0", "name": "net", "type": "calico",
+        "ipam": {"type": "calico-ipam", "nodename": "node-a"}}"#;
+    let env = BTreeMap::from([
+        ("CNI_COMMAND".to_string(), verb.to_string()),
+        ("CNI_CONTAINERID".to_string(), cid.to_string()),
+        ("CNI_NETNS".to_string(), "/var/run/netns/x".to_string()),
+        ("CNI_IFNAME".to_string(), "eth0".to_string()),
+        (
+            "CNI_ARGS".to_string(),
+            "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod".to_string(),
+        ),
+    ]);
+    ipam_cni::serve(ipam, &env, conf.as_bytes()).exit_code
+}
+
+#[test]
+fn add_and_del_are_few_round_trips() {
+    let store = Arc::new(Counting::default());
+    let ipam = Ipam::new(
+        store.clone(),
+        Arc::new(ManualClock::new(1_700_000_000_000_000_000)),
+    );
+    ipam.create_pool(Pool::new("p", "10.244.0.0/16".parse().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(call(&ipam, "ADD", "first"), 0);
+    store.take();
+    assert_eq!(call(&ipam, "ADD", "c1"), 0);
+    assert_eq!(
+        store.take(),
+        (1, 2, 1),
+        "ADD: the pools; the attachment's handles; the engine's one read; one commit"
+    );
+    assert_eq!(call(&ipam, "DEL", "c1"), 0);
+    assert_eq!(
+        store.take(),
+        (0, 4, 1),
+        "DEL: the handles (own and the pod's); their blocks; pools and configuration; \
+         block and handle; one commit"
+    );
+    assert_eq!(call(&ipam, "DEL", "c1"), 0);
+    assert_eq!(store.take(), (0, 1, 0), "DEL of nothing: one read");
+}
