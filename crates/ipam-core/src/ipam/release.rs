@@ -11,6 +11,9 @@ use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+/// The answers of a batched read, one list of records per read.
+type Answers = Vec<Vec<Versioned<Record>>>;
+
 /// One address to release, optionally guarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReleaseRequest {
@@ -324,7 +327,7 @@ impl<S: Datastore> Ipam<S> {
     fn pools_and_cooldown_with(
         &self,
         extra: Vec<Read>,
-    ) -> Result<(Vec<Pool>, u64, Vec<Vec<Versioned<Record>>>), StoreError> {
+    ) -> Result<(Vec<Pool>, u64, Answers), StoreError> {
         let mut reads = vec![Read::List(Range::Pools), Read::Get(Key::Config)];
         reads.extend(extra);
         let mut answers = self.store.read(&reads)?.into_iter();
