@@ -7,8 +7,8 @@ use crate::error::CniError;
 use crate::owner;
 use crate::result;
 use ipam_core::{
-    AdminError, AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, HostReserved, Ipam, Pool,
-    ReleaseRequest,
+    AdminError, AssignError, AssignIpArgs, AssignedIp, AutoAssignArgs, Datastore, HostReserved,
+    Ipam, Pool, ReleaseRequest,
 };
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
@@ -192,30 +192,13 @@ fn assigned(a: &ipam_core::Allocation) -> AssignedIp {
 fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<String, CniError> {
     let cfg = &inv.config;
     let node = cfg.node_name()?;
-    let pools = ensure_pools(ipam, cfg)?;
     let handle = cfg.handle_id(&inv.env.container_id);
     let specific = requested_ips(inv)?;
-    let held = attachment(ipam, inv)?;
     if specific.is_empty() {
-        // A repeated ADD for the same attachment returns what it already holds.
-        if !held.is_empty() {
-            let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
-            return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
-        }
-        let args = AutoAssignArgs {
-            num_v4: usize::from(cfg.assign_ipv4),
-            num_v6: usize::from(cfg.assign_ipv6),
-            attrs: owner_attrs(inv, now),
-            v4_pools: cfg.ipv4_pools.clone(),
-            v6_pools: cfg.ipv6_pools.clone(),
-            host_reserved: host_reserved(cfg),
-            ..AutoAssignArgs::v4(&node, &handle, 0)
-        };
-        let r = ipam.auto_assign(&args)?;
-        let ips: Vec<AssignedIp> = r.v4.ips.into_iter().chain(r.v6.ips).collect();
-        tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
-        return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+        return auto_add(ipam, inv, now, &node, &handle);
     }
+    let pools = ensure_pools(ipam, cfg)?;
+    let held = attachment(ipam, inv)?;
     // Specific addresses: those this attachment already holds are kept, the missing ones are
     // assigned to the same handle (a main plugin may ask once per address), all or nothing.
     let missing: Vec<AssignIpArgs> = specific
@@ -244,6 +227,67 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
         })
         .collect();
     Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)))
+}
+
+/// ADD of automatically chosen addresses. Most ADDs are a new attachment, so the engine is
+/// asked straight away to assign only if the handle holds nothing (it reads the handle with
+/// the rest of the request): one read and one commit. Only when the handle holds addresses is
+/// the attachment read: a repeated ADD returns what it holds; another interface of the same
+/// container (same handle, other ifname) is then assigned its own. A store without pools gets
+/// the configured (or default) pools and one more try.
+fn auto_add<S: Datastore>(
+    ipam: &Ipam<S>,
+    inv: &Invocation,
+    now: u64,
+    node: &str,
+    handle: &str,
+) -> Result<String, CniError> {
+    let cfg = &inv.config;
+    let mut args = AutoAssignArgs {
+        num_v4: usize::from(cfg.assign_ipv4),
+        num_v6: usize::from(cfg.assign_ipv6),
+        attrs: owner_attrs(inv, now),
+        v4_pools: cfg.ipv4_pools.clone(),
+        v6_pools: cfg.ipv6_pools.clone(),
+        host_reserved: host_reserved(cfg),
+        only_if_unheld: true,
+        ..AutoAssignArgs::v4(node, handle, 0)
+    };
+    // A network name with `.` or `%` may have left addresses under the handle form written
+    // before the escape, which the engine's read does not see: read the attachment first.
+    if owner::legacy_handle_id(&cfg.name, &inv.env.container_id).is_some() {
+        let held = attachment(ipam, inv)?;
+        if !held.is_empty() {
+            let pools = ensure_pools(ipam, cfg)?;
+            let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
+            return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+        }
+    }
+    let mut pools_ensured = false;
+    loop {
+        match ipam.auto_assign(&args) {
+            Ok(r) => {
+                let pools: Vec<IpNetwork> = r.v4.pools.iter().chain(&r.v6.pools).copied().collect();
+                let ips: Vec<AssignedIp> = r.v4.ips.into_iter().chain(r.v6.ips).collect();
+                tracing::info!(handle = %handle, node = %node, ips = ?ips.iter().map(|a| a.ip).collect::<Vec<_>>(), "assigned");
+                return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+            }
+            Err(AssignError::HandleHolds(_)) => {
+                let held = attachment(ipam, inv)?;
+                if !held.is_empty() {
+                    let pools = ensure_pools(ipam, cfg)?;
+                    let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
+                    return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+                }
+                args.only_if_unheld = false;
+            }
+            Err(AssignError::NoPools { .. } | AssignError::UnknownPool(_)) if !pools_ensured => {
+                pools_ensured = true;
+                ensure_pools(ipam, cfg)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn host_reserved(cfg: &PluginConfig) -> HostReserved {

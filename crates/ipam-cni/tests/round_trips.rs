@@ -78,8 +78,15 @@ fn add_and_del_are_few_round_trips() {
     assert_eq!(call(&ipam, "ADD", "c1"), 0);
     assert_eq!(
         store.take(),
-        (1, 2, 1),
-        "ADD: the pools; the attachment's handles; the engine's one read; one commit"
+        (0, 1, 1),
+        "ADD of a new attachment: the engine's one read (the handle with it), one commit"
+    );
+    // A repeated ADD learns from that read that the handle holds addresses, then reads them.
+    assert_eq!(call(&ipam, "ADD", "c1"), 0);
+    assert_eq!(
+        store.take(),
+        (1, 3, 0),
+        "repeated ADD: the engine read, the handles, their blocks, the pools; no commit"
     );
     assert_eq!(call(&ipam, "DEL", "c1"), 0);
     assert_eq!(

@@ -105,6 +105,10 @@ pub enum AssignError {
     /// A block-level rule (reserved, cooling, size).
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// The handle already holds addresses and the request asked to assign only to a handle
+    /// that holds none ([`crate::AutoAssignArgs::only_if_unheld`]); nothing was written.
+    #[error("handle {0} already holds addresses")]
+    HandleHolds(String),
     /// Any other invalid argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

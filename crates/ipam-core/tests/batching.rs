@@ -338,3 +338,25 @@ fn many_threads_on_one_node_with_faults_never_duplicate() {
     assert!(audit(store.inner()).unwrap().is_empty());
     assert_eq!(ipam.utilisation().unwrap().pools[0].in_use, total as u64);
 }
+
+#[test]
+fn a_queued_request_for_a_handle_that_holds_is_refused_as_alone() {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    let mut repeat = AutoAssignArgs::v4("n1", "first", 1);
+    repeat.only_if_unheld = true;
+    let queued = vec![
+        AutoAssignArgs::v4("n1", "pod0", 1),
+        repeat,
+        AutoAssignArgs::v4("n1", "pod1", 1),
+    ];
+    let (outs, _) = burst(&ipam, &store, AutoAssignArgs::v4("n1", "lead", 1), queued);
+    assert!(
+        matches!(&outs[2], Err(AssignError::HandleHolds(h)) if h == "first"),
+        "{:?}",
+        outs[2]
+    );
+    assert_eq!(ipam.addresses_by_handle("first").unwrap().len(), 1);
+    let handles: Vec<String> = ["lead", "pod0", "pod1"].map(String::from).to_vec();
+    let served = vec![outs[0].clone(), outs[1].clone(), outs[3].clone()];
+    check(&ipam, &store, &handles, &served);
+}

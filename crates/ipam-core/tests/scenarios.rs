@@ -790,3 +790,25 @@ fn large_pools_claim_spread_blocks() {
     assert_eq!(blocks.len(), 50);
     assert_consistent(&ipam);
 }
+
+#[test]
+fn only_if_unheld_refuses_a_handle_that_holds_addresses_and_writes_nothing() {
+    let (ipam, _) = setup(&[("p", "10.244.0.0/16", 26)]);
+    let mut args = AutoAssignArgs::v4("n1", "net.c1", 1);
+    args.only_if_unheld = true;
+    let first = ipam.auto_assign(&args).unwrap();
+    assert_eq!(first.v4.ips.len(), 1, "an absent handle is assigned to");
+    let before = ipam.utilisation().unwrap().pools[0].in_use;
+    let again = ipam.auto_assign(&args).unwrap_err();
+    assert!(
+        matches!(&again, ipam_core::AssignError::HandleHolds(h) if h == "net.c1"),
+        "{again}"
+    );
+    assert_eq!(ipam.utilisation().unwrap().pools[0].in_use, before);
+    assert_eq!(ipam.addresses_by_handle("net.c1").unwrap().len(), 1);
+    // Without the flag the same handle gets a second address (another interface).
+    args.only_if_unheld = false;
+    ipam.auto_assign(&args).unwrap();
+    assert_eq!(ipam.addresses_by_handle("net.c1").unwrap().len(), 2);
+    assert_consistent(&ipam);
+}

@@ -47,6 +47,11 @@ pub struct AutoAssignArgs {
     /// Return what could be assigned instead of failing (dual-stack is still all-or-nothing
     /// across families).
     pub allow_partial: bool,
+    /// Assign only if the handle holds no address yet, else fail with
+    /// [`AssignError::HandleHolds`] and write nothing. The handle is read with the rest of
+    /// the request anyway, so a caller that must not assign twice to one holder (a repeated
+    /// CNI ADD) learns it without a read of its own.
+    pub only_if_unheld: bool,
 }
 
 impl AutoAssignArgs {
@@ -64,6 +69,7 @@ impl AutoAssignArgs {
             host_reserved: HostReserved::default(),
             intended_use: AllowedUse::Workload,
             allow_partial: false,
+            only_if_unheld: false,
         }
     }
 }
@@ -194,6 +200,13 @@ impl<S: Datastore> Ipam<S> {
         args: &AutoAssignArgs,
     ) -> Result<AutoAssignResult, AssignError> {
         let ctx = self.context(args)?;
+        if args.only_if_unheld {
+            if let Some(Some(h)) = &*ctx.handle.borrow() {
+                if !h.value.is_empty() {
+                    return Err(AssignError::HandleHolds(args.handle_id.clone()));
+                }
+            }
+        }
         let mut result = AutoAssignResult::default();
         let dual = args.num_v4 > 0 && args.num_v6 > 0;
         if args.num_v4 > 0 {

@@ -255,6 +255,9 @@ impl<S: Datastore> Ipam<S> {
             }
             let handle = one::<Handle>(next())?;
             let a = &w.args;
+            if a.only_if_unheld && handle.as_ref().is_some_and(|h| !h.value.is_empty()) {
+                continue; // its refusal comes from the one-by-one path
+            }
             let requested = if family == Family::V4 {
                 &a.v4_pools
             } else {
