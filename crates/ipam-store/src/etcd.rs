@@ -194,6 +194,9 @@ impl EtcdStore {
         loop {
             match self.rt.block_on(f(self.client.clone())) {
                 Ok(v) => return Ok(v),
+                Err(e) if is_permanent(&e) => {
+                    return Err(StoreError::Rejected(format!("etcd: {e}")))
+                }
                 Err(_) if start.elapsed() + pause < self.opts.retry_budget => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(500));
@@ -214,11 +217,13 @@ impl EtcdStore {
     /// [`RANGE_PAGE`] values is bounded by etcd's own value limit.
     fn range(&self, range: &Range) -> Result<Vec<etcd_client::KeyValue>, StoreError> {
         let (start, end) = keys::bounds(range);
-        let (mut from, end) = (self.full_key(&start), self.full_key(&end));
+        let end = self.full_key(&end);
+        let mut restarts = 0;
+        let mut from = self.full_key(&start);
         let mut revision = 0; // the first page reads the latest; the rest read the same
         let mut out = Vec::new();
         loop {
-            let resp = self.retry(false, |c| {
+            let page = self.retry(false, |c| {
                 let (s, e) = (from.clone(), end.clone());
                 let opts = GetOptions::new()
                     .with_range(e)
@@ -227,7 +232,19 @@ impl EtcdStore {
                     .with_serializable();
                 let mut kv = c.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
                 async move { kv.get(s, Some(opts)).await }
-            })?;
+            });
+            let resp = match page {
+                // The pinned revision was compacted away under a long listing: start again
+                // at the latest (a page read at a compacted revision fails however often
+                // it is asked).
+                Err(_) if revision != 0 && restarts < 2 => {
+                    restarts += 1;
+                    (from, revision) = (self.full_key(&start), 0);
+                    out.clear();
+                    continue;
+                }
+                other => other?,
+            };
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
@@ -408,4 +425,16 @@ impl Datastore for EtcdStore {
             kind: ConflictKind::Changed,
         })
     }
+}
+
+/// A failure that the same call cannot escape by being retried: a request or answer over a
+/// size limit (etcd's request limit, the client's answer limit), a refused credential, an
+/// unknown method. Reported at once rather than after the whole retry budget. Leader changes,
+/// timeouts and lost connections stay transient.
+fn is_permanent(e: &etcd_client::Error) -> bool {
+    // gRPC codes: 3 invalid argument (etcd's "request is too large"), 7 permission denied,
+    // 11 out of range (an answer over the client's limit, a compacted revision), 12
+    // unimplemented, 16 unauthenticated. Not 8, resource exhausted: etcd's "too many
+    // requests" passes, and a full database may be compacted while we wait.
+    matches!(e, etcd_client::Error::GRpcStatus(s) if matches!(i32::from(s.code()), 3 | 7 | 11 | 12 | 16))
 }

@@ -107,6 +107,43 @@ fn unreachable_etcd_fails_within_the_budget() {
 }
 
 #[test]
+fn a_request_over_etcds_size_limit_is_refused_at_once() {
+    use ipam_core::{AllocAttrs, Block, HostReserved, Record, Write};
+    use std::collections::BTreeMap;
+    let Some(ep) = endpoint() else { return };
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let s = EtcdStore::connect(EtcdOptions {
+        endpoints: vec![ep],
+        prefix: format!("/ipam-test/{}-{n}/", std::process::id()),
+        retry_budget: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .unwrap();
+    // One block whose 64 addresses carry 32 KB of attributes each: a 2 MB request, over
+    // etcd's default 1.5 MiB limit. Asking again cannot help, so no retrying for a minute.
+    let mut b = Block::new(
+        "10.252.0.0/26".parse().unwrap(),
+        None,
+        HostReserved::default(),
+        1,
+    )
+    .unwrap();
+    for a in 0..64 {
+        let attrs = Arc::new(AllocAttrs {
+            handle_id: format!("h-{a}"),
+            attrs: BTreeMap::from([("note".to_string(), format!("{a:04}").repeat(8_000))]),
+        });
+        assert_eq!(b.allocate(1, &attrs).len(), 1);
+    }
+    let t = std::time::Instant::now();
+    let e = s.commit(vec![Write::Create(Record::Block(b))]).unwrap_err();
+    assert!(matches!(e, StoreError::Rejected(_)), "{e}");
+    assert!(e.to_string().contains("too large"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert!(s.list(&ipam_core::Range::Blocks).unwrap().is_empty());
+}
+
+#[test]
 fn a_range_larger_than_one_grpc_answer_is_listed_whole() {
     use ipam_core::{AllocAttrs, Block, HostReserved, Range, Record, Write};
     use std::collections::BTreeMap;
