@@ -258,9 +258,7 @@ fn auto_add<S: Datastore>(
     if owner::legacy_handle_id(&cfg.name, &inv.env.container_id).is_some() {
         let held = attachment(ipam, inv)?;
         if !held.is_empty() {
-            let pools = ensure_pools(ipam, cfg)?;
-            let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
-            return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+            return held_result(ipam, cfg, &held);
         }
     }
     let mut pools_ensured = false;
@@ -275,9 +273,7 @@ fn auto_add<S: Datastore>(
             Err(AssignError::HandleHolds(_)) => {
                 let held = attachment(ipam, inv)?;
                 if !held.is_empty() {
-                    let pools = ensure_pools(ipam, cfg)?;
-                    let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
-                    return Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)));
+                    return held_result(ipam, cfg, &held);
                 }
                 args.only_if_unheld = false;
             }
@@ -288,6 +284,17 @@ fn auto_add<S: Datastore>(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The result of a repeated ADD: what the attachment already holds.
+fn held_result<S: Datastore>(
+    ipam: &Ipam<S>,
+    cfg: &PluginConfig,
+    held: &[ipam_core::Allocation],
+) -> Result<String, CniError> {
+    let pools = ensure_pools(ipam, cfg)?;
+    let ips: Vec<AssignedIp> = held.iter().map(assigned).collect();
+    Ok(result::to_json(cfg, result::build(cfg, &ips, &pools)))
 }
 
 fn host_reserved(cfg: &PluginConfig) -> HostReserved {

@@ -1,54 +1,12 @@
 //! Store calls per CNI verb, pinned: on etcd each call is a round trip, so a change that adds
 //! one to a pod's start or teardown shows here, not only as a slower cluster.
 
-use ipam_core::{
-    Datastore, Ipam, Key, ManualClock, Pool, Range, Read, Record, Revision, StoreError, Versioned,
-    Write,
-};
-use ipam_store::MemoryStore;
+use ipam_core::{Ipam, ManualClock, Pool};
+use ipam_store::{Calls, Counting, MemoryStore};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Counts calls: gets and lists one by one, batched reads, commits.
-#[derive(Default)]
-struct Counting {
-    inner: MemoryStore,
-    single: AtomicUsize,
-    batched: AtomicUsize,
-    commits: AtomicUsize,
-}
-
-impl Counting {
-    fn take(&self) -> (usize, usize, usize) {
-        (
-            self.single.swap(0, Ordering::SeqCst),
-            self.batched.swap(0, Ordering::SeqCst),
-            self.commits.swap(0, Ordering::SeqCst),
-        )
-    }
-}
-
-impl Datastore for Counting {
-    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        self.single.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key)
-    }
-    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        self.single.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(range)
-    }
-    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
-        self.batched.fetch_add(1, Ordering::SeqCst);
-        self.inner.read(reads)
-    }
-    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
-        self.commits.fetch_add(1, Ordering::SeqCst);
-        self.inner.commit(writes)
-    }
-}
-
-fn call(ipam: &Ipam<Arc<Counting>>, verb: &str, cid: &str) -> i32 {
+fn call(ipam: &Ipam<Arc<Counting<MemoryStore>>>, verb: &str, cid: &str) -> i32 {
     let conf = r#"{"cniVersion": "1.0.0", "name": "net", "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": "node-a"}}"#;
     let env = BTreeMap::from([
@@ -66,7 +24,7 @@ fn call(ipam: &Ipam<Arc<Counting>>, verb: &str, cid: &str) -> i32 {
 
 #[test]
 fn add_and_del_are_few_round_trips() {
-    let store = Arc::new(Counting::default());
+    let store = Arc::new(Counting::new(MemoryStore::new()));
     let ipam = Ipam::new(
         store.clone(),
         Arc::new(ManualClock::new(1_700_000_000_000_000_000)),
@@ -78,23 +36,31 @@ fn add_and_del_are_few_round_trips() {
     assert_eq!(call(&ipam, "ADD", "c1"), 0);
     assert_eq!(
         store.take(),
-        (0, 1, 1),
+        calls(0, 1, 1),
         "ADD of a new attachment: the engine's one read (the handle with it), one commit"
     );
     // A repeated ADD learns from that read that the handle holds addresses, then reads them.
     assert_eq!(call(&ipam, "ADD", "c1"), 0);
     assert_eq!(
         store.take(),
-        (1, 3, 0),
+        calls(1, 3, 0),
         "repeated ADD: the engine read, the handles, their blocks, the pools; no commit"
     );
     assert_eq!(call(&ipam, "DEL", "c1"), 0);
     assert_eq!(
         store.take(),
-        (0, 4, 1),
+        calls(0, 4, 1),
         "DEL: the handles (own and the pod's); their blocks; pools and configuration; \
          block and handle; one commit"
     );
     assert_eq!(call(&ipam, "DEL", "c1"), 0);
-    assert_eq!(store.take(), (0, 1, 0), "DEL of nothing: one read");
+    assert_eq!(store.take(), calls(0, 1, 0), "DEL of nothing: one read");
+}
+
+fn calls(single: usize, batched: usize, commits: usize) -> Calls {
+    Calls {
+        single,
+        batched,
+        commits,
+    }
 }

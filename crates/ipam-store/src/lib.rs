@@ -17,6 +17,7 @@
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
 
 pub mod conformance;
+mod counting;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod faulty;
@@ -27,6 +28,7 @@ pub mod sled;
 mod spec;
 pub mod stored;
 
+pub use counting::{Calls, Counting};
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;
 pub use observed::Observed;
