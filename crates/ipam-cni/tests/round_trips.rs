@@ -36,31 +36,27 @@ fn add_and_del_are_few_round_trips() {
     assert_eq!(call(&ipam, "ADD", "c1"), 0);
     assert_eq!(
         store.take(),
-        calls(0, 1, 1),
+        Calls::new(0, 1, 1),
         "ADD of a new attachment: the engine's one read (the handle with it), one commit"
     );
     // A repeated ADD learns from that read that the handle holds addresses, then reads them.
     assert_eq!(call(&ipam, "ADD", "c1"), 0);
     assert_eq!(
         store.take(),
-        calls(1, 3, 0),
+        Calls::new(1, 3, 0),
         "repeated ADD: the engine read, the handles, their blocks, the pools; no commit"
     );
     assert_eq!(call(&ipam, "DEL", "c1"), 0);
     assert_eq!(
         store.take(),
-        calls(0, 4, 1),
+        Calls::new(0, 4, 1),
         "DEL: the handles (own and the pod's); their blocks; pools and configuration; \
          block and handle; one commit"
     );
     assert_eq!(call(&ipam, "DEL", "c1"), 0);
-    assert_eq!(store.take(), calls(0, 1, 0), "DEL of nothing: one read");
-}
-
-fn calls(single: usize, batched: usize, commits: usize) -> Calls {
-    Calls {
-        single,
-        batched,
-        commits,
-    }
+    assert_eq!(
+        store.take(),
+        Calls::new(0, 1, 0),
+        "DEL of nothing: one read"
+    );
 }

@@ -135,6 +135,13 @@ fn check(
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// Requests for `n` pods `pod0`, `pod1`, ... on n1, pod i asking for `count(i)` addresses.
+fn pods(n: usize, count: fn(usize) -> usize) -> Vec<AutoAssignArgs> {
+    (0..n)
+        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), count(i)))
+        .collect()
+}
+
 fn handles_of(lead: &AutoAssignArgs, burst: &[AutoAssignArgs]) -> Vec<String> {
     std::iter::once(lead)
         .chain(burst)
@@ -146,9 +153,7 @@ fn handles_of(lead: &AutoAssignArgs, burst: &[AutoAssignArgs]) -> Vec<String> {
 fn a_burst_for_one_node_is_one_commit() {
     let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
     let lead = AutoAssignArgs::v4("n1", "lead", 1);
-    let queued: Vec<_> = (0..7)
-        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 1 + i % 2))
-        .collect();
+    let queued = pods(7, |i| 1 + i % 2);
     let handles = handles_of(&lead, &queued);
     let (outs, commits) = burst(&ipam, &store, lead, queued);
     assert_eq!(
@@ -180,9 +185,7 @@ fn what_the_block_cannot_hold_goes_one_by_one() {
     // /29 blocks: n1's block has 8 addresses, 1 taken by `first`, 1 by the lead: 6 left.
     let (ipam, store) = engine(&[("p", "10.244.0.0/24", 29)]);
     let lead = AutoAssignArgs::v4("n1", "lead", 1);
-    let queued: Vec<_> = (0..5)
-        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 2))
-        .collect();
+    let queued = pods(5, |_| 2);
     let handles = handles_of(&lead, &queued);
     let (outs, commits) = burst(&ipam, &store, lead, queued);
     let blocks: BTreeSet<_> = outs
@@ -254,9 +257,7 @@ fn a_lost_race_on_the_batch_commit_is_served_again() {
     // The lead commits; the batch's commit loses to "another writer".
     store.inner.schedule([Fault::None, Fault::Conflict]);
     let lead = AutoAssignArgs::v4("n1", "lead", 1);
-    let queued: Vec<_> = (0..4)
-        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
-        .collect();
+    let queued = pods(4, |_| 1);
     let handles = handles_of(&lead, &queued);
     let (outs, commits) = burst(&ipam, &store, lead, queued);
     assert!(outs.iter().all(Result::is_ok), "{outs:?}");
@@ -273,9 +274,7 @@ fn an_outage_on_the_batch_commit_fails_each_and_writes_nothing() {
     let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
     store.inner.schedule([Fault::None, Fault::Unavailable]);
     let lead = AutoAssignArgs::v4("n1", "lead", 1);
-    let queued: Vec<_> = (0..4)
-        .map(|i| AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
-        .collect();
+    let queued = pods(4, |_| 1);
     let handles = handles_of(&lead, &queued);
     let (outs, _) = burst(&ipam, &store, lead, queued);
     assert!(outs[0].is_ok());
@@ -296,43 +295,8 @@ fn many_threads_on_one_node_with_faults_never_duplicate() {
     ipam.create_pool(Pool::with_block_size("p", net("10.244.0.0/24"), 28).unwrap())
         .unwrap();
     store.set_rates(100, 0);
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let ipam = ipam.clone();
-            std::thread::spawn(move || {
-                let mut mine = Vec::new();
-                for i in 0..60 {
-                    let h = format!("t{t}-{i}");
-                    match ipam.auto_assign(&AutoAssignArgs::v4("n1", &h, 1 + i % 2)) {
-                        Ok(r) => mine.push((h, ips(&r))),
-                        Err(AssignError::Exhausted { .. }) => {}
-                        Err(e) => panic!("{e}"),
-                    }
-                    if i % 3 == 0 {
-                        if let Some((h, _)) = mine.pop() {
-                            ipam.release_by_handle(&h).unwrap();
-                        }
-                    }
-                }
-                mine
-            })
-        })
-        .collect();
-    let mut seen = BTreeSet::new();
-    let mut total = 0;
-    for t in threads {
-        for (h, got) in t.join().unwrap() {
-            for ip in &got {
-                assert!(seen.insert(*ip), "{ip} handed out twice");
-            }
-            let mut held = ipam.addresses_by_handle(&h).unwrap();
-            held.sort();
-            let mut got = got;
-            got.sort();
-            assert_eq!(held, got);
-            total += got.len();
-        }
-    }
+    let held = racing_churn(&ipam, 8, 60, |_| "n1".to_string(), |i| 1 + i % 2);
+    let total = assert_distinct_and_held(&ipam, held);
     assert!(total > 100, "most requests succeed ({total})");
     store.set_rates(0, 0);
     assert!(audit(store.inner()).unwrap().is_empty());

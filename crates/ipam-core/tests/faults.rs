@@ -10,7 +10,6 @@ use ipam_core::{
     Pool, StoreError,
 };
 use ipam_store::{Fault, FaultyStore, MemoryStore, Observed};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 fn faulty() -> Observed<FaultyStore<MemoryStore>> {
@@ -90,42 +89,13 @@ fn threads_racing_on_one_store_never_duplicate() {
     let ipam = Arc::new(Ipam::new(store.clone(), clock));
     ipam.create_pool(Pool::with_block_size("p", net("10.244.0.0/23"), 27).unwrap())
         .unwrap();
-    let handles: Vec<_> = (0..8)
-        .map(|t| {
-            let ipam = ipam.clone();
-            std::thread::spawn(move || {
-                let node = format!("n{}", t % 4);
-                let mut mine = Vec::new();
-                for i in 0..80 {
-                    let h = format!("t{t}-{i}");
-                    match ipam.auto_assign(&AutoAssignArgs::v4(&node, &h, 1)) {
-                        Ok(r) => mine.push((h, r.v4.ips[0].ip)),
-                        Err(AssignError::Exhausted { .. }) => {}
-                        Err(e) => panic!("{e}"),
-                    }
-                    if i % 3 == 0 {
-                        if let Some((h, _)) = mine.pop() {
-                            ipam.release_by_handle(&h).unwrap();
-                        }
-                    }
-                }
-                mine
-            })
-        })
-        .collect();
-    let mut seen = BTreeSet::new();
-    let mut total = 0;
-    for h in handles {
-        for (handle, ip) in h.join().unwrap() {
-            assert!(seen.insert(ip), "{ip} handed out twice");
-            assert_eq!(ipam.addresses_by_handle(&handle).unwrap(), vec![ip]);
-            total += 1;
-        }
-    }
+    let held = racing_churn(&ipam, 8, 80, |t| format!("n{}", t % 4), |_| 1);
+    assert!(held.iter().all(|(_, ips)| ips.len() == 1));
+    let total = assert_distinct_and_held(&ipam, held);
     assert!(total > 300, "most requests succeed ({total})");
     assert!(audit(store.as_ref()).unwrap().is_empty());
     let u = ipam.utilisation().unwrap();
-    assert_eq!(u.pools[0].in_use, total);
+    assert_eq!(u.pools[0].in_use, total as u64);
 }
 
 /// Regression (found by the differential fuzzer): a dual-stack request whose IPv6 half fails

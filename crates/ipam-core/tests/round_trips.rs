@@ -20,23 +20,23 @@ fn assign_from_a_known_block_and_release_by_handle_are_few_round_trips() {
 
     ipam.auto_assign(&AutoAssignArgs::v4("n1", "second", 2))
         .unwrap();
-    assert_eq!(store.take(), calls(0, 1, 1), "one batched read, one commit");
+    assert_eq!(
+        store.take(),
+        Calls::new(0, 1, 1),
+        "one batched read, one commit"
+    );
 
     assert_eq!(ipam.release_by_handle("second").unwrap(), 2);
     assert_eq!(
         store.take(),
-        calls(1, 1, 1),
+        Calls::new(1, 1, 1),
         "pools, config and handle in one read; the block; one commit"
     );
 
     assert_eq!(ipam.release_by_handle("second").unwrap(), 0);
-    assert_eq!(store.take(), calls(0, 1, 0), "an unknown handle: one read");
-}
-
-fn calls(single: usize, batched: usize, commits: usize) -> Calls {
-    Calls {
-        single,
-        batched,
-        commits,
-    }
+    assert_eq!(
+        store.take(),
+        Calls::new(0, 1, 0),
+        "an unknown handle: one read"
+    );
 }

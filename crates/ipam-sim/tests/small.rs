@@ -19,6 +19,11 @@ fn cfg() -> SimConfig {
     }
 }
 
+/// Runs `c` on a sled store in `dir`.
+fn on_sled(dir: &std::path::Path, c: &SimConfig) -> ipam_sim::Report {
+    run(SledStore::open(dir, &SledOptions::default()).unwrap(), c).unwrap()
+}
+
 #[test]
 fn small_cluster_on_memory_has_no_duplicate_or_leak() {
     let r = run(MemoryStore::new(), &cfg()).unwrap();
@@ -39,11 +44,7 @@ fn small_cluster_on_sled_has_no_duplicate_or_leak() {
     let mut c = cfg();
     c.nodes = 10;
     c.rounds = 3;
-    let r = run(
-        SledStore::open(d.path(), &SledOptions::default()).unwrap(),
-        &c,
-    )
-    .unwrap();
+    let r = on_sled(d.path(), &c);
     assert!(r.clean(), "{r:?}");
 }
 
@@ -71,11 +72,7 @@ fn bursts_of_starts_meet_the_group_commit_without_duplicates() {
     c.workers = 2;
     c.burst = 8;
     c.pool = "10.0.0.0/21".parse().unwrap();
-    let r = run(
-        SledStore::open(d.path(), &SledOptions::default()).unwrap(),
-        &c,
-    )
-    .unwrap();
+    let r = on_sled(d.path(), &c);
     assert!(r.clean(), "{r:?}");
     assert_eq!(r.pods, 6 * 70);
     assert!(

@@ -16,6 +16,17 @@ pub struct Calls {
     pub commits: usize,
 }
 
+impl Calls {
+    /// The counts, in field order (what a test expects, written on one line).
+    pub fn new(single: usize, batched: usize, commits: usize) -> Self {
+        Calls {
+            single,
+            batched,
+            commits,
+        }
+    }
+}
+
 /// A store that passes every call to `inner` and counts it.
 #[derive(Default)]
 pub struct Counting<S> {
