@@ -237,7 +237,9 @@ impl EtcdStore {
                 // The pinned revision was compacted away under a long listing: start again
                 // at the latest (a page read at a compacted revision fails however often
                 // it is asked).
-                Err(_) if revision != 0 && restarts < 2 => {
+                Err(StoreError::Rejected(why))
+                    if revision != 0 && restarts < 2 && why.contains("compacted") =>
+                {
                     restarts += 1;
                     (from, revision) = (self.full_key(&start), 0);
                     out.clear();
