@@ -274,17 +274,10 @@ impl<S: Datastore> Ipam<S> {
             .map(|v| v.value.cidr)
             .collect();
         let block = one::<Block>(next())?;
-        let mut attrs = args.attrs.clone();
-        attrs
-            .entry(ATTR_NODE.to_string())
-            .or_insert_with(|| args.node.clone());
         Ok(Ctx {
             args,
             config,
-            attrs: Arc::new(AllocAttrs {
-                handle_id: args.handle_id.clone(),
-                attrs,
-            }),
+            attrs: holder(&args.handle_id, &args.attrs, &args.node),
             pools,
             labels,
             affinities,
@@ -874,14 +867,7 @@ impl<S: Datastore> Ipam<S> {
                 reservation: r.value.name,
             });
         }
-        let mut attrs = args.attrs.clone();
-        attrs
-            .entry(ATTR_NODE.to_string())
-            .or_insert_with(|| args.node.clone());
-        let attrs = Arc::new(AllocAttrs {
-            handle_id: args.handle_id.clone(),
-            attrs,
-        });
+        let attrs = holder(&args.handle_id, &args.attrs, &args.node);
         self.retrying::<_, AssignError>("assign ip", || {
             let mut writes = Vec::with_capacity(5);
             let (mut block, rev) = match self.store.get_block(&Key::Block(cidr))? {
@@ -925,6 +911,23 @@ impl<S: Datastore> Ipam<S> {
             })
         })
     }
+}
+
+/// Who an assignment's addresses are stored as held by: the handle and the owner attributes,
+/// with the assigning node recorded under [`ATTR_NODE`] unless the caller named one.
+pub(super) fn holder(
+    handle_id: &str,
+    attrs: &BTreeMap<String, String>,
+    node: &str,
+) -> Arc<AllocAttrs> {
+    let mut attrs = attrs.clone();
+    attrs
+        .entry(ATTR_NODE.to_string())
+        .or_insert_with(|| node.to_string());
+    Arc::new(AllocAttrs {
+        handle_id: handle_id.to_string(),
+        attrs,
+    })
 }
 
 /// The pools a request of `family` may take addresses from, in order: the requested ones

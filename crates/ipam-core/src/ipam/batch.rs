@@ -13,12 +13,12 @@
 //! An uncontended request never queues: it takes the lane and runs alone, without a copy of
 //! its arguments.
 
-use super::assign::candidate_pools;
-use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam, ATTR_NODE};
+use super::assign::{candidate_pools, holder};
+use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
 use crate::cidr::{self, Family};
 use crate::datastore::{one, Datastore, Key, Range, Read, Record, StoreError, Write};
 use crate::error::AssignError;
-use crate::model::{Affinity, AffinityState, AllocAttrs, Block, Handle, Node, Pool};
+use crate::model::{Affinity, AffinityState, Block, Handle, Node, Pool};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 type Outcome = Result<AutoAssignResult, AssignError>;
@@ -283,14 +283,7 @@ impl<S: Datastore> Ipam<S> {
             if (block.free_count() as usize) < n {
                 break; // the rest queue behind a block claim, in order
             }
-            let mut attrs = a.attrs.clone();
-            attrs
-                .entry(ATTR_NODE.to_string())
-                .or_insert_with(|| node.to_string());
-            let attrs = Arc::new(AllocAttrs {
-                handle_id: a.handle_id.clone(),
-                attrs,
-            });
+            let attrs = holder(&a.handle_id, &a.attrs, node);
             let seq = block.seq;
             let ips: Vec<AssignedIp> = block
                 .allocate(n, &attrs)

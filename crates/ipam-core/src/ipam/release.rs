@@ -11,8 +11,9 @@ use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// The answers of a batched read, one list of records per read.
-type Answers = Vec<Vec<Versioned<Record>>>;
+/// The reads every release starts with: pools (to find an address's block) and the
+/// configuration (the cooldown).
+const POOLS_AND_CONFIG: [Read; 2] = [Read::List(Range::Pools), Read::Get(Key::Config)];
 
 /// One address to release, optionally guarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +62,8 @@ impl<S: Datastore> Ipam<S> {
     /// Releases addresses. Each is checked against its guard; one commit per block updates the
     /// block and the handles together. Empty blocks with no affinity are deleted.
     pub fn release_ips(&self, reqs: &[ReleaseRequest]) -> Result<ReleaseOutcome, ReleaseError> {
-        let (pools, cooldown, _) = self.pools_and_cooldown_with(Vec::new())?;
+        let (pools, cooldown) =
+            Self::pools_and_cooldown(&mut self.store.read(&POOLS_AND_CONFIG)?.into_iter())?;
         let mut out = ReleaseOutcome::default();
         let mut by_block: BTreeMap<crate::cidr::Cidr, Vec<&ReleaseRequest>> = BTreeMap::new();
         for r in reqs {
@@ -187,9 +189,14 @@ impl<S: Datastore> Ipam<S> {
     /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
         let key = Key::Handle(handle_id.to_string());
-        let (pools, cooldown, mut extra) =
-            self.pools_and_cooldown_with(vec![Read::Get(key.clone())])?;
-        let mut known = Some(one::<Handle>(extra.pop().unwrap_or_default())?);
+        // Pools, configuration and the handle in one read (one round trip on etcd).
+        let [pools_read, config_read] = POOLS_AND_CONFIG;
+        let mut answers = self
+            .store
+            .read(&[pools_read, config_read, Read::Get(key.clone())])?
+            .into_iter();
+        let (pools, cooldown) = Self::pools_and_cooldown(&mut answers)?;
+        let mut known = Some(one::<Handle>(answers.next().unwrap_or_default())?);
         let mut released = 0usize;
         let mut attempts = 0u32;
         loop {
@@ -322,22 +329,20 @@ impl<S: Datastore> Ipam<S> {
         }])
     }
 
-    /// Pools, the release cooldown and the answers to `extra`, in one read (one round trip on
-    /// etcd).
-    fn pools_and_cooldown_with(
-        &self,
-        extra: Vec<Read>,
-    ) -> Result<(Vec<Pool>, u64, Answers), StoreError> {
-        let mut reads = vec![Read::List(Range::Pools), Read::Get(Key::Config)];
-        reads.extend(extra);
-        let mut answers = self.store.read(&reads)?.into_iter();
-        let mut next = || answers.next().unwrap_or_default();
-        let pools = all::<Pool>(next())?.into_iter().map(|v| v.value).collect();
-        let cooldown = one::<IpamConfig>(next())?
+    /// Pools and the release cooldown, from the first two answers of a batched read that began
+    /// with [`POOLS_AND_CONFIG`].
+    fn pools_and_cooldown(
+        answers: &mut impl Iterator<Item = Vec<Versioned<Record>>>,
+    ) -> Result<(Vec<Pool>, u64), StoreError> {
+        let pools = all::<Pool>(answers.next().unwrap_or_default())?
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
+        let cooldown = one::<IpamConfig>(answers.next().unwrap_or_default())?
             .map(|v| v.value)
             .unwrap_or_default()
             .cooldown_ns();
-        Ok((pools, cooldown, answers.collect()))
+        Ok((pools, cooldown))
     }
 
     /// The block that holds `ip`: from its pool's block size, or, for an address outside every
