@@ -5,9 +5,13 @@
 # the pod's `ip addr` and `ip route`, and the host's `ip route | grep <pod ip>`. A second pod
 # answers a ping. Everything is removed at the end, also on failure.
 # Needs root and iproute2. Usage: sudo bash examples/calico-pod-demo.sh
+# PLUGIN_DIR=target/plugins runs the plugins as shipped (packaging/build-release.sh) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --release -p calico-cni -p ipam-cni --bin calico --bin calico-ipam
+PLUGIN_DIR=${PLUGIN_DIR:-target/release}
+if [ "$PLUGIN_DIR" = target/release ]; then
+  cargo build -q --release -p calico-cni -p ipam-cni --bin calico --bin calico-ipam
+fi
 work=$(mktemp -d)
 TAG="demo$$"
 HOST="$TAG-node"
@@ -19,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir "$work/bin"
-cp target/release/calico target/release/calico-ipam "$work/bin/"
+cp "$PLUGIN_DIR/calico" "$PLUGIN_DIR/calico-ipam" "$work/bin/"
 ip netns add "$HOST"
 ip -n "$HOST" link set lo up
 ip -n "$HOST" link add up0 type veth peer name up1

@@ -8,6 +8,8 @@
 //! - `service/ping`: a protocol round trip that touches no store (the floor).
 //! - `service/handler_add`: the same ADD handed to the plugin's handler in this thread (parse,
 //!   assign, durable commit, result JSON), no socket: `add` minus this is the socket's share.
+//! - `service/socket_floor`: the ping's exchange (connect, one frame each way) with a bare
+//!   loop that accepts and answers on one thread: what any unix-socket service pays here.
 //!
 //! Run: `cargo bench -p ipam-benches --bench service`.
 
@@ -108,6 +110,25 @@ fn bench(c: &mut Criterion) {
     let ping = Request::ping(None);
     g.bench_function("ping", |b| {
         b.iter(|| protocol::call(&sock, &ping, t).unwrap())
+    });
+    let floor_sock = dir.path().join("floor.sock");
+    let floor = std::os::unix::net::UnixListener::bind(&floor_sock).unwrap();
+    std::thread::spawn(move || {
+        for c in floor.incoming() {
+            let Ok(mut c) = c else { return };
+            if protocol::read_frame::<serde_json::Value>(&mut c).is_err() {
+                return; // the bench is over
+            }
+            let pong = protocol::Response {
+                version: protocol::VERSION,
+                stdout: "pong".into(),
+                ..Default::default()
+            };
+            protocol::write_frame(&mut c, &pong).unwrap();
+        }
+    });
+    g.bench_function("socket_floor", |b| {
+        b.iter(|| protocol::call(&floor_sock, &ping, t).unwrap())
     });
     g.finish();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -6,9 +6,9 @@
 //!
 //! Run: `bash benches/cni-latency.sh` (builds release binaries first, and the statically linked
 //! plugin of `packaging/build-release.sh`).
-//! Usage: `cni-bench [N] [HOST_LOCAL] [STATIC_PLUGIN]`; binaries are looked up next to this one.
-//! With `STATIC_PLUGIN`, the same run also measures that build of `calico-ipam` through the same
-//! service, so the two links are compared on equal terms.
+//! Usage: `cni-bench [N] [HOST_LOCAL] [LABEL=STATIC_PLUGIN ...]`; binaries are looked up next to
+//! this one. Each `STATIC_PLUGIN` (e.g. `musl=target/plugins/calico-ipam`) is also measured
+//! through the same service in the same run, so the builds are compared on equal terms.
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Target {
-    name: &'static str,
+    name: String,
     bin: PathBuf,
     conf: Value,
     cni_path: String,
@@ -78,7 +78,12 @@ fn main() {
         args.next()
             .unwrap_or_else(|| "/usr/lib/cni/host-local".into()),
     );
-    let static_plugin = args.next().map(PathBuf::from);
+    let static_plugins: Vec<(String, PathBuf)> = args
+        .map(|a| match a.split_once('=') {
+            Some((label, path)) => (label.to_string(), PathBuf::from(path)),
+            None => ("static".to_string(), PathBuf::from(a)),
+        })
+        .collect();
     let here = std::env::current_exe().expect("exe");
     let dir = here.parent().expect("dir");
     let calico = dir.join("calico-ipam");
@@ -109,25 +114,25 @@ fn main() {
     }
     let mut targets = vec![
         Target {
-            name: "calico-ipam + calico-ipamd started by hand",
+            name: "calico-ipam + calico-ipamd started by hand".into(),
             bin: calico.clone(),
             conf: calico_conf(&p("svc-store"), &p("ipamd.sock"), false),
             cni_path: plain.clone(),
         },
         Target {
-            name: "calico-ipam as installed (first call starts calico-ipamd)",
+            name: "calico-ipam as installed (first call starts calico-ipamd)".into(),
             bin: calico.clone(),
             conf: calico_conf(&p("auto-store"), &p("auto/ipamd.sock"), true),
             cni_path: format!("{}:/usr/lib/cni", dir.display()),
         },
         Target {
-            name: "calico-ipam, no service (autostart off)",
+            name: "calico-ipam, no service (autostart off)".into(),
             bin: calico.clone(),
             conf: calico_conf(&p("own-store"), &p("no-such.sock"), false),
             cni_path: plain.clone(),
         },
         Target {
-            name: "host-local",
+            name: "host-local".into(),
             bin: host_local,
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
                          "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/16"}]],
@@ -135,11 +140,11 @@ fn main() {
             cni_path: plain.clone(),
         },
     ];
-    if let Some(bin) = &static_plugin {
+    for (i, (label, bin)) in static_plugins.iter().enumerate() {
         targets.insert(
-            1,
+            1 + i,
             Target {
-                name: "calico-ipam statically linked + the same service",
+                name: format!("calico-ipam statically linked ({label}) + the same service"),
                 bin: bin.clone(),
                 conf: calico_conf(&p("svc-store"), &p("ipamd.sock"), false),
                 cni_path: plain.clone(),
@@ -150,7 +155,7 @@ fn main() {
     // plugin answering VERSION (exec, dynamic loading, reading its config; no store, no socket).
     let floor = |bin: &Path, command: &str| -> Vec<Duration> {
         let t = Target {
-            name: "",
+            name: String::new(),
             bin: bin.to_path_buf(),
             conf: targets[0].conf.clone(),
             cni_path: plain.clone(),
@@ -165,9 +170,9 @@ fn main() {
     println!("|---|---|");
     println!("| exec /bin/true | {true_med:.2} ms |");
     println!("| calico-ipam VERSION (exec, load, parse; no store) | {version_med:.2} ms |");
-    if let Some(bin) = &static_plugin {
+    for (label, bin) in &static_plugins {
         let (static_med, _) = stats(floor(bin, "VERSION"));
-        println!("| calico-ipam VERSION, statically linked | {static_med:.2} ms |");
+        println!("| calico-ipam VERSION, statically linked ({label}) | {static_med:.2} ms |");
     }
     println!();
     println!(

@@ -8,7 +8,8 @@ fn main() {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("CNI_"))
         .collect();
-    let mut stdin = Vec::new();
+    // A network config is a few hundred bytes to a few KiB: read it in one or two calls.
+    let mut stdin = Vec::with_capacity(16 << 10);
     let interactive = env.get("CNI_COMMAND").map(String::as_str) == Some("VERSION");
     if !interactive || !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         let _ = std::io::stdin().read_to_end(&mut stdin);

@@ -130,20 +130,30 @@ pub struct Response {
     pub files: Vec<(String, String)>,
 }
 
-/// Writes one frame.
+/// Writes one frame, length and body in one write: a reader woken by the length alone would
+/// block again for the body, a second wake-up on every exchange.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
-    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-    let len = u32::try_from(body.len())
+    let mut frame = Vec::with_capacity(512);
+    frame.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut frame, msg).map_err(std::io::Error::other)?;
+    let len = u32::try_from(frame.len() - 4)
         .ok()
         .filter(|l| *l <= MAX_FRAME)
         .ok_or_else(|| std::io::Error::other("frame too large"))?;
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(&body)?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&frame)?;
     w.flush()
 }
 
 /// Reads one frame.
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io::Result<T> {
+    let body = read_frame_bytes(r)?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one frame's body, undecoded.
+pub fn read_frame_bytes(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len);
@@ -155,8 +165,7 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io::R
     }
     let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body)?;
-    serde_json::from_slice(&body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    Ok(body)
 }
 
 /// Why a call to the service did not produce a response.

@@ -3,8 +3,8 @@
 //! the store (which takes milliseconds and excludes other processes).
 //!
 //! The protocol is `ipam_cni::protocol` (versioned, length-prefixed JSON frames).
-//! Connections are served by a pool of worker threads; concurrent requests share the store's
-//! flushes (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
+//! Each connection is read and answered by one thread of an elastic pool ([`conns`]), at most
+//! [`WORKERS`] requests at once; concurrent requests share the store's flushes (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
 //! every in-flight request has finished.
 //!
 //! With `--routes direct|bgp` it also runs the route agent ([`agent`]): the store's block
@@ -17,6 +17,7 @@
 pub mod agent;
 pub mod autodetect;
 pub mod bird;
+pub mod conns;
 pub mod kernel;
 pub mod metrics;
 
@@ -40,11 +41,11 @@ pub struct Stats {
 }
 
 /// How long a client may take to send its request, and to take its answer: well under the
-/// plugin's own timeout, so a slow or idle client costs only its reader thread for this long.
+/// plugin's own timeout, so a slow or idle client costs only its own thread for this long.
 pub const IO_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Connections being read at once, at most; past this a new connection is closed unread
-/// (its client sees the service fail and retries, CNI code 11).
+/// Connections being read or answered at once, at most (a thread each); past this a new
+/// connection is closed unread (its client sees the service fail and retries, CNI code 11).
 pub const MAX_READERS: usize = 8192;
 
 /// Reads one request within [`IO_DEADLINE`]. A frame that is not a request of this protocol
@@ -52,21 +53,34 @@ pub const MAX_READERS: usize = 8192;
 fn read_request(mut conn: UnixStream) -> Option<(UnixStream, Request)> {
     let _ = conn.set_read_timeout(Some(IO_DEADLINE));
     let _ = conn.set_write_timeout(Some(IO_DEADLINE));
-    let frame: serde_json::Value = match protocol::read_frame(&mut conn) {
-        Ok(v) => v,
+    let frame = match protocol::read_frame_bytes(&mut conn) {
+        Ok(b) => b,
         Err(e) => {
             tracing::debug!(error = %e, "unreadable request");
             return None;
         }
     };
-    let why = match frame.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(protocol::VERSION) => {
-            match serde_json::from_value::<Request>(frame) {
-                Ok(r) => return Some((conn, r)),
-                Err(e) => format!("not a request this service understands: {e}"),
-            }
+    // Decoded once on the common path; only a frame that is not a request of this version is
+    // looked at again, to say why.
+    let decoded = serde_json::from_slice::<Request>(&frame);
+    if let Ok(r) = &decoded {
+        if r.version == protocol::VERSION {
+            return decoded.ok().map(|r| (conn, r));
         }
-        v => format!(
+    }
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: Option<serde_json::Value>,
+    }
+    let version = serde_json::from_slice::<Versioned>(&frame)
+        .ok()
+        .and_then(|v| v.version)
+        .and_then(|v| v.as_u64());
+    let why = match (version, decoded) {
+        (Some(v), Err(e)) if v == u64::from(protocol::VERSION) => {
+            format!("not a request this service understands: {e}")
+        }
+        (v, _) => format!(
             "protocol version {} is not supported; this service speaks {}",
             v.map_or_else(|| "(none)".to_string(), |v| v.to_string()),
             protocol::VERSION
@@ -150,8 +164,8 @@ fn dispatch<S: Datastore>(
     }
 }
 
-/// Worker threads serving connections (requests block on the store's flush, so a few run
-/// at once to share it).
+/// Requests served at once (they block on the store's flush, so a few run together to share
+/// it); more connections may be open and being read.
 pub const WORKERS: usize = 16;
 
 #[derive(serde::Deserialize)]
@@ -222,54 +236,26 @@ pub fn serve_store<S: Datastore + 'static>(
     stats: Arc<Stats>,
     identity: Option<String>,
 ) -> std::io::Result<()> {
-    let identity: Arc<Option<String>> = Arc::new(identity);
+    let stats_c = Arc::clone(&stats);
     let socket_path = listener
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let socket_id = socket_path.as_deref().and_then(file_id);
-    let (tx, rx) = std::sync::mpsc::channel::<(UnixStream, Request)>();
-    let rx = Arc::new(std::sync::Mutex::new(rx));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let rx = rx.clone();
-            let ipam = ipam.clone();
-            let stats = stats.clone();
-            let identity = identity.clone();
-            std::thread::spawn(move || loop {
-                let next = rx.lock().map(|r| r.recv());
-                match next {
-                    Ok(Ok((conn, req))) => {
-                        handle_conn(&ipam, conn, req, &stats, identity.as_deref())
-                    }
-                    _ => return,
-                }
-            })
-        })
-        .collect();
-    // Each connection is read by a thread of its own, so clients that are slow to send (or
-    // send nothing) never hold a worker; workers only answer complete requests.
-    let readers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // One thread reads a connection and answers it; at most WORKERS requests run at once.
+    let permits = conns::Permits::new(WORKERS);
+    let conns = conns::Conns::new(MAX_READERS, move |conn| {
+        if let Some((conn, req)) = read_request(conn) {
+            let _permit = permits.take();
+            handle_conn(&ipam, conn, req, &stats_c, identity.as_deref());
+        }
+    });
     let read = |conn: UnixStream| {
-        if readers.load(Ordering::Relaxed) >= MAX_READERS {
+        if !conns.submit(conn) {
             tracing::warn!(
                 limit = MAX_READERS,
                 "too many connections being read; closing one"
             );
-            return;
-        }
-        readers.fetch_add(1, Ordering::Relaxed);
-        let (tx, readers2) = (tx.clone(), readers.clone());
-        let spawned = std::thread::Builder::new()
-            .stack_size(64 << 10)
-            .spawn(move || {
-                if let Some(r) = read_request(conn) {
-                    let _ = tx.send(r);
-                }
-                readers2.fetch_sub(1, Ordering::Relaxed);
-            });
-        if spawned.is_err() {
-            readers.fetch_sub(1, Ordering::Relaxed);
         }
     };
     let mut pause = Duration::from_millis(10);
@@ -319,12 +305,9 @@ pub fn serve_store<S: Datastore + 'static>(
         }
     }
     drop(listener);
-    // Workers stop once every reader has handed over its request or given up (at most
+    // Threads leave once every queued connection is answered or has given up (at most
     // IO_DEADLINE from now), so a stuck client cannot hold the shutdown.
-    drop(tx);
-    for w in workers {
-        let _ = w.join();
-    }
+    conns.finish();
     Ok(())
 }
 
