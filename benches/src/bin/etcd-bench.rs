@@ -96,6 +96,15 @@ fn main() {
         "| assign rate / put rate | | {:.2} |",
         assign_rate / put_rate
     );
+    let batched: u64 = node_ipams.iter().map(|i| i.batched_assignments()).sum();
+    let unread: u64 = node_ipams
+        .iter()
+        .map(|i| i.assignments_without_read())
+        .sum();
+    let retries: u64 = node_ipams.iter().map(|i| i.commit_retries()).sum();
+    println!(
+        "assignments served in a group commit: {batched}; without a read of their own: {unread}; commits lost and retried: {retries}"
+    );
     println!(
         "store consistency after the run: {} problems",
         problems.len()

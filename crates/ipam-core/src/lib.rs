@@ -63,7 +63,7 @@ pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, R
 pub use ipam::{
     AffinityRelease, Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult,
     BlockUsage, Dump, FamilyAssignment, Ipam, IpamOptions, NodeUsage, PoolUsage, ReleaseOutcome,
-    ReleaseRequest, Utilisation, ATTR_NODE,
+    ReleaseRequest, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES,
 };
 pub use model::{
     endpoint_id, validate_handle_id, validate_node_name, Affinity, AffinityState, AllocAttrs,

@@ -16,22 +16,27 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A store whose commits wait while the gate is closed, counting commits and waiters.
+/// A store whose commits wait while the gate is closed, counting reads (calls), commits and
+/// waiters.
 struct Gated<S> {
     inner: S,
     closed: AtomicBool,
     waiting: AtomicUsize,
     commits: AtomicUsize,
+    reads: AtomicUsize,
 }
 
 impl<S: Datastore> Datastore for Gated<S> {
     fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get(key)
     }
     fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list(range)
     }
     fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read(reads)
     }
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
@@ -61,20 +66,28 @@ type Store = Arc<Gated<FaultyStore<MemoryStore>>>;
 /// An engine on a gated, fault-injecting store with `pools` (name, cidr, block size), and one
 /// address already taken for node `n1` (so the engine knows n1's block).
 fn engine(pools: &[(&str, &str, u8)]) -> (Arc<Ipam<Store>>, Store) {
+    let (ipam, store, _) = engine_and_clock(pools);
+    (ipam, store)
+}
+
+/// [`engine`], with the clock the engine reads.
+fn engine_and_clock(pools: &[(&str, &str, u8)]) -> (Arc<Ipam<Store>>, Store, Arc<ManualClock>) {
     let store = Arc::new(Gated {
         inner: FaultyStore::new(MemoryStore::new(), 11),
         closed: AtomicBool::new(false),
         waiting: AtomicUsize::new(0),
         commits: AtomicUsize::new(0),
+        reads: AtomicUsize::new(0),
     });
-    let ipam = Arc::new(Ipam::new(store.clone(), Arc::new(ManualClock::new(T0))));
+    let clock = Arc::new(ManualClock::new(T0));
+    let ipam = Arc::new(Ipam::new(store.clone(), clock.clone()));
     for (name, cidr, bs) in pools {
         ipam.create_pool(Pool::with_block_size(name, net(cidr), *bs).unwrap())
             .unwrap();
     }
     ipam.auto_assign(&AutoAssignArgs::v4("n1", "first", 1))
         .unwrap();
-    (ipam, store)
+    (ipam, store, clock)
 }
 
 /// Holds the store's commits, runs `lead` until its commit waits, then queues `burst` behind
@@ -323,4 +336,142 @@ fn a_queued_request_for_a_handle_that_holds_is_refused_as_alone() {
     let handles: Vec<String> = ["lead", "pod0", "pod1"].map(String::from).to_vec();
     let served = vec![outs[0].clone(), outs[1].clone(), outs[3].clone()];
     check(&ipam, &store, &handles, &served);
+}
+
+/// An engine whose last batch for n1 (a lead and three queued) committed, so it keeps that
+/// batch's context; with the handles given out so far.
+fn after_a_batch() -> (Arc<Ipam<Store>>, Store, Arc<ManualClock>, Vec<String>) {
+    let (ipam, store, clock) = engine_and_clock(&[("p", "10.244.0.0/16", 26)]);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let queued = pods(3, |_| 1);
+    let handles = handles_of(&lead, &queued);
+    let (outs, _) = burst(&ipam, &store, lead, queued);
+    check(&ipam, &store, &handles, &outs);
+    (ipam, store, clock, handles)
+}
+
+/// Runs one request alone; its outcome, and the reads and commits it made.
+fn alone(
+    ipam: &Ipam<Store>,
+    store: &Store,
+    args: &AutoAssignArgs,
+) -> (Result<AutoAssignResult, AssignError>, usize, usize) {
+    let (r0, c0) = (
+        store.reads.load(Ordering::SeqCst),
+        store.commits.load(Ordering::SeqCst),
+    );
+    let out = ipam.auto_assign(args);
+    (
+        out,
+        store.reads.load(Ordering::SeqCst) - r0,
+        store.commits.load(Ordering::SeqCst) - c0,
+    )
+}
+
+#[test]
+fn after_a_batch_the_next_request_is_served_without_a_read() {
+    let (ipam, store, _, mut handles) = after_a_batch();
+    let mut outs = Vec::new();
+    for i in 0..3 {
+        let args = AutoAssignArgs::v4("n1", &format!("next{i}"), 1 + i % 2);
+        let (out, reads, commits) = alone(&ipam, &store, &args);
+        assert_eq!((reads, commits), (0, 1), "request {i}: no read, one commit");
+        handles.push(args.handle_id);
+        outs.push(out);
+    }
+    assert_eq!(ipam.assignments_without_read(), 3);
+    let given: Vec<_> = handles[4..]
+        .iter()
+        .map(|h| ipam.addresses_by_handle(h).unwrap().len())
+        .collect();
+    assert_eq!(given, vec![1, 2, 1]);
+    check(&ipam, &store, &handles[4..], &outs);
+}
+
+#[test]
+fn a_kept_context_serves_a_bounded_number_of_batches() {
+    let (ipam, store, _, _) = after_a_batch();
+    let mut read_at = Vec::new();
+    for i in 0..20 {
+        let (out, reads, _) = alone(
+            &ipam,
+            &store,
+            &AutoAssignArgs::v4("n1", &format!("m{i}"), 1),
+        );
+        assert!(out.is_ok(), "{out:?}");
+        if reads > 0 {
+            read_at.push(i);
+        }
+    }
+    let bound = ipam_core::CARRY_USES as usize;
+    assert_eq!(ipam.assignments_without_read(), bound as u64);
+    assert_eq!(
+        read_at,
+        (bound..20).collect::<Vec<_>>(),
+        "every request after the bound reads"
+    );
+}
+
+#[test]
+fn an_old_kept_context_is_read_again() {
+    let (ipam, store, clock, _) = after_a_batch();
+    clock.advance(ipam_core::CARRY_AGE_NS + 1);
+    let (out, reads, _) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "late", 1));
+    assert!(out.is_ok(), "{out:?}");
+    assert!(reads > 0, "a context older than the bound is not used");
+    assert_eq!(ipam.assignments_without_read(), 0);
+}
+
+#[test]
+fn a_write_through_the_engine_makes_the_next_request_read() {
+    let (ipam, store, _, handles) = after_a_batch();
+    // A release of a batch's address (a CNI DEL through the same service).
+    assert_eq!(ipam.release_by_handle(&handles[2]).unwrap(), 1);
+    let (out, reads, commits) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "after", 1));
+    assert!(out.is_ok(), "{out:?}");
+    assert!(reads > 0);
+    assert_eq!(commits, 1, "no commit lost on a stale context");
+    assert_eq!(ipam.assignments_without_read(), 0);
+    assert!(audit(store.inner.inner()).unwrap().is_empty());
+}
+
+#[test]
+fn a_write_by_another_engine_fails_the_kept_commit_and_is_served_after_a_read() {
+    let (ipam, store, _, _) = after_a_batch();
+    // Another process writes n1's block: it releases "pod0"'s address.
+    let other = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    assert_eq!(other.release_by_handle("pod0").unwrap(), 1);
+    let retries = ipam.commit_retries();
+    let args = AutoAssignArgs::v4("n1", "after", 1);
+    let (out, reads, commits) = alone(&ipam, &store, &args);
+    let got = ips(out.as_ref().unwrap());
+    assert_eq!(
+        commits, 2,
+        "the kept context's commit lost, then one after a read"
+    );
+    assert!(reads > 0);
+    assert_eq!(ipam.commit_retries(), retries + 1);
+    // The other engine's release stands: nothing was written over it from the stale copy.
+    assert!(ipam.addresses_by_handle("pod0").unwrap().is_empty());
+    assert_eq!(ipam.addresses_by_handle("after").unwrap(), got);
+    let problems = audit(store.inner.inner()).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_kept_context_still_refuses_a_handle_that_holds() {
+    let (ipam, store, _, _) = after_a_batch();
+    let mut repeat = AutoAssignArgs::v4("n1", "lead", 1);
+    repeat.only_if_unheld = true;
+    let (out, _, _) = alone(&ipam, &store, &repeat);
+    assert!(
+        matches!(&out, Err(AssignError::HandleHolds(h)) if h == "lead"),
+        "{out:?}"
+    );
+    assert_eq!(ipam.addresses_by_handle("lead").unwrap().len(), 1);
+    // A second address for a handle that holds (a pod's second interface) is still given.
+    let (out, _, _) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "lead", 1));
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(ipam.addresses_by_handle("lead").unwrap().len(), 2);
+    assert!(audit(store.inner.inner()).unwrap().is_empty());
 }

@@ -14,7 +14,7 @@ impl<S: Datastore> Ipam<S> {
         config.validate()?;
         self.retrying::<_, AdminError>("set config", || {
             let rev = self.store.get_config_rec(&Key::Config)?.map(|v| v.revision);
-            self.store.commit(vec![put(Record::Config(config), rev)])?;
+            self.commit(vec![put(Record::Config(config), rev)])?;
             Ok(())
         })
     }
@@ -48,7 +48,7 @@ impl<S: Datastore> Ipam<S> {
                 Some(v) => (v.value, Some(v.revision)),
                 None => (IpamConfig::default(), None),
             };
-            self.store.commit(vec![
+            self.commit(vec![
                 Write::Create(Record::Pool(pool.clone())),
                 put(Record::Config(value), rev),
             ])?;
@@ -155,7 +155,7 @@ impl<S: Datastore> Ipam<S> {
                 None => (IpamConfig::default(), None),
             };
             writes.push(put(Record::Config(value), rev));
-            self.store.commit(writes)?;
+            self.commit(writes)?;
             Ok(parts.clone())
         })
     }
@@ -179,7 +179,7 @@ impl<S: Datastore> Ipam<S> {
                 ));
             }
             let p = Pool::try_from(parts)?;
-            self.store.commit(vec![Write::Update {
+            self.commit(vec![Write::Update {
                 record: Record::Pool(p.clone()),
                 expected: v.revision,
             }])?;
@@ -234,7 +234,7 @@ impl<S: Datastore> Ipam<S> {
                     expected: ix.revision,
                 });
             }
-            self.store.commit(writes)?;
+            self.commit(writes)?;
             Ok(())
         })
     }
@@ -257,7 +257,7 @@ impl<S: Datastore> Ipam<S> {
                 let left = (u64::from(b.cooling_count()), b.cooling_until().unwrap_or(0));
                 if changed || (b.is_unused() && b.affinity.is_none()) {
                     let writes = self.block_write_after_release(&pools, vb, b)?;
-                    self.store.commit(writes)?;
+                    self.commit(writes)?;
                 }
                 Ok(Some(left))
             })?;
@@ -297,7 +297,7 @@ impl<S: Datastore> Ipam<S> {
             let mut n = cur.map_or_else(|| empty.clone(), |v| v.value);
             // The setters keep a node valid; the name is not the closure's to change.
             f(&mut n);
-            self.store.commit(vec![put(Record::Node(n.clone()), rev)])?;
+            self.commit(vec![put(Record::Node(n.clone()), rev)])?;
             Ok(n)
         })
     }
@@ -314,10 +314,7 @@ impl<S: Datastore> Ipam<S> {
             cidr: crate::cidr::masked(cidr),
         };
         r.validate().map_err(AdminError::InvalidArgument)?;
-        match self
-            .store
-            .commit(vec![Write::Create(Record::Reservation(r))])
-        {
+        match self.commit(vec![Write::Create(Record::Reservation(r))]) {
             Ok(_) => Ok(()),
             Err(crate::datastore::StoreError::Conflict { .. }) => Err(AdminError::InvalidArgument(
                 format!("reservation {name} exists"),

@@ -80,7 +80,7 @@ impl<S: Datastore> Ipam<S> {
                 },
                 None => Write::Create(rec),
             });
-            self.store.commit(writes)?;
+            self.commit(writes)?;
             Ok(())
         })
     }
@@ -134,7 +134,7 @@ impl<S: Datastore> Ipam<S> {
                     expected: a.revision,
                 });
             }
-            self.store.commit(writes)?;
+            self.commit(writes)?;
             Ok(true)
         })
     }
@@ -222,7 +222,7 @@ impl<S: Datastore> Ipam<S> {
         let out = self.release_host_affinities(node, false)?;
         self.retrying::<_, AffinityError>("remove node", || {
             if let Some(n) = self.store.get_node(&Key::Node(node.to_string()))? {
-                self.store.commit(vec![Write::Delete {
+                self.commit(vec![Write::Delete {
                     key: Key::Node(node.to_string()),
                     expected: n.revision,
                 }])?;

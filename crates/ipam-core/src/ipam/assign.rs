@@ -576,7 +576,7 @@ impl<S: Datastore> Ipam<S> {
                 .collect();
             let handle_write =
                 self.handle_add(&ctx.args.handle_id, cidr, ords.len(), ctx.take_handle())?;
-            self.store.commit(vec![
+            self.commit(vec![
                 Write::Update {
                     record: Record::Block(block),
                     expected: vb.revision,
@@ -648,7 +648,7 @@ impl<S: Datastore> Ipam<S> {
                 let w = self.pool_index_write(pool.cidr, |f| {
                     f.insert(c);
                 })?;
-                match self.store.commit(vec![w]) {
+                match self.commit(vec![w]) {
                     Ok(_) | Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -677,7 +677,7 @@ impl<S: Datastore> Ipam<S> {
                     ctx.take_handle(),
                 )?);
             }
-            match self.store.commit(writes) {
+            match self.commit(writes) {
                 Ok(_) => {
                     return Ok(Some(
                         ords.iter()
@@ -714,21 +714,20 @@ impl<S: Datastore> Ipam<S> {
                 }
                 let pools = self.pools()?;
                 let w = self.index_writes(&pools, cidr, true)?;
-                self.store.commit(w)
+                self.commit(w)
             }
             Key::Affinity { cidr, .. } => {
                 let block_exists = self.store.get_block(&Key::Block(*cidr))?.is_some();
                 match self.store.get_affinity(key)? {
-                    Some(a) if !block_exists || a.value.state != AffinityState::Confirmed => {
-                        self.store.commit(vec![Write::Delete {
+                    Some(a) if !block_exists || a.value.state != AffinityState::Confirmed => self
+                        .commit(vec![Write::Delete {
                             key: key.clone(),
                             expected: a.revision,
-                        }])
-                    }
+                        }]),
                     _ => {
                         let pools = self.pools()?;
                         let w = self.index_writes(&pools, cidr, true)?;
-                        self.store.commit(w)
+                        self.commit(w)
                     }
                 }
             }
@@ -782,7 +781,7 @@ impl<S: Datastore> Ipam<S> {
                         expected: a.revision,
                     });
                 }
-                match self.store.commit(writes) {
+                match self.commit(writes) {
                     Ok(_) => return Ok(Some(b.cidr)),
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(e.into()),
@@ -902,7 +901,7 @@ impl<S: Datastore> Ipam<S> {
             })?;
             writes.push(put(Record::Block(block), rev));
             writes.push(self.handle_add(&args.handle_id, cidr, 1, None)?);
-            self.store.commit(writes)?;
+            self.commit(writes)?;
             let _ = ord;
             Ok(AssignedIp {
                 ip: args.ip,

@@ -12,13 +12,29 @@
 //!
 //! An uncontended request never queues: it takes the lane and runs alone, without a copy of
 //! its arguments.
+//!
+//! **A batch's context is kept for the next one.** After a batch commits, the lane keeps what
+//! it decided on (the node's labels, the pools) with the block as just committed and the
+//! revision the commit gave it ([`Carry`]). The next request or batch for the node, alone or
+//! queued, is served from it with **no read**: its block is written under that revision and
+//! each handle is created (so it must be absent, which is what an ADD of a new pod expects).
+//! Any other writer of the block, or of a handle, makes that commit fail its condition, and
+//! the requests are served again after a fresh read, exactly as after any lost race. The kept
+//! context is dropped when the node's requests take the one-by-one path, after [`CARRY_USES`]
+//! batches or [`CARRY_AGE_NS`], and whenever a commit through this engine wrote anything but
+//! an endpoint record (a release, a pool or configuration change): so pools and
+//! configuration written elsewhere are seen at most that late, as if the read had been made
+//! that much earlier, and no write is ever made without its compare-and-swap.
 
 use super::assign::{candidate_pools, holder};
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
 use crate::cidr::{self, Family};
-use crate::datastore::{one, Datastore, Key, Range, Read, Record, StoreError, Write};
+use crate::datastore::{one, Datastore, Key, Range, Read, Record, StoreError, Versioned, Write};
 use crate::error::AssignError;
 use crate::model::{Affinity, AffinityState, Block, Handle, Node, Pool};
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 type Outcome = Result<AutoAssignResult, AssignError>;
@@ -38,7 +54,40 @@ struct LaneState {
     /// Callers asleep on `changed`: the lane is signalled only when someone listens (a
     /// signal is a system call, and most lanes never have a waiter).
     sleepers: usize,
+    /// What the last batch decided on, for the next (held by the lane's holder meanwhile).
+    carry: Option<Carry>,
 }
+
+/// A batch's context kept for the next batch of the same node (see the module docs).
+struct Carry {
+    /// The block as committed, at the revision the commit gave it.
+    block: Versioned<Block>,
+    labels: BTreeMap<String, String>,
+    pools: Vec<Pool>,
+    /// When the context was read, and the engine's count of foreign writes then.
+    read_at_ns: u64,
+    writes_seen: u64,
+    /// Batches served from it since it was read.
+    uses: u32,
+}
+
+/// What a batch decides on: read now, or kept from the last batch.
+struct Basis {
+    labels: BTreeMap<String, String>,
+    pools: Vec<Pool>,
+    block: Versioned<Block>,
+    /// Each fitting request's handle as read, in order; `None` when nothing was read.
+    handles: Option<Vec<Option<Versioned<Handle>>>>,
+    read_at_ns: u64,
+    writes_seen: u64,
+    uses: u32,
+}
+
+/// Batches served from one read of the context, at most.
+pub const CARRY_USES: u32 = 16;
+
+/// How old a kept context may be, at most (100 ms).
+pub const CARRY_AGE_NS: u64 = 100_000_000;
 
 /// A queued request and the place its outcome is left for it.
 struct Waiting {
@@ -62,17 +111,22 @@ impl Lane {
     }
 }
 
-/// The lane held by one caller; freed (and the waiters woken) when dropped, even by a panic.
-struct Held<'a>(&'a Lane);
+/// The lane held by one caller, with the kept context while it serves; freed (the context
+/// put back, the waiters woken) when dropped, even by a panic.
+struct Held<'a> {
+    lane: &'a Lane,
+    carry: Option<Carry>,
+}
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.lock();
+        let mut st = self.lane.lock();
         st.busy = false;
+        st.carry = self.carry.take();
         let wake = st.sleepers > 0;
         drop(st);
         if wake {
-            self.0.changed.notify_all();
+            self.lane.changed.notify_all();
         }
     }
 }
@@ -97,9 +151,20 @@ impl<S: Datastore> Ipam<S> {
         let mut st = lane.lock();
         if !st.busy && st.queue.is_empty() {
             st.busy = true;
+            let carry = st.carry.take();
             drop(st);
-            let _held = Held(&lane);
-            return self.assign_serial(args);
+            let mut held = Held { lane: &lane, carry };
+            if held.carry.is_none() {
+                return self.assign_serial(args);
+            }
+            // The last batch left its context: served from it, without a read.
+            let outcome = Arc::new(Mutex::new(None));
+            let one = vec![Waiting {
+                args: args.clone(),
+                outcome: outcome.clone(),
+            }];
+            self.serve(one, &mut held.carry);
+            return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
         }
         let outcome = Arc::new(Mutex::new(None));
         st.queue.push(Waiting {
@@ -113,9 +178,10 @@ impl<S: Datastore> Ipam<S> {
             if !st.busy {
                 st.busy = true;
                 let queued = std::mem::take(&mut st.queue);
+                let carry = st.carry.take();
                 drop(st);
-                let _held = Held(&lane);
-                self.serve(queued);
+                let mut held = Held { lane: &lane, carry };
+                self.serve(queued, &mut held.carry);
                 // Ours was in the queue unless a leader took it and panicked before answering.
                 return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
             }
@@ -128,16 +194,27 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
+    /// Whether `carry` may serve the node's next batch from `hint`.
+    fn usable(&self, carry: &Option<Carry>, hint: Option<IpNetwork>) -> bool {
+        carry.as_ref().is_some_and(|c| {
+            Some(c.block.value.cidr) == hint
+                && c.uses < CARRY_USES
+                && self.now().saturating_sub(c.read_at_ns) <= CARRY_AGE_NS
+                && c.writes_seen == self.writes_seen.load(Ordering::SeqCst)
+        })
+    }
+
     /// Serves queued requests, in queue order: together from the node's last block as far as
     /// it goes, then the first of the rest alone (it may claim a new block, or meet an error
     /// only it can explain), then together again when that changed the node's block or the
     /// last try lost a race.
-    fn serve(&self, mut queued: Vec<Waiting>) {
+    fn serve(&self, mut queued: Vec<Waiting>, carry: &mut Option<Carry>) {
         let mut tried = None;
         while !queued.is_empty() {
             let hint = self.hint(&queued[0].args.node);
-            if queued.len() > 1 && (hint != tried || hint.is_none()) {
-                let (rest, lost_race) = self.assign_together(queued);
+            let together = queued.len() > 1 || self.usable(carry, hint);
+            if together && (hint != tried || hint.is_none()) {
+                let (rest, lost_race) = self.assign_together(queued, carry);
                 queued = rest;
                 tried = if lost_race { None } else { hint };
                 if queued.is_empty() {
@@ -145,14 +222,20 @@ impl<S: Datastore> Ipam<S> {
                 }
             }
             let first = queued.remove(0);
+            // The one-by-one path may write the block: what was kept no longer describes it.
+            *carry = None;
             first.answer(self.assign_serial(&first.args));
         }
     }
 
-    /// Serves from the node's last block every request it can, in one read and one commit.
-    /// Returns the requests left for the one-by-one path, in queue order, and whether the
-    /// commit lost a race (so a new try may serve them all).
-    fn assign_together(&self, queued: Vec<Waiting>) -> (Vec<Waiting>, bool) {
+    /// Serves from the node's last block every request it can, in one read (none, from a kept
+    /// context) and one commit. Returns the requests left for the one-by-one path, in queue
+    /// order, and whether the commit lost a race (so a new try may serve them all).
+    fn assign_together(
+        &self,
+        queued: Vec<Waiting>,
+        carry: &mut Option<Carry>,
+    ) -> (Vec<Waiting>, bool) {
         let node = queued[0].args.node.clone();
         let Some(hint) = self.hint(&node) else {
             return (queued, false);
@@ -171,26 +254,29 @@ impl<S: Datastore> Ipam<S> {
             let repeated = queued[..i].iter().any(|p| p.args.handle_id == a.handle_id);
             fits.push(n > 0 && !repeated);
         }
-        if fits.iter().filter(|f| **f).count() < 2 {
+        let kept = self.usable(carry, Some(hint));
+        // Alone, a request gains nothing here over its own path unless nothing need be read.
+        if fits.iter().filter(|f| **f).count() < if kept { 1 } else { 2 } {
             return (queued, false);
         }
-        let mut reads = vec![
-            Read::Get(Key::Node(node.clone())),
-            Read::List(Range::Pools),
-            Read::List(Range::Reservations),
-            Read::Get(Key::Affinity {
-                node: node.clone(),
-                cidr: hint,
-            }),
-            Read::Get(Key::Block(hint)),
-        ];
-        for (w, _) in queued.iter().zip(&fits).filter(|(_, f)| **f) {
-            reads.push(Read::Get(Key::Handle(w.args.handle_id.clone())));
-        }
-        let Ok(answers) = self.store.read(&reads) else {
-            return (queued, false); // each request meets the failure on its own path
+        let basis = match carry.take() {
+            Some(c) if kept => Basis {
+                labels: c.labels,
+                pools: c.pools,
+                block: c.block,
+                handles: None,
+                read_at_ns: c.read_at_ns,
+                writes_seen: c.writes_seen,
+                uses: c.uses + 1,
+            },
+            _ => match self.read_basis(&node, hint, &queued, &fits) {
+                Ok(Some(b)) => b,
+                // The block cannot serve a batch, or a record does not decode: each request
+                // meets that on its own path.
+                Ok(None) | Err(_) => return (queued, false),
+            },
         };
-        match self.serve_from_block(&node, hint, family, &queued, &fits, answers) {
+        match self.serve_from_block(&node, hint, family, &queued, &fits, basis, carry) {
             Ok(served) => {
                 let mut rest = Vec::new();
                 for (w, got) in queued.into_iter().zip(served) {
@@ -208,19 +294,32 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
-    /// The decision and the commit of [`Ipam::assign_together`]: per request, its outcome
-    /// when served here (`None`: left for the one-by-one path). An `Err` leaves every request
-    /// to that path (a record that does not decode, a lost compare-and-swap).
-    fn serve_from_block(
+    /// Reads what a batch decides on, in one round trip: `None` when the node's last block
+    /// cannot serve a batch (gone, not confirmed as the node's, or holding reservations).
+    fn read_basis(
         &self,
         node: &str,
-        hint: ipnetwork::IpNetwork,
-        family: Family,
+        hint: IpNetwork,
         queued: &[Waiting],
         fits: &[bool],
-        answers: Vec<Vec<crate::Versioned<Record>>>,
-    ) -> Result<Vec<Option<Outcome>>, AssignError> {
-        let mut served: Vec<Option<Outcome>> = queued.iter().map(|_| None).collect();
+    ) -> Result<Option<Basis>, AssignError> {
+        // Taken before the read: a write counted after it makes the kept context unusable.
+        let writes_seen = self.writes_seen.load(Ordering::SeqCst);
+        let read_at_ns = self.now();
+        let mut reads = vec![
+            Read::Get(Key::Node(node.to_string())),
+            Read::List(Range::Pools),
+            Read::List(Range::Reservations),
+            Read::Get(Key::Affinity {
+                node: node.to_string(),
+                cidr: hint,
+            }),
+            Read::Get(Key::Block(hint)),
+        ];
+        for (w, _) in queued.iter().zip(fits).filter(|(_, f)| **f) {
+            reads.push(Read::Get(Key::Handle(w.args.handle_id.clone())));
+        }
+        let answers = self.store.read(&reads)?;
         let mut answers = answers.into_iter();
         let mut next = || answers.next().unwrap_or_default();
         let labels = one::<Node>(next())?
@@ -232,28 +331,71 @@ impl<S: Datastore> Ipam<S> {
             .collect();
         let reservations = crate::datastore::all::<crate::model::Reservation>(next())?;
         let affinity = one::<Affinity>(next())?;
-        let Some(vb) = one::<Block>(next())? else {
-            return Ok(served);
+        let Some(block) = one::<Block>(next())? else {
+            return Ok(None);
         };
-        let mut block = vb.value;
         let confirmed = affinity.is_some_and(|a| a.value.state == AffinityState::Confirmed);
         // Reservations inside the block would make a request's count of free addresses
         // uncertain: that rare block is served one by one, which avoids them.
         if !confirmed
-            || block.affinity.as_deref() != Some(node)
+            || block.value.affinity.as_deref() != Some(node)
             || reservations
                 .iter()
                 .any(|r| cidr::overlaps(&r.value.cidr, &hint))
         {
-            return Ok(served);
+            return Ok(None);
         }
+        let mut handles = Vec::new();
+        for _ in fits.iter().filter(|f| **f) {
+            handles.push(one::<Handle>(next())?);
+        }
+        Ok(Some(Basis {
+            labels,
+            pools,
+            block,
+            handles: Some(handles),
+            read_at_ns,
+            writes_seen,
+            uses: 0,
+        }))
+    }
+
+    /// The decision and the commit of [`Ipam::assign_together`]: per request, its outcome
+    /// when served here (`None`: left for the one-by-one path). An `Err` leaves every request
+    /// to that path (a lost compare-and-swap). A commit that succeeded leaves its context in
+    /// `carry`.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_from_block(
+        &self,
+        node: &str,
+        hint: IpNetwork,
+        family: Family,
+        queued: &[Waiting],
+        fits: &[bool],
+        basis: Basis,
+        carry: &mut Option<Carry>,
+    ) -> Result<Vec<Option<Outcome>>, AssignError> {
+        let mut served: Vec<Option<Outcome>> = queued.iter().map(|_| None).collect();
+        let Basis {
+            labels,
+            pools,
+            block: vb,
+            handles: read_handles,
+            read_at_ns,
+            writes_seen,
+            uses,
+        } = basis;
+        let from_kept = read_handles.is_none();
+        let mut read_handles = read_handles.map(Vec::into_iter);
+        let mut block = vb.value;
         block.expire_cooling(self.now());
         let mut handles = Vec::with_capacity(queued.len());
         for (i, w) in queued.iter().enumerate() {
             if !fits[i] {
                 continue;
             }
-            let handle = one::<Handle>(next())?;
+            // Not read (a kept context): created, so the commit fails if it exists.
+            let handle = read_handles.as_mut().and_then(Iterator::next).flatten();
             let a = &w.args;
             if a.only_if_unheld && handle.as_ref().is_some_and(|h| !h.value.is_empty()) {
                 continue; // its refusal comes from the one-by-one path
@@ -315,6 +457,7 @@ impl<S: Datastore> Ipam<S> {
         if handles.is_empty() {
             return Ok(served);
         }
+        let committed = block.clone();
         let mut writes = Vec::with_capacity(1 + handles.len());
         writes.push(Write::Update {
             record: Record::Block(block),
@@ -322,10 +465,25 @@ impl<S: Datastore> Ipam<S> {
         });
         writes.extend(handles);
         match self.store.commit(writes) {
-            Ok(_) => {
+            Ok(revision) => {
                 let n = served.iter().flatten().count() as u64;
-                self.batched
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                if n > 1 {
+                    self.batched.fetch_add(n, Ordering::Relaxed);
+                }
+                if from_kept {
+                    self.unread.fetch_add(n, Ordering::Relaxed);
+                }
+                *carry = Some(Carry {
+                    block: Versioned {
+                        value: committed,
+                        revision,
+                    },
+                    labels,
+                    pools,
+                    read_at_ns,
+                    writes_seen,
+                    uses,
+                });
                 Ok(served)
             }
             Err(e @ StoreError::Conflict { .. }) => {

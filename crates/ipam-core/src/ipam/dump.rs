@@ -147,7 +147,7 @@ impl<S: Datastore> Ipam<S> {
             )));
         }
         for chunk in existing.chunks(BATCH) {
-            self.store.commit(
+            self.commit(
                 chunk
                     .iter()
                     .map(|v| Write::Delete {
@@ -160,8 +160,7 @@ impl<S: Datastore> Ipam<S> {
         let records = d.records();
         let mut done = 0;
         for chunk in records.chunks(BATCH) {
-            self.store
-                .commit(chunk.iter().cloned().map(Write::Create).collect())
+            self.commit(chunk.iter().cloned().map(Write::Create).collect())
                 .map_err(|e| {
                     AdminError::InvalidArgument(format!(
                         "import stopped after {done} of {} records: {e}",

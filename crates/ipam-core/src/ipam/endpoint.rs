@@ -13,8 +13,7 @@ impl<S: Datastore> Ipam<S> {
         let key = Record::Endpoint(e.clone()).key();
         self.retrying::<_, AdminError>("put endpoint", || {
             let rev = self.store.get_endpoint(&key)?.map(|v| v.revision);
-            self.store
-                .commit(vec![put(Record::Endpoint(e.clone()), rev)])?;
+            self.commit(vec![put(Record::Endpoint(e.clone()), rev)])?;
             Ok(())
         })
     }

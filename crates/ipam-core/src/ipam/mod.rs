@@ -19,6 +19,7 @@ mod release;
 
 pub use affinity::AffinityRelease;
 pub use assign::{AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment};
+pub use batch::{CARRY_AGE_NS, CARRY_USES};
 pub use dump::Dump;
 pub use query::{Allocation, BlockUsage, NodeUsage, PoolUsage, Utilisation};
 pub use release::{ReleaseOutcome, ReleaseRequest};
@@ -76,6 +77,12 @@ pub struct Ipam<S> {
     conflicts: std::sync::atomic::AtomicU64,
     /// Auto-assignments served in a group commit with others, since start.
     batched: std::sync::atomic::AtomicU64,
+    /// Auto-assignments served from a batch's kept context, without a read, since start.
+    unread: std::sync::atomic::AtomicU64,
+    /// Commits through this engine that wrote anything a batch's decision reads (every kind
+    /// but endpoints), other than a batch's own: a context a lane kept from its last batch is
+    /// used only while this has not moved (see `batch.rs`).
+    writes_seen: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -94,7 +101,34 @@ impl<S: Datastore> Ipam<S> {
             last_block: Default::default(),
             conflicts: Default::default(),
             batched: Default::default(),
+            writes_seen: Default::default(),
+            unread: Default::default(),
         }
+    }
+
+    /// Commits `writes` (every write but a batch's goes through here), counting those that
+    /// may change what a batch decides on (see `writes_seen`).
+    fn commit(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
+        let counts = writes.iter().any(|w| {
+            !matches!(
+                w,
+                Write::Create(Record::Endpoint(_))
+                    | Write::Update {
+                        record: Record::Endpoint(_),
+                        ..
+                    }
+                    | Write::Delete {
+                        key: Key::Endpoint { .. },
+                        ..
+                    }
+            )
+        });
+        let r = self.store.commit(writes);
+        if counts && r.is_ok() {
+            self.writes_seen
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
     }
 
     fn hint(&self, node: &str) -> Option<IpNetwork> {
@@ -141,6 +175,12 @@ impl<S: Datastore> Ipam<S> {
     /// made (see [`Ipam::queued_assignments`]).
     pub fn batched_assignments(&self) -> u64 {
         self.batched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Auto-assignments this engine served from the context its last batch for the node kept,
+    /// with no read of their own (see `batch.rs`), since it was made.
+    pub fn assignments_without_read(&self) -> u64 {
+        self.unread.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commits this engine lost to a concurrent writer and retried, since it was made.
@@ -208,7 +248,7 @@ impl<S: Datastore> Ipam<S> {
             let Some(v) = self.store.get(&key)? else {
                 return Ok(false);
             };
-            self.store.commit(vec![Write::Delete {
+            self.commit(vec![Write::Delete {
                 key: key.clone(),
                 expected: v.revision,
             }])?;

@@ -149,7 +149,7 @@ impl<S: Datastore> Ipam<S> {
                     let read = known.remove(h.as_str());
                     writes.extend(self.handle_remove(&h, c.0, n, read)?);
                 }
-                self.store.commit(writes)?;
+                self.commit(writes)?;
                 Ok(part)
             })?;
             out.released.extend(part.released);
@@ -209,7 +209,7 @@ impl<S: Datastore> Ipam<S> {
             };
             let Some((&c, _)) = vh.value.blocks.iter().next() else {
                 // An empty handle should not exist; remove it.
-                let r = self.store.commit(vec![Write::Delete {
+                let r = self.commit(vec![Write::Delete {
                     key: Key::Handle(handle_id.to_string()),
                     expected: vh.revision,
                 }]);
@@ -250,7 +250,7 @@ impl<S: Datastore> Ipam<S> {
                     expected: vh.revision,
                 }
             });
-            match self.store.commit(writes) {
+            match self.commit(writes) {
                 // The handle's last block: the commit deleted it, so nothing is left to read.
                 Ok(_) if deleted => return Ok(released + n),
                 Ok(_) => released += n,
