@@ -26,6 +26,8 @@ pub struct Metrics {
     retries_seen: AtomicU64,
     batched: IntCounter,
     batched_seen: AtomicU64,
+    unread: IntCounter,
+    unread_seen: AtomicU64,
     pool: IntGaugeVec,
     node: IntGaugeVec,
     refreshed: Mutex<Option<Instant>>,
@@ -66,6 +68,10 @@ impl Metrics {
             "calico_ipam_assignments_batched_total",
             "Auto-assignments served together with others queued for the node, in one commit.",
         )?;
+        let unread = IntCounter::new(
+            "calico_ipam_assignments_without_read_total",
+            "Auto-assignments served from the context the node's last batch kept, with no read of the store.",
+        )?;
         let pool = IntGaugeVec::new(
             Opts::new(
                 "calico_ipam_pool_addresses",
@@ -85,6 +91,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(retries.clone()),
             Box::new(batched.clone()),
+            Box::new(unread.clone()),
             Box::new(pool.clone()),
             Box::new(node.clone()),
         ] {
@@ -98,6 +105,8 @@ impl Metrics {
             retries_seen: AtomicU64::new(0),
             batched,
             batched_seen: AtomicU64::new(0),
+            unread,
+            unread_seen: AtomicU64::new(0),
             pool,
             node,
             refreshed: Mutex::new(None),
@@ -123,6 +132,9 @@ impl Metrics {
         let now = ipam.batched_assignments();
         let seen = self.batched_seen.swap(now, Ordering::Relaxed);
         self.batched.inc_by(now.saturating_sub(seen));
+        let now = ipam.assignments_without_read();
+        let seen = self.unread_seen.swap(now, Ordering::Relaxed);
+        self.unread.inc_by(now.saturating_sub(seen));
         let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| t.elapsed() < UTILISATION_TTL) {
             return;

@@ -96,6 +96,7 @@ fn a_live_scrape_counts_requests_and_utilisation() {
         "calico_ipam_store_commit_retries_total 0",
         // One request at a time: nothing queued, nothing batched.
         "calico_ipam_assignments_batched_total 0",
+        "calico_ipam_assignments_without_read_total 0",
         r#"state="in_use"} 4"#,
         r#"state="size"} 65536"#,
         r#"state="blocks"} 1"#,
