@@ -128,7 +128,21 @@ impl Conns {
     }
 }
 
+/// Counts a thread out of the pool when it leaves, also by a panic in the handler, so
+/// [`Conns::finish`] never waits for a thread that is gone.
+struct Alive<'a>(&'a Shared);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.threads -= 1;
+        drop(s);
+        self.0.left.notify_all();
+    }
+}
+
 fn run(shared: &Shared) {
+    let _alive = Alive(shared);
     loop {
         let next = {
             let mut s = shared.lock();
@@ -153,13 +167,7 @@ fn run(shared: &Shared) {
         };
         match next {
             Some(conn) => (shared.handler)(conn),
-            None => {
-                let mut s = shared.lock();
-                s.threads -= 1;
-                drop(s);
-                shared.left.notify_all();
-                return;
-            }
+            None => return,
         }
     }
 }
@@ -273,6 +281,15 @@ mod tests {
         }
         conns.finish();
         assert_eq!(served.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_handler_that_panics_does_not_hold_finish() {
+        let conns = Conns::new(4, |_c: UnixStream| panic!("handler failed"));
+        let (a, _b) = pair();
+        assert!(conns.submit(a));
+        // Returns once the thread is gone, although it never finished its loop.
+        conns.finish();
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! The protocol is `ipam_cni::protocol` (versioned, length-prefixed JSON frames).
 //! Each connection is read and answered by one thread of an elastic pool ([`conns`]), at most
-//! [`WORKERS`] requests at once; concurrent requests share the store's flushes (group commit). [`serve`] returns when `shutdown` is set and the listener is woken, after
-//! every in-flight request has finished.
+//! [`WORKERS`] requests at once; concurrent requests share the store's flushes (group commit).
+//! [`serve`] returns when `shutdown` is set and the listener is woken, after every in-flight
+//! request has finished.
 //!
 //! With `--routes direct|bgp` it also runs the route agent ([`agent`]): the store's block
 //! affinities become this node's routes, programmed over netlink ([`kernel`]) or announced
