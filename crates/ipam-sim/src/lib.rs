@@ -76,6 +76,8 @@ pub struct Report {
     pub borrowed: u64,
     /// Assignments served together with others in one commit (the engines' group commit).
     pub batched: u64,
+    /// Assignments served from a batch's kept context, with no read of their own.
+    pub unread: u64,
     /// Wall time.
     pub wall: Duration,
 }
@@ -93,7 +95,7 @@ impl Report {
             "| metric | value |\n|---|---|\n\
              | configuration | {} nodes x {} pods, {} rounds, {}% pod churn, {} nodes replaced per round, pool {}, seed {}, {} worker(s), bursts of {} |\n\
              | pods live at the end | {} on {} nodes |\n\
-             | IPAM operations | {} ({} assignments served in a group commit) |\n\
+             | IPAM operations | {} ({} assignments served in a group commit, {} without a read) |\n\
              | operations per second | {:.0} |\n\
              | wall time | {:.1} s |\n\
              | duplicates | {} |\n\
@@ -106,7 +108,7 @@ impl Report {
              | fragmentation (claimed but unused) | {:.1}% |\n\
              | borrowed addresses | {} |\n",
             cfg.nodes, cfg.pods_per_node, cfg.rounds, cfg.churn_pct, cfg.node_churn, cfg.pool, cfg.seed, cfg.workers.max(1), cfg.burst.max(1),
-            self.pods, self.nodes, self.operations, self.batched,
+            self.pods, self.nodes, self.operations, self.batched, self.unread,
             self.operations as f64 / self.wall.as_secs_f64().max(1e-9),
             self.wall.as_secs_f64(), self.duplicates, self.leaked, self.problems, self.exhausted,
             self.blocks, mn, mean, mx, self.block_fill * 100.0, self.fragmentation * 100.0, self.borrowed
@@ -331,6 +333,7 @@ pub fn run<S: Datastore>(store: S, cfg: &SimConfig) -> Result<Report, IpamError>
         r.exhausted += sim.report.exhausted;
         r.duplicates += sim.report.duplicates;
         r.batched += sim.ipam.batched_assignments();
+        r.unread += sim.ipam.assignments_without_read();
         for (pod, (_, ip)) in &sim.pods {
             if owners.insert(*ip, pod).is_some() && sims.len() > 1 {
                 // Within one driver a duplicate was counted when it was handed out.
