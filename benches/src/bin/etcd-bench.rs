@@ -1,15 +1,92 @@
 //! Assigns per second from three nodes against one etcd, beside raw etcd puts per second from
 //! three clients, in the same run. Each node has its own etcd connection (its own
-//! `EtcdStore`) and `THREADS` concurrent requests, as a node service would.
+//! `EtcdStore`) and `THREADS` concurrent requests, as a node service would. Then the same
+//! through three real node services: `calico-ipamd` processes (found next to this binary,
+//! built with the `etcd` feature), each sent `THREADS` concurrent CNI ADDs over its socket.
 //!
-//! Run: `cargo run --release -p ipam-benches --features etcd --bin etcd-bench -- ENDPOINT [PER_NODE]`
-//! (an etcd on loopback: see .ci/run for how to start one).
+//! Run: `cargo build --release -p ipamd --features etcd --bin calico-ipamd`, then
+//! `cargo run --release -p ipam-benches --features etcd --bin etcd-bench -- ENDPOINT [PER_NODE]`
+//! (an etcd on loopback: see .ci/run for how to start one; PER_NODE at most 1,280, a node's
+//! 20 blocks of 64).
 
+use ipam_cni::protocol::{self, Request};
 use ipam_core::{AutoAssignArgs, Ipam, Pool};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A node service started for the run; stopped (SIGTERM, then waited for) when dropped.
+struct Service {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts three `calico-ipamd` on `prefix`; `None` (and why, on stderr) if one does not come up.
+fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
+    let bin = std::env::current_exe().ok()?.parent()?.join("calico-ipamd");
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let socket = dir.join(format!("node{i}.sock"));
+        let child = Command::new(&bin)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--etcd-endpoints", ep, "--etcd-prefix", prefix])
+            .args(["--node-name", &format!("node{i}"), "--log-level", "error"])
+            .spawn()
+            .map_err(|e| eprintln!("cannot start {}: {e}", bin.display()))
+            .ok()?;
+        out.push(Service { child, socket });
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&out[i].socket).is_err() {
+            if t.elapsed() > Duration::from_secs(20)
+                || matches!(out[i].child.try_wait(), Ok(Some(_)))
+            {
+                eprintln!("node service {i} did not start (built with --features etcd?)");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Some(out)
+}
+
+/// One CNI ADD through a node service; its exit code.
+fn add(svc: &Service, node: &str, cid: &str) -> i32 {
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "calico",
+        "ipam": {"type": "calico-ipam", "nodename": node, "ipv4_pools": ["10.0.0.0/12"],
+                 "datastore_type": "etcdv3", "etcd_endpoints": "unused-through-the-service",
+                 "log_file_path": "none"}});
+    let req = Request::cni(
+        BTreeMap::from([
+            ("CNI_COMMAND".into(), "ADD".into()),
+            ("CNI_CONTAINERID".into(), cid.into()),
+            ("CNI_NETNS".into(), "/var/run/netns/bench".into()),
+            ("CNI_IFNAME".into(), "eth0".into()),
+        ]),
+        conf.to_string(),
+        None,
+    );
+    match protocol::call(&svc.socket, &req, Duration::from_secs(60)) {
+        Ok(r) => r.exit_code,
+        Err(e) => {
+            eprintln!("ADD {cid}: {e:?}");
+            -1
+        }
+    }
+}
 
 const THREADS: usize = 8;
 
@@ -107,6 +184,68 @@ fn main() {
     );
     println!(
         "store consistency after the run: {} problems",
+        problems.len()
+    );
+
+    // The same through three node services, over their sockets.
+    let svc_prefix = format!("{prefix}svc/");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Ipam::new(
+        EtcdStore::connect(EtcdOptions {
+            endpoints: vec![ep.clone()],
+            prefix: svc_prefix.clone(),
+            ..Default::default()
+        })
+        .expect("connect"),
+        Arc::new(SystemClock),
+    );
+    setup
+        .create_pool(Pool::new("p", "10.0.0.0/12".parse().expect("cidr")).expect("pool"))
+        .expect("create pool");
+    let Some(svcs) = services(&ep, &svc_prefix, dir.path()) else {
+        return;
+    };
+    let svcs = Arc::new(svcs);
+    let t = Instant::now();
+    let threads: Vec<_> = (0..3 * THREADS)
+        .map(|k| {
+            let svcs = svcs.clone();
+            std::thread::spawn(move || {
+                let mut failed = 0;
+                for i in 0..per_node / THREADS {
+                    if add(
+                        &svcs[k % 3],
+                        &format!("node{}", k % 3),
+                        &format!("c{k}-{i}"),
+                    ) != 0
+                    {
+                        failed += 1;
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    let adds = (per_node / THREADS) * THREADS * 3;
+    let add_rate = adds as f64 / t.elapsed().as_secs_f64();
+    drop(svcs);
+    let problems = setup.audit().expect("audit");
+    let held: u64 = setup
+        .blocks(&ipam_core::Range::Blocks)
+        .expect("blocks")
+        .iter()
+        .map(|b| u64::from(b.value.used_count()))
+        .sum();
+    println!();
+    println!("| measure | count | rate |");
+    println!("|---|---|---|");
+    println!(
+        "| CNI ADDs through three calico-ipamd (3 x {THREADS} concurrent, over the socket) | {adds} | {add_rate:.0}/s |"
+    );
+    println!("| ADD rate / put rate | | {:.2} |", add_rate / put_rate);
+    println!(
+        "failed ADDs: {failed}; addresses held after: {held}; store consistency: {} problems",
         problems.len()
     );
 }
