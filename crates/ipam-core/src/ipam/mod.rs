@@ -124,7 +124,8 @@ impl<S: Datastore> Ipam<S> {
             )
         });
         let r = self.store.commit(writes);
-        if counts && r.is_ok() {
+        // Counted whatever the outcome: a commit that timed out may have been applied.
+        if counts {
             self.writes_seen
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
