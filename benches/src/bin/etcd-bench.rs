@@ -187,6 +187,48 @@ fn main() {
         problems.len()
     );
 
+    // Churn: each thread releases every other pod it started, between its assigns, as a
+    // node's DELs come between its ADDs.
+    let before: u64 = node_ipams
+        .iter()
+        .map(|i| i.assignments_without_read())
+        .sum();
+    let t = Instant::now();
+    let threads: Vec<_> = (0..3 * THREADS)
+        .map(|k| {
+            let ipam = node_ipams[k % 3].clone();
+            std::thread::spawn(move || {
+                for i in 0..per_node / THREADS {
+                    let h = format!("churn{k}-{i}");
+                    ipam.auto_assign(&AutoAssignArgs::v4(&format!("churn-node{}", k % 3), &h, 1))
+                        .expect("assign");
+                    if i % 2 == 1 {
+                        ipam.release_by_handle(&h).expect("release");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let ops = assigns + assigns / 2;
+    let churn_rate = ops as f64 / t.elapsed().as_secs_f64();
+    let unread = node_ipams
+        .iter()
+        .map(|i| i.assignments_without_read())
+        .sum::<u64>()
+        - before;
+    let problems = node_ipams[0].audit().expect("audit");
+    println!();
+    println!(
+        "| assigns with every other released between them (3 nodes x {THREADS} concurrent) | {ops} operations | {churn_rate:.0}/s |"
+    );
+    println!(
+        "churn: {unread} of {assigns} assignments without a read of their own; store consistency: {} problems",
+        problems.len()
+    );
+
     // The same through three node services, over their sockets.
     let svc_prefix = format!("{prefix}svc/");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -436,6 +436,59 @@ fn a_write_through_the_engine_makes_the_next_request_read() {
 }
 
 #[test]
+fn a_pool_written_through_the_engine_makes_the_next_request_read() {
+    let (ipam, store, _, _) = after_a_batch();
+    ipam.create_pool(Pool::with_block_size("q", net("10.245.0.0/16"), 26).unwrap())
+        .unwrap();
+    let (out, reads, commits) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "after", 1));
+    assert!(out.is_ok(), "{out:?}");
+    assert!(reads > 0, "pools changed: the kept context is not used");
+    assert_eq!(commits, 1);
+    assert_eq!(ipam.assignments_without_read(), 0);
+}
+
+#[test]
+fn releases_racing_kept_requests_never_duplicate() {
+    // Requests served from the kept context and releases of the same block, from several
+    // threads at once: every commit is guarded, whichever way the races go.
+    let (ipam, store, _, _) = after_a_batch();
+    let mut threads = Vec::new();
+    for t in 0..4 {
+        let ipam = ipam.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for i in 0..40 {
+                let h = format!("r{t}-{i}");
+                if ipam.auto_assign(&AutoAssignArgs::v4("n1", &h, 1)).is_ok() {
+                    held.push(h);
+                }
+                if i % 3 == 0 {
+                    if let Some(h) = held.pop() {
+                        ipam.release_by_handle(&h).unwrap();
+                    }
+                }
+            }
+            held
+        }));
+    }
+    let held: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let mut all: Vec<_> = held
+        .iter()
+        .flat_map(|h| ipam.addresses_by_handle(h).unwrap())
+        .collect();
+    let n = all.len();
+    assert_eq!(n, held.len(), "each live handle holds its one address");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "no address held twice");
+    let problems = audit(store.inner.inner()).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
 fn a_write_by_another_engine_fails_the_kept_commit_and_is_served_after_a_read() {
     let (ipam, store, _, _) = after_a_batch();
     // Another process writes n1's block: it releases "pod0"'s address.
