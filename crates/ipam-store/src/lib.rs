@@ -16,6 +16,7 @@
 //!
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod counting;
 #[cfg(feature = "etcd")]
