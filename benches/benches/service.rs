@@ -16,25 +16,16 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ipam_benches::cni_env;
 use ipam_cni::protocol::{self, Request};
 use ipam_core::Ipam;
 use ipam_store::{SledOptions, SledStore, SystemClock};
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn env(cmd: &str, cid: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("CNI_COMMAND".to_string(), cmd.to_string()),
-        ("CNI_CONTAINERID".to_string(), cid.to_string()),
-        ("CNI_NETNS".to_string(), "/var/run/netns/b".to_string()),
-        ("CNI_IFNAME".to_string(), "eth0".to_string()),
-    ])
-}
-
 fn req(cmd: &str, cid: &str, conf: &str) -> Request {
-    Request::cni(env(cmd, cid), conf.to_string(), None)
+    Request::cni(cni_env(cmd, cid), conf.to_string(), None)
 }
 
 fn bench(c: &mut Criterion) {
@@ -97,12 +88,12 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 n += 1;
                 let cid = format!("c{n}");
-                let add = env("ADD", &cid);
+                let add = cni_env("ADD", &cid);
                 let s = Instant::now();
                 let out = ipam_cni::serve(&direct, &add, conf.as_bytes());
                 total += s.elapsed();
                 assert_eq!(out.exit_code, 0, "{}", out.stdout);
-                ipam_cni::serve(&direct, &env("DEL", &cid), conf.as_bytes());
+                ipam_cni::serve(&direct, &cni_env("DEL", &cid), conf.as_bytes());
             }
             total
         })

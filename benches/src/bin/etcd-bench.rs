@@ -13,7 +13,6 @@ use ipam_cni::protocol::{self, Request};
 use ipam_core::{AutoAssignArgs, Ipam, Pool};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -69,16 +68,7 @@ fn add(svc: &Service, node: &str, cid: &str) -> i32 {
         "ipam": {"type": "calico-ipam", "nodename": node, "ipv4_pools": ["10.0.0.0/12"],
                  "datastore_type": "etcdv3", "etcd_endpoints": "unused-through-the-service",
                  "log_file_path": "none"}});
-    let req = Request::cni(
-        BTreeMap::from([
-            ("CNI_COMMAND".into(), "ADD".into()),
-            ("CNI_CONTAINERID".into(), cid.into()),
-            ("CNI_NETNS".into(), "/var/run/netns/bench".into()),
-            ("CNI_IFNAME".into(), "eth0".into()),
-        ]),
-        conf.to_string(),
-        None,
-    );
+    let req = Request::cni(ipam_benches::cni_env("ADD", cid), conf.to_string(), None);
     match protocol::call(&svc.socket, &req, Duration::from_secs(60)) {
         Ok(r) => r.exit_code,
         Err(e) => {
@@ -89,6 +79,30 @@ fn add(svc: &Service, node: &str, cid: &str) -> i32 {
 }
 
 const THREADS: usize = 8;
+
+/// Runs `step(engine, k, i)` for i in 0..PER_NODE/THREADS on 3 x THREADS threads, thread k
+/// on node engine k % 3; returns the wall time.
+fn drive(
+    engines: &[Arc<Ipam<EtcdStore>>],
+    per_node: usize,
+    step: fn(&Ipam<EtcdStore>, usize, usize),
+) -> Duration {
+    let t = Instant::now();
+    let threads: Vec<_> = (0..3 * THREADS)
+        .map(|k| {
+            let ipam = engines[k % 3].clone();
+            std::thread::spawn(move || {
+                for i in 0..per_node / THREADS {
+                    step(&ipam, k, i);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    t.elapsed()
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -143,27 +157,16 @@ fn main() {
     node_ipams[0]
         .create_pool(Pool::new("p", "10.0.0.0/12".parse().expect("cidr")).expect("pool"))
         .expect("create pool");
-    let t = Instant::now();
-    let threads: Vec<_> = (0..3 * THREADS)
-        .map(|k| {
-            let ipam = node_ipams[k % 3].clone();
-            std::thread::spawn(move || {
-                for i in 0..per_node / THREADS {
-                    ipam.auto_assign(&AutoAssignArgs::v4(
-                        &format!("node{}", k % 3),
-                        &format!("t{k}-{i}"),
-                        1,
-                    ))
-                    .expect("assign");
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("thread");
-    }
+    let took = drive(&node_ipams, per_node, |ipam, k, i| {
+        ipam.auto_assign(&AutoAssignArgs::v4(
+            &format!("node{}", k % 3),
+            &format!("t{k}-{i}"),
+            1,
+        ))
+        .expect("assign");
+    });
     let assigns = (per_node / THREADS) * THREADS * 3;
-    let assign_rate = assigns as f64 / t.elapsed().as_secs_f64();
+    let assign_rate = assigns as f64 / took.as_secs_f64();
     let problems = node_ipams[0].audit().expect("audit");
     println!("| measure | count | rate |");
     println!("|---|---|---|");
@@ -193,27 +196,16 @@ fn main() {
         .iter()
         .map(|i| i.assignments_without_read())
         .sum();
-    let t = Instant::now();
-    let threads: Vec<_> = (0..3 * THREADS)
-        .map(|k| {
-            let ipam = node_ipams[k % 3].clone();
-            std::thread::spawn(move || {
-                for i in 0..per_node / THREADS {
-                    let h = format!("churn{k}-{i}");
-                    ipam.auto_assign(&AutoAssignArgs::v4(&format!("churn-node{}", k % 3), &h, 1))
-                        .expect("assign");
-                    if i % 2 == 1 {
-                        ipam.release_by_handle(&h).expect("release");
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("thread");
-    }
+    let took = drive(&node_ipams, per_node, |ipam, k, i| {
+        let h = format!("churn{k}-{i}");
+        ipam.auto_assign(&AutoAssignArgs::v4(&format!("churn-node{}", k % 3), &h, 1))
+            .expect("assign");
+        if i % 2 == 1 {
+            ipam.release_by_handle(&h).expect("release");
+        }
+    });
     let ops = assigns + assigns / 2;
-    let churn_rate = ops as f64 / t.elapsed().as_secs_f64();
+    let churn_rate = ops as f64 / took.as_secs_f64();
     let unread = node_ipams
         .iter()
         .map(|i| i.assignments_without_read())

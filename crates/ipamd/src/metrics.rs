@@ -126,15 +126,22 @@ impl Metrics {
     }
 
     fn refresh<S: Datastore>(&self, ipam: &Ipam<S>) {
-        let now = ipam.commit_retries();
-        let seen = self.retries_seen.swap(now, Ordering::Relaxed);
-        self.retries.inc_by(now.saturating_sub(seen));
-        let now = ipam.batched_assignments();
-        let seen = self.batched_seen.swap(now, Ordering::Relaxed);
-        self.batched.inc_by(now.saturating_sub(seen));
-        let now = ipam.assignments_without_read();
-        let seen = self.unread_seen.swap(now, Ordering::Relaxed);
-        self.unread.inc_by(now.saturating_sub(seen));
+        // The engine counts since it was made; each counter takes what it has not seen yet.
+        for (counter, seen, now) in [
+            (&self.retries, &self.retries_seen, ipam.commit_retries()),
+            (
+                &self.batched,
+                &self.batched_seen,
+                ipam.batched_assignments(),
+            ),
+            (
+                &self.unread,
+                &self.unread_seen,
+                ipam.assignments_without_read(),
+            ),
+        ] {
+            counter.inc_by(now.saturating_sub(seen.swap(now, Ordering::Relaxed)));
+        }
         let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| t.elapsed() < UTILISATION_TTL) {
             return;

@@ -71,16 +71,11 @@ struct Carry {
     uses: u32,
 }
 
-/// What a batch decides on: read now, or kept from the last batch.
+/// What a batch decides on: read now, or kept from the last batch (then no handle was read).
 struct Basis {
-    labels: BTreeMap<String, String>,
-    pools: Vec<Pool>,
-    block: Versioned<Block>,
+    context: Carry,
     /// Each fitting request's handle as read, in order; `None` when nothing was read.
     handles: Option<Vec<Option<Versioned<Handle>>>>,
-    read_at_ns: u64,
-    writes_seen: u64,
-    uses: u32,
 }
 
 /// Batches served from one read of the context, at most.
@@ -261,13 +256,11 @@ impl<S: Datastore> Ipam<S> {
         }
         let basis = match carry.take() {
             Some(c) if kept => Basis {
-                labels: c.labels,
-                pools: c.pools,
-                block: c.block,
+                context: Carry {
+                    uses: c.uses + 1,
+                    ..c
+                },
                 handles: None,
-                read_at_ns: c.read_at_ns,
-                writes_seen: c.writes_seen,
-                uses: c.uses + 1,
             },
             _ => match self.read_basis(&node, hint, &queued, &fits) {
                 Ok(Some(b)) => b,
@@ -350,13 +343,15 @@ impl<S: Datastore> Ipam<S> {
             handles.push(one::<Handle>(next())?);
         }
         Ok(Some(Basis {
-            labels,
-            pools,
-            block,
+            context: Carry {
+                block,
+                labels,
+                pools,
+                read_at_ns,
+                writes_seen,
+                uses: 0,
+            },
             handles: Some(handles),
-            read_at_ns,
-            writes_seen,
-            uses: 0,
         }))
     }
 
@@ -377,14 +372,17 @@ impl<S: Datastore> Ipam<S> {
     ) -> Result<Vec<Option<Outcome>>, AssignError> {
         let mut served: Vec<Option<Outcome>> = queued.iter().map(|_| None).collect();
         let Basis {
+            context,
+            handles: read_handles,
+        } = basis;
+        let Carry {
+            block: vb,
             labels,
             pools,
-            block: vb,
-            handles: read_handles,
             read_at_ns,
             writes_seen,
             uses,
-        } = basis;
+        } = context;
         let from_kept = read_handles.is_none();
         let mut read_handles = read_handles.map(Vec::into_iter);
         let mut block = vb.value;
