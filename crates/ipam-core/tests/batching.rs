@@ -371,6 +371,7 @@ fn alone(
 #[test]
 fn after_a_batch_the_next_request_is_served_without_a_read() {
     let (ipam, store, _, mut handles) = after_a_batch();
+    let before = ipam.assignments_without_read();
     let mut outs = Vec::new();
     for i in 0..3 {
         let args = AutoAssignArgs::v4("n1", &format!("next{i}"), 1 + i % 2);
@@ -379,7 +380,7 @@ fn after_a_batch_the_next_request_is_served_without_a_read() {
         handles.push(args.handle_id);
         outs.push(out);
     }
-    assert_eq!(ipam.assignments_without_read(), 3);
+    assert_eq!(ipam.assignments_without_read() - before, 3);
     let given: Vec<_> = handles[4..]
         .iter()
         .map(|h| ipam.addresses_by_handle(h).unwrap().len())
@@ -391,8 +392,9 @@ fn after_a_batch_the_next_request_is_served_without_a_read() {
 #[test]
 fn a_kept_context_serves_a_bounded_number_of_batches() {
     let (ipam, store, _, _) = after_a_batch();
+    let before = ipam.assignments_without_read();
     let mut read_at = Vec::new();
-    for i in 0..20 {
+    for i in 0..40 {
         let (out, reads, _) = alone(
             &ipam,
             &store,
@@ -404,47 +406,89 @@ fn a_kept_context_serves_a_bounded_number_of_batches() {
         }
     }
     let bound = ipam_core::CARRY_USES as usize;
-    assert_eq!(ipam.assignments_without_read(), bound as u64);
+    assert!(!read_at.is_empty() && read_at[0] < bound, "{read_at:?}");
+    for pair in read_at.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            bound + 1,
+            "a read, then {bound} served from it: {read_at:?}"
+        );
+    }
     assert_eq!(
-        read_at,
-        (bound..20).collect::<Vec<_>>(),
-        "every request after the bound reads"
+        ipam.assignments_without_read() - before,
+        (40 - read_at.len()) as u64
     );
 }
 
 #[test]
 fn an_old_kept_context_is_read_again() {
     let (ipam, store, clock, _) = after_a_batch();
+    let before = ipam.assignments_without_read();
     clock.advance(ipam_core::CARRY_AGE_NS + 1);
     let (out, reads, _) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "late", 1));
     assert!(out.is_ok(), "{out:?}");
     assert!(reads > 0, "a context older than the bound is not used");
-    assert_eq!(ipam.assignments_without_read(), 0);
+    assert_eq!(ipam.assignments_without_read(), before);
 }
 
 #[test]
-fn a_write_through_the_engine_makes_the_next_request_read() {
+fn a_lone_request_leaves_its_context_for_the_next() {
+    // No batch: the node's second request reads and keeps what it read, the third reads nothing.
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    let (second, reads, commits) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "second", 1));
+    assert!(second.is_ok(), "{second:?}");
+    assert_eq!((reads, commits), (1, 1), "one read, one commit");
+    let (third, reads, commits) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "third", 1));
+    assert!(third.is_ok(), "{third:?}");
+    assert_eq!((reads, commits), (0, 1), "no read, one commit");
+    assert_eq!(ipam.assignments_without_read(), 1);
+    check(
+        &ipam,
+        &store,
+        &["second".to_string(), "third".to_string()],
+        &[second, third],
+    );
+}
+
+#[test]
+fn a_release_through_the_engine_keeps_the_context_current() {
     let (ipam, store, _, handles) = after_a_batch();
-    // A release of a batch's address (a CNI DEL through the same service).
+    let before = ipam.assignments_without_read();
+    let retries = ipam.commit_retries();
+    // A release of a batch's address (a CNI DEL through the same service) rewrites the kept
+    // block: the lane keeps what the release committed.
+    let freed = ipam.addresses_by_handle(&handles[2]).unwrap();
     assert_eq!(ipam.release_by_handle(&handles[2]).unwrap(), 1);
     let (out, reads, commits) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "after", 1));
     assert!(out.is_ok(), "{out:?}");
-    assert!(reads > 0);
-    assert_eq!(commits, 1, "no commit lost on a stale context");
-    assert_eq!(ipam.assignments_without_read(), 0);
+    assert_eq!(
+        (reads, commits),
+        (0, 1),
+        "no read, no commit lost on a stale block"
+    );
+    assert_eq!(ipam.commit_retries(), retries);
+    assert_eq!(ipam.assignments_without_read() - before, 1);
+    // The release stands: its address is free in the store, and the new one is held once.
+    assert!(ipam.addresses_by_handle(&handles[2]).unwrap().is_empty());
+    let got = ipam.addresses_by_handle("after").unwrap();
+    assert_eq!(got.len(), 1);
+    for ip in freed.iter().filter(|ip| !got.contains(ip)) {
+        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} still held");
+    }
     assert!(audit(store.inner.inner()).unwrap().is_empty());
 }
 
 #[test]
 fn a_pool_written_through_the_engine_makes_the_next_request_read() {
     let (ipam, store, _, _) = after_a_batch();
+    let before = ipam.assignments_without_read();
     ipam.create_pool(Pool::with_block_size("q", net("10.245.0.0/16"), 26).unwrap())
         .unwrap();
     let (out, reads, commits) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "after", 1));
     assert!(out.is_ok(), "{out:?}");
     assert!(reads > 0, "pools changed: the kept context is not used");
     assert_eq!(commits, 1);
-    assert_eq!(ipam.assignments_without_read(), 0);
+    assert_eq!(ipam.assignments_without_read(), before);
 }
 
 #[test]

@@ -252,11 +252,11 @@ impl<S: Datastore> Ipam<S> {
                 let Some(vb) = self.store.get_block(&Key::Block(c))? else {
                     return Ok(None);
                 };
-                let mut b = vb.value.clone();
+                let mut b = vb.value;
                 let changed = b.expire_cooling(self.now());
                 let left = (u64::from(b.cooling_count()), b.cooling_until().unwrap_or(0));
                 if changed || (b.is_unused() && b.affinity.is_none()) {
-                    let writes = self.block_write_after_release(&pools, vb, b)?;
+                    let writes = self.block_write_after_release(Some(&pools), vb.revision, b)?;
                     self.commit(writes)?;
                 }
                 Ok(Some(left))

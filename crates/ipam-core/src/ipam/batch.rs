@@ -29,10 +29,13 @@
 use super::assign::{candidate_pools, holder};
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
 use crate::cidr::{self, Family};
-use crate::datastore::{one, Datastore, Key, Range, Read, Record, StoreError, Versioned, Write};
+use crate::datastore::{
+    one, Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write,
+};
 use crate::error::AssignError;
 use crate::model::{Affinity, AffinityState, Block, Handle, Node, Pool};
 use ipnetwork::IpNetwork;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -50,7 +53,7 @@ pub(super) struct Lane {
 #[derive(Default)]
 struct LaneState {
     busy: bool,
-    queue: Vec<Waiting>,
+    queue: Vec<Waiting<'static>>,
     /// Callers asleep on `changed`: the lane is signalled only when someone listens (a
     /// signal is a system call, and most lanes never have a waiter).
     sleepers: usize,
@@ -84,13 +87,14 @@ pub const CARRY_USES: u32 = 16;
 /// How old a kept context may be, at most (100 ms).
 pub const CARRY_AGE_NS: u64 = 100_000_000;
 
-/// A queued request and the place its outcome is left for it.
-struct Waiting {
-    args: AutoAssignArgs,
+/// A queued request and the place its outcome is left for it. A request served by its own
+/// caller borrows its arguments; a queued one owns a copy.
+struct Waiting<'a> {
+    args: Cow<'a, AutoAssignArgs>,
     outcome: Arc<Mutex<Option<Outcome>>>,
 }
 
-impl Waiting {
+impl Waiting<'_> {
     fn answer(&self, outcome: Outcome) {
         *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
     }
@@ -103,6 +107,22 @@ fn taken(o: &Mutex<Option<Outcome>>) -> Option<Outcome> {
 impl Lane {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Lane {
+    /// Keeps `block`, committed at `revision` by a write that read it at `read`, in place of
+    /// the kept copy read at `read`; nothing if the lane meanwhile kept something else.
+    pub(super) fn rewritten(&self, block: Block, read: Revision, revision: Revision) {
+        let mut st = self.lock();
+        if let Some(c) = st.carry.as_mut() {
+            if c.block.value.cidr == block.cidr && c.block.revision == read {
+                c.block = Versioned {
+                    value: block,
+                    revision,
+                };
+            }
+        }
     }
 }
 
@@ -149,13 +169,14 @@ impl<S: Datastore> Ipam<S> {
             let carry = st.carry.take();
             drop(st);
             let mut held = Held { lane: &lane, carry };
-            if held.carry.is_none() {
-                return self.assign_serial(args);
+            if held.carry.is_none() && self.hint(&args.node).is_none() {
+                return self.assign_serial(args); // the node's first: no block to serve from
             }
-            // The last batch left its context: served from it, without a read.
+            // Served from the node's last block: from the kept context without a read, or
+            // read now and kept for the next.
             let outcome = Arc::new(Mutex::new(None));
             let one = vec![Waiting {
-                args: args.clone(),
+                args: Cow::Borrowed(args),
                 outcome: outcome.clone(),
             }];
             self.serve(one, &mut held.carry);
@@ -163,7 +184,7 @@ impl<S: Datastore> Ipam<S> {
         }
         let outcome = Arc::new(Mutex::new(None));
         st.queue.push(Waiting {
-            args: args.clone(),
+            args: Cow::Owned(args.clone()),
             outcome: outcome.clone(),
         });
         loop {
@@ -189,6 +210,24 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
+    /// The lane of `block`'s node if it keeps the block as read at `read` (so a write made
+    /// from that read may leave its result there).
+    pub(super) fn lane_keeping(&self, block: &Block, read: Revision) -> Option<Arc<Lane>> {
+        let node = block.affinity.as_deref()?;
+        let lane = self
+            .node_lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node)?
+            .clone();
+        let keeps = lane
+            .lock()
+            .carry
+            .as_ref()
+            .is_some_and(|c| c.block.value.cidr == block.cidr && c.block.revision == read);
+        keeps.then_some(lane)
+    }
+
     /// Whether `carry` may serve the node's next batch from `hint`.
     fn usable(&self, carry: &Option<Carry>, hint: Option<IpNetwork>) -> bool {
         carry.as_ref().is_some_and(|c| {
@@ -203,12 +242,11 @@ impl<S: Datastore> Ipam<S> {
     /// it goes, then the first of the rest alone (it may claim a new block, or meet an error
     /// only it can explain), then together again when that changed the node's block or the
     /// last try lost a race.
-    fn serve(&self, mut queued: Vec<Waiting>, carry: &mut Option<Carry>) {
+    fn serve(&self, mut queued: Vec<Waiting<'_>>, carry: &mut Option<Carry>) {
         let mut tried = None;
         while !queued.is_empty() {
             let hint = self.hint(&queued[0].args.node);
-            let together = queued.len() > 1 || self.usable(carry, hint);
-            if together && (hint != tried || hint.is_none()) {
+            if hint.is_some() && hint != tried {
                 let (rest, lost_race) = self.assign_together(queued, carry);
                 queued = rest;
                 tried = if lost_race { None } else { hint };
@@ -226,11 +264,11 @@ impl<S: Datastore> Ipam<S> {
     /// Serves from the node's last block every request it can, in one read (none, from a kept
     /// context) and one commit. Returns the requests left for the one-by-one path, in queue
     /// order, and whether the commit lost a race (so a new try may serve them all).
-    fn assign_together(
+    fn assign_together<'a>(
         &self,
-        queued: Vec<Waiting>,
+        queued: Vec<Waiting<'a>>,
         carry: &mut Option<Carry>,
-    ) -> (Vec<Waiting>, bool) {
+    ) -> (Vec<Waiting<'a>>, bool) {
         let node = queued[0].args.node.clone();
         let Some(hint) = self.hint(&node) else {
             return (queued, false);
@@ -249,11 +287,10 @@ impl<S: Datastore> Ipam<S> {
             let repeated = queued[..i].iter().any(|p| p.args.handle_id == a.handle_id);
             fits.push(n > 0 && !repeated);
         }
-        let kept = self.usable(carry, Some(hint));
-        // Alone, a request gains nothing here over its own path unless nothing need be read.
-        if fits.iter().filter(|f| **f).count() < if kept { 1 } else { 2 } {
+        if !fits.contains(&true) {
             return (queued, false);
         }
+        let kept = self.usable(carry, Some(hint));
         let basis = match carry.take() {
             Some(c) if kept => Basis {
                 context: Carry {
@@ -293,7 +330,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         node: &str,
         hint: IpNetwork,
-        queued: &[Waiting],
+        queued: &[Waiting<'_>],
         fits: &[bool],
     ) -> Result<Option<Basis>, AssignError> {
         // Taken before the read: a write counted after it makes the kept context unusable.
@@ -365,7 +402,7 @@ impl<S: Datastore> Ipam<S> {
         node: &str,
         hint: IpNetwork,
         family: Family,
-        queued: &[Waiting],
+        queued: &[Waiting<'_>],
         fits: &[bool],
         basis: Basis,
         carry: &mut Option<Carry>,

@@ -79,9 +79,10 @@ pub struct Ipam<S> {
     batched: std::sync::atomic::AtomicU64,
     /// Auto-assignments served from a batch's kept context, without a read, since start.
     unread: std::sync::atomic::AtomicU64,
-    /// Commits through this engine that wrote anything a batch's decision reads (every kind
-    /// but endpoints), other than a batch's own: a context a lane kept from its last batch is
-    /// used only while this has not moved (see `batch.rs`).
+    /// Commits through this engine that wrote anything a batch's decision reads and no
+    /// compare-and-swap of the batch's commit guards (pools, nodes, configuration, affinities,
+    /// reservations, the claim index): a context a lane kept is used only while this has not
+    /// moved (see `batch.rs`).
     writes_seen: std::sync::atomic::AtomicU64,
 }
 
@@ -107,27 +108,40 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Commits `writes` (every write but a batch's goes through here), counting those that
-    /// may change what a batch decides on (see `writes_seen`).
+    /// may change what a batch decides on without a compare-and-swap of its own guarding it
+    /// (see `writes_seen`): blocks, handles and endpoints do not count (a kept block is written
+    /// under its revision, handles are created), everything else does. A block that a lane
+    /// keeps and that this commit rewrites is kept as written, so a release does not cost the
+    /// node's next assignment a read.
     fn commit(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
-        let counts = writes.iter().any(|w| {
-            !matches!(
-                w,
-                Write::Create(Record::Endpoint(_))
-                    | Write::Update {
-                        record: Record::Endpoint(_),
-                        ..
-                    }
-                    | Write::Delete {
-                        key: Key::Endpoint { .. },
-                        ..
-                    }
-            )
+        let guarded = |w: &Write| match w {
+            Write::Create(r) | Write::Update { record: r, .. } => matches!(
+                r,
+                Record::Block(_) | Record::Handle(_) | Record::Endpoint(_)
+            ),
+            Write::Delete { key, .. } => {
+                matches!(key, Key::Block(_) | Key::Handle(_) | Key::Endpoint { .. })
+            }
+        };
+        let counts = !writes.iter().all(guarded);
+        // A block a lane keeps, rewritten here (a release, mostly): the lane keeps the result.
+        let kept = writes.iter().find_map(|w| match w {
+            Write::Update {
+                record: Record::Block(b),
+                expected,
+            } => self
+                .lane_keeping(b, *expected)
+                .map(|lane| (lane, b.clone(), *expected)),
+            _ => None,
         });
         let r = self.store.commit(writes);
         // Counted whatever the outcome: a commit that timed out may have been applied.
         if counts {
             self.writes_seen
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if let (Ok(revision), Some((lane, block, read))) = (&r, kept) {
+            lane.rewritten(block, read, *revision);
         }
         r
     }

@@ -3,7 +3,7 @@
 use super::Ipam;
 use crate::cidr::{self, Family};
 use crate::datastore::{
-    all, one, Datastore, Key, Range, Read, Record, StoreError, StoreExt, Versioned, Write,
+    all, one, Datastore, Key, Range, Read, Record, Revision, StoreError, StoreExt, Versioned, Write,
 };
 use crate::error::{Contention, ReleaseError};
 use crate::model::{Block, Handle, IpamConfig, Pool};
@@ -93,11 +93,14 @@ impl<S: Datastore> Ipam<S> {
                 for h in &named {
                     known.insert(h, one::<Handle>(answers.next().unwrap_or_default())?);
                 }
-                let Some(vb) = vb else {
+                let Some(Versioned {
+                    value: mut block,
+                    revision: read,
+                }) = vb
+                else {
                     part.not_allocated = reqs.iter().map(|r| r.ip).collect();
                     return Ok(part);
                 };
-                let mut block = vb.value.clone();
                 let now = self.now();
                 block.expire_cooling(now);
                 let mut per_handle: BTreeMap<String, u32> = BTreeMap::new();
@@ -144,7 +147,7 @@ impl<S: Datastore> Ipam<S> {
                 if part.released.is_empty() {
                     return Ok(part);
                 }
-                let mut writes = self.block_write_after_release(&pools, vb.clone(), block)?;
+                let mut writes = self.block_write_after_release(Some(&pools), read, block)?;
                 for (h, n) in per_handle {
                     let read = known.remove(h.as_str());
                     writes.extend(self.handle_remove(&h, c.0, n, read)?);
@@ -189,13 +192,16 @@ impl<S: Datastore> Ipam<S> {
     /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
         let key = Key::Handle(handle_id.to_string());
-        // Pools, configuration and the handle in one read (one round trip on etcd).
-        let [pools_read, config_read] = POOLS_AND_CONFIG;
+        // The configuration (the cooldown) and the handle in one read (one round trip on
+        // etcd); pools only if a block must be deleted.
         let mut answers = self
             .store
-            .read(&[pools_read, config_read, Read::Get(key.clone())])?
+            .read(&[Read::Get(Key::Config), Read::Get(key.clone())])?
             .into_iter();
-        let (pools, cooldown) = Self::pools_and_cooldown(&mut answers)?;
+        let cooldown = one::<IpamConfig>(answers.next().unwrap_or_default())?
+            .map(|v| v.value)
+            .unwrap_or_default()
+            .cooldown_ns();
         let mut known = Some(one::<Handle>(answers.next().unwrap_or_default())?);
         let mut released = 0usize;
         let mut attempts = 0u32;
@@ -222,12 +228,15 @@ impl<S: Datastore> Ipam<S> {
                 self.check_attempts(attempts)?;
                 continue;
             };
-            let mut handle = vh.value.clone();
+            let Versioned {
+                value: mut handle,
+                revision: handle_read,
+            } = vh;
             handle.blocks.remove(&c);
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
             if let Some(vb) = self.store.get_block(&Key::Block(c.0))? {
-                let mut block = vb.value.clone();
+                let mut block = vb.value;
                 let now = self.now();
                 block.expire_cooling(now);
                 for o in block.ordinals_of(handle_id) {
@@ -235,19 +244,19 @@ impl<S: Datastore> Ipam<S> {
                     n += 1;
                 }
                 if n > 0 {
-                    writes.extend(self.block_write_after_release(&pools, vb, block)?);
+                    writes.extend(self.block_write_after_release(None, vb.revision, block)?);
                 }
             }
             let deleted = handle.is_empty();
             writes.push(if deleted {
                 Write::Delete {
                     key: Key::Handle(handle_id.to_string()),
-                    expected: vh.revision,
+                    expected: handle_read,
                 }
             } else {
                 Write::Update {
                     record: Record::Handle(handle),
-                    expected: vh.revision,
+                    expected: handle_read,
                 }
             });
             match self.commit(writes) {
@@ -277,24 +286,29 @@ impl<S: Datastore> Ipam<S> {
 
     /// The block write after addresses left it: delete it (and free its index slot) when it
     /// is unused and affine to no one, update it otherwise.
+    /// `pools` are read here when not given (only a deletion needs them).
     pub(super) fn block_write_after_release(
         &self,
-        pools: &[Pool],
-        read: Versioned<Block>,
+        pools: Option<&[Pool]>,
+        read: Revision,
         mut block: Block,
     ) -> Result<Vec<Write>, StoreError> {
         if block.is_unused() && block.affinity.is_none() {
             let mut w = vec![Write::Delete {
                 key: Key::Block(block.cidr),
-                expected: read.revision,
+                expected: read,
             }];
-            w.extend(self.index_writes(pools, &block.cidr, false)?);
+            let index = match pools {
+                Some(p) => self.index_writes(p, &block.cidr, false)?,
+                None => self.index_writes(&self.pools()?, &block.cidr, false)?,
+            };
+            w.extend(index);
             return Ok(w);
         }
         block.touch();
         Ok(vec![Write::Update {
             record: Record::Block(block),
-            expected: read.revision,
+            expected: read,
         }])
     }
 
