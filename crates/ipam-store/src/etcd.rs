@@ -15,8 +15,10 @@
 //!   `retry_budget`, then reported as `StoreError::Unavailable` (CNI code 11). A commit whose
 //!   answer was lost reports `indeterminate: true`; retrying it is safe because its
 //!   comparisons fail if it did apply.
-//! - The client is async; this store owns a small tokio runtime and blocks on each call, so the
-//!   core stays synchronous (docs/ARCHITECTURE.md).
+//! - The client is async; this store owns a current-thread tokio runtime and blocks on each
+//!   call, so the core stays synchronous (docs/ARCHITECTURE.md). The waiting caller drives the
+//!   connection (no hop to a runtime thread and back); nothing runs between calls, so the
+//!   client must keep no watch or lease of its own.
 
 use crate::sled::{codec, keys};
 use etcd_client::{
@@ -119,8 +121,7 @@ fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
 impl EtcdStore {
     /// Connects (retrying within the budget).
     pub fn connect(opts: EtcdOptions) -> Result<EtcdStore, EtcdOpenError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(EtcdOpenError::Runtime)?;
