@@ -1,11 +1,12 @@
 //! Assigns per second from three nodes against one etcd, beside raw etcd puts per second from
 //! three clients, in the same run. Each node has its own etcd connection (its own
-//! `EtcdStore`) and `THREADS` concurrent requests, as a node service would. Then the same
+//! `EtcdStore`) and CONCURRENCY (8 unless given) concurrent requests, as a node service would. Then the same
 //! through three real node services: `calico-ipamd` processes (found next to this binary,
-//! built with the `etcd` feature), each sent `THREADS` concurrent CNI ADDs over its socket.
+//! built with the `etcd` feature), each sent CONCURRENCY (8 unless given) concurrent CNI ADDs over its socket.
 //!
 //! Run: `cargo build --release -p ipamd --features etcd --bin calico-ipamd`, then
-//! `cargo run --release -p ipam-benches --features etcd --bin etcd-bench -- ENDPOINT [PER_NODE]`
+//! `cargo run --release -p ipam-benches --features etcd --bin etcd-bench -- ENDPOINT [PER_NODE
+//! [CONCURRENCY]]`
 //! (an etcd on loopback: see .ci/run for how to start one; PER_NODE at most 1,280, a node's
 //! 20 blocks of 64).
 
@@ -78,9 +79,14 @@ fn add(svc: &Service, node: &str, cid: &str) -> i32 {
     }
 }
 
-const THREADS: usize = 8;
+/// Concurrent requests per node (and puts per client): the third argument, 8 by default.
+static CONCURRENCY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
-/// Runs `step(engine, k, i)` for i in 0..PER_NODE/THREADS on 3 x THREADS threads, thread k
+fn concurrency() -> usize {
+    *CONCURRENCY.get().unwrap_or(&8)
+}
+
+/// Runs `step(engine, k, i)` for i in 0..PER_NODE/CONCURRENCY on 3 x CONCURRENCY threads, thread k
 /// on node engine k % 3; returns the wall time.
 fn drive(
     engines: &[Arc<Ipam<EtcdStore>>],
@@ -88,11 +94,11 @@ fn drive(
     step: fn(&Ipam<EtcdStore>, usize, usize),
 ) -> Duration {
     let t = Instant::now();
-    let threads: Vec<_> = (0..3 * THREADS)
+    let threads: Vec<_> = (0..3 * concurrency())
         .map(|k| {
             let ipam = engines[k % 3].clone();
             std::thread::spawn(move || {
-                for i in 0..per_node / THREADS {
+                for i in 0..per_node / concurrency() {
                     step(&ipam, k, i);
                 }
             })
@@ -110,9 +116,13 @@ fn main() {
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:2379".into());
     let per_node: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
+    if let Some(c) = args.next().and_then(|a| a.parse().ok()).filter(|c| *c > 0) {
+        let _ = CONCURRENCY.set(c);
+    }
+    let c = concurrency();
     let prefix = format!("/ipam-bench/{}/", std::process::id());
 
-    // Raw puts: three clients, THREADS concurrent puts each.
+    // Raw puts: three clients, CONCURRENCY concurrent puts each.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t = Instant::now();
     rt.block_on(async {
@@ -121,11 +131,11 @@ fn main() {
             let client = etcd_client::Client::connect([ep.clone()], None)
                 .await
                 .expect("connect");
-            for th in 0..THREADS {
+            for th in 0..concurrency() {
                 let mut c = client.clone();
                 let prefix = prefix.clone();
                 tasks.push(tokio::spawn(async move {
-                    for i in 0..per_node / THREADS {
+                    for i in 0..per_node / concurrency() {
                         c.put(format!("{prefix}raw/{node}/{th}/{i}"), vec![0u8; 600], None)
                             .await
                             .expect("put");
@@ -137,10 +147,10 @@ fn main() {
             t.await.expect("task");
         }
     });
-    let puts = (per_node / THREADS) * THREADS * 3;
+    let puts = (per_node / concurrency()) * concurrency() * 3;
     let put_rate = puts as f64 / t.elapsed().as_secs_f64();
 
-    // Assigns: three nodes, THREADS concurrent requests each.
+    // Assigns: three nodes, CONCURRENCY concurrent requests each.
     let node_ipams: Vec<Arc<Ipam<EtcdStore>>> = (0..3)
         .map(|_| {
             Arc::new(Ipam::new(
@@ -165,13 +175,13 @@ fn main() {
         ))
         .expect("assign");
     });
-    let assigns = (per_node / THREADS) * THREADS * 3;
+    let assigns = (per_node / concurrency()) * concurrency() * 3;
     let assign_rate = assigns as f64 / took.as_secs_f64();
     let problems = node_ipams[0].audit().expect("audit");
     println!("| measure | count | rate |");
     println!("|---|---|---|");
-    println!("| raw etcd puts (3 clients x {THREADS} concurrent) | {puts} | {put_rate:.0}/s |");
-    println!("| assigns (3 nodes x {THREADS} concurrent) | {assigns} | {assign_rate:.0}/s |");
+    println!("| raw etcd puts (3 clients x {c} concurrent) | {puts} | {put_rate:.0}/s |");
+    println!("| assigns (3 nodes x {c} concurrent) | {assigns} | {assign_rate:.0}/s |");
     println!(
         "| assign rate / put rate | | {:.2} |",
         assign_rate / put_rate
@@ -214,7 +224,7 @@ fn main() {
     let problems = node_ipams[0].audit().expect("audit");
     println!();
     println!(
-        "| assigns with every other released between them (3 nodes x {THREADS} concurrent) | {ops} operations | {churn_rate:.0}/s |"
+        "| assigns with every other released between them (3 nodes x {c} concurrent) | {ops} operations | {churn_rate:.0}/s |"
     );
     println!(
         "churn: {unread} of {assigns} assignments without a read of their own; store consistency: {} problems",
@@ -241,12 +251,12 @@ fn main() {
     };
     let svcs = Arc::new(svcs);
     let t = Instant::now();
-    let threads: Vec<_> = (0..3 * THREADS)
+    let threads: Vec<_> = (0..3 * concurrency())
         .map(|k| {
             let svcs = svcs.clone();
             std::thread::spawn(move || {
                 let mut failed = 0;
-                for i in 0..per_node / THREADS {
+                for i in 0..per_node / concurrency() {
                     if add(
                         &svcs[k % 3],
                         &format!("node{}", k % 3),
@@ -261,7 +271,7 @@ fn main() {
         })
         .collect();
     let failed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
-    let adds = (per_node / THREADS) * THREADS * 3;
+    let adds = (per_node / concurrency()) * concurrency() * 3;
     let add_rate = adds as f64 / t.elapsed().as_secs_f64();
     drop(svcs);
     let problems = setup.audit().expect("audit");
@@ -275,7 +285,7 @@ fn main() {
     println!("| measure | count | rate |");
     println!("|---|---|---|");
     println!(
-        "| CNI ADDs through three calico-ipamd (3 x {THREADS} concurrent, over the socket) | {adds} | {add_rate:.0}/s |"
+        "| CNI ADDs through three calico-ipamd (3 x {c} concurrent, over the socket) | {adds} | {add_rate:.0}/s |"
     );
     println!("| ADD rate / put rate | | {:.2} |", add_rate / put_rate);
     println!(
