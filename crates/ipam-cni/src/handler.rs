@@ -231,7 +231,8 @@ fn add<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation, now: u64) -> Result<Strin
 
 /// ADD of automatically chosen addresses. Most ADDs are a new attachment, so the engine is
 /// asked straight away to assign only if the handle holds nothing (it reads the handle with
-/// the rest of the request): one read and one commit. Only when the handle holds addresses is
+/// the rest of the request, or, from the node's kept context, creates it, so a held handle
+/// fails the commit and is then read): one read and one commit, or just the commit. Only when the handle holds addresses is
 /// the attachment read: a repeated ADD returns what it holds; another interface of the same
 /// container (same handle, other ifname) is then assigned its own. A store without pools gets
 /// the configured (or default) pools and one more try.

@@ -2,15 +2,33 @@
 //!
 //! Guarantee: bits at positions `>= len()` are always zero, so `count_ones` never counts
 //! padding and searches never return an out-of-range ordinal.
+//!
+//! Up to 128 bits (a /25 or smaller block) live inline, so copying a block, which every
+//! assignment and release does once, allocates nothing for its two bitmaps.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use smallvec::SmallVec;
+
+/// The words of a bitmap: two inline, more on the heap.
+type Words = SmallVec<[u64; 2]>;
 
 /// A fixed-length set of bits. Decoding checks the shape (word count, clear padding).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawBitmap")]
 pub struct Bitmap {
     len: u32,
-    words: Vec<u64>,
+    words: Words,
+}
+
+impl Serialize for Bitmap {
+    /// The same shape as the unchecked form it is read back through.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Bitmap", 2)?;
+        st.serialize_field("len", &self.len)?;
+        st.serialize_field("words", self.words.as_slice())?;
+        st.end()
+    }
 }
 
 /// The unchecked stored form of a [`Bitmap`].
@@ -34,14 +52,21 @@ impl Bitmap {
     pub fn new(len: u32) -> Self {
         Bitmap {
             len,
-            words: vec![0; len.div_ceil(64) as usize],
+            words: smallvec::smallvec![0; len.div_ceil(64) as usize],
         }
     }
 
     /// Rebuilds a bitmap from stored words; `None` if the word count does not fit `len` or
     /// padding bits are set.
     pub fn from_words(len: u32, words: Vec<u64>) -> Option<Self> {
-        let b = Bitmap { len, words };
+        let b = Bitmap {
+            len,
+            words: if words.len() <= 2 {
+                Words::from_slice(&words)
+            } else {
+                Words::from_vec(words)
+            },
+        };
         (b.words.len() == len.div_ceil(64) as usize && b.padding_is_clear()).then_some(b)
     }
 

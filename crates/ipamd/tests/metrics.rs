@@ -94,9 +94,11 @@ fn a_live_scrape_counts_requests_and_utilisation() {
         r#"calico_ipam_requests_total{code="101",verb="ADD"} 1"#,
         r#"calico_ipam_request_duration_seconds_count{verb="ADD"} 6"#,
         "calico_ipam_store_commit_retries_total 0",
-        // One request at a time: nothing queued, nothing batched.
+        // One request at a time: nothing queued, nothing batched together. The first ADD
+        // claims the block, the second reads and keeps its context, the last three are
+        // served from that without a read.
         "calico_ipam_assignments_batched_total 0",
-        "calico_ipam_assignments_without_read_total 0",
+        "calico_ipam_assignments_without_read_total 3",
         r#"state="in_use"} 4"#,
         r#"state="size"} 65536"#,
         r#"state="blocks"} 1"#,

@@ -10,21 +10,25 @@
 //! ordinary one-request path in queue order, so batching changes how many round trips a burst
 //! costs, never which checks guard a write. Nothing is answered before its commit returned.
 //!
-//! An uncontended request never queues: it takes the lane and runs alone, without a copy of
-//! its arguments.
+//! An uncontended request never queues: it takes the lane and is served alone the same way (a
+//! batch of one, without a copy of its arguments), or, for a node with no last block yet, by
+//! the one-by-one path.
 //!
-//! **A batch's context is kept for the next one.** After a batch commits, the lane keeps what
-//! it decided on (the node's labels, the pools) with the block as just committed and the
-//! revision the commit gave it ([`Carry`]). The next request or batch for the node, alone or
-//! queued, is served from it with **no read**: its block is written under that revision and
-//! each handle is created (so it must be absent, which is what an ADD of a new pod expects).
-//! Any other writer of the block, or of a handle, makes that commit fail its condition, and
-//! the requests are served again after a fresh read, exactly as after any lost race. The kept
-//! context is dropped when the node's requests take the one-by-one path, after [`CARRY_USES`]
-//! batches or [`CARRY_AGE_NS`], and whenever a commit through this engine wrote anything but
-//! an endpoint record (a release, a pool or configuration change): so pools and
-//! configuration written elsewhere are seen at most that late, as if the read had been made
-//! that much earlier, and no write is ever made without its compare-and-swap.
+//! **A batch's context is kept for the next one.** After a batch (of one or more) commits, the
+//! lane keeps what it decided on (the node's labels, the pools) with the block as just
+//! committed and the revision the commit gave it ([`Carry`]). The next request or batch for
+//! the node, alone or queued, is served from it with **no read**: its block is written under
+//! that revision and each handle is created (so it must be absent, which is what an ADD of a
+//! new pod expects). Any other writer of the block, or of a handle, makes that commit fail its
+//! condition, and the requests are served again after a fresh read, exactly as after any lost
+//! race. A commit through this engine that rewrites the kept block on top of the kept revision
+//! (a release, mostly) leaves its result kept in its place, so a pod's DEL does not cost the
+//! next ADD a read. The kept context is dropped when the node's requests take the one-by-one
+//! path, after [`CARRY_USES`] batches or [`CARRY_AGE_NS`], and whenever a commit through this
+//! engine wrote a record that no condition of the batch's commit guards (a pool, a node, the
+//! configuration, an affinity, a reservation, the claim index): so pools and configuration
+//! written elsewhere are seen at most that late, as if the read had been made that much
+//! earlier, and no write is ever made without its compare-and-swap.
 
 use super::assign::{candidate_pools, holder};
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
@@ -246,8 +250,8 @@ impl<S: Datastore> Ipam<S> {
         let mut tried = None;
         while !queued.is_empty() {
             let hint = self.hint(&queued[0].args.node);
-            if hint.is_some() && hint != tried {
-                let (rest, lost_race) = self.assign_together(queued, carry);
+            if let Some(h) = hint.filter(|_| hint != tried) {
+                let (rest, lost_race) = self.assign_together(queued, h, carry);
                 queued = rest;
                 tried = if lost_race { None } else { hint };
                 if queued.is_empty() {
@@ -267,12 +271,9 @@ impl<S: Datastore> Ipam<S> {
     fn assign_together<'a>(
         &self,
         queued: Vec<Waiting<'a>>,
+        hint: IpNetwork,
         carry: &mut Option<Carry>,
     ) -> (Vec<Waiting<'a>>, bool) {
-        let node = queued[0].args.node.clone();
-        let Some(hint) = self.hint(&node) else {
-            return (queued, false);
-        };
         let family = Family::of_net(&hint);
         // A request that fits the shape: one family, the hint's, and a handle no earlier
         // request in the batch names (two writes of one handle would need merging).
@@ -299,14 +300,15 @@ impl<S: Datastore> Ipam<S> {
                 },
                 handles: None,
             },
-            _ => match self.read_basis(&node, hint, &queued, &fits) {
+            _ => match self.read_basis(&queued[0].args.node, hint, &queued, &fits) {
                 Ok(Some(b)) => b,
                 // The block cannot serve a batch, or a record does not decode: each request
                 // meets that on its own path.
                 Ok(None) | Err(_) => return (queued, false),
             },
         };
-        match self.serve_from_block(&node, hint, family, &queued, &fits, basis, carry) {
+        let node = &queued[0].args.node;
+        match self.serve_from_block(node, hint, family, &queued, &fits, basis, carry) {
             Ok(served) => {
                 let mut rest = Vec::new();
                 for (w, got) in queued.into_iter().zip(served) {
