@@ -572,3 +572,52 @@ fn a_kept_context_still_refuses_a_handle_that_holds() {
     assert_eq!(ipam.addresses_by_handle("lead").unwrap().len(), 2);
     assert!(audit(store.inner.inner()).unwrap().is_empty());
 }
+
+#[test]
+fn a_release_from_a_stale_kept_block_loses_its_race_and_reads() {
+    let (ipam, store, _, handles) = after_a_batch();
+    // Another process assigns in n1's block: the block this engine keeps is now stale.
+    let other = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    let theirs = ips(&other
+        .auto_assign(&AutoAssignArgs::v4("n1", "theirs", 1))
+        .unwrap());
+    assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);
+    // Released from the kept copy, the commit's condition fails; after a read it succeeds,
+    // and nothing of the other engine's write is lost.
+    let commits = store.commits.load(Ordering::SeqCst);
+    assert_eq!(ipam.release_by_handle(&handles[1]).unwrap(), 1);
+    assert_eq!(
+        store.commits.load(Ordering::SeqCst) - commits,
+        2,
+        "one lost on the stale copy, one after a read"
+    );
+    assert!(ipam.addresses_by_handle(&handles[1]).unwrap().is_empty());
+    assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);
+    let problems = audit(store.inner.inner()).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_kept_block_that_does_not_show_the_handle_is_not_trusted() {
+    let (ipam, store, _, _) = after_a_batch();
+    // Another process gives "late" an address in n1's block; this engine's kept copy does not
+    // show it, so releasing "late" from that copy would free nothing and drop the handle.
+    let other = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    let late = ips(&other
+        .auto_assign(&AutoAssignArgs::v4("n1", "late", 1))
+        .unwrap());
+    let commits = store.commits.load(Ordering::SeqCst);
+    assert_eq!(ipam.release_by_handle("late").unwrap(), 1);
+    assert_eq!(
+        store.commits.load(Ordering::SeqCst) - commits,
+        1,
+        "the store read at once, no race lost"
+    );
+    assert!(ipam.addresses_by_handle("late").unwrap().is_empty());
+    assert!(
+        ipam.allocation(late[0]).unwrap().is_none(),
+        "the address is free"
+    );
+    let problems = audit(store.inner.inner()).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}

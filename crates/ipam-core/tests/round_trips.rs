@@ -29,9 +29,16 @@ fn assign_from_a_known_block_and_release_by_handle_are_few_round_trips() {
     assert_eq!(ipam.release_by_handle("second").unwrap(), 2);
     assert_eq!(
         store.take(),
-        Calls::new(1, 1, 1),
-        "pools, config and handle in one read; the block; one commit"
+        Calls::new(0, 1, 1),
+        "config and handle in one read; the block as the node's lane keeps it; one commit"
     );
+
+    // The release left what it committed as the node's kept block: no read for the next.
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "third", 1))
+        .unwrap();
+    assert_eq!(store.take(), Calls::new(0, 0, 1), "one commit, no read");
+    assert_eq!(ipam.release_by_handle("third").unwrap(), 1);
+    store.take();
 
     assert_eq!(ipam.release_by_handle("second").unwrap(), 0);
     assert_eq!(

@@ -130,6 +130,34 @@ impl Lane {
     }
 }
 
+/// A kept context whose block was taken out of its lane to serve a release, and what is needed
+/// to put the release's result back in its place.
+pub(super) struct Lent {
+    lane: Arc<Lane>,
+    labels: BTreeMap<String, String>,
+    pools: Vec<Pool>,
+    read_at_ns: u64,
+    writes_seen: u64,
+    uses: u32,
+}
+
+impl Lent {
+    /// Keeps `block` as the lane's context again, unless the lane kept another meanwhile.
+    pub(super) fn restore(self, block: Versioned<Block>) {
+        let mut st = self.lane.lock();
+        if st.carry.is_none() && !st.busy {
+            st.carry = Some(Carry {
+                block,
+                labels: self.labels,
+                pools: self.pools,
+                read_at_ns: self.read_at_ns,
+                writes_seen: self.writes_seen,
+                uses: self.uses,
+            });
+        }
+    }
+}
+
 /// The lane held by one caller, with the kept context while it serves; freed (the context
 /// put back, the waiters woken) when dropped, even by a panic.
 struct Held<'a> {
@@ -230,6 +258,36 @@ impl<S: Datastore> Ipam<S> {
             .as_ref()
             .is_some_and(|c| c.block.value.cidr == block.cidr && c.block.revision == read);
         keeps.then_some(lane)
+    }
+
+    /// The block `cidr` as a lane keeps it, taken out of the lane (a request meanwhile reads
+    /// the store instead), with what puts it back. `None` when no idle lane keeps it.
+    pub(super) fn take_kept_block(&self, cidr: IpNetwork) -> Option<(Versioned<Block>, Lent)> {
+        let lane = {
+            let hints = self.hints();
+            let node = hints.by_block.get(&cidr)?;
+            self.node_lanes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(node)?
+                .clone()
+        };
+        let c = {
+            let mut st = lane.lock();
+            if st.carry.as_ref()?.block.value.cidr != cidr {
+                return None;
+            }
+            st.carry.take()?
+        };
+        let lent = Lent {
+            lane,
+            labels: c.labels,
+            pools: c.pools,
+            read_at_ns: c.read_at_ns,
+            writes_seen: c.writes_seen,
+            uses: c.uses,
+        };
+        Some((c.block, lent))
     }
 
     /// Whether `carry` may serve the node's next batch from `hint`.

@@ -72,7 +72,7 @@ pub struct Ipam<S> {
     node_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<batch::Lane>>>,
     /// The block each node last assigned from: tried first, so a node with many full blocks
     /// does not read them all on every request. Only a hint; the store decides.
-    last_block: std::sync::Mutex<std::collections::HashMap<String, IpNetwork>>,
+    last_block: std::sync::Mutex<Hints>,
     /// Compare-and-swap commits lost to a concurrent writer (and retried), since start.
     conflicts: std::sync::atomic::AtomicU64,
     /// Auto-assignments served in a group commit with others, since start.
@@ -84,6 +84,14 @@ pub struct Ipam<S> {
     /// reservations, the claim index): a context a lane kept is used only while this has not
     /// moved (see `batch.rs`).
     writes_seen: std::sync::atomic::AtomicU64,
+}
+
+/// Each node's last block, both ways: by node for the next assignment, by block for a release
+/// (whose handle names only the block) to find the lane that may keep it.
+#[derive(Default)]
+struct Hints {
+    by_node: std::collections::HashMap<String, IpNetwork>,
+    by_block: std::collections::HashMap<IpNetwork, String>,
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -147,26 +155,35 @@ impl<S: Datastore> Ipam<S> {
     }
 
     fn hint(&self, node: &str) -> Option<IpNetwork> {
+        self.hints().by_node.get(node).copied()
+    }
+
+    fn hints(&self) -> std::sync::MutexGuard<'_, Hints> {
         self.last_block
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(node)
-            .copied()
     }
 
     fn set_hint(&self, node: &str, block: IpNetwork) {
-        let mut m = self
-            .last_block
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(h) = m.get_mut(node) {
-            *h = block; // the usual case: no key to allocate
-            return;
+        let mut m = self.hints();
+        let m = &mut *m;
+        match m.by_node.get_mut(node) {
+            Some(h) if *h == block => return, // the usual case: nothing to allocate
+            Some(h) => {
+                let old = std::mem::replace(h, block);
+                if m.by_block.get(&old).is_some_and(|n| n == node) {
+                    m.by_block.remove(&old);
+                }
+            }
+            None => {
+                if m.by_node.len() > 65_536 {
+                    m.by_node.clear();
+                    m.by_block.clear();
+                }
+                m.by_node.insert(node.to_string(), block);
+            }
         }
-        if m.len() > 65_536 {
-            m.clear();
-        }
-        m.insert(node.to_string(), block);
+        m.by_block.insert(block, node.to_string());
     }
 
     /// The lane serialising (and batching) this engine's assignments for `node`.

@@ -235,7 +235,20 @@ impl<S: Datastore> Ipam<S> {
             handle.blocks.remove(&c);
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
-            if let Some(vb) = self.store.get_block(&Key::Block(c.0))? {
+            // The block as the node's lane keeps it saves a read (a round trip on etcd); the
+            // block is written under the kept revision, so a stale copy is a lost race, never
+            // a wrong write. A copy that shows none of the handle's addresses is stale (the
+            // handle says it holds some here): the store is read rather than a race lost.
+            let (vb, lent) = match self.take_kept_block(c.0) {
+                Some((vb, lent)) if vb.value.holds(handle_id) => (Some(vb), Some(lent)),
+                Some((vb, lent)) => {
+                    lent.restore(vb);
+                    (self.store.get_block(&Key::Block(c.0))?, None)
+                }
+                None => (self.store.get_block(&Key::Block(c.0))?, None),
+            };
+            let mut keep = None;
+            if let Some(vb) = vb {
                 let mut block = vb.value;
                 let now = self.now();
                 block.expire_cooling(now);
@@ -243,8 +256,20 @@ impl<S: Datastore> Ipam<S> {
                     block.release(o, now, cooldown);
                     n += 1;
                 }
-                if n > 0 {
-                    writes.extend(self.block_write_after_release(None, vb.revision, block)?);
+                match lent {
+                    // A kept block is the node's: never deleted here, and kept as committed.
+                    Some(lent) => {
+                        block.touch();
+                        writes.push(Write::Update {
+                            record: Record::Block(block.clone()),
+                            expected: vb.revision,
+                        });
+                        keep = Some((lent, block));
+                    }
+                    None if n > 0 => {
+                        writes.extend(self.block_write_after_release(None, vb.revision, block)?);
+                    }
+                    None => {}
                 }
             }
             let deleted = handle.is_empty();
@@ -259,7 +284,14 @@ impl<S: Datastore> Ipam<S> {
                     expected: handle_read,
                 }
             });
-            match self.commit(writes) {
+            let committed = self.commit(writes);
+            if let (Ok(revision), Some((lent, block))) = (&committed, keep) {
+                lent.restore(Versioned {
+                    value: block,
+                    revision: *revision,
+                });
+            }
+            match committed {
                 // The handle's last block: the commit deleted it, so nothing is left to read.
                 Ok(_) if deleted => return Ok(released + n),
                 Ok(_) => released += n,

@@ -385,6 +385,11 @@ impl Block {
             .collect()
     }
 
+    /// Whether `handle_id` holds an address here (the attribute table lists live holders only).
+    pub fn holds(&self, handle_id: &str) -> bool {
+        self.attrs.iter().any(|e| e.attrs.handle_id == handle_id)
+    }
+
     /// Frees cooling ordinals whose time has come; true if anything changed.
     pub fn expire_cooling(&mut self, now: u64) -> bool {
         let before = self.cooling.len();
