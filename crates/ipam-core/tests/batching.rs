@@ -585,11 +585,17 @@ fn a_release_from_a_stale_kept_block_loses_its_race_and_reads() {
     // Released from the kept copy, the commit's condition fails; after a read it succeeds,
     // and nothing of the other engine's write is lost.
     let commits = store.commits.load(Ordering::SeqCst);
+    let retries = ipam.commit_retries();
     assert_eq!(ipam.release_by_handle(&handles[1]).unwrap(), 1);
     assert_eq!(
         store.commits.load(Ordering::SeqCst) - commits,
         2,
         "one lost on the stale copy, one after a read"
+    );
+    assert_eq!(
+        ipam.commit_retries(),
+        retries + 1,
+        "the lost race is counted"
     );
     assert!(ipam.addresses_by_handle(&handles[1]).unwrap().is_empty());
     assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);

@@ -225,7 +225,7 @@ impl<S: Datastore> Ipam<S> {
                     Err(e) => return Err(e.into()),
                 }
                 attempts += 1;
-                self.check_attempts(attempts)?;
+                self.lost_race(attempts)?;
                 continue;
             };
             let Versioned {
@@ -297,14 +297,18 @@ impl<S: Datastore> Ipam<S> {
                 Ok(_) => released += n,
                 Err(crate::datastore::StoreError::Conflict { .. }) => {
                     attempts += 1;
-                    self.check_attempts(attempts)?;
+                    self.lost_race(attempts)?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    fn check_attempts(&self, attempts: u32) -> Result<(), ReleaseError> {
+    /// Counts a lost compare-and-swap of a release by handle (as every retried commit is
+    /// counted); fails once the attempts are spent.
+    fn lost_race(&self, attempts: u32) -> Result<(), ReleaseError> {
+        self.conflicts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if attempts >= self.opts.max_retries {
             Err(Contention {
                 operation: "release by handle",
