@@ -227,10 +227,12 @@ mod tests {
         let conns = Conns::new(8, move |mut c: UnixStream| {
             let mut b = [0u8; 1];
             // Blocks until the client sends a byte or closes.
-            if c.read(&mut b).unwrap_or(0) == 1 {
+            let n = c.read(&mut b).unwrap_or(0);
+            // Counted before the answer, so a client that has its answer sees it counted.
+            s2.fetch_add(1, Ordering::SeqCst);
+            if n == 1 {
                 let _ = c.write_all(&b);
             }
-            s2.fetch_add(1, Ordering::SeqCst);
         });
         let (stuck, stuck_peer) = pair();
         assert!(conns.submit(stuck));
