@@ -23,7 +23,8 @@
 //! condition, and the requests are served again after a fresh read, exactly as after any lost
 //! race. A commit through this engine that rewrites the kept block on top of the kept revision
 //! (a release, mostly) leaves its result kept in its place, so a pod's DEL does not cost the
-//! next ADD a read. The kept context is dropped when the node's requests take the one-by-one
+//! next ADD a read; a release by handle also starts from the kept block instead of reading it
+//! (taken out of the lane while the release runs, see [`Lent`]). The kept context is dropped when the node's requests take the one-by-one
 //! path, after [`CARRY_USES`] batches or [`CARRY_AGE_NS`], and whenever a commit through this
 //! engine wrote a record that no condition of the batch's commit guards (a pool, a node, the
 //! configuration, an affinity, a reservation, the claim index): so pools and configuration
@@ -69,6 +70,11 @@ struct LaneState {
 struct Carry {
     /// The block as committed, at the revision the commit gave it.
     block: Versioned<Block>,
+    decided: Decided,
+}
+
+/// The rest of a kept context: what the block's batch decided on, and how old that is.
+struct Decided {
     labels: BTreeMap<String, String>,
     pools: Vec<Pool>,
     /// When the context was read, and the engine's count of foreign writes then.
@@ -112,9 +118,7 @@ impl Lane {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-impl Lane {
     /// Keeps `block`, committed at `revision` by a write that read it at `read`, in place of
     /// the kept copy read at `read`; nothing if the lane meanwhile kept something else.
     pub(super) fn rewritten(&self, block: Block, read: Revision, revision: Revision) {
@@ -134,11 +138,7 @@ impl Lane {
 /// to put the release's result back in its place.
 pub(super) struct Lent {
     lane: Arc<Lane>,
-    labels: BTreeMap<String, String>,
-    pools: Vec<Pool>,
-    read_at_ns: u64,
-    writes_seen: u64,
-    uses: u32,
+    decided: Decided,
 }
 
 impl Lent {
@@ -148,11 +148,7 @@ impl Lent {
         if st.carry.is_none() && !st.busy {
             st.carry = Some(Carry {
                 block,
-                labels: self.labels,
-                pools: self.pools,
-                read_at_ns: self.read_at_ns,
-                writes_seen: self.writes_seen,
-                uses: self.uses,
+                decided: self.decided,
             });
         }
     }
@@ -279,24 +275,23 @@ impl<S: Datastore> Ipam<S> {
             }
             st.carry.take()?
         };
-        let lent = Lent {
-            lane,
-            labels: c.labels,
-            pools: c.pools,
-            read_at_ns: c.read_at_ns,
-            writes_seen: c.writes_seen,
-            uses: c.uses,
-        };
-        Some((c.block, lent))
+        Some((
+            c.block,
+            Lent {
+                lane,
+                decided: c.decided,
+            },
+        ))
     }
 
     /// Whether `carry` may serve the node's next batch from `hint`.
     fn usable(&self, carry: &Option<Carry>, hint: Option<IpNetwork>) -> bool {
         carry.as_ref().is_some_and(|c| {
+            let d = &c.decided;
             Some(c.block.value.cidr) == hint
-                && c.uses < CARRY_USES
-                && self.now().saturating_sub(c.read_at_ns) <= CARRY_AGE_NS
-                && c.writes_seen == self.writes_seen.load(Ordering::SeqCst)
+                && d.uses < CARRY_USES
+                && self.now().saturating_sub(d.read_at_ns) <= CARRY_AGE_NS
+                && d.writes_seen == self.writes_seen.load(Ordering::SeqCst)
         })
     }
 
@@ -351,13 +346,13 @@ impl<S: Datastore> Ipam<S> {
         }
         let kept = self.usable(carry, Some(hint));
         let basis = match carry.take() {
-            Some(c) if kept => Basis {
-                context: Carry {
-                    uses: c.uses + 1,
-                    ..c
-                },
-                handles: None,
-            },
+            Some(mut c) if kept => {
+                c.decided.uses += 1;
+                Basis {
+                    context: c,
+                    handles: None,
+                }
+            }
             _ => match self.read_basis(&queued[0].args.node, hint, &queued, &fits) {
                 Ok(Some(b)) => b,
                 // The block cannot serve a batch, or a record does not decode: each request
@@ -442,11 +437,13 @@ impl<S: Datastore> Ipam<S> {
         Ok(Some(Basis {
             context: Carry {
                 block,
-                labels,
-                pools,
-                read_at_ns,
-                writes_seen,
-                uses: 0,
+                decided: Decided {
+                    labels,
+                    pools,
+                    read_at_ns,
+                    writes_seen,
+                    uses: 0,
+                },
             },
             handles: Some(handles),
         }))
@@ -472,14 +469,7 @@ impl<S: Datastore> Ipam<S> {
             context,
             handles: read_handles,
         } = basis;
-        let Carry {
-            block: vb,
-            labels,
-            pools,
-            read_at_ns,
-            writes_seen,
-            uses,
-        } = context;
+        let Carry { block: vb, decided } = context;
         let from_kept = read_handles.is_none();
         let mut read_handles = read_handles.map(Vec::into_iter);
         let mut block = vb.value;
@@ -500,9 +490,14 @@ impl<S: Datastore> Ipam<S> {
             } else {
                 &a.v6_pools
             };
-            let Ok(cands) =
-                candidate_pools(&pools, &labels, node, a.intended_use, family, requested)
-            else {
+            let Ok(cands) = candidate_pools(
+                &decided.pools,
+                &decided.labels,
+                node,
+                a.intended_use,
+                family,
+                requested,
+            ) else {
                 continue; // its error comes from the one-by-one path
             };
             // The one-by-one path tries the last block first only within the first pool.
@@ -573,11 +568,7 @@ impl<S: Datastore> Ipam<S> {
                         value: committed,
                         revision,
                     },
-                    labels,
-                    pools,
-                    read_at_ns,
-                    writes_seen,
-                    uses,
+                    decided,
                 });
                 Ok(served)
             }
