@@ -23,8 +23,9 @@
 //! condition, and the requests are served again after a fresh read, exactly as after any lost
 //! race. A commit through this engine that rewrites the kept block on top of the kept revision
 //! (a release, mostly) leaves its result kept in its place, so a pod's DEL does not cost the
-//! next ADD a read; a release by handle also starts from the kept block instead of reading it
-//! (taken out of the lane while the release runs, see [`Lent`]). The kept context is dropped when the node's requests take the one-by-one
+//! next ADD a read. A release by handle holds the lane of the block's node while it runs
+//! ([`Ipam::hold_block_lane`]), so a node's releases and assignments through one engine take
+//! turns instead of racing, and it starts from the kept block instead of reading it. The kept context is dropped when the node's requests take the one-by-one
 //! path, after [`CARRY_USES`] batches or [`CARRY_AGE_NS`], and whenever a commit through this
 //! engine wrote a record that no condition of the batch's commit guards (a pool, a node, the
 //! configuration, an affinity, a reservation, the claim index): so pools and configuration
@@ -74,7 +75,7 @@ struct Carry {
 }
 
 /// The rest of a kept context: what the block's batch decided on, and how old that is.
-struct Decided {
+pub(super) struct Decided {
     labels: BTreeMap<String, String>,
     pools: Vec<Pool>,
     /// When the context was read, and the engine's count of foreign writes then.
@@ -134,34 +135,31 @@ impl Lane {
     }
 }
 
-/// A kept context whose block was taken out of its lane to serve a release, and what is needed
-/// to put the release's result back in its place.
-pub(super) struct Lent {
-    lane: Arc<Lane>,
-    decided: Decided,
-}
-
-impl Lent {
-    /// Keeps `block` as the lane's context again, unless the lane kept another meanwhile.
-    pub(super) fn restore(self, block: Versioned<Block>) {
-        let mut st = self.lane.lock();
-        if st.carry.is_none() && !st.busy {
-            st.carry = Some(Carry {
-                block,
-                decided: self.decided,
-            });
-        }
-    }
-}
-
 /// The lane held by one caller, with the kept context while it serves; freed (the context
 /// put back, the waiters woken) when dropped, even by a panic.
-struct Held<'a> {
-    lane: &'a Lane,
+pub(super) struct Held {
+    lane: Arc<Lane>,
     carry: Option<Carry>,
 }
 
-impl Drop for Held<'_> {
+impl Held {
+    /// The kept block `cidr` with the rest of its context, taken out of the hold (put back,
+    /// changed or not, with [`Held::keep`]); `None` when the lane keeps another block or none.
+    pub(super) fn take_kept(&mut self, cidr: IpNetwork) -> Option<(Versioned<Block>, Decided)> {
+        if self.carry.as_ref()?.block.value.cidr != cidr {
+            return None;
+        }
+        let c = self.carry.take()?;
+        Some((c.block, c.decided))
+    }
+
+    /// Keeps `block` (as committed, at its revision) with the rest of its context.
+    pub(super) fn keep(&mut self, block: Versioned<Block>, decided: Decided) {
+        self.carry = Some(Carry { block, decided });
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         let mut st = self.lane.lock();
         st.busy = false;
@@ -196,7 +194,10 @@ impl<S: Datastore> Ipam<S> {
             st.busy = true;
             let carry = st.carry.take();
             drop(st);
-            let mut held = Held { lane: &lane, carry };
+            let mut held = Held {
+                lane: lane.clone(),
+                carry,
+            };
             if held.carry.is_none() && self.hint(&args.node).is_none() {
                 return self.assign_serial(args); // the node's first: no block to serve from
             }
@@ -224,7 +225,10 @@ impl<S: Datastore> Ipam<S> {
                 let queued = std::mem::take(&mut st.queue);
                 let carry = st.carry.take();
                 drop(st);
-                let mut held = Held { lane: &lane, carry };
+                let mut held = Held {
+                    lane: lane.clone(),
+                    carry,
+                };
                 self.serve(queued, &mut held.carry);
                 // Ours was in the queue unless a leader took it and panicked before answering.
                 return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
@@ -256,9 +260,11 @@ impl<S: Datastore> Ipam<S> {
         keeps.then_some(lane)
     }
 
-    /// The block `cidr` as a lane keeps it, taken out of the lane (a request meanwhile reads
-    /// the store instead), with what puts it back. `None` when no idle lane keeps it.
-    pub(super) fn take_kept_block(&self, cidr: IpNetwork) -> Option<(Versioned<Block>, Lent)> {
+    /// Waits for, then holds, the lane of the node whose last block is `cidr`, if this engine
+    /// has one, with whatever it keeps: a release made meanwhile never races the node's
+    /// assignments, and starts from the kept block. A lane is not re-entrant: never called
+    /// by a caller that holds one (the assignment paths release through `release_ips`).
+    pub(super) fn hold_block_lane(&self, cidr: IpNetwork) -> Option<Held> {
         let lane = {
             let hints = self.hints();
             let node = hints.by_block.get(&cidr)?;
@@ -268,20 +274,19 @@ impl<S: Datastore> Ipam<S> {
                 .get(node)?
                 .clone()
         };
-        let c = {
-            let mut st = lane.lock();
-            if st.carry.as_ref()?.block.value.cidr != cidr {
-                return None;
-            }
-            st.carry.take()?
-        };
-        Some((
-            c.block,
-            Lent {
-                lane,
-                decided: c.decided,
-            },
-        ))
+        let mut st = lane.lock();
+        while st.busy {
+            st.sleepers += 1;
+            st = lane
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+            st.sleepers -= 1;
+        }
+        st.busy = true;
+        let carry = st.carry.take();
+        drop(st);
+        Some(Held { lane, carry })
     }
 
     /// Whether `carry` may serve the node's next batch from `hint`.

@@ -235,17 +235,15 @@ impl<S: Datastore> Ipam<S> {
             handle.blocks.remove(&c);
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
-            // The block as the node's lane keeps it saves a read (a round trip on etcd); the
-            // block is written under the kept revision, so a stale copy is a lost race, never
-            // a wrong write. A copy that shows none of the handle's addresses is stale (the
-            // handle says it holds some here): the store is read rather than a race lost.
-            let (vb, lent) = match self.take_kept_block(c.0) {
-                Some((vb, lent)) if vb.value.holds(handle_id) => (Some(vb), Some(lent)),
-                Some((vb, lent)) => {
-                    lent.restore(vb);
-                    (self.store.get_block(&Key::Block(c.0))?, None)
-                }
-                None => (self.store.get_block(&Key::Block(c.0))?, None),
+            // Held, the node's lane keeps this release from racing the node's assignments,
+            // and its kept block saves a read (a round trip on etcd): the block is written
+            // under the kept revision, so a stale copy is a lost race, never a wrong write. A
+            // copy that shows none of the handle's addresses is stale (the handle says it
+            // holds some here): dropped, and the store read rather than a race lost.
+            let mut hold = self.hold_block_lane(c.0);
+            let (vb, decided) = match hold.as_mut().and_then(|h| h.take_kept(c.0)) {
+                Some((vb, decided)) if vb.value.holds(handle_id) => (Some(vb), Some(decided)),
+                _ => (self.store.get_block(&Key::Block(c.0))?, None),
             };
             let mut keep = None;
             if let Some(vb) = vb {
@@ -256,15 +254,15 @@ impl<S: Datastore> Ipam<S> {
                     block.release(o, now, cooldown);
                     n += 1;
                 }
-                match lent {
+                match decided {
                     // A kept block is the node's: never deleted here, and kept as committed.
-                    Some(lent) => {
+                    Some(decided) => {
                         block.touch();
                         writes.push(Write::Update {
                             record: Record::Block(block.clone()),
                             expected: vb.revision,
                         });
-                        keep = Some((lent, block));
+                        keep = Some((decided, block));
                     }
                     None if n > 0 => {
                         writes.extend(self.block_write_after_release(None, vb.revision, block)?);
@@ -285,12 +283,16 @@ impl<S: Datastore> Ipam<S> {
                 }
             });
             let committed = self.commit(writes);
-            if let (Ok(revision), Some((lent, block))) = (&committed, keep) {
-                lent.restore(Versioned {
-                    value: block,
-                    revision: *revision,
-                });
+            if let (Ok(revision), Some((decided, block)), Some(h)) = (&committed, keep, &mut hold) {
+                h.keep(
+                    Versioned {
+                        value: block,
+                        revision: *revision,
+                    },
+                    decided,
+                );
             }
+            drop(hold);
             match committed {
                 // The handle's last block: the commit deleted it, so nothing is left to read.
                 Ok(_) if deleted => return Ok(released + n),
