@@ -25,12 +25,13 @@
 //! (a release, mostly) leaves its result kept in its place, so a pod's DEL does not cost the
 //! next ADD a read. A release by handle holds the lane of the block's node while it runs
 //! ([`Ipam::hold_block_lane`]), so a node's releases and assignments through one engine take
-//! turns instead of racing, and it starts from the kept block instead of reading it. The kept context is dropped when the node's requests take the one-by-one
-//! path, after [`CARRY_USES`] batches or [`CARRY_AGE_NS`], and whenever a commit through this
-//! engine wrote a record that no condition of the batch's commit guards (a pool, a node, the
-//! configuration, an affinity, a reservation, the claim index): so pools and configuration
-//! written elsewhere are seen at most that late, as if the read had been made that much
-//! earlier, and no write is ever made without its compare-and-swap.
+//! turns instead of racing, and it starts from the kept block instead of reading it. The kept
+//! context is dropped when the node's requests take the one-by-one path, after [`CARRY_USES`]
+//! batches or [`CARRY_AGE_NS`], and whenever a commit through this engine wrote a record that
+//! no condition of the batch's commit guards (a pool, a node, the configuration, an affinity,
+//! a reservation, the claim index): so pools and configuration written elsewhere are seen at
+//! most that late, as if the read had been made that much earlier, and no write is ever made
+//! without its compare-and-swap.
 
 use super::assign::{candidate_pools, holder};
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
