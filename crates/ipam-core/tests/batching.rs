@@ -628,10 +628,10 @@ fn a_kept_block_that_does_not_show_the_handle_is_not_trusted() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
-#[test]
-fn a_nodes_releases_and_assignments_through_one_engine_take_turns() {
-    // Four threads start and stop pods on one node through one engine: a release holds the
-    // node's lane like an assignment does, so none of their commits loses a race to another.
+/// Four threads start and stop pods on one node through one engine, each stop made by
+/// `release`: it holds the node's lane like an assignment does, so none of their commits loses
+/// a race to another.
+fn releases_and_assignments_take_turns(release: fn(&Ipam<Arc<MemoryStore>>, &str)) {
     let store = Arc::new(MemoryStore::new());
     let ipam = Arc::new(Ipam::new(store.clone(), Arc::new(ManualClock::new(T0))));
     ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
@@ -647,7 +647,7 @@ fn a_nodes_releases_and_assignments_through_one_engine_take_turns() {
                     let h = format!("t{t}-{i}");
                     ipam.auto_assign(&AutoAssignArgs::v4("n1", &h, 1)).unwrap();
                     if let Some(prev) = last.replace(h) {
-                        assert_eq!(ipam.release_by_handle(&prev).unwrap(), 1);
+                        release(&ipam, &prev);
                     }
                 }
                 last
@@ -670,4 +670,27 @@ fn a_nodes_releases_and_assignments_through_one_engine_take_turns() {
     assert_eq!(all.len(), 5, "no address held twice");
     let problems = audit(&*store).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_nodes_releases_by_handle_and_assignments_take_turns() {
+    releases_and_assignments_take_turns(|ipam, h| {
+        assert_eq!(ipam.release_by_handle(h).unwrap(), 1);
+    });
+}
+
+#[test]
+fn a_nodes_guarded_releases_and_assignments_take_turns() {
+    // As a CNI DEL releases: each address guarded by its handle and sequence number.
+    releases_and_assignments_take_turns(|ipam, h| {
+        let reqs: Vec<_> = ipam
+            .allocations_of_handle(h)
+            .unwrap()
+            .iter()
+            .map(|a| ipam_core::ReleaseRequest::guarded(a.ip, h, a.seq))
+            .collect();
+        assert_eq!(reqs.len(), 1);
+        let out = ipam.release_ips(&reqs).unwrap();
+        assert_eq!(out.released.len(), 1, "{out:?}");
+    });
 }

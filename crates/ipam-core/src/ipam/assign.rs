@@ -815,14 +815,15 @@ impl<S: Datastore> Ipam<S> {
         Ok(taken)
     }
 
-    /// Releases `reqs` through transient failures (the undo of a failed request).
+    /// Releases `reqs` through transient failures (the undo of a failed request, made while
+    /// the node's lane is held: so it takes no lane).
     fn release_retrying(&self, reqs: &[super::ReleaseRequest]) -> Result<(), ReleaseError> {
         if reqs.is_empty() {
             return Ok(());
         }
         let mut last = None;
         for _ in 0..self.opts.max_retries {
-            match self.release_ips(reqs) {
+            match self.release_ips_taking_turns(reqs, false) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_transient() => last = Some(e),
                 Err(e) => return Err(e),

@@ -60,8 +60,20 @@ pub struct ReleaseOutcome {
 
 impl<S: Datastore> Ipam<S> {
     /// Releases addresses. Each is checked against its guard; one commit per block updates the
-    /// block and the handles together. Empty blocks with no affinity are deleted.
+    /// block and the handles together. Empty blocks with no affinity are deleted. Each block's
+    /// release takes turns with its node's assignments through this engine (it holds the
+    /// node's lane, as [`Ipam::release_by_handle`] does).
     pub fn release_ips(&self, reqs: &[ReleaseRequest]) -> Result<ReleaseOutcome, ReleaseError> {
+        self.release_ips_taking_turns(reqs, true)
+    }
+
+    /// [`Ipam::release_ips`]; without `take_turns` no lane is held, for callers that hold their
+    /// node's lane already (an assignment's undo: a lane is not re-entrant).
+    pub(super) fn release_ips_taking_turns(
+        &self,
+        reqs: &[ReleaseRequest],
+        take_turns: bool,
+    ) -> Result<ReleaseOutcome, ReleaseError> {
         let (pools, cooldown) =
             Self::pools_and_cooldown(&mut self.store.read(&POOLS_AND_CONFIG)?.into_iter())?;
         let mut out = ReleaseOutcome::default();
@@ -85,6 +97,11 @@ impl<S: Datastore> Ipam<S> {
                     .iter()
                     .map(|h| Read::Get(Key::Handle((*h).to_string()))),
             );
+            let mut hold = if take_turns {
+                self.hold_block_lane(c.0)
+            } else {
+                None
+            };
             let part = self.retrying::<_, ReleaseError>("release", || {
                 let mut part = ReleaseOutcome::default();
                 let mut answers = self.store.read(&reads)?.into_iter();
@@ -147,14 +164,36 @@ impl<S: Datastore> Ipam<S> {
                 if part.released.is_empty() {
                     return Ok(part);
                 }
+                // The lane's kept copy of the block, if it is the one read, is kept as this
+                // commit leaves it; otherwise it is stale and dropped.
+                let kept = hold.as_mut().and_then(|h| h.take_kept(c.0));
                 let mut writes = self.block_write_after_release(Some(&pools), read, block)?;
+                let keep = kept
+                    .filter(|(k, _)| k.revision == read)
+                    .and_then(|(_, decided)| match writes.first() {
+                        Some(Write::Update {
+                            record: Record::Block(b),
+                            ..
+                        }) => Some((b.clone(), decided)),
+                        _ => None,
+                    });
                 for (h, n) in per_handle {
                     let read = known.remove(h.as_str());
                     writes.extend(self.handle_remove(&h, c.0, n, read)?);
                 }
-                self.commit(writes)?;
+                let revision = self.commit(writes)?;
+                if let (Some((block, decided)), Some(h)) = (keep, hold.as_mut()) {
+                    h.keep(
+                        Versioned {
+                            value: block,
+                            revision,
+                        },
+                        decided,
+                    );
+                }
                 Ok(part)
             })?;
+            drop(hold);
             out.released.extend(part.released);
             out.not_allocated.extend(part.not_allocated);
             out.refused.extend(part.refused);
