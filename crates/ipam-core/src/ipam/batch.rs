@@ -23,9 +23,9 @@
 //! condition, and the requests are served again after a fresh read, exactly as after any lost
 //! race. A commit through this engine that rewrites the kept block on top of the kept revision
 //! (a release, mostly) leaves its result kept in its place, so a pod's DEL does not cost the
-//! next ADD a read. A release by handle holds the lane of the block's node while it runs
-//! ([`Ipam::hold_block_lane`]), so a node's releases and assignments through one engine take
-//! turns instead of racing, and it starts from the kept block instead of reading it. The kept
+//! next ADD a read. A release (by handle or by address) holds the lane of the block's node
+//! while it runs ([`Ipam::hold_block_lane`]), so a node's releases and assignments through one
+//! engine take turns instead of racing; a release by handle starts from the kept block. The kept
 //! context is dropped when the node's requests take the one-by-one path, after [`CARRY_USES`]
 //! batches or [`CARRY_AGE_NS`], and whenever a commit through this engine wrote a record that
 //! no condition of the batch's commit guards (a pool, a node, the configuration, an affinity,
@@ -263,8 +263,8 @@ impl<S: Datastore> Ipam<S> {
 
     /// Waits for, then holds, the lane of the node whose last block is `cidr`, if this engine
     /// has one, with whatever it keeps: a release made meanwhile never races the node's
-    /// assignments, and starts from the kept block. A lane is not re-entrant: never called
-    /// by a caller that holds one (the assignment paths release through `release_ips`).
+    /// assignments, and may start from the kept block. A lane is not re-entrant: never called
+    /// by a caller that holds one (an assignment's undo releases without it).
     pub(super) fn hold_block_lane(&self, cidr: IpNetwork) -> Option<Held> {
         let lane = {
             let hints = self.hints();
