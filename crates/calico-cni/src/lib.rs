@@ -11,6 +11,9 @@
 //!
 //! Not here: address management (the IPAM plugin, e.g. `calico-ipam`), routes between nodes.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod config;
 pub mod dataplane;
 pub mod delegate;

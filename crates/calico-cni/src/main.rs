@@ -1,5 +1,8 @@
 //! `calico`: the main CNI plugin. Reads the environment and stdin, prints the result.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::io::{Read, Write};
 
 fn main() {

@@ -11,6 +11,9 @@
 //! Not here: the command line itself, finding the store or the service (ipamctl), allocation
 //! logic (ipam-core), CNI (ipam-cni; `gc` reuses its logic).
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod commands;
 pub mod table;
 

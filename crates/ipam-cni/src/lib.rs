@@ -8,6 +8,9 @@
 //!
 //! Not here: allocation logic (ipam-core), stores (ipam-store).
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod autostart;
 pub mod backend;
 pub mod config;

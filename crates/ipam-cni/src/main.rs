@@ -1,6 +1,9 @@
 //! `calico-ipam`: reads the CNI environment and the network config, prints the result or the
 //! error JSON, exits non-zero on error.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 

@@ -38,6 +38,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 // Modules are private: the crate's surface is the flat list below, so files can move and
 // split without breaking callers. `cidr` stays a public namespace of address arithmetic.
 mod audit;

@@ -12,6 +12,9 @@
 //! seed and clock, so such a run is not repeatable in its details; duplicates are counted
 //! across all workers' pods.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use ipam_core::{AssignError, AutoAssignArgs, Datastore, Ipam, IpamError, ManualClock, Pool};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -1,6 +1,9 @@
 //! `ipam-sim`: runs the cluster simulation and prints its report; exits 1 on any duplicate,
 //! leak or broken invariant.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use clap::Parser;
 use ipam_sim::{run, SimConfig};
 use ipam_store::StoreSpec;

@@ -3,6 +3,9 @@
 //! Call [`run_all`] from a test with a function that makes a fresh, empty store. Each check
 //! panics with a message naming the broken rule.
 
+// A test harness (built only under the `conformance` feature): a panic is its report.
+#![allow(clippy::unwrap_used)]
+
 use ipam_core::ConflictKind;
 use ipam_core::{
     Affinity, AffinityState, AllowedUse, Block, Datastore, Handle, IpamConfig, Key, Node, Pool,

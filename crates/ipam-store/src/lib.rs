@@ -16,6 +16,9 @@
 //!
 //! Not here: CNI parsing, the allocation algorithms (ipam-core).
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod counting;

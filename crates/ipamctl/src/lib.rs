@@ -5,6 +5,9 @@
 //!
 //! Not here: what a command does (ipam-admin), allocation logic (ipam-core).
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod cli;
 
 pub use ipam_admin::{

@@ -1,5 +1,8 @@
 //! `ipamctl`: parses the command line, runs it, prints, exits with the command's code.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::io::Write;
 
 fn main() {

@@ -15,6 +15,9 @@
 //!
 //! Not here: CNI semantics (ipam-cni), allocation (ipam-core), storage (ipam-store).
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod agent;
 pub mod autodetect;
 pub mod bird;

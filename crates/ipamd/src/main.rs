@@ -1,5 +1,8 @@
 //! `calico-ipamd`: the node-local IPAM service.
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use anyhow::Context;
 use clap::Parser;
 use ipam_core::Ipam;

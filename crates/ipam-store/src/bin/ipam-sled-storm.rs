@@ -4,6 +4,9 @@
 //! Usage: `ipam-sled-storm DIR SEED`. Output lines: `A <handle> <ip>` (assigned), `R <handle>`
 //! (released), `E <message>` (an operation failed; the storm goes on).
 
+// Bad input and store faults are errors, never panics: no `unwrap` outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use ipam_core::{AutoAssignArgs, Ipam, Pool};
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use std::io::Write;
