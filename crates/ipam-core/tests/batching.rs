@@ -144,8 +144,18 @@ fn check(
         held.sort();
         assert_eq!(got, held, "handle {h} holds what it was given");
     }
+    consistent(store);
+}
+
+/// The store passes every invariant check.
+fn consistent(store: &Store) {
     let problems = audit(store.inner.inner()).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// A second engine on the same store: another process writing the same records.
+fn another_engine(store: &Store) -> Ipam<Store> {
+    Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)))
 }
 
 /// Requests for `n` pods `pod0`, `pod1`, ... on n1, pod i asking for `count(i)` addresses.
@@ -475,7 +485,7 @@ fn a_release_through_the_engine_keeps_the_context_current() {
     for ip in freed.iter().filter(|ip| !got.contains(ip)) {
         assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} still held");
     }
-    assert!(audit(store.inner.inner()).unwrap().is_empty());
+    consistent(&store);
 }
 
 #[test]
@@ -528,15 +538,14 @@ fn releases_racing_kept_requests_never_duplicate() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), n, "no address held twice");
-    let problems = audit(store.inner.inner()).unwrap();
-    assert!(problems.is_empty(), "{problems:#?}");
+    consistent(&store);
 }
 
 #[test]
 fn a_write_by_another_engine_fails_the_kept_commit_and_is_served_after_a_read() {
     let (ipam, store, _, _) = after_a_batch();
     // Another process writes n1's block: it releases "pod0"'s address.
-    let other = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    let other = another_engine(&store);
     assert_eq!(other.release_by_handle("pod0").unwrap(), 1);
     let retries = ipam.commit_retries();
     let args = AutoAssignArgs::v4("n1", "after", 1);
@@ -551,8 +560,7 @@ fn a_write_by_another_engine_fails_the_kept_commit_and_is_served_after_a_read() 
     // The other engine's release stands: nothing was written over it from the stale copy.
     assert!(ipam.addresses_by_handle("pod0").unwrap().is_empty());
     assert_eq!(ipam.addresses_by_handle("after").unwrap(), got);
-    let problems = audit(store.inner.inner()).unwrap();
-    assert!(problems.is_empty(), "{problems:#?}");
+    consistent(&store);
 }
 
 #[test]
@@ -570,14 +578,14 @@ fn a_kept_context_still_refuses_a_handle_that_holds() {
     let (out, _, _) = alone(&ipam, &store, &AutoAssignArgs::v4("n1", "lead", 1));
     assert!(out.is_ok(), "{out:?}");
     assert_eq!(ipam.addresses_by_handle("lead").unwrap().len(), 2);
-    assert!(audit(store.inner.inner()).unwrap().is_empty());
+    consistent(&store);
 }
 
 #[test]
 fn a_release_from_a_stale_kept_block_loses_its_race_and_reads() {
     let (ipam, store, _, handles) = after_a_batch();
     // Another process assigns in n1's block: the block this engine keeps is now stale.
-    let other = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    let other = another_engine(&store);
     let theirs = ips(&other
         .auto_assign(&AutoAssignArgs::v4("n1", "theirs", 1))
         .unwrap());
@@ -599,8 +607,7 @@ fn a_release_from_a_stale_kept_block_loses_its_race_and_reads() {
     );
     assert!(ipam.addresses_by_handle(&handles[1]).unwrap().is_empty());
     assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);
-    let problems = audit(store.inner.inner()).unwrap();
-    assert!(problems.is_empty(), "{problems:#?}");
+    consistent(&store);
 }
 
 #[test]
@@ -608,7 +615,7 @@ fn a_kept_block_that_does_not_show_the_handle_is_not_trusted() {
     let (ipam, store, _, _) = after_a_batch();
     // Another process gives "late" an address in n1's block; this engine's kept copy does not
     // show it, so releasing "late" from that copy would free nothing and drop the handle.
-    let other = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    let other = another_engine(&store);
     let late = ips(&other
         .auto_assign(&AutoAssignArgs::v4("n1", "late", 1))
         .unwrap());
@@ -624,8 +631,7 @@ fn a_kept_block_that_does_not_show_the_handle_is_not_trusted() {
         ipam.allocation(late[0]).unwrap().is_none(),
         "the address is free"
     );
-    let problems = audit(store.inner.inner()).unwrap();
-    assert!(problems.is_empty(), "{problems:#?}");
+    consistent(&store);
 }
 
 /// Four threads start and stop pods on one node through one engine, each stop made by

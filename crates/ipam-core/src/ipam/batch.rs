@@ -121,6 +121,29 @@ impl Lane {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sleeps until the lane signals a change, counted as a sleeper (the signal is sent only
+    /// when someone listens).
+    fn sleep<'a>(&'a self, mut st: MutexGuard<'a, LaneState>) -> MutexGuard<'a, LaneState> {
+        st.sleepers += 1;
+        let mut st = self
+            .changed
+            .wait(st)
+            .unwrap_or_else(PoisonError::into_inner);
+        st.sleepers -= 1;
+        st
+    }
+
+    /// Takes the lane, free under `st`, with what it keeps.
+    fn take(self: &Arc<Self>, mut st: MutexGuard<'_, LaneState>) -> Held {
+        st.busy = true;
+        let carry = st.carry.take();
+        drop(st);
+        Held {
+            lane: Arc::clone(self),
+            carry,
+        }
+    }
+
     /// Keeps `block`, committed at `revision` by a write that read it at `read`, in place of
     /// the kept copy read at `read`; nothing if the lane meanwhile kept something else.
     pub(super) fn rewritten(&self, block: Block, read: Revision, revision: Revision) {
@@ -177,11 +200,16 @@ impl<S: Datastore> Ipam<S> {
     /// Auto-assignments for `node` waiting behind the one this engine is running for it (the
     /// depth of the node's queue; they will be served together).
     pub fn queued_assignments(&self, node: &str) -> usize {
-        let lanes = self
-            .node_lanes
+        self.existing_lane(node).map_or(0, |l| l.lock().queue.len())
+    }
+
+    /// `node`'s lane, if this engine has one (none is made).
+    fn existing_lane(&self, node: &str) -> Option<Arc<Lane>> {
+        self.node_lanes
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        lanes.get(node).map_or(0, |l| l.lock().queue.len())
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node)
+            .cloned()
     }
 
     /// Runs `args` in its node's lane: alone when the lane is free and nobody waits, else
@@ -192,13 +220,7 @@ impl<S: Datastore> Ipam<S> {
         let lane = self.node_lane(&args.node);
         let mut st = lane.lock();
         if !st.busy && st.queue.is_empty() {
-            st.busy = true;
-            let carry = st.carry.take();
-            drop(st);
-            let mut held = Held {
-                lane: lane.clone(),
-                carry,
-            };
+            let mut held = lane.take(st);
             if held.carry.is_none() && self.hint(&args.node).is_none() {
                 return self.assign_serial(args); // the node's first: no block to serve from
             }
@@ -222,37 +244,20 @@ impl<S: Datastore> Ipam<S> {
                 return done; // served by the caller that led
             }
             if !st.busy {
-                st.busy = true;
                 let queued = std::mem::take(&mut st.queue);
-                let carry = st.carry.take();
-                drop(st);
-                let mut held = Held {
-                    lane: lane.clone(),
-                    carry,
-                };
+                let mut held = lane.take(st);
                 self.serve(queued, &mut held.carry);
                 // Ours was in the queue unless a leader took it and panicked before answering.
                 return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
             }
-            st.sleepers += 1;
-            st = lane
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-            st.sleepers -= 1;
+            st = lane.sleep(st);
         }
     }
 
     /// The lane of `block`'s node if it keeps the block as read at `read` (so a write made
     /// from that read may leave its result there).
     pub(super) fn lane_keeping(&self, block: &Block, read: Revision) -> Option<Arc<Lane>> {
-        let node = block.affinity.as_deref()?;
-        let lane = self
-            .node_lanes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(node)?
-            .clone();
+        let lane = self.existing_lane(block.affinity.as_deref()?)?;
         let keeps = lane
             .lock()
             .carry
@@ -268,26 +273,13 @@ impl<S: Datastore> Ipam<S> {
     pub(super) fn hold_block_lane(&self, cidr: IpNetwork) -> Option<Held> {
         let lane = {
             let hints = self.hints();
-            let node = hints.by_block.get(&cidr)?;
-            self.node_lanes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(node)?
-                .clone()
+            self.existing_lane(hints.by_block.get(&cidr)?)?
         };
         let mut st = lane.lock();
         while st.busy {
-            st.sleepers += 1;
-            st = lane
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-            st.sleepers -= 1;
+            st = lane.sleep(st);
         }
-        st.busy = true;
-        let carry = st.carry.take();
-        drop(st);
-        Some(Held { lane, carry })
+        Some(lane.take(st))
     }
 
     /// Whether `carry` may serve the node's next batch from `hint`.
