@@ -268,8 +268,9 @@ impl Range {
 pub enum Record {
     /// See [`IpamConfig`].
     Config(IpamConfig),
-    /// See [`Pool`].
-    Pool(Pool),
+    /// See [`Pool`] (boxed, as the endpoint is: a record is moved through every read and
+    /// commit, and is as large as its largest kind).
+    Pool(Box<Pool>),
     /// See [`Node`].
     Node(Node),
     /// See [`Block`].
@@ -283,7 +284,7 @@ pub enum Record {
     /// See [`PoolIndex`].
     PoolIndex(PoolIndex),
     /// See [`Endpoint`].
-    Endpoint(Endpoint),
+    Endpoint(Box<Endpoint>),
     /// See [`Reservation`].
     Reservation(Reservation),
 }
@@ -568,8 +569,22 @@ macro_rules! record_kind {
     };
 }
 
-record_kind!(Pool: Pool, Node: Node, Block: Block, Affinity: Affinity, Handle: Handle,
-    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig, Endpoint: Endpoint, Reservation: Reservation);
+macro_rules! boxed_record_kind {
+    ($($variant:ident: $ty:ty),*) => {
+        $(impl RecordKind for $ty {
+            fn from_record(record: Record) -> Result<Self, Box<Record>> {
+                match record {
+                    Record::$variant(v) => Ok(*v),
+                    other => Err(Box::new(other)),
+                }
+            }
+        })*
+    };
+}
+
+record_kind!(Node: Node, Block: Block, Affinity: Affinity, Handle: Handle,
+    IndexChunk: IndexChunk, PoolIndex: PoolIndex, Config: IpamConfig, Reservation: Reservation);
+boxed_record_kind!(Pool: Pool, Endpoint: Endpoint);
 
 fn wrong_kind(key: &Key) -> StoreError {
     StoreError::Corrupt {

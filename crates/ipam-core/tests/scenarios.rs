@@ -83,7 +83,8 @@ fn strict_affinity_forbids_borrowing_and_open_affinity_borrows() {
         .unwrap()
         .unwrap()
         .value
-        .affinity;
+        .affinity
+        .clone();
     assert!(
         matches!(owner.as_deref(), Some("n1" | "n2")),
         "borrowed from another node's block"

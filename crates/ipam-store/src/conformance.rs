@@ -79,7 +79,7 @@ pub fn sample_records() -> Vec<Record> {
             max_blocks_per_host: 7,
             ip_cooldown_seconds: 60,
         }),
-        Record::Pool(pool),
+        Record::Pool(Box::new(pool)),
         Record::Node(
             Node::from_parts(
                 "node-1".into(),
@@ -291,7 +291,8 @@ pub fn listing<S: Datastore>(s: &S) {
             }),
         )
         .unwrap();
-        s.commit(vec![Write::Create(Record::Pool(p))]).unwrap();
+        s.commit(vec![Write::Create(Record::Pool(Box::new(p)))])
+            .unwrap();
     }
     for c in [3u64, 0, 300] {
         let ch = IndexChunk::new(net("10.0.0.0/16"), c, 4096);

@@ -1,15 +1,17 @@
 //! The in-memory store: one `BTreeMap` in key order behind a read-write lock. A read hands out
 //! a copy of the record (the engine changes its copy and commits it by compare-and-swap); a
-//! batch of reads is answered under one lock, so it sees one snapshot.
+//! batch of reads is answered under one lock, so it sees one snapshot. Records are boxed: a
+//! map node moves pointers, not records, when a key is added or removed beside them.
 
 use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
 #[derive(Default)]
 struct Inner {
-    map: BTreeMap<Key, (Record, Revision)>,
+    map: BTreeMap<Key, Box<(Record, Revision)>>,
     rev: u64,
 }
 
@@ -43,20 +45,19 @@ impl MemoryStore {
 
 impl Inner {
     fn get(&self, key: &Key) -> Option<Versioned<Record>> {
-        self.map.get(key).map(|(r, rev)| Versioned {
-            value: r.clone(),
-            revision: *rev,
+        self.map.get(key).map(|e| Versioned {
+            value: e.0.clone(),
+            revision: e.1,
         })
     }
-
     fn list(&self, range: &Range) -> Vec<Versioned<Record>> {
         self.map
             .range(range.start()..)
             .take_while(|(k, _)| !range.past_end(k))
             .filter(|(k, _)| range.contains(k))
-            .map(|(_, (r, rev))| Versioned {
-                value: r.clone(),
-                revision: *rev,
+            .map(|(_, e)| Versioned {
+                value: e.0.clone(),
+                revision: e.1,
             })
             .collect()
     }
@@ -91,23 +92,15 @@ impl Datastore for MemoryStore {
         if writes.is_empty() {
             return Ok(Revision(g.rev));
         }
-        let keys: Vec<Key> = writes.iter().map(Write::key).collect();
-        let twice = if keys.len() <= PAIRWISE_LIMIT {
-            keys.iter()
-                .enumerate()
-                .find(|(i, k)| keys[..*i].contains(k))
-                .map(|(_, k)| k)
-        } else {
-            let mut seen = std::collections::HashSet::with_capacity(keys.len());
-            keys.iter().find(|k| !seen.insert(*k))
-        };
-        if let Some(key) = twice {
+        // Built once each (a handle's key owns its name); most commits write two or three.
+        let keys: SmallVec<[Key; 4]> = writes.iter().map(Write::key).collect();
+        if let Some(key) = written_twice(&keys) {
             return Err(StoreError::Rejected(format!(
                 "{key} written twice in one commit"
             )));
         }
         for (w, key) in writes.iter().zip(&keys) {
-            let cur = g.map.get(key).map(|(_, r)| *r);
+            let cur = g.map.get(key).map(|e| e.1);
             let kind = match (w, cur) {
                 (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
                 (Write::Update { .. } | Write::Delete { .. }, None) => Some(ConflictKind::Missing),
@@ -129,8 +122,14 @@ impl Datastore for MemoryStore {
         let rev = Revision(g.rev);
         for (w, key) in writes.into_iter().zip(keys) {
             match w {
-                Write::Create(r) | Write::Update { record: r, .. } => {
-                    g.map.insert(key, (r, rev));
+                Write::Create(r) => {
+                    g.map.insert(key, Box::new((r, rev)));
+                }
+                Write::Update { record: r, .. } => {
+                    // Checked above: the record is there. Replaced in place, its box reused.
+                    if let Some(e) = g.map.get_mut(&key) {
+                        **e = (r, rev);
+                    }
                 }
                 Write::Delete { .. } => {
                     g.map.remove(&key);
@@ -138,5 +137,18 @@ impl Datastore for MemoryStore {
             }
         }
         Ok(rev)
+    }
+}
+
+/// A key written twice: compared pairwise in small commits, hashed in larger ones.
+fn written_twice(keys: &[Key]) -> Option<&Key> {
+    if keys.len() <= PAIRWISE_LIMIT {
+        keys.iter()
+            .enumerate()
+            .find(|(i, k)| keys[..*i].contains(k))
+            .map(|(_, k)| k)
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        keys.iter().find(|k| !seen.insert(*k))
     }
 }

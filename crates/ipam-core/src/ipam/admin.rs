@@ -49,7 +49,7 @@ impl<S: Datastore> Ipam<S> {
                 None => (IpamConfig::default(), None),
             };
             self.commit(vec![
-                Write::Create(Record::Pool(pool.clone())),
+                Write::Create(Record::Pool(Box::new(pool.clone()))),
                 put(Record::Config(value), rev),
             ])?;
             Ok(())
@@ -137,7 +137,7 @@ impl<S: Datastore> Ipam<S> {
                     .filter(|(_, ch)| ch.claimed.is_full())
                     .map(|(c, _)| *c)
                     .collect();
-                writes.push(Write::Create(Record::Pool(p.clone())));
+                writes.push(Write::Create(Record::Pool(Box::new(p.clone()))));
                 for ch in chunks.into_values() {
                     writes.push(Write::Create(Record::IndexChunk(ch)));
                 }
@@ -180,7 +180,7 @@ impl<S: Datastore> Ipam<S> {
             }
             let p = Pool::try_from(parts)?;
             self.commit(vec![Write::Update {
-                record: Record::Pool(p.clone()),
+                record: Record::Pool(Box::new(p.clone())),
                 expected: v.revision,
             }])?;
             Ok(p)

@@ -16,6 +16,7 @@ use crate::model::{
     Pool, PoolRef,
 };
 use ipnetwork::IpNetwork;
+use smallvec::SmallVec;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -405,7 +406,7 @@ impl<S: Datastore> Ipam<S> {
         ctx: &'c Ctx<'_>,
         family: Family,
         requested: &[PoolRef],
-    ) -> Result<Vec<&'c Pool>, AssignError> {
+    ) -> Result<SmallVec<[&'c Pool; 4]>, AssignError> {
         candidate_pools(
             &ctx.pools,
             &ctx.labels,
@@ -940,9 +941,9 @@ pub(super) fn candidate_pools<'c>(
     use_: AllowedUse,
     family: Family,
     requested: &[PoolRef],
-) -> Result<Vec<&'c Pool>, AssignError> {
+) -> Result<SmallVec<[&'c Pool; 4]>, AssignError> {
     if !requested.is_empty() {
-        let mut out = Vec::new();
+        let mut out = SmallVec::new();
         for r in requested {
             let pool = pools
                 .iter()
@@ -969,7 +970,7 @@ pub(super) fn candidate_pools<'c>(
         }
         return Ok(out);
     }
-    let out: Vec<&Pool> = pools
+    let out: SmallVec<[&Pool; 4]> = pools
         .iter()
         .filter(|p| {
             !p.disabled

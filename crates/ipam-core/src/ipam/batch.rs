@@ -42,6 +42,7 @@ use crate::datastore::{
 use crate::error::AssignError;
 use crate::model::{Affinity, AffinityState, Block, Handle, Node, Pool};
 use ipnetwork::IpNetwork;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -99,16 +100,30 @@ pub const CARRY_USES: u32 = 16;
 /// How old a kept context may be, at most (100 ms).
 pub const CARRY_AGE_NS: u64 = 100_000_000;
 
+/// Per request of a batch, its outcome when served from the block (`None`: left for the
+/// one-by-one path).
+type Served = SmallVec<[Option<Outcome>; 2]>;
+
 /// A queued request and the place its outcome is left for it. A request served by its own
-/// caller borrows its arguments; a queued one owns a copy.
+/// caller borrows its arguments and its outcome's place; a queued one owns a copy of the
+/// arguments and shares the place with its sleeping caller.
 struct Waiting<'a> {
     args: Cow<'a, AutoAssignArgs>,
-    outcome: Arc<Mutex<Option<Outcome>>>,
+    outcome: Place<'a>,
+}
+
+enum Place<'a> {
+    Own(&'a Mutex<Option<Outcome>>),
+    Shared(Arc<Mutex<Option<Outcome>>>),
 }
 
 impl Waiting<'_> {
     fn answer(&self, outcome: Outcome) {
-        *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        let place = match &self.outcome {
+            Place::Own(p) => p,
+            Place::Shared(p) => &**p,
+        };
+        *place.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
     }
 }
 
@@ -226,10 +241,10 @@ impl<S: Datastore> Ipam<S> {
             }
             // Served from the node's last block: from the kept context without a read, or
             // read now and kept for the next.
-            let outcome = Arc::new(Mutex::new(None));
+            let outcome = Mutex::new(None);
             let one = vec![Waiting {
                 args: Cow::Borrowed(args),
-                outcome: outcome.clone(),
+                outcome: Place::Own(&outcome),
             }];
             self.serve(one, &mut held.carry);
             return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
@@ -237,7 +252,7 @@ impl<S: Datastore> Ipam<S> {
         let outcome = Arc::new(Mutex::new(None));
         st.queue.push(Waiting {
             args: Cow::Owned(args.clone()),
-            outcome: outcome.clone(),
+            outcome: Place::Shared(outcome.clone()),
         });
         loop {
             if let Some(done) = taken(&outcome) {
@@ -328,7 +343,7 @@ impl<S: Datastore> Ipam<S> {
         let family = Family::of_net(&hint);
         // A request that fits the shape: one family, the hint's, and a handle no earlier
         // request in the batch names (two writes of one handle would need merging).
-        let mut fits = Vec::with_capacity(queued.len());
+        let mut fits: SmallVec<[bool; 8]> = SmallVec::with_capacity(queued.len());
         for (i, w) in queued.iter().enumerate() {
             let a = &w.args;
             let n = match family {
@@ -461,8 +476,8 @@ impl<S: Datastore> Ipam<S> {
         fits: &[bool],
         basis: Basis,
         carry: &mut Option<Carry>,
-    ) -> Result<Vec<Option<Outcome>>, AssignError> {
-        let mut served: Vec<Option<Outcome>> = queued.iter().map(|_| None).collect();
+    ) -> Result<Served, AssignError> {
+        let mut served: Served = queued.iter().map(|_| None).collect();
         let Basis {
             context,
             handles: read_handles,
@@ -472,7 +487,7 @@ impl<S: Datastore> Ipam<S> {
         let mut read_handles = read_handles.map(Vec::into_iter);
         let mut block = vb.value;
         block.expire_cooling(self.now());
-        let mut handles = Vec::with_capacity(queued.len());
+        let mut handles: SmallVec<[Write; 4]> = SmallVec::with_capacity(queued.len());
         for (i, w) in queued.iter().enumerate() {
             if !fits[i] {
                 continue;

@@ -40,12 +40,16 @@ impl Dump {
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
         out.extend(self.config.map(Record::Config));
-        out.extend(self.pools.iter().cloned().map(Record::Pool));
+        out.extend(self.pools.iter().map(|p| Record::Pool(Box::new(p.clone()))));
         out.extend(self.nodes.iter().cloned().map(Record::Node));
         out.extend(self.blocks.iter().cloned().map(Record::Block));
         out.extend(self.affinities.iter().cloned().map(Record::Affinity));
         out.extend(self.handles.iter().cloned().map(Record::Handle));
-        out.extend(self.endpoints.iter().cloned().map(Record::Endpoint));
+        out.extend(
+            self.endpoints
+                .iter()
+                .map(|e| Record::Endpoint(Box::new(e.clone()))),
+        );
         out.extend(self.index_chunks.iter().cloned().map(Record::IndexChunk));
         out.extend(self.pool_indexes.iter().cloned().map(Record::PoolIndex));
         out.extend(self.reservations.iter().cloned().map(Record::Reservation));

@@ -10,10 +10,10 @@ impl<S: Datastore> Ipam<S> {
     /// Stores `e`, replacing the record of the same attachment.
     pub fn put_endpoint(&self, e: &Endpoint) -> Result<(), AdminError> {
         e.validate().map_err(AdminError::InvalidArgument)?;
-        let key = Record::Endpoint(e.clone()).key();
+        let key = Record::Endpoint(Box::new(e.clone())).key();
         self.retrying::<_, AdminError>("put endpoint", || {
             let rev = self.store.get_endpoint(&key)?.map(|v| v.revision);
-            self.commit(vec![put(Record::Endpoint(e.clone()), rev)])?;
+            self.commit(vec![put(Record::Endpoint(Box::new(e.clone())), rev)])?;
             Ok(())
         })
     }

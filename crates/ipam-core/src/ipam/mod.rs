@@ -69,7 +69,7 @@ pub struct Ipam<S> {
     store: S,
     clock: Arc<dyn Clock>,
     opts: IpamOptions,
-    node_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<batch::Lane>>>,
+    node_lanes: std::sync::Mutex<FastMap<String, Arc<batch::Lane>>>,
     /// The block each node last assigned from: tried first, so a node with many full blocks
     /// does not read them all on every request. Only a hint; the store decides.
     last_block: std::sync::Mutex<Hints>,
@@ -90,9 +90,13 @@ pub struct Ipam<S> {
 /// (whose handle names only the block) to find the lane that may keep it.
 #[derive(Default)]
 struct Hints {
-    by_node: std::collections::HashMap<String, IpNetwork>,
-    by_block: std::collections::HashMap<IpNetwork, String>,
+    by_node: FastMap<String, IpNetwork>,
+    by_block: FastMap<IpNetwork, String>,
 }
+
+/// The engine's own maps, looked up on every request: keyed by names and networks the cluster
+/// chose, so a fast seeded hash rather than the default's slower flood-resistant one.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 impl<S: Datastore> Ipam<S> {
     /// An engine with default options.
@@ -122,6 +126,21 @@ impl<S: Datastore> Ipam<S> {
     /// keeps and that this commit rewrites is kept as written, so a release does not cost the
     /// node's next assignment a read.
     fn commit(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
+        self.commit_as(writes, false)
+    }
+
+    /// [`Ipam::commit`] by a caller that holds the lane of the block it writes (and keeps
+    /// what it commits there itself): a held lane's context is with its holder, so no lane
+    /// is looked up for it.
+    fn commit_in_lane(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
+        self.commit_as(writes, true)
+    }
+
+    fn commit_as(
+        &self,
+        writes: Vec<Write>,
+        in_lane: bool,
+    ) -> Result<crate::datastore::Revision, StoreError> {
         let guarded = |w: &Write| match w {
             Write::Create(r) | Write::Update { record: r, .. } => matches!(
                 r,
@@ -133,7 +152,7 @@ impl<S: Datastore> Ipam<S> {
         };
         let counts = !writes.iter().all(guarded);
         // A block a lane keeps, rewritten here (a release, mostly): the lane keeps the result.
-        let kept = writes.iter().find_map(|w| match w {
+        let kept = writes.iter().filter(|_| !in_lane).find_map(|w| match w {
             Write::Update {
                 record: Record::Block(b),
                 expected,

@@ -181,7 +181,11 @@ impl<S: Datastore> Ipam<S> {
                     let read = known.remove(h.as_str());
                     writes.extend(self.handle_remove(&h, c.0, n, read)?);
                 }
-                let revision = self.commit(writes)?;
+                let revision = if hold.is_some() {
+                    self.commit_in_lane(writes)?
+                } else {
+                    self.commit(writes)?
+                };
                 if let (Some((block, decided)), Some(h)) = (keep, hold.as_mut()) {
                     h.keep(
                         Versioned {
@@ -280,16 +284,24 @@ impl<S: Datastore> Ipam<S> {
             // copy that shows none of the handle's addresses is stale (the handle says it
             // holds some here): dropped, and the store read rather than a race lost.
             let mut hold = self.hold_block_lane(c.0);
-            let (vb, decided) = match hold.as_mut().and_then(|h| h.take_kept(c.0)) {
-                Some((vb, decided)) if vb.value.holds(handle_id) => (Some(vb), Some(decided)),
-                _ => (self.store.get_block(&Key::Block(c.0))?, None),
+            let kept = hold
+                .as_mut()
+                .and_then(|h| h.take_kept(c.0))
+                .and_then(|(vb, d)| {
+                    let ords = vb.value.ordinals_of(handle_id);
+                    (!ords.is_empty()).then_some((vb, d, ords))
+                });
+            let (vb, decided, ords) = match kept {
+                Some((vb, decided, ords)) => (Some(vb), Some(decided), Some(ords)),
+                None => (self.store.get_block(&Key::Block(c.0))?, None, None),
             };
             let mut keep = None;
             if let Some(vb) = vb {
                 let mut block = vb.value;
                 let now = self.now();
                 block.expire_cooling(now);
-                for o in block.ordinals_of(handle_id) {
+                let ords = ords.unwrap_or_else(|| block.ordinals_of(handle_id));
+                for o in ords {
                     block.release(o, now, cooldown);
                     n += 1;
                 }
@@ -321,7 +333,11 @@ impl<S: Datastore> Ipam<S> {
                     expected: handle_read,
                 }
             });
-            let committed = self.commit(writes);
+            let committed = if hold.is_some() {
+                self.commit_in_lane(writes)
+            } else {
+                self.commit(writes)
+            };
             if let (Ok(revision), Some((decided, block)), Some(h)) = (&committed, keep, &mut hold) {
                 h.keep(
                     Versioned {

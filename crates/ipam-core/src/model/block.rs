@@ -14,10 +14,12 @@
 //! repeats numbers) and grows by one on every write; a used ordinal remembers the value at its
 //! allocation, so a release that names an older value cannot free a re-used address.
 
+use super::attr_table::{fingerprint, id_fingerprint, AttrEntry, AttrTable};
 use crate::bitmap::Bitmap;
 use crate::cidr;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -80,9 +82,37 @@ pub enum BlockError {
     },
 }
 
-/// A block of addresses.
+/// A per-address table: a block of up to 64 addresses (the default /26) keeps it inline, in
+/// the block's one allocation, so copying a block allocates once.
+type Slots<T> = SmallVec<[T; 64]>;
+
+/// Ordinals of a block, as allocation and lookups by handle return them (a pod's one or two
+/// without a heap allocation).
+pub type Ordinals = SmallVec<[u32; 4]>;
+
+/// A block of addresses: one pointer to its fields ([`BlockBody`], read and written through
+/// it), so moving a block through records, commits and a kept context copies no field.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Block {
+#[serde(transparent)]
+pub struct Block(Box<BlockBody>);
+
+impl std::ops::Deref for Block {
+    type Target = BlockBody;
+    fn deref(&self) -> &BlockBody {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Block {
+    fn deref_mut(&mut self) -> &mut BlockBody {
+        &mut self.0
+    }
+}
+
+/// The fields of a [`Block`]: the public ones are read and written through the block; the
+/// rest only through its methods, which keep them consistent.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockBody {
     /// The block's network.
     pub cidr: IpNetwork,
     /// The node the block is affine to, if any.
@@ -97,21 +127,19 @@ pub struct Block {
     cooling: Vec<(u32, u64)>,
     /// Per ordinal: 1 + index into `attrs`, or 0 when not used. Kept apart from `seqs` so
     /// the scans over it touch 4 bytes an address.
-    owner: Vec<u32>,
+    owner: Slots<u32>,
     /// Per ordinal: block sequence number at allocation; 0 when not used.
     #[serde(with = "delta_seqs")]
-    seqs: Vec<u64>,
-    attrs: Vec<AttrEntry>,
+    seqs: Slots<u64>,
+    attrs: AttrTable,
     cursor: u32,
 }
 
 impl Clone for Block {
-    /// Blocks are cloned to be modified (read, allocate, commit): leave room for one more
-    /// attribute entry so the allocation does not have to grow the table.
+    /// The attribute table's chunks are shared, not copied (see `attr_table`).
     fn clone(&self) -> Self {
-        let mut attrs = Vec::with_capacity(self.attrs.len() + 1);
-        attrs.extend_from_slice(&self.attrs);
-        Block {
+        let attrs = self.attrs.clone();
+        Block(Box::new(BlockBody {
             cidr: self.cidr,
             affinity: self.affinity.clone(),
             seq: self.seq,
@@ -119,11 +147,11 @@ impl Clone for Block {
             taken: self.taken.clone(),
             reserved: self.reserved.clone(),
             cooling: self.cooling.clone(),
-            owner: self.owner.clone(),
-            seqs: self.seqs.clone(),
+            owner: Slots::from_slice(&self.owner),
+            seqs: Slots::from_slice(&self.seqs),
             attrs,
             cursor: self.cursor,
-        }
+        }))
     }
 }
 
@@ -185,7 +213,7 @@ pub struct BlockPartsRef<'a> {
 impl Block {
     /// Builds a block from stored fields, checking every structural rule ([`Block::validate`]).
     pub fn from_parts(p: BlockParts) -> Result<Block, BlockError> {
-        let b = Block {
+        let b = Block(Box::new(BlockBody {
             cidr: p.cidr,
             affinity: p.affinity,
             seq: p.seq,
@@ -193,11 +221,11 @@ impl Block {
             taken: p.taken,
             reserved: p.reserved,
             cooling: p.cooling,
-            owner: p.owner,
-            seqs: p.seqs,
+            owner: Slots::from_vec(p.owner),
+            seqs: Slots::from_vec(p.seqs),
             attrs: p.attrs.into_iter().map(AttrEntry::new).collect(),
             cursor: p.cursor,
-        };
+        }));
         b.validate()?;
         Ok(b)
     }
@@ -224,43 +252,6 @@ impl Block {
     }
 }
 
-/// An attribute-table entry with the fingerprint of its handle id, so the de-duplicating
-/// search scans one flat array instead of following a pointer per entry. Serialised as the
-/// attributes alone; the fingerprint is derived again on decode.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct AttrEntry {
-    fp: u64,
-    attrs: Arc<AllocAttrs>,
-}
-
-impl AttrEntry {
-    fn new(attrs: Arc<AllocAttrs>) -> Self {
-        AttrEntry {
-            fp: fingerprint(&attrs),
-            attrs,
-        }
-    }
-}
-
-impl Serialize for AttrEntry {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.attrs.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for AttrEntry {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(AttrEntry::new(Arc::<AllocAttrs>::deserialize(d)?))
-    }
-}
-
-/// FNV-1a of the handle id: entries of different handles never compare further.
-fn fingerprint(a: &AllocAttrs) -> u64 {
-    a.handle_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 impl Block {
     /// A new empty block; `now` seeds the sequence number.
     pub fn new(
@@ -280,7 +271,7 @@ impl Block {
                 last: reserved.last,
             });
         }
-        let mut b = Block {
+        let mut b = Block(Box::new(BlockBody {
             cidr,
             affinity,
             seq: now.max(1),
@@ -288,11 +279,11 @@ impl Block {
             taken: Bitmap::new(len),
             reserved: Bitmap::new(len),
             cooling: Vec::new(),
-            owner: vec![0; len as usize],
-            seqs: vec![0; len as usize],
-            attrs: Vec::new(),
+            owner: Slots::from_elem(0, len as usize),
+            seqs: Slots::from_elem(0, len as usize),
+            attrs: AttrTable::default(),
             cursor: 0,
-        };
+        }));
         for o in (0..reserved.first).chain(len - reserved.last..len) {
             b.taken.set(o);
             b.reserved.set(o);
@@ -377,24 +368,50 @@ impl Block {
             .map(|((&a, &seq), o)| (o, &self.attrs[(a - 1) as usize].attrs, seq))
     }
 
-    /// Ordinals held by `handle_id`.
-    pub fn ordinals_of(&self, handle_id: &str) -> Vec<u32> {
-        self.used()
-            .filter(|(_, a, _)| a.handle_id == handle_id)
-            .map(|(o, _, _)| o)
-            .collect()
+    /// Ordinals held by `handle_id`, in address order.
+    pub fn ordinals_of(&self, handle_id: &str) -> Ordinals {
+        // The handle's entries first (one, unless its requests differed in attributes),
+        // then one pass over the owner slots.
+        let entries = self.entries_of(handle_id);
+        let mut out = SmallVec::new();
+        match entries[..] {
+            [] => {}
+            [one] => {
+                for (o, &a) in (0u32..).zip(self.owner.iter()) {
+                    if a == one {
+                        out.push(o);
+                    }
+                }
+            }
+            _ => {
+                for (o, a) in (0u32..).zip(self.owner.iter()) {
+                    if entries.contains(a) {
+                        out.push(o);
+                    }
+                }
+            }
+        }
+        out
     }
 
-    /// Whether `handle_id` holds an address here (the attribute table lists live holders only).
-    pub fn holds(&self, handle_id: &str) -> bool {
-        self.attrs.iter().any(|e| e.attrs.handle_id == handle_id)
+    /// The owner values (1 + table index) of `handle_id`'s entries.
+    fn entries_of(&self, handle_id: &str) -> SmallVec<[u32; 2]> {
+        let fp = id_fingerprint(handle_id);
+        let mut out = SmallVec::new();
+        self.attrs.for_each_indexed(|i, e| {
+            if e.fp == fp && e.attrs.handle_id == handle_id {
+                out.push(u32::try_from(i + 1).unwrap_or(0));
+            }
+        });
+        out
     }
 
     /// Frees cooling ordinals whose time has come; true if anything changed.
     pub fn expire_cooling(&mut self, now: u64) -> bool {
         let before = self.cooling.len();
-        let taken = &mut self.taken;
-        self.cooling.retain(|&(o, until)| {
+        let b = &mut *self.0;
+        let taken = &mut b.taken;
+        b.cooling.retain(|&(o, until)| {
             if until <= now {
                 taken.clear(o);
                 false
@@ -410,7 +427,6 @@ impl Block {
         // Most requests re-use the entry they just added, so look from the back.
         let found = self
             .attrs
-            .iter()
             .rposition(|e| e.fp == fp && (Arc::ptr_eq(&e.attrs, attrs) || *e.attrs == **attrs));
         if let Some(i) = found {
             return u32::try_from(i + 1).unwrap_or(0);
@@ -424,8 +440,8 @@ impl Block {
 
     /// Hands out up to `n` free ordinals to `attrs`, from the cursor on. Returns the ordinals
     /// (fewer than `n` when the block fills). Bumps `seq` once when anything is allocated.
-    pub fn allocate(&mut self, n: usize, attrs: &Arc<AllocAttrs>) -> Vec<u32> {
-        let mut out = Vec::with_capacity(n.min(self.size() as usize));
+    pub fn allocate(&mut self, n: usize, attrs: &Arc<AllocAttrs>) -> Ordinals {
+        let mut out = Ordinals::with_capacity(n.min(self.size() as usize));
         if n == 0 {
             return out;
         }
@@ -458,7 +474,7 @@ impl Block {
         n: usize,
         attrs: &Arc<AllocAttrs>,
         avoid: &[IpNetwork],
-    ) -> Vec<u32> {
+    ) -> Ordinals {
         let mut masked = Vec::new();
         for net in avoid {
             if !cidr::overlaps(net, &self.cidr) {
@@ -654,7 +670,9 @@ mod delta_seqs {
         out.serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<super::Slots<u64>, D::Error> {
         let raw = Vec::<u64>::deserialize(d)?;
         let mut prev = 0u64;
         Ok(raw
@@ -696,10 +714,10 @@ mod tests {
     fn allocates_in_order_and_rotates_past_freed() {
         let mut b = block();
         let a = attrs("h1");
-        assert_eq!(b.allocate(3, &a), vec![0, 1, 2]);
+        assert_eq!(b.allocate(3, &a)[..], [0, 1, 2]);
         assert_eq!(b.release(1, 5, 0).unwrap().handle_id, "h1");
         // The freed ordinal 1 is behind the cursor: next come 3, 4, ...
-        assert_eq!(b.allocate(2, &a), vec![3, 4]);
+        assert_eq!(b.allocate(2, &a)[..], [3, 4]);
         let rest = b.allocate(100, &a);
         assert_eq!(rest.len(), 64 - 4);
         assert_eq!(*rest.last().unwrap(), 1, "freed ordinal comes last");
@@ -755,7 +773,7 @@ mod tests {
         assert_eq!(b.reserved_count(), 4);
         assert_eq!(b.host_reserved(), HostReserved { first: 3, last: 1 });
         let a = attrs("h");
-        assert_eq!(b.allocate(10, &a), vec![3, 4, 5, 6]);
+        assert_eq!(b.allocate(10, &a)[..], [3, 4, 5, 6]);
         assert_eq!(
             b.allocate_ip("10.0.0.0".parse().unwrap(), &a),
             Err(BlockError::Reserved("10.0.0.0".parse().unwrap()))
@@ -770,7 +788,7 @@ mod tests {
         b.validate().unwrap();
         assert!(!b.expire_cooling(149));
         assert!(b.expire_cooling(150));
-        assert_eq!(b.allocate(1, &a), vec![4]);
+        assert_eq!(b.allocate(1, &a)[..], [4]);
         assert!(Block::new(
             "10.0.0.0/30".parse().unwrap(),
             None,

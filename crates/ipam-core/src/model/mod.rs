@@ -12,6 +12,7 @@
 //! [`crate::Ipam::put_endpoint`]).
 
 pub(crate) mod affinity;
+pub(crate) mod attr_table;
 pub(crate) mod block;
 pub(crate) mod config;
 pub(crate) mod endpoint;
@@ -23,7 +24,8 @@ pub(crate) mod reservation;
 
 pub use affinity::{Affinity, AffinityState};
 pub use block::{
-    AllocAttrs, Block, BlockAffinity, BlockError, BlockParts, BlockPartsRef, HostReserved,
+    AllocAttrs, Block, BlockAffinity, BlockBody, BlockError, BlockParts, BlockPartsRef,
+    HostReserved, Ordinals,
 };
 pub use config::{ConfigError, IpamConfig, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS};
 pub use endpoint::{endpoint_id, Endpoint};

@@ -27,14 +27,14 @@ pub fn encode(record: &Record, rev: Revision) -> Result<Vec<u8>, StoreError> {
     out.extend_from_slice(&rev.0.to_be_bytes());
     let body = match record {
         Record::Config(x) => postcard::to_extend(&stored::ConfigV1::from(x), out),
-        Record::Pool(x) => postcard::to_extend(&stored::PoolV1Ref::from(x), out),
+        Record::Pool(x) => postcard::to_extend(&stored::PoolV1Ref::from(&**x), out),
         Record::Node(x) => postcard::to_extend(&stored::NodeV1Ref::from(x), out),
         Record::Block(x) => postcard::to_extend(&stored::BlockV1Ref::from(x), out),
         Record::Affinity(x) => postcard::to_extend(&stored::AffinityV1Ref::from(x), out),
         Record::Handle(x) => postcard::to_extend(&stored::HandleV1Ref::from(x), out),
         Record::IndexChunk(x) => postcard::to_extend(&stored::IndexChunkV1Ref::from(x), out),
         Record::PoolIndex(x) => postcard::to_extend(&stored::PoolIndexV1Ref::from(x), out),
-        Record::Endpoint(x) => postcard::to_extend(&stored::EndpointV1Ref::from(x), out),
+        Record::Endpoint(x) => postcard::to_extend(&stored::EndpointV1Ref::from(&**x), out),
         Record::Reservation(x) => postcard::to_extend(&stored::ReservationV1Ref::from(x), out),
     };
     body.map_err(|e| StoreError::Rejected(format!("cannot encode {}: {e}", record.key())))
@@ -83,7 +83,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
     }
     let record = match &k {
         Key::Config => Record::Config(stored::<stored::ConfigV1, _>(key, body)?),
-        Key::Pool(_) => Record::Pool(stored::<stored::PoolV1, _>(key, body)?),
+        Key::Pool(_) => Record::Pool(Box::new(stored::<stored::PoolV1, _>(key, body)?)),
         Key::Node(_) => {
             let node: Result<ipam_core::Node, String> = match de::<stored::NodeV1>(key, body) {
                 Ok(n) => n.try_into(),
@@ -100,7 +100,9 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError>
         Key::IndexChunk { .. } => Record::IndexChunk(stored::<stored::IndexChunkV1, _>(key, body)?),
         Key::PoolIndex(_) => Record::PoolIndex(stored::<stored::PoolIndexV1, _>(key, body)?),
         Key::Reservation(_) => Record::Reservation(stored::<stored::ReservationV1, _>(key, body)?),
-        Key::Endpoint { .. } => Record::Endpoint(stored::<stored::EndpointV1, _>(key, body)?),
+        Key::Endpoint { .. } => {
+            Record::Endpoint(Box::new(stored::<stored::EndpointV1, _>(key, body)?))
+        }
     };
     if record.key() != k {
         return Err(corrupt(

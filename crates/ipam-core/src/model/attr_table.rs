@@ -1,0 +1,261 @@
+//! A block's attribute table: the distinct holders of its addresses, each once, indexed from 0
+//! in table order (a block's per-address owner slot holds 1 + that index).
+//!
+//! Copy-on-write in chunks: the table is a short list of shared chunks of up to
+//! [`CHUNK`] entries. Copying a block (as every compare-and-swap write does: the store keeps
+//! the old version until the new one is committed) shares every chunk, one reference count
+//! per chunk instead of one per holder; a change copies only the chunk it touches. An
+//! assignment or release thus counts references for about a chunk and a half of entries
+//! instead of the whole table.
+//!
+//! Guarantee: the table is dense (entries 0..len, no holes); [`AttrTable::swap_remove`] keeps
+//! it so by moving the last entry into the hole, as `Vec::swap_remove` does.
+
+use super::block::AllocAttrs;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::fmt;
+use std::sync::Arc;
+
+/// Entries per chunk.
+pub(crate) const CHUNK: usize = 8;
+
+type Chunk = SmallVec<[AttrEntry; CHUNK]>;
+
+/// An entry with the fingerprint of its handle id, so the de-duplicating search scans flat
+/// chunks instead of following a pointer per entry. Serialised as the attributes alone; the
+/// fingerprint is derived again on decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AttrEntry {
+    pub(crate) fp: u64,
+    pub(crate) attrs: Arc<AllocAttrs>,
+}
+
+impl AttrEntry {
+    pub(crate) fn new(attrs: Arc<AllocAttrs>) -> Self {
+        AttrEntry {
+            fp: fingerprint(&attrs),
+            attrs,
+        }
+    }
+}
+
+/// FNV-1a of the handle id: entries of different handles never compare further.
+pub(crate) fn fingerprint(a: &AllocAttrs) -> u64 {
+    id_fingerprint(&a.handle_id)
+}
+
+/// [`fingerprint`] of a handle id.
+pub(crate) fn id_fingerprint(handle_id: &str) -> u64 {
+    handle_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The table (see the module docs).
+#[derive(Clone, Default)]
+pub(crate) struct AttrTable {
+    /// Every chunk but the last is full.
+    chunks: SmallVec<[Arc<Chunk>; 8]>,
+    len: usize,
+}
+
+impl AttrTable {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        Iter {
+            chunks: self.chunks.iter(),
+            current: [].iter(),
+            left: self.len,
+        }
+    }
+
+    /// The index of the last entry that `f` accepts.
+    pub(crate) fn rposition(&self, mut f: impl FnMut(&AttrEntry) -> bool) -> Option<usize> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(c, chunk)| chunk.iter().rposition(&mut f).map(|p| c * CHUNK + p))
+    }
+
+    /// Calls `f` with each entry and its index, in table order.
+    pub(crate) fn for_each_indexed(&self, mut f: impl FnMut(usize, &AttrEntry)) {
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            for (p, e) in chunk.iter().enumerate() {
+                f(c * CHUNK + p, e);
+            }
+        }
+    }
+
+    pub(crate) fn push(&mut self, e: AttrEntry) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(e),
+            _ => self.chunks.push(Arc::new(smallvec::smallvec![e])),
+        }
+        self.len += 1;
+    }
+
+    /// Removes entry `i`, moving the last entry into its place (nothing if `i` is out of
+    /// range).
+    pub(crate) fn swap_remove(&mut self, i: usize) {
+        if i >= self.len {
+            return;
+        }
+        let Some(last_chunk) = self.chunks.last_mut() else {
+            return;
+        };
+        let last = if last_chunk.len() == 1 {
+            // The chunk goes: its entry is shared, not the chunk copied to be emptied.
+            let e = last_chunk[0].clone();
+            self.chunks.pop();
+            e
+        } else {
+            let Some(e) = Arc::make_mut(last_chunk).pop() else {
+                return;
+            };
+            e
+        };
+        self.len -= 1;
+        if i < self.len {
+            if let Some(slot) = self
+                .chunks
+                .get_mut(i / CHUNK)
+                .and_then(|c| Arc::make_mut(c).get_mut(i % CHUNK))
+            {
+                *slot = last;
+            }
+        }
+    }
+}
+
+impl std::ops::Index<usize> for AttrTable {
+    type Output = AttrEntry;
+    fn index(&self, i: usize) -> &AttrEntry {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl FromIterator<AttrEntry> for AttrTable {
+    fn from_iter<I: IntoIterator<Item = AttrEntry>>(it: I) -> Self {
+        let mut t = AttrTable::default();
+        for e in it {
+            t.push(e);
+        }
+        t
+    }
+}
+
+impl PartialEq for AttrTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for AttrTable {}
+
+impl fmt::Debug for AttrTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Serialised as the sequence of holders' attributes.
+impl Serialize for AttrTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(|e| &e.attrs))
+    }
+}
+
+impl<'de> Deserialize<'de> for AttrTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<Arc<AllocAttrs>>::deserialize(d)?
+            .into_iter()
+            .map(AttrEntry::new)
+            .collect())
+    }
+}
+
+/// The entries in table order.
+pub(crate) struct Iter<'a> {
+    chunks: std::slice::Iter<'a, Arc<Chunk>>,
+    current: std::slice::Iter<'a, AttrEntry>,
+    left: usize,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a AttrEntry;
+    fn next(&mut self) -> Option<&'a AttrEntry> {
+        loop {
+            if let Some(e) = self.current.next() {
+                self.left -= 1;
+                return Some(e);
+            }
+            self.current = self.chunks.next()?.iter();
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn entry(h: &str) -> AttrEntry {
+        AttrEntry::new(Arc::new(AllocAttrs {
+            handle_id: h.into(),
+            attrs: BTreeMap::new(),
+        }))
+    }
+
+    fn ids(t: &AttrTable) -> Vec<String> {
+        t.iter().map(|e| e.attrs.handle_id.clone()).collect()
+    }
+
+    /// Every operation agrees with a `Vec` doing the same, across chunk boundaries, and a
+    /// copy taken before changes is not changed by them.
+    #[test]
+    fn behaves_as_a_vec_and_copies_on_write() {
+        let mut t = AttrTable::default();
+        let mut v: Vec<String> = Vec::new();
+        for i in 0..(3 * CHUNK + 3) {
+            t.push(entry(&format!("h{i}")));
+            v.push(format!("h{i}"));
+        }
+        let before = t.clone();
+        let frozen = v.clone();
+        for i in [0, CHUNK, 5, 2 * CHUNK + 1, 0, 3] {
+            t.swap_remove(i);
+            v.swap_remove(i);
+            assert_eq!(ids(&t), v);
+            assert_eq!(t.len(), v.len());
+            assert_eq!(t.iter().len(), v.len());
+        }
+        t.push(entry("new"));
+        v.push("new".into());
+        assert_eq!(ids(&t), v);
+        assert_eq!(
+            ids(&before),
+            frozen,
+            "the copy shares chunks but never sees changes"
+        );
+        assert_eq!(
+            t.rposition(|e| e.attrs.handle_id == "h1"),
+            v.iter().rposition(|h| h == "h1")
+        );
+        assert_eq!(t[2].attrs.handle_id, v[2]);
+        while t.len() > 0 {
+            t.swap_remove(t.len() - 1);
+        }
+        assert_eq!(t.iter().count(), 0);
+        assert_eq!(t, AttrTable::default());
+    }
+}
