@@ -8,6 +8,12 @@
 //!   node's affine block on the memory store (config, node, pools, affinities, block and
 //!   handle reads; one commit).
 //! - `ipam/release_by_handle/{...}`: releasing that address by handle (one commit).
+//! - `floor/{assign,release}/{...}`: the store work alone that an auto-assign and a release
+//!   cannot do without under the datastore contract, on the memory store, with no engine
+//!   logic (no lane, read, check or result): the pod's holder attributes built, the block
+//!   copied (the store keeps the old version until the commit) and changed, its handle record
+//!   built, and one commit of both (block update and handle create; block update and handle
+//!   delete). What the engine adds is the whole figure less this.
 //! - `ipam/claim/{1024,16384,262144}/{50,99}`: a new node's first assign, which claims a new
 //!   block, in a pool of that many /26 blocks with that percentage already claimed.
 //!
@@ -18,6 +24,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ipam_core::{AllocAttrs, HostReserved};
 use ipam_core::{AutoAssignArgs, Block, Ipam, ManualClock, Pool};
+use ipam_core::{Datastore, Handle, Key, Record, Revision, Versioned, Write};
 use ipam_store::MemoryStore;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -121,6 +128,108 @@ fn bench_ipam(c: &mut Criterion) {
     g.finish();
 }
 
+/// The contract's floor (see the crate docs): one assign and one release per iteration pair,
+/// timed apart, on a store that holds the block (and the handle between them).
+fn bench_floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("floor");
+    for (name, n) in FILLS {
+        let store = MemoryStore::new();
+        let b = block_with(n);
+        let cidr = b.cidr;
+        let rev = store
+            .commit(vec![Write::Create(Record::Block(b.clone()))])
+            .unwrap();
+        let mut kept = Some(Versioned {
+            value: b,
+            revision: rev,
+        });
+        let mut handle_rev = Revision(0);
+        let assign = |kept: &mut Option<Versioned<Block>>, handle_rev: &mut Revision| {
+            let Some(Versioned {
+                value: mut b,
+                revision,
+            }) = kept.take()
+            else {
+                unreachable!("kept between operations")
+            };
+            let holder = attrs("bench-pod");
+            black_box(b.allocate(1, &holder));
+            let mut h = Handle::new("bench-pod");
+            h.add(cidr, 1);
+            let committed = b.clone();
+            let rev = store
+                .commit(vec![
+                    Write::Update {
+                        record: Record::Block(b),
+                        expected: revision,
+                    },
+                    Write::Create(Record::Handle(h)),
+                ])
+                .unwrap();
+            *handle_rev = rev;
+            *kept = Some(Versioned {
+                value: committed,
+                revision: rev,
+            });
+        };
+        let release = |kept: &mut Option<Versioned<Block>>, handle_rev: Revision| {
+            let Some(Versioned {
+                value: mut b,
+                revision,
+            }) = kept.take()
+            else {
+                unreachable!("kept between operations")
+            };
+            for o in b.ordinals_of("bench-pod") {
+                b.release(o, 2, 0);
+            }
+            b.touch();
+            let committed = b.clone();
+            let rev = store
+                .commit(vec![
+                    Write::Update {
+                        record: Record::Block(b),
+                        expected: revision,
+                    },
+                    Write::Delete {
+                        key: Key::Handle("bench-pod".into()),
+                        expected: handle_rev,
+                    },
+                ])
+                .unwrap();
+            *kept = Some(Versioned {
+                value: committed,
+                revision: rev,
+            });
+        };
+        g.bench_function(BenchmarkId::new("assign", name), |bench| {
+            bench.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    let s = Instant::now();
+                    assign(&mut kept, &mut handle_rev);
+                    t += s.elapsed();
+                    release(&mut kept, handle_rev);
+                }
+                t
+            })
+        });
+        g.bench_function(BenchmarkId::new("release", name), |bench| {
+            bench.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    assign(&mut kept, &mut handle_rev);
+                    let s = Instant::now();
+                    release(&mut kept, handle_rev);
+                    t += s.elapsed();
+                }
+                t
+            })
+        });
+    }
+    g.finish();
+}
+
 /// A pool of `blocks` /26 blocks with `pct`% claimed, spread evenly, by 1,000 nodes.
 fn claimed_pool(blocks: u32, pct: u32) -> Ipam<MemoryStore> {
     let prefix = 26 - blocks.trailing_zeros();
@@ -184,6 +293,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_block, bench_ipam, bench_claim
+    targets = bench_block, bench_ipam, bench_floor, bench_claim
 }
 criterion_main!(benches);
