@@ -258,4 +258,35 @@ mod tests {
         assert_eq!(t.iter().count(), 0);
         assert_eq!(t, AttrTable::default());
     }
+
+    proptest::proptest! {
+        /// Any sequence of pushes and swap-removes, with copies taken along the way, agrees
+        /// with a `Vec` doing the same; every copy still reads as it did when taken.
+        #[test]
+        fn any_sequence_agrees_with_a_vec(ops in proptest::collection::vec((0u8..3, 0usize..40), 0..120)) {
+            let mut t = AttrTable::default();
+            let mut v: Vec<String> = Vec::new();
+            let mut copies: Vec<(AttrTable, Vec<String>)> = Vec::new();
+            for (n, (op, i)) in ops.into_iter().enumerate() {
+                match op {
+                    0 => {
+                        t.push(entry(&format!("h{n}")));
+                        v.push(format!("h{n}"));
+                    }
+                    1 if !v.is_empty() => {
+                        let i = i % v.len();
+                        t.swap_remove(i);
+                        v.swap_remove(i);
+                    }
+                    _ => copies.push((t.clone(), v.clone())),
+                }
+                proptest::prop_assert_eq!(ids(&t), v.clone());
+                proptest::prop_assert_eq!(t.len(), v.len());
+                proptest::prop_assert_eq!(t.iter().len(), v.len());
+            }
+            for (c, want) in &copies {
+                proptest::prop_assert_eq!(&ids(c), want);
+            }
+        }
+    }
 }
