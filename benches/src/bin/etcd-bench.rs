@@ -23,6 +23,30 @@ use std::time::{Duration, Instant};
 struct Service {
     child: Child,
     socket: PathBuf,
+    /// Where it serves its metrics.
+    metrics: std::net::SocketAddr,
+}
+
+impl Service {
+    /// The service's counter `name` from its metrics page, if it answers.
+    fn counter(&self, name: &str) -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(self.metrics).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .ok()?;
+        let mut page = String::new();
+        c.read_to_string(&mut page).ok()?;
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    }
+}
+
+/// A free loopback port for a service's metrics (released here, taken by the service).
+fn free_addr() -> Option<std::net::SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()
 }
 
 impl Drop for Service {
@@ -40,15 +64,22 @@ fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
     let mut out = Vec::new();
     for i in 0..3 {
         let socket = dir.join(format!("node{i}.sock"));
+        let metrics = free_addr()?;
         let child = Command::new(&bin)
             .arg("--socket")
             .arg(&socket)
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
             .args(["--etcd-endpoints", ep, "--etcd-prefix", prefix])
             .args(["--node-name", &format!("node{i}"), "--log-level", "error"])
             .spawn()
             .map_err(|e| eprintln!("cannot start {}: {e}", bin.display()))
             .ok()?;
-        out.push(Service { child, socket });
+        out.push(Service {
+            child,
+            socket,
+            metrics,
+        });
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&out[i].socket).is_err() {
             if t.elapsed() > Duration::from_secs(20)
@@ -273,6 +304,12 @@ fn main() {
     let failed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
     let adds = (per_node / concurrency()) * concurrency() * 3;
     let add_rate = adds as f64 / t.elapsed().as_secs_f64();
+    let sum = |name: &str| -> u64 { svcs.iter().filter_map(|s| s.counter(name)).sum() };
+    let (batched, unread, retries) = (
+        sum("calico_ipam_assignments_batched_total"),
+        sum("calico_ipam_assignments_without_read_total"),
+        sum("calico_ipam_store_commit_retries_total"),
+    );
     drop(svcs);
     let problems = setup.audit().expect("audit");
     let held: u64 = setup
@@ -291,5 +328,8 @@ fn main() {
     println!(
         "failed ADDs: {failed}; addresses held after: {held}; store consistency: {} problems",
         problems.len()
+    );
+    println!(
+        "services' metrics: ADDs served in a group commit: {batched}; without a read of their own: {unread}; commits lost and retried: {retries}"
     );
 }
