@@ -143,25 +143,49 @@ fn held_by<S: Datastore>(
     inv: &Invocation,
     workload: bool,
 ) -> Result<Vec<ipam_core::Allocation>, CniError> {
-    let (net, cid) = (&inv.config.name, &inv.env.container_id);
-    let mut own = vec![owner::handle_id(net, cid)];
-    own.extend(owner::legacy_handle_id(net, cid));
-    let pod_handle = workload
-        .then(|| workload_handle(inv))
-        .flatten()
-        .filter(|h| !own.contains(h)); // read as this attachment's own handle already
-    let ids: Vec<&str> = own.iter().chain(&pod_handle).map(String::as_str).collect();
+    let handles = Handles::of(inv, workload);
     Ok(ipam
-        .allocations_of_handles(&ids)?
+        .allocations_of_handles(&handles.ids())?
         .into_iter()
-        .filter(|a| {
-            if own.contains(&a.handle_id) {
-                owner::belongs(a, net, cid, &inv.env.ifname)
-            } else {
-                belongs_to_pod(a, inv)
-            }
-        })
+        .filter(|a| handles.selects(a, inv))
         .collect())
+}
+
+/// The handles an attachment's addresses may be under: its own (and the form written before
+/// the network name was escaped), and with `workload` its pod's older `<namespace>.<pod>`.
+struct Handles {
+    own: Vec<String>,
+    pod: Option<String>,
+}
+
+impl Handles {
+    fn of(inv: &Invocation, workload: bool) -> Handles {
+        let (net, cid) = (&inv.config.name, &inv.env.container_id);
+        let mut own = vec![owner::handle_id(net, cid)];
+        own.extend(owner::legacy_handle_id(net, cid));
+        let pod = workload
+            .then(|| workload_handle(inv))
+            .flatten()
+            .filter(|h| !own.contains(h)); // read as this attachment's own handle already
+        Handles { own, pod }
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        self.own
+            .iter()
+            .chain(&self.pod)
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Whether `a`, under one of these handles, is this attachment's.
+    fn selects(&self, a: &ipam_core::Allocation, inv: &Invocation) -> bool {
+        if self.own.contains(&a.handle_id) {
+            owner::belongs(a, &inv.config.name, &inv.env.container_id, &inv.env.ifname)
+        } else {
+            belongs_to_pod(a, inv)
+        }
+    }
 }
 
 /// Specific addresses asked for: `runtimeConfig.ips` / `args.cni.ips`, else `CNI_ARGS IP=`.
@@ -325,17 +349,14 @@ fn belongs_to_pod(a: &ipam_core::Allocation, inv: &Invocation) -> bool {
         && get(attrs::POD).is_none_or(|p| Some(p) == arg("K8S_POD_NAME"))
 }
 
+/// DEL: what the attachment holds, released from one read of its handles (and of their block
+/// unless the node service keeps it) in one commit.
 fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let mine = held_by(ipam, inv, true)?;
-    if mine.is_empty() {
-        return Ok(());
+    let handles = Handles::of(inv, true);
+    let released = ipam.release_held(&handles.ids(), &|a| handles.selects(a, inv))?;
+    if !released.is_empty() {
+        tracing::info!(container = %inv.env.container_id, released = ?released, "released");
     }
-    let reqs: Vec<ReleaseRequest> = mine
-        .iter()
-        .map(|a| ReleaseRequest::guarded(a.ip, &a.handle_id, a.seq))
-        .collect();
-    let out = ipam.release_ips(&reqs)?;
-    tracing::info!(container = %inv.env.container_id, released = ?out.released, "released");
     Ok(())
 }
 
@@ -426,7 +447,10 @@ pub fn gc_network<S: Datastore>(
                 let ifn = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
                 !valid.contains(&(cid, ifn))
             })
-            .map(|a| ReleaseRequest::guarded(a.ip, &h, a.seq))
+            .map(|a| ReleaseRequest {
+                block: Some(a.block),
+                ..ReleaseRequest::guarded(a.ip, &h, a.seq)
+            })
             .collect();
         if stale.is_empty() {
             continue;

@@ -700,3 +700,129 @@ fn a_nodes_guarded_releases_and_assignments_take_turns() {
         assert_eq!(out.released.len(), 1, "{out:?}");
     });
 }
+
+#[test]
+fn a_nodes_held_releases_and_assignments_take_turns() {
+    // As a CNI DEL now releases: what the handle holds, from one read of it.
+    releases_and_assignments_take_turns(|ipam, h| {
+        assert_eq!(ipam.release_held(&[h], &|_| true).unwrap().len(), 1);
+    });
+}
+
+/// Two interfaces of one container under one handle, told apart by an attribute.
+fn two_interfaces(ipam: &Ipam<Store>, handle: &str) -> (std::net::IpAddr, std::net::IpAddr) {
+    let mut out = Vec::new();
+    for ifname in ["eth0", "eth1"] {
+        let mut args = AutoAssignArgs::v4("n1", handle, 1);
+        args.attrs.insert("ifname".into(), ifname.into());
+        out.push(ips(&ipam.auto_assign(&args).unwrap())[0]);
+    }
+    (out[0], out[1])
+}
+
+#[test]
+fn a_held_release_frees_what_it_selects_from_the_kept_block() {
+    let (ipam, store, _, _) = after_a_batch();
+    let (eth0, eth1) = two_interfaces(&ipam, "c1");
+    // The second interface's handle existed: served one by one, which drops the kept
+    // context; the next request keeps it again.
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "next", 1))
+        .unwrap();
+    let (reads, commits) = (
+        store.reads.load(Ordering::SeqCst),
+        store.commits.load(Ordering::SeqCst),
+    );
+    let released = ipam
+        .release_held(&["c1", "absent"], &|a| {
+            a.attrs.get("ifname").map(String::as_str) == Some("eth0")
+        })
+        .unwrap();
+    assert_eq!(released, vec![eth0]);
+    assert_eq!(
+        (
+            store.reads.load(Ordering::SeqCst) - reads,
+            store.commits.load(Ordering::SeqCst) - commits
+        ),
+        (1, 1),
+        "the handles read, the kept block used, one commit"
+    );
+    assert_eq!(ipam.addresses_by_handle("c1").unwrap(), vec![eth1]);
+    assert!(
+        ipam.allocation(eth0).unwrap().is_none(),
+        "eth0's address is free"
+    );
+    // The handle still counts eth1's address: releasing it empties and deletes the handle.
+    assert_eq!(ipam.release_held(&["c1"], &|_| true).unwrap(), vec![eth1]);
+    assert!(ipam.addresses_by_handle("c1").unwrap().is_empty());
+    assert!(ipam.release_held(&["c1"], &|_| true).unwrap().is_empty());
+    consistent(&store);
+}
+
+#[test]
+fn a_held_release_from_a_stale_kept_block_falls_back_and_loses_nothing() {
+    let (ipam, store, _, handles) = after_a_batch();
+    let other = another_engine(&store);
+    let theirs = ips(&other
+        .auto_assign(&AutoAssignArgs::v4("n1", "theirs", 1))
+        .unwrap());
+    let retries = ipam.commit_retries();
+    let mine = ipam.addresses_by_handle(&handles[1]).unwrap();
+    assert_eq!(ipam.release_held(&[&handles[1]], &|_| true).unwrap(), mine);
+    assert_eq!(
+        ipam.commit_retries(),
+        retries + 1,
+        "the lost race is counted"
+    );
+    assert!(ipam.addresses_by_handle(&handles[1]).unwrap().is_empty());
+    assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);
+    // A handle only the other engine wrote: this engine's kept copy does not show it.
+    assert_eq!(ipam.release_held(&["theirs"], &|_| true).unwrap(), theirs);
+    assert!(ipam.allocation(theirs[0]).unwrap().is_none());
+    consistent(&store);
+}
+
+#[test]
+fn a_held_release_across_blocks_releases_everything_selected() {
+    // Blocks of 4 addresses: a handle of 6 holds addresses in more than one block.
+    let (ipam, store) = engine(&[("p", "10.244.0.0/24", 30)]);
+    let got = ips(&ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "wide", 6))
+        .unwrap());
+    assert_eq!(got.len(), 6);
+    let mut released = ipam.release_held(&["wide"], &|_| true).unwrap();
+    released.sort();
+    let mut want = got.clone();
+    want.sort();
+    assert_eq!(released, want);
+    assert!(ipam.addresses_by_handle("wide").unwrap().is_empty());
+    consistent(&store);
+}
+
+#[test]
+fn a_held_release_does_not_trust_a_kept_block_that_does_not_show_the_handle() {
+    let (ipam, store, _, _) = after_a_batch();
+    // "late" is given an address by another process; the kept copy does not show it, and
+    // releasing from that copy would free nothing.
+    let other = another_engine(&store);
+    let late = ips(&other
+        .auto_assign(&AutoAssignArgs::v4("n1", "late", 1))
+        .unwrap());
+    let (reads, commits) = (
+        store.reads.load(Ordering::SeqCst),
+        store.commits.load(Ordering::SeqCst),
+    );
+    assert_eq!(ipam.release_held(&["late"], &|_| true).unwrap(), late);
+    assert_eq!(
+        (
+            store.reads.load(Ordering::SeqCst) - reads,
+            store.commits.load(Ordering::SeqCst) - commits
+        ),
+        (2, 1),
+        "the handle, then the block from the store; one commit, no race lost"
+    );
+    assert!(
+        ipam.allocation(late[0]).unwrap().is_none(),
+        "the address is free"
+    );
+    consistent(&store);
+}

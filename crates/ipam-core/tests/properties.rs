@@ -170,6 +170,7 @@ impl Harness {
                     ip,
                     handle_id: Some(h.clone()),
                     seq: Some(seq.wrapping_sub(1)),
+                    block: None,
                 };
                 assert!(matches!(
                     self.ipam.release_ip(&stale),
@@ -179,6 +180,11 @@ impl Harness {
                     ip,
                     handle_id: Some(h.clone()),
                     seq: guard_seq.then_some(seq),
+                    // A name that is not the address's block (a /32 of it): never makes
+                    // the address look free.
+                    block: guard_seq.then(|| {
+                        ipnetwork::IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 }).unwrap()
+                    }),
                 };
                 self.ipam.release_ip(&req).unwrap();
                 let m = self.model.get_mut(&h).unwrap();

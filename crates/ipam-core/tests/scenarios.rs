@@ -373,6 +373,7 @@ fn guarded_release_never_frees_a_reused_address() {
             ip: a.ip,
             handle_id: Some("other".into()),
             seq: None,
+            block: None,
         })
         .unwrap_err();
     assert!(matches!(e, ReleaseError::WrongHandle { .. }), "{e}");
@@ -380,6 +381,7 @@ fn guarded_release_never_frees_a_reused_address() {
         ip: a.ip,
         handle_id: Some("h1".into()),
         seq: Some(a.seq),
+        block: None,
     })
     .unwrap();
     assert_eq!(
@@ -401,6 +403,7 @@ fn guarded_release_never_frees_a_reused_address() {
             ip: a.ip,
             handle_id: None,
             seq: Some(a.seq),
+            block: None,
         })
         .unwrap_err();
     assert!(matches!(e, ReleaseError::StaleSequence { .. }), "{e}");

@@ -40,6 +40,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ReleaseArgs, json: bool) -> Result<
             ip,
             handle_id: a.handle.clone(),
             seq: a.seq,
+            block: None,
         }]
     } else {
         let path = a.from_report.clone().unwrap_or_default();
@@ -63,6 +64,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &ReleaseArgs, json: bool) -> Result<
                         ip,
                         handle_id: i["handle"].as_str().map(String::from),
                         seq: Some(seq),
+                        block: None,
                     }),
                     _ => Err(CtlError::Usage(format!(
                         "report entry {i} needs ip and seq"

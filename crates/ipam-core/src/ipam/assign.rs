@@ -388,7 +388,10 @@ impl<S: Datastore> Ipam<S> {
         let reqs: Vec<_> = got
             .ips
             .iter()
-            .map(|a| super::ReleaseRequest::guarded(a.ip, &ctx.args.handle_id, a.seq))
+            .map(|a| super::ReleaseRequest {
+                block: Some(a.block),
+                ..super::ReleaseRequest::guarded(a.ip, &ctx.args.handle_id, a.seq)
+            })
             .collect();
         Ok(self.release_retrying(&reqs)?)
     }
@@ -806,7 +809,10 @@ impl<S: Datastore> Ipam<S> {
                     let undo: Vec<_> = taken
                         .iter()
                         .zip(reqs)
-                        .map(|(a, r)| super::ReleaseRequest::guarded(a.ip, &r.handle_id, a.seq))
+                        .map(|(a, r)| super::ReleaseRequest {
+                            block: Some(a.block),
+                            ..super::ReleaseRequest::guarded(a.ip, &r.handle_id, a.seq)
+                        })
                         .collect();
                     self.release_retrying(&undo)?;
                     return Err(e);
