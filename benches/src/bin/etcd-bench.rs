@@ -2,7 +2,8 @@
 //! three clients, in the same run. Each node has its own etcd connection (its own
 //! `EtcdStore`) and CONCURRENCY (8 unless given) concurrent requests, as a node service would. Then the same
 //! through three real node services: `calico-ipamd` processes (found next to this binary,
-//! built with the `etcd` feature), each sent CONCURRENCY (8 unless given) concurrent CNI ADDs over its socket.
+//! built with the `etcd` feature), each sent CONCURRENCY (8 unless given) concurrent CNI ADDs over its socket,
+//! then the DELs of those pods.
 //!
 //! Run: `cargo build --release -p ipamd --features etcd --bin calico-ipamd`, then
 //! `cargo run --release -p ipam-benches --features etcd --bin etcd-bench -- ENDPOINT [PER_NODE
@@ -96,18 +97,32 @@ fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
 
 /// One CNI ADD through a node service; its exit code.
 fn add(svc: &Service, node: &str, cid: &str) -> i32 {
+    cni(svc, "ADD", node, cid)
+}
+
+/// One CNI `verb` through a node service; its exit code.
+fn cni(svc: &Service, verb: &str, node: &str, cid: &str) -> i32 {
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": node, "ipv4_pools": ["10.0.0.0/12"],
                  "datastore_type": "etcdv3", "etcd_endpoints": "unused-through-the-service",
                  "log_file_path": "none"}});
-    let req = Request::cni(ipam_benches::cni_env("ADD", cid), conf.to_string(), None);
+    let req = Request::cni(ipam_benches::cni_env(verb, cid), conf.to_string(), None);
     match protocol::call(&svc.socket, &req, Duration::from_secs(60)) {
         Ok(r) => r.exit_code,
         Err(e) => {
-            eprintln!("ADD {cid}: {e:?}");
+            eprintln!("{verb} {cid}: {e:?}");
             -1
         }
     }
+}
+
+/// Addresses held in the store.
+fn held(ipam: &Ipam<EtcdStore>) -> u64 {
+    ipam.blocks(&ipam_core::Range::Blocks)
+        .expect("blocks")
+        .iter()
+        .map(|b| u64::from(b.value.used_count()))
+        .sum()
 }
 
 /// Concurrent requests per node (and puts per client): the third argument, 8 by default.
@@ -310,14 +325,30 @@ fn main() {
         sum("calico_ipam_assignments_without_read_total"),
         sum("calico_ipam_store_commit_retries_total"),
     );
+    let held_after_adds = held(&setup);
+    // Then every pod deleted the same way: CNI DELs, as concurrent.
+    let t = Instant::now();
+    let threads: Vec<_> = (0..3 * concurrency())
+        .map(|k| {
+            let svcs = svcs.clone();
+            std::thread::spawn(move || {
+                let mut failed = 0;
+                for i in 0..per_node / concurrency() {
+                    let (node, cid) = (format!("node{}", k % 3), format!("c{k}-{i}"));
+                    if cni(&svcs[k % 3], "DEL", &node, &cid) != 0 {
+                        failed += 1;
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let del_failed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    let del_rate = adds as f64 / t.elapsed().as_secs_f64();
+    let del_retries = sum("calico_ipam_store_commit_retries_total").saturating_sub(retries);
     drop(svcs);
     let problems = setup.audit().expect("audit");
-    let held: u64 = setup
-        .blocks(&ipam_core::Range::Blocks)
-        .expect("blocks")
-        .iter()
-        .map(|b| u64::from(b.value.used_count()))
-        .sum();
+    let held_after_dels = held(&setup);
     println!();
     println!("| measure | count | rate |");
     println!("|---|---|---|");
@@ -326,10 +357,13 @@ fn main() {
     );
     println!("| ADD rate / put rate | | {:.2} |", add_rate / put_rate);
     println!(
-        "failed ADDs: {failed}; addresses held after: {held}; store consistency: {} problems",
+        "| CNI DELs of those pods through the same services (3 x {c} concurrent) | {adds} | {del_rate:.0}/s |"
+    );
+    println!(
+        "failed ADDs: {failed}; addresses held after them: {held_after_adds}; failed DELs: {del_failed}; held after the DELs: {held_after_dels}; store consistency: {} problems",
         problems.len()
     );
     println!(
-        "services' metrics: ADDs served in a group commit: {batched}; without a read of their own: {unread}; commits lost and retried: {retries}"
+        "services' metrics: ADDs served in a group commit: {batched}; without a read of their own: {unread}; commits lost and retried: {retries} (ADDs), {del_retries} (DELs)"
     );
 }

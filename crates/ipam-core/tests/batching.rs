@@ -826,3 +826,84 @@ fn a_held_release_does_not_trust_a_kept_block_that_does_not_show_the_handle() {
     );
     consistent(&store);
 }
+
+/// A node with a full older block (pods `old0`..`old63`) and a newer one in use.
+fn node_with_an_older_block() -> (Arc<Ipam<Arc<MemoryStore>>>, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let ipam = Arc::new(Ipam::new(store.clone(), Arc::new(ManualClock::new(T0))));
+    ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
+        .unwrap();
+    for i in 0..64 {
+        ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("old{i}"), 1))
+            .unwrap();
+    }
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "new", 1))
+        .unwrap();
+    let old = ipam.allocations_of_handle("old0").unwrap()[0].block;
+    let new = ipam.allocations_of_handle("new").unwrap()[0].block;
+    assert_ne!(old, new, "the first block filled; the node moved on");
+    (ipam, store)
+}
+
+#[test]
+fn releases_in_an_older_block_take_turns_and_start_from_the_last() {
+    let (ipam, store) = node_with_an_older_block();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let ipam = ipam.clone();
+            std::thread::spawn(move || {
+                for i in (t..64).step_by(4) {
+                    let h = format!("old{i}");
+                    assert_eq!(ipam.release_held(&[&h], &|_| true).unwrap().len(), 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        ipam.commit_retries(),
+        0,
+        "releases in one block through one engine take turns"
+    );
+    for i in 0..64 {
+        assert!(ipam
+            .addresses_by_handle(&format!("old{i}"))
+            .unwrap()
+            .is_empty());
+    }
+    assert_eq!(ipam.addresses_by_handle("new").unwrap().len(), 1);
+    let problems = audit(&*store).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_release_in_an_older_block_leaves_it_for_the_next() {
+    let store = Arc::new(ipam_store::Counting::new(MemoryStore::new()));
+    let ipam = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
+        .unwrap();
+    for i in 0..65 {
+        ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("old{i}"), 1))
+            .unwrap();
+    }
+    store.take();
+    ipam.release_held(&["old1"], &|_| true).unwrap();
+    assert_eq!(
+        store.take(),
+        ipam_store::Calls::new(1, 1, 1),
+        "the first release in the older block: the handle, the block, one commit"
+    );
+    ipam.release_held(&["old2"], &|_| true).unwrap();
+    assert_eq!(
+        store.take(),
+        ipam_store::Calls::new(0, 1, 1),
+        "the next starts from the block the first committed: the handle, one commit"
+    );
+    assert!(ipam.addresses_by_handle("old1").unwrap().is_empty());
+    assert!(ipam.addresses_by_handle("old2").unwrap().is_empty());
+    assert_eq!(ipam.commit_retries(), 0);
+    let problems = audit(&*store).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}

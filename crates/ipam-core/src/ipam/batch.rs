@@ -196,6 +196,26 @@ impl Held {
     pub(super) fn keep(&mut self, block: Versioned<Block>, decided: Decided) {
         self.carry = Some(Carry { block, decided });
     }
+
+    /// Keeps `block`, as a release committed it after reading it, if the lane keeps nothing
+    /// else and the block is a node's (a release from a kept block never deletes it, and only
+    /// a block without affinity is deleted when emptied): the engine's next release in the
+    /// block starts from it. Kept with nothing decided for assignments (they read their own
+    /// context before using it).
+    pub(super) fn keep_released(&mut self, block: Versioned<Block>) {
+        if self.carry.is_none() && block.value.affinity.is_some() {
+            self.carry = Some(Carry {
+                block,
+                decided: Decided {
+                    labels: BTreeMap::new(),
+                    pools: Vec::new(),
+                    read_at_ns: 0,
+                    writes_seen: 0,
+                    uses: CARRY_USES,
+                },
+            });
+        }
+    }
 }
 
 impl Drop for Held {
@@ -282,14 +302,19 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Waits for, then holds, the lane of the node whose last block is `cidr`, if this engine
-    /// has one, with whatever it keeps: a release made meanwhile never races the node's
-    /// assignments, and may start from the kept block. A lane is not re-entrant: never called
-    /// by a caller that holds one (an assignment's undo releases without it).
+    /// has one, else the block's own release lane, with whatever it keeps: a release made
+    /// meanwhile never races the node's assignments or the engine's other releases in the
+    /// block, and may start from the kept block. A lane is not re-entrant: never called by a
+    /// caller that holds one (an assignment's undo releases without it).
     pub(super) fn hold_block_lane(&self, cidr: IpNetwork) -> Option<Held> {
-        let lane = {
+        let node_lane = {
             let hints = self.hints();
-            self.existing_lane(hints.by_block.get(&cidr)?)?
+            hints
+                .by_block
+                .get(&cidr)
+                .and_then(|node| self.existing_lane(node))
         };
+        let lane = node_lane.unwrap_or_else(|| self.block_lane(cidr));
         let mut st = lane.lock();
         while st.busy {
             st = lane.sleep(st);

@@ -70,6 +70,9 @@ pub struct Ipam<S> {
     clock: Arc<dyn Clock>,
     opts: IpamOptions,
     node_lanes: std::sync::Mutex<FastMap<String, Arc<batch::Lane>>>,
+    /// Release lanes of blocks that are no node's last block (see `Ipam::hold_block_lane`):
+    /// a node's DELs in one of its older blocks take turns instead of racing.
+    block_lanes: std::sync::Mutex<FastMap<IpNetwork, Arc<batch::Lane>>>,
     /// The block each node last assigned from: tried first, so a node with many full blocks
     /// does not read them all on every request. Only a hint; the store decides.
     last_block: std::sync::Mutex<Hints>,
@@ -111,6 +114,7 @@ impl<S: Datastore> Ipam<S> {
             clock,
             opts,
             node_lanes: Default::default(),
+            block_lanes: Default::default(),
             last_block: Default::default(),
             conflicts: Default::default(),
             batched: Default::default(),
@@ -206,6 +210,18 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// The lane serialising (and batching) this engine's assignments for `node`.
+    /// The release lane of `block` (made if need be); idle ones are forgotten past 4,096.
+    fn block_lane(&self, block: IpNetwork) -> Arc<batch::Lane> {
+        let mut m = self
+            .block_lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if m.len() > 4096 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(block).or_default().clone()
+    }
+
     fn node_lane(&self, node: &str) -> Arc<batch::Lane> {
         let mut m = self
             .node_lanes

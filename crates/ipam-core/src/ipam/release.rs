@@ -356,6 +356,7 @@ impl<S: Datastore> Ipam<S> {
             *per_handle.entry(h.as_str()).or_insert(0) += 1;
         }
         let mut keep = None;
+        let mut keep_read = None;
         let mut writes = match decided {
             // A kept block is the node's: never deleted here, and kept as committed.
             Some(decided) => {
@@ -367,7 +368,18 @@ impl<S: Datastore> Ipam<S> {
                 keep = Some((decided, block));
                 w
             }
-            None => self.block_write_after_release(None, vb.revision, block)?,
+            None => {
+                let w = self.block_write_after_release(None, vb.revision, block)?;
+                // Read, changed and still there: the lane keeps it for the next release.
+                if let Some(Write::Update {
+                    record: Record::Block(b),
+                    ..
+                }) = w.first()
+                {
+                    keep_read = Some(b.clone());
+                }
+                w
+            }
         };
         for (id, vh) in handles {
             if let Some(&n) = per_handle.get(id) {
@@ -381,14 +393,21 @@ impl<S: Datastore> Ipam<S> {
         };
         match committed {
             Ok(revision) => {
-                if let (Some((decided, block)), Some(h)) = (keep, hold.as_mut()) {
-                    h.keep(
-                        Versioned {
+                if let Some(h) = hold.as_mut() {
+                    if let Some((decided, block)) = keep {
+                        h.keep(
+                            Versioned {
+                                value: block,
+                                revision,
+                            },
+                            decided,
+                        );
+                    } else if let Some(block) = keep_read {
+                        h.keep_released(Versioned {
                             value: block,
                             revision,
-                        },
-                        decided,
-                    );
+                        });
+                    }
                 }
                 Ok(chosen.into_iter().map(|(_, ip, _)| ip).collect())
             }
