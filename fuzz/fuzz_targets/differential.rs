@@ -57,6 +57,11 @@ enum Op {
         lost: u8,
         reads: u8,
     },
+    /// A CNI DEL's release: all the handle holds, or only its lowest address.
+    ReleaseHeld {
+        handle: u8,
+        all: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -182,6 +187,7 @@ fuzz_target!(|input: Input| {
                     ip,
                     handle_id: Some(h.clone()),
                     seq: guard.then_some(seq),
+                    block: None,
                 };
                 match ipam.release_ip(&req) {
                     Ok(()) => {
@@ -193,6 +199,32 @@ fuzz_target!(|input: Input| {
                     }
                     Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
                     Err(e) => panic!("release ip: {e}"),
+                }
+            }
+            Op::ReleaseHeld { handle, all } => {
+                let h = format!("h{}", handle % 12);
+                let Some(first) = model.get(&h).and_then(|m| m.keys().next().copied()) else {
+                    continue;
+                };
+                match ipam.release_held(&[&h], &|a| all || a.ip == first) {
+                    Ok(mut got) => {
+                        got.sort();
+                        let m = model.get_mut(&h).unwrap();
+                        let want: Vec<_> = if all {
+                            m.keys().copied().collect()
+                        } else {
+                            vec![first]
+                        };
+                        assert_eq!(got, want, "release held of {h}");
+                        for ip in want {
+                            m.remove(&ip);
+                        }
+                        if m.is_empty() {
+                            model.remove(&h);
+                        }
+                    }
+                    Err(e) if e.is_transient() => adopt(&truth, &mut model, &h),
+                    Err(e) => panic!("release held: {e}"),
                 }
             }
             Op::ReleaseAffinities { node } => {
