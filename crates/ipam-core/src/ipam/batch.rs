@@ -23,9 +23,10 @@
 //! condition, and the requests are served again after a fresh read, exactly as after any lost
 //! race. A commit through this engine that rewrites the kept block on top of the kept revision
 //! (a release, mostly) leaves its result kept in its place, so a pod's DEL does not cost the
-//! next ADD a read. A release (by handle or by address) holds the lane of the block's node
-//! while it runs ([`Ipam::hold_block_lane`]), so a node's releases and assignments through one
-//! engine take turns instead of racing; a release by handle starts from the kept block. The kept
+//! next ADD a read. A release (by handle, by address, or of what an attachment holds) holds the
+//! lane of the block's node while it runs, or the block's own release lane when the block is no
+//! node's last ([`Ipam::hold_block_lane`]), so a node's releases and assignments through one
+//! engine take turns instead of racing; a release starts from the block the lane keeps. The kept
 //! context is dropped when the node's requests take the one-by-one path, after [`CARRY_USES`]
 //! batches or [`CARRY_AGE_NS`], and whenever a commit through this engine wrote a record that
 //! no condition of the batch's commit guards (a pool, a node, the configuration, an affinity,
