@@ -95,34 +95,52 @@ fn ipam_with_fill(n: usize) -> Ipam<MemoryStore> {
     ipam
 }
 
+/// One half of an assign-then-release round.
+#[derive(Clone, Copy, PartialEq)]
+enum Half {
+    First,
+    Second,
+}
+
+/// Runs `iters` rounds of `op(First)` then `op(Second)`, timing only the `timed` half.
+fn time_half(iters: u64, timed: Half, mut op: impl FnMut(Half)) -> Duration {
+    let mut t = Duration::ZERO;
+    for _ in 0..iters {
+        for h in [Half::First, Half::Second] {
+            if h == timed {
+                let s = Instant::now();
+                op(h);
+                t += s.elapsed();
+            } else {
+                op(h);
+            }
+        }
+    }
+    t
+}
+
+/// The engine's round: an auto-assign for `args`, then its release by handle.
+fn round(ipam: &Ipam<MemoryStore>, args: &AutoAssignArgs, h: Half) {
+    match h {
+        Half::First => {
+            black_box(ipam.auto_assign(args).unwrap());
+        }
+        Half::Second => {
+            black_box(ipam.release_by_handle(&args.handle_id).unwrap());
+        }
+    }
+}
+
 fn bench_ipam(c: &mut Criterion) {
     let mut g = c.benchmark_group("ipam");
     for (name, n) in FILLS {
         let ipam = ipam_with_fill(n);
         let args = AutoAssignArgs::v4("n1", "bench-pod", 1);
         g.bench_function(BenchmarkId::new("auto_assign", name), |bench| {
-            bench.iter_custom(|iters| {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    let s = Instant::now();
-                    black_box(ipam.auto_assign(&args).unwrap());
-                    t += s.elapsed();
-                    ipam.release_by_handle("bench-pod").unwrap();
-                }
-                t
-            })
+            bench.iter_custom(|iters| time_half(iters, Half::First, |h| round(&ipam, &args, h)))
         });
         g.bench_function(BenchmarkId::new("release_by_handle", name), |bench| {
-            bench.iter_custom(|iters| {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    ipam.auto_assign(&args).unwrap();
-                    let s = Instant::now();
-                    black_box(ipam.release_by_handle("bench-pod").unwrap());
-                    t += s.elapsed();
-                }
-                t
-            })
+            bench.iter_custom(|iters| time_half(iters, Half::Second, |h| round(&ipam, &args, h)))
         });
     }
     g.finish();
@@ -204,26 +222,18 @@ fn bench_floor(c: &mut Criterion) {
         };
         g.bench_function(BenchmarkId::new("assign", name), |bench| {
             bench.iter_custom(|iters| {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    let s = Instant::now();
-                    assign(&mut kept, &mut handle_rev);
-                    t += s.elapsed();
-                    release(&mut kept, handle_rev);
-                }
-                t
+                time_half(iters, Half::First, |h| match h {
+                    Half::First => assign(&mut kept, &mut handle_rev),
+                    Half::Second => release(&mut kept, handle_rev),
+                })
             })
         });
         g.bench_function(BenchmarkId::new("release", name), |bench| {
             bench.iter_custom(|iters| {
-                let mut t = Duration::ZERO;
-                for _ in 0..iters {
-                    assign(&mut kept, &mut handle_rev);
-                    let s = Instant::now();
-                    release(&mut kept, handle_rev);
-                    t += s.elapsed();
-                }
-                t
+                time_half(iters, Half::Second, |h| match h {
+                    Half::First => assign(&mut kept, &mut handle_rev),
+                    Half::Second => release(&mut kept, handle_rev),
+                })
             })
         });
     }

@@ -95,11 +95,6 @@ fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
     Some(out)
 }
 
-/// One CNI ADD through a node service; its exit code.
-fn add(svc: &Service, node: &str, cid: &str) -> i32 {
-    cni(svc, "ADD", node, cid)
-}
-
 /// One CNI `verb` through a node service; its exit code.
 fn cni(svc: &Service, verb: &str, node: &str, cid: &str) -> i32 {
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "calico",
@@ -114,6 +109,33 @@ fn cni(svc: &Service, verb: &str, node: &str, cid: &str) -> i32 {
             -1
         }
     }
+}
+
+/// CNI `verb` for pod `c{k}-{i}` through service k % 3, PER_NODE per node from 3 x CONCURRENCY
+/// threads; the failed calls and the wall time.
+fn through_services(
+    svcs: &Arc<Vec<Service>>,
+    verb: &'static str,
+    per_node: usize,
+) -> (usize, Duration) {
+    let t = Instant::now();
+    let threads: Vec<_> = (0..3 * concurrency())
+        .map(|k| {
+            let svcs = svcs.clone();
+            std::thread::spawn(move || {
+                let mut failed = 0;
+                for i in 0..per_node / concurrency() {
+                    let (node, cid) = (format!("node{}", k % 3), format!("c{k}-{i}"));
+                    if cni(&svcs[k % 3], verb, &node, &cid) != 0 {
+                        failed += 1;
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    (failed, t.elapsed())
 }
 
 /// Addresses held in the store.
@@ -296,29 +318,9 @@ fn main() {
         return;
     };
     let svcs = Arc::new(svcs);
-    let t = Instant::now();
-    let threads: Vec<_> = (0..3 * concurrency())
-        .map(|k| {
-            let svcs = svcs.clone();
-            std::thread::spawn(move || {
-                let mut failed = 0;
-                for i in 0..per_node / concurrency() {
-                    if add(
-                        &svcs[k % 3],
-                        &format!("node{}", k % 3),
-                        &format!("c{k}-{i}"),
-                    ) != 0
-                    {
-                        failed += 1;
-                    }
-                }
-                failed
-            })
-        })
-        .collect();
-    let failed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    let (failed, add_time) = through_services(&svcs, "ADD", per_node);
     let adds = (per_node / concurrency()) * concurrency() * 3;
-    let add_rate = adds as f64 / t.elapsed().as_secs_f64();
+    let add_rate = adds as f64 / add_time.as_secs_f64();
     let sum = |name: &str| -> u64 { svcs.iter().filter_map(|s| s.counter(name)).sum() };
     let (batched, unread, retries) = (
         sum("calico_ipam_assignments_batched_total"),
@@ -327,24 +329,8 @@ fn main() {
     );
     let held_after_adds = held(&setup);
     // Then every pod deleted the same way: CNI DELs, as concurrent.
-    let t = Instant::now();
-    let threads: Vec<_> = (0..3 * concurrency())
-        .map(|k| {
-            let svcs = svcs.clone();
-            std::thread::spawn(move || {
-                let mut failed = 0;
-                for i in 0..per_node / concurrency() {
-                    let (node, cid) = (format!("node{}", k % 3), format!("c{k}-{i}"));
-                    if cni(&svcs[k % 3], "DEL", &node, &cid) != 0 {
-                        failed += 1;
-                    }
-                }
-                failed
-            })
-        })
-        .collect();
-    let del_failed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
-    let del_rate = adds as f64 / t.elapsed().as_secs_f64();
+    let (del_failed, del_time) = through_services(&svcs, "DEL", per_node);
+    let del_rate = adds as f64 / del_time.as_secs_f64();
     let del_retries = sum("calico_ipam_store_commit_retries_total").saturating_sub(retries);
     drop(svcs);
     let problems = setup.audit().expect("audit");

@@ -366,15 +366,23 @@ fn alone(
     store: &Store,
     args: &AutoAssignArgs,
 ) -> (Result<AutoAssignResult, AssignError>, usize, usize) {
+    let (out, (reads, commits)) = reads_and_commits(store, || ipam.auto_assign(args));
+    (out, reads, commits)
+}
+
+/// What `f` returns, and the reads and commits it made.
+fn reads_and_commits<T>(store: &Store, f: impl FnOnce() -> T) -> (T, (usize, usize)) {
     let (r0, c0) = (
         store.reads.load(Ordering::SeqCst),
         store.commits.load(Ordering::SeqCst),
     );
-    let out = ipam.auto_assign(args);
+    let out = f();
     (
         out,
-        store.reads.load(Ordering::SeqCst) - r0,
-        store.commits.load(Ordering::SeqCst) - c0,
+        (
+            store.reads.load(Ordering::SeqCst) - r0,
+            store.commits.load(Ordering::SeqCst) - c0,
+        ),
     )
 }
 
@@ -728,21 +736,15 @@ fn a_held_release_frees_what_it_selects_from_the_kept_block() {
     // context; the next request keeps it again.
     ipam.auto_assign(&AutoAssignArgs::v4("n1", "next", 1))
         .unwrap();
-    let (reads, commits) = (
-        store.reads.load(Ordering::SeqCst),
-        store.commits.load(Ordering::SeqCst),
-    );
-    let released = ipam
-        .release_held(&["c1", "absent"], &|a| {
+    let (released, calls) = reads_and_commits(&store, || {
+        ipam.release_held(&["c1", "absent"], &|a| {
             a.attrs.get("ifname").map(String::as_str) == Some("eth0")
         })
-        .unwrap();
+        .unwrap()
+    });
     assert_eq!(released, vec![eth0]);
     assert_eq!(
-        (
-            store.reads.load(Ordering::SeqCst) - reads,
-            store.commits.load(Ordering::SeqCst) - commits
-        ),
+        calls,
         (1, 1),
         "the handles read, the kept block used, one commit"
     );
@@ -807,16 +809,11 @@ fn a_held_release_does_not_trust_a_kept_block_that_does_not_show_the_handle() {
     let late = ips(&other
         .auto_assign(&AutoAssignArgs::v4("n1", "late", 1))
         .unwrap());
-    let (reads, commits) = (
-        store.reads.load(Ordering::SeqCst),
-        store.commits.load(Ordering::SeqCst),
-    );
-    assert_eq!(ipam.release_held(&["late"], &|_| true).unwrap(), late);
+    let (released, calls) =
+        reads_and_commits(&store, || ipam.release_held(&["late"], &|_| true).unwrap());
+    assert_eq!(released, late);
     assert_eq!(
-        (
-            store.reads.load(Ordering::SeqCst) - reads,
-            store.commits.load(Ordering::SeqCst) - commits
-        ),
+        calls,
         (2, 1),
         "the handle, then the block from the store; one commit, no race lost"
     );

@@ -97,6 +97,21 @@ struct Hints {
     by_block: FastMap<IpNetwork, String>,
 }
 
+/// A lane map, locked, with its idle lanes forgotten once it holds more than 4,096 (a cluster
+/// simulation drives thousands of nodes through one engine; the map must not grow without
+/// bound).
+fn lanes<K: std::hash::Hash + Eq>(
+    map: &std::sync::Mutex<FastMap<K, Arc<batch::Lane>>>,
+) -> std::sync::MutexGuard<'_, FastMap<K, Arc<batch::Lane>>> {
+    let mut m = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if m.len() > 4096 {
+        m.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    m
+}
+
 /// The engine's own maps, looked up on every request: keyed by names and networks the cluster
 /// chose, so a fast seeded hash rather than the default's slower flood-resistant one.
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -209,29 +224,14 @@ impl<S: Datastore> Ipam<S> {
         m.by_block.insert(block, node.to_string());
     }
 
-    /// The lane serialising (and batching) this engine's assignments for `node`.
-    /// The release lane of `block` (made if need be); idle ones are forgotten past 4,096.
+    /// The release lane of `block` (made if need be).
     fn block_lane(&self, block: IpNetwork) -> Arc<batch::Lane> {
-        let mut m = self
-            .block_lanes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if m.len() > 4096 {
-            m.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        m.entry(block).or_default().clone()
+        lanes(&self.block_lanes).entry(block).or_default().clone()
     }
 
+    /// The lane serialising (and batching) this engine's assignments for `node`.
     fn node_lane(&self, node: &str) -> Arc<batch::Lane> {
-        let mut m = self
-            .node_lanes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if m.len() > 4096 {
-            // A cluster simulation drives thousands of nodes through one engine; forget idle
-            // lanes rather than grow without bound.
-            m.retain(|_, l| Arc::strong_count(l) > 1);
-        }
+        let mut m = lanes(&self.node_lanes);
         if let Some(l) = m.get(node) {
             return l.clone(); // the usual case: no key to allocate
         }
