@@ -59,6 +59,159 @@ impl Drop for Service {
     }
 }
 
+/// CPU time (user + system, all threads) of process `pid`, from `/proc/PID/stat` in clock ticks
+/// of 10 ms (the fixed user-space tick on Linux).
+fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The etcd servers on this machine (processes named `etcd`), whose CPU a phase is charged.
+fn etcd_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "etcd")
+        })
+        .collect()
+}
+
+/// etcd's counters at `ep` (`http://host:port`): requests answered by method (Txn, Range,
+/// Put) and WAL fsyncs; zeros when the metrics page does not answer.
+fn etcd_counters(ep: &str) -> [f64; 4] {
+    use std::io::{Read, Write};
+    let mut out = [0.0; 4];
+    let Some(addr) = ep.strip_prefix("http://") else {
+        return out;
+    };
+    let mut page = String::new();
+    let fetched = std::net::TcpStream::connect(addr).and_then(|mut c| {
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+        c.read_to_string(&mut page)
+    });
+    if fetched.is_err() {
+        return out;
+    }
+    for line in page.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        let slot = if name == "etcd_disk_wal_fsync_duration_seconds_count" {
+            3
+        } else if !name.starts_with("grpc_server_handled_total{") {
+            continue;
+        } else if name.contains("grpc_method=\"Txn\"") {
+            0
+        } else if name.contains("grpc_method=\"Range\"") {
+            1
+        } else if name.contains("grpc_method=\"Put\"") {
+            2
+        } else {
+            continue;
+        };
+        out[slot] += v;
+    }
+    out
+}
+
+/// CPU used so far by etcd, by the node services and by this process, and etcd's counters.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    etcd: Duration,
+    services: Duration,
+    bench: Duration,
+    /// Txn, Range and Put requests answered, WAL fsyncs.
+    counters: [f64; 4],
+}
+
+impl Cpu {
+    fn now(ep: &str, services: &[u32]) -> Cpu {
+        let sum = |pids: &[u32]| pids.iter().filter_map(|p| cpu_of(*p)).sum();
+        Cpu {
+            etcd: sum(&etcd_pids()),
+            services: sum(services),
+            bench: sum(&[std::process::id()]),
+            counters: etcd_counters(ep),
+        }
+    }
+
+    /// A table row: CPU per operation of each party between `self` and `later`, and the rate
+    /// two cores could sustain at that cost, beside the rate measured.
+    fn row(&self, later: &Cpu, what: &str, ops: usize, rate: f64) -> String {
+        let per = |a: Duration, b: Duration| (b.saturating_sub(a)).as_secs_f64() * 1e6 / ops as f64;
+        let (e, s, b) = (
+            per(self.etcd, later.etcd),
+            per(self.services, later.services),
+            per(self.bench, later.bench),
+        );
+        let total = e + s + b;
+        let n = |i: usize| (later.counters[i] - self.counters[i]) / ops as f64;
+        format!(
+            "| {what} | {e:.0} | {s:.0} | {b:.0} | {total:.0} | {:.0}/s | {rate:.0}/s | {:.2} / {:.2} / {:.2} | {:.2} |",
+            2e6 / total,
+            n(0),
+            n(1),
+            n(2),
+            n(3)
+        )
+    }
+}
+
+/// PER_NODE writes of 600 bytes from each of three clients, CONCURRENCY at a time, under
+/// `prefix`: plain puts, or (`guarded`) transactions that create the key only if it is absent.
+/// The wall time.
+fn raw_writes(
+    rt: &tokio::runtime::Runtime,
+    ep: &str,
+    prefix: &str,
+    per_node: usize,
+    guarded: bool,
+) -> Duration {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for node in 0..3 {
+            let client = etcd_client::Client::connect([ep.to_string()], None)
+                .await
+                .expect("connect");
+            for th in 0..concurrency() {
+                let mut c = client.clone();
+                let prefix = prefix.to_string();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..per_node / concurrency() {
+                        let key = format!("{prefix}{node}/{th}/{i}");
+                        if guarded {
+                            let txn = Txn::new()
+                                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                                .and_then([TxnOp::put(key, vec![0u8; 600], None)]);
+                            let r = c.txn(txn).await.expect("txn");
+                            assert!(r.succeeded(), "a fresh key exists already");
+                        } else {
+                            c.put(key, vec![0u8; 600], None).await.expect("put");
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+    });
+    t.elapsed()
+}
+
 /// Starts three `calico-ipamd` on `prefix`; `None` (and why, on stderr) if one does not come up.
 fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
     let bin = std::env::current_exe().ok()?.parent()?.join("calico-ipamd");
@@ -188,35 +341,27 @@ fn main() {
         let _ = CONCURRENCY.set(c);
     }
     let c = concurrency();
+    let mut cpu_rows = Vec::new();
     let prefix = format!("/ipam-bench/{}/", std::process::id());
 
-    // Raw puts: three clients, CONCURRENCY concurrent puts each.
+    // Raw writes: three clients, CONCURRENCY concurrent writes each; plain puts (the goal's
+    // yardstick), then each key created by a transaction guarded as an assignment's handle
+    // record is (absent before), the least a compare-and-swap write costs etcd.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let t = Instant::now();
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for node in 0..3 {
-            let client = etcd_client::Client::connect([ep.clone()], None)
-                .await
-                .expect("connect");
-            for th in 0..concurrency() {
-                let mut c = client.clone();
-                let prefix = prefix.clone();
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..per_node / concurrency() {
-                        c.put(format!("{prefix}raw/{node}/{th}/{i}"), vec![0u8; 600], None)
-                            .await
-                            .expect("put");
-                    }
-                }));
-            }
-        }
-        for t in tasks {
-            t.await.expect("task");
-        }
-    });
     let puts = (per_node / concurrency()) * concurrency() * 3;
-    let put_rate = puts as f64 / t.elapsed().as_secs_f64();
+    let cpu = Cpu::now(&ep, &[]);
+    let put_rate =
+        puts as f64 / raw_writes(&rt, &ep, &format!("{prefix}raw/"), per_node, false).as_secs_f64();
+    let after_puts = Cpu::now(&ep, &[]);
+    cpu_rows.push(cpu.row(&after_puts, "raw puts", puts, put_rate));
+    let guarded_rate = puts as f64
+        / raw_writes(&rt, &ep, &format!("{prefix}guarded/"), per_node, true).as_secs_f64();
+    cpu_rows.push(after_puts.row(
+        &Cpu::now(&ep, &[]),
+        "raw guarded creates (one key per transaction)",
+        puts,
+        guarded_rate,
+    ));
 
     // Assigns: three nodes, CONCURRENCY concurrent requests each.
     let node_ipams: Vec<Arc<Ipam<EtcdStore>>> = (0..3)
@@ -235,6 +380,7 @@ fn main() {
     node_ipams[0]
         .create_pool(Pool::new("p", "10.0.0.0/12".parse().expect("cidr")).expect("pool"))
         .expect("create pool");
+    let cpu = Cpu::now(&ep, &[]);
     let took = drive(&node_ipams, per_node, |ipam, k, i| {
         ipam.auto_assign(&AutoAssignArgs::v4(
             &format!("node{}", k % 3),
@@ -245,10 +391,17 @@ fn main() {
     });
     let assigns = (per_node / concurrency()) * concurrency() * 3;
     let assign_rate = assigns as f64 / took.as_secs_f64();
+    cpu_rows.push(cpu.row(
+        &Cpu::now(&ep, &[]),
+        "assigns, engines in this process",
+        assigns,
+        assign_rate,
+    ));
     let problems = node_ipams[0].audit().expect("audit");
     println!("| measure | count | rate |");
     println!("|---|---|---|");
     println!("| raw etcd puts (3 clients x {c} concurrent) | {puts} | {put_rate:.0}/s |");
+    println!("| raw guarded creates, a transaction each (3 clients x {c} concurrent) | {puts} | {guarded_rate:.0}/s |");
     println!("| assigns (3 nodes x {c} concurrent) | {assigns} | {assign_rate:.0}/s |");
     println!(
         "| assign rate / put rate | | {:.2} |",
@@ -318,9 +471,13 @@ fn main() {
         return;
     };
     let svcs = Arc::new(svcs);
+    let pids: Vec<u32> = svcs.iter().map(|s| s.child.id()).collect();
+    let cpu = Cpu::now(&ep, &pids);
     let (failed, add_time) = through_services(&svcs, "ADD", per_node);
     let adds = (per_node / concurrency()) * concurrency() * 3;
     let add_rate = adds as f64 / add_time.as_secs_f64();
+    let after_adds = Cpu::now(&ep, &pids);
+    cpu_rows.push(cpu.row(&after_adds, "CNI ADDs through the services", adds, add_rate));
     let sum = |name: &str| -> u64 { svcs.iter().filter_map(|s| s.counter(name)).sum() };
     let (batched, unread, retries) = (
         sum("calico_ipam_assignments_batched_total"),
@@ -331,6 +488,12 @@ fn main() {
     // Then every pod deleted the same way: CNI DELs, as concurrent.
     let (del_failed, del_time) = through_services(&svcs, "DEL", per_node);
     let del_rate = adds as f64 / del_time.as_secs_f64();
+    cpu_rows.push(after_adds.row(
+        &Cpu::now(&ep, &pids),
+        "CNI DELs through the services",
+        adds,
+        del_rate,
+    ));
     let del_retries = sum("calico_ipam_store_commit_retries_total").saturating_sub(retries);
     drop(svcs);
     let problems = setup.audit().expect("audit");
@@ -352,4 +515,11 @@ fn main() {
     println!(
         "services' metrics: ADDs served in a group commit: {batched}; without a read of their own: {unread}; commits lost and retried: {retries} (ADDs), {del_retries} (DELs)"
     );
+    println!();
+    println!("CPU per operation (µs; user + system, all threads, from /proc), and the rate two cores sustain at that cost:");
+    println!("| phase | etcd | services | bench | total | 2 cores / total | measured | etcd Txn / Range / Put per op | WAL fsyncs per op |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in cpu_rows {
+        println!("{r}");
+    }
 }

@@ -47,3 +47,42 @@ fn assign_from_a_known_block_and_release_by_handle_are_few_round_trips() {
         "an unknown handle: one read"
     );
 }
+
+/// The store calls of one assignment on node `n1` once it has `full` full blocks of 64, which
+/// must claim a new block.
+fn calls_past_full_blocks(full: usize) -> Calls {
+    let store = Arc::new(Counting::new(MemoryStore::new()));
+    let ipam = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
+        .unwrap();
+    for i in 0..full {
+        let got = ipam
+            .auto_assign(&AutoAssignArgs::v4("n1", &format!("fill{i}"), 64))
+            .unwrap();
+        assert_eq!(got.v4.ips.len(), 64);
+    }
+    store.take();
+    let got = ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "next", 1))
+        .unwrap();
+    let blocks = ipam.blocks(&ipam_core::Range::Blocks).unwrap();
+    assert_eq!(blocks.len(), full + 1, "a new block claimed");
+    assert!(blocks
+        .iter()
+        .any(|b| b.value.used_count() == 1 && b.value.cidr.contains(got.v4.ips[0].ip)));
+    store.take()
+}
+
+#[test]
+fn a_node_with_many_full_blocks_reads_them_in_one_batch() {
+    // Walking the node's full blocks reads them together, not one round trip each: the calls
+    // of the assignment that claims the next block do not grow with the blocks already full.
+    let few = calls_past_full_blocks(3);
+    let many = calls_past_full_blocks(8);
+    assert_eq!(few, many, "3 full blocks: {few:?}; 8: {many:?}");
+    assert_eq!(
+        few,
+        Calls::new(3, 3, 1),
+        "the context, the other blocks, the claim's reads, one commit"
+    );
+}

@@ -151,6 +151,9 @@ struct Ctx<'a> {
     /// wrong write.
     handle: RefCell<Option<Option<Versioned<Handle>>>>,
     block: RefCell<Option<Versioned<Block>>>,
+    /// The node's other blocks, read together once the walk passes the first (one round trip
+    /// instead of one per block); each used once, as `block` is.
+    prefetched: RefCell<Vec<Versioned<Block>>>,
 }
 
 impl Ctx<'_> {
@@ -161,12 +164,25 @@ impl Ctx<'_> {
     fn take_block(&self, cidr: IpNetwork) -> Option<Versioned<Block>> {
         let mut b = self.block.borrow_mut();
         match b.take() {
-            Some(v) if v.value.cidr == cidr => Some(v),
-            other => {
-                *b = other;
-                None
-            }
+            Some(v) if v.value.cidr == cidr => return Some(v),
+            other => *b = other,
         }
+        let mut more = self.prefetched.borrow_mut();
+        let i = more.iter().position(|v| v.value.cidr == cidr)?;
+        Some(more.swap_remove(i))
+    }
+
+    /// Whether the context holds a copy of block `cidr`.
+    fn holds_block(&self, cidr: IpNetwork) -> bool {
+        self.block
+            .borrow()
+            .as_ref()
+            .is_some_and(|v| v.value.cidr == cidr)
+            || self
+                .prefetched
+                .borrow()
+                .iter()
+                .any(|v| v.value.cidr == cidr)
     }
 }
 
@@ -285,6 +301,7 @@ impl<S: Datastore> Ipam<S> {
             reserved,
             handle: RefCell::new(Some(handle)),
             block: RefCell::new(block),
+            prefetched: RefCell::new(Vec::new()),
         })
     }
 
@@ -483,9 +500,14 @@ impl<S: Datastore> Ipam<S> {
                 mine.insert(first_of_pool, item);
             }
         }
-        for (_, c) in &mine {
+        for (i, (_, c)) in mine.iter().enumerate() {
             if got.ips.len() >= num {
                 break;
+            }
+            if i == 1 {
+                // The first block (usually the node's last) did not do: the rest are often
+                // full too, so read them in one batch rather than one round trip each.
+                self.prefetch_blocks(ctx, mine[1..].iter().map(|(_, c)| *c))?;
             }
             let more = self.assign_from_block(ctx, *c, num - got.ips.len(), Some(node))?;
             if !more.is_empty() {
@@ -543,6 +565,28 @@ impl<S: Datastore> Ipam<S> {
 
     /// Takes up to `n` addresses from an existing block (only if still affine to `affine_to`,
     /// when given), counting them under the handle in the same commit.
+    /// Reads the blocks of `cidrs` that `ctx` does not hold, in one batch, into `ctx`. Two or
+    /// more only: one block is read where it is used, as before.
+    fn prefetch_blocks(
+        &self,
+        ctx: &Ctx<'_>,
+        cidrs: impl Iterator<Item = IpNetwork>,
+    ) -> Result<(), StoreError> {
+        let reads: Vec<Read> = cidrs
+            .filter(|c| !ctx.holds_block(*c))
+            .map(|c| Read::Get(Key::Block(c)))
+            .collect();
+        if reads.len() < 2 {
+            return Ok(());
+        }
+        let answers = self.store.read(&reads)?;
+        let mut got = ctx.prefetched.borrow_mut();
+        for a in answers {
+            got.extend(one::<Block>(a)?);
+        }
+        Ok(())
+    }
+
     fn assign_from_block(
         &self,
         ctx: &Ctx<'_>,
