@@ -125,6 +125,26 @@ fn etcd_counters(ep: &str) -> [f64; 4] {
     out
 }
 
+/// Context switches (voluntary and not) of every thread of process `pid`, from
+/// `/proc/PID/task/*/status`: each is a thread put to sleep or preempted. Threads that have
+/// ended are not counted.
+fn switches_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// CPU used so far by etcd, by the node services and by this process, and etcd's counters.
 #[derive(Clone, Copy, Default)]
 struct Cpu {
@@ -133,6 +153,8 @@ struct Cpu {
     bench: Duration,
     /// Txn, Range and Put requests answered, WAL fsyncs.
     counters: [f64; 4],
+    /// Context switches of the services' threads.
+    service_switches: u64,
 }
 
 impl Cpu {
@@ -143,6 +165,7 @@ impl Cpu {
             services: sum(services),
             bench: sum(&[std::process::id()]),
             counters: etcd_counters(ep),
+            service_switches: services.iter().map(|p| switches_of(*p)).sum(),
         }
     }
 
@@ -157,8 +180,10 @@ impl Cpu {
         );
         let total = e + s + b;
         let n = |i: usize| (later.counters[i] - self.counters[i]) / ops as f64;
+        let switches =
+            later.service_switches.saturating_sub(self.service_switches) as f64 / ops as f64;
         format!(
-            "| {what} | {e:.0} | {s:.0} | {b:.0} | {total:.0} | {:.0}/s | {rate:.0}/s | {:.2} / {:.2} / {:.2} | {:.2} |",
+            "| {what} | {e:.0} | {s:.0} | {b:.0} | {total:.0} | {:.0}/s | {rate:.0}/s | {:.2} / {:.2} / {:.2} | {:.2} | {switches:.1} |",
             2e6 / total,
             n(0),
             n(1),
@@ -517,8 +542,8 @@ fn main() {
     );
     println!();
     println!("CPU per operation (µs; user + system, all threads, from /proc), and the rate two cores sustain at that cost:");
-    println!("| phase | etcd | services | bench | total | 2 cores / total | measured | etcd Txn / Range / Put per op | WAL fsyncs per op |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| phase | etcd | services | bench | total | 2 cores / total | measured | etcd Txn / Range / Put per op | WAL fsyncs per op | services' context switches per op |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in cpu_rows {
         println!("{r}");
     }
