@@ -563,10 +563,8 @@ impl<S: Datastore> Ipam<S> {
         Ok(got)
     }
 
-    /// Takes up to `n` addresses from an existing block (only if still affine to `affine_to`,
-    /// when given), counting them under the handle in the same commit.
-    /// Reads the blocks of `cidrs` that `ctx` does not hold, in one batch, into `ctx`. Two or
-    /// more only: one block is read where it is used, as before.
+    /// Reads the blocks of `cidrs` that `ctx` does not hold, in one batch, into `ctx`; with
+    /// fewer than two to read it reads nothing (a lone block is read where it is used).
     fn prefetch_blocks(
         &self,
         ctx: &Ctx<'_>,
@@ -587,6 +585,8 @@ impl<S: Datastore> Ipam<S> {
         Ok(())
     }
 
+    /// Takes up to `n` addresses from an existing block (only if still affine to `affine_to`,
+    /// when given), counting them under the handle in the same commit.
     fn assign_from_block(
         &self,
         ctx: &Ctx<'_>,
