@@ -162,7 +162,12 @@ fn bench_floor(c: &mut Criterion) {
             revision: rev,
         });
         let mut handle_rev = Revision(0);
-        let assign = |kept: &mut Option<Versioned<Block>>, handle_rev: &mut Revision| {
+        // One operation: the kept block changed by `change`, copied for the store, committed
+        // with the handle's write under the kept revision, and kept as committed.
+        let step = |kept: &mut Option<Versioned<Block>>,
+                    change: &mut dyn FnMut(&mut Block),
+                    handle: Write|
+         -> Revision {
             let Some(Versioned {
                 value: mut b,
                 revision,
@@ -170,71 +175,60 @@ fn bench_floor(c: &mut Criterion) {
             else {
                 unreachable!("kept between operations")
             };
+            change(&mut b);
+            let committed = b.clone();
+            let rev = store
+                .commit(vec![
+                    Write::Update {
+                        record: Record::Block(b),
+                        expected: revision,
+                    },
+                    handle,
+                ])
+                .unwrap();
+            *kept = Some(Versioned {
+                value: committed,
+                revision: rev,
+            });
+            rev
+        };
+        let assign = |kept: &mut Option<Versioned<Block>>, handle_rev: &mut Revision| {
             let holder = attrs("bench-pod");
-            black_box(b.allocate(1, &holder));
             let mut h = Handle::new("bench-pod");
             h.add(cidr, 1);
-            let committed = b.clone();
-            let rev = store
-                .commit(vec![
-                    Write::Update {
-                        record: Record::Block(b),
-                        expected: revision,
-                    },
-                    Write::Create(Record::Handle(h)),
-                ])
-                .unwrap();
-            *handle_rev = rev;
-            *kept = Some(Versioned {
-                value: committed,
-                revision: rev,
-            });
+            *handle_rev = step(
+                kept,
+                &mut |b| {
+                    black_box(b.allocate(1, &holder));
+                },
+                Write::Create(Record::Handle(h)),
+            );
         };
         let release = |kept: &mut Option<Versioned<Block>>, handle_rev: Revision| {
-            let Some(Versioned {
-                value: mut b,
-                revision,
-            }) = kept.take()
-            else {
-                unreachable!("kept between operations")
+            let delete = Write::Delete {
+                key: Key::Handle("bench-pod".into()),
+                expected: handle_rev,
             };
-            for o in b.ordinals_of("bench-pod") {
-                b.release(o, 2, 0);
-            }
-            b.touch();
-            let committed = b.clone();
-            let rev = store
-                .commit(vec![
-                    Write::Update {
-                        record: Record::Block(b),
-                        expected: revision,
-                    },
-                    Write::Delete {
-                        key: Key::Handle("bench-pod".into()),
-                        expected: handle_rev,
-                    },
-                ])
-                .unwrap();
-            *kept = Some(Versioned {
-                value: committed,
-                revision: rev,
-            });
+            step(
+                kept,
+                &mut |b| {
+                    for o in b.ordinals_of("bench-pod") {
+                        b.release(o, 2, 0);
+                    }
+                    b.touch();
+                },
+                delete,
+            );
+        };
+        let mut pair = |h: Half| match h {
+            Half::First => assign(&mut kept, &mut handle_rev),
+            Half::Second => release(&mut kept, handle_rev),
         };
         g.bench_function(BenchmarkId::new("assign", name), |bench| {
-            bench.iter_custom(|iters| {
-                time_half(iters, Half::First, |h| match h {
-                    Half::First => assign(&mut kept, &mut handle_rev),
-                    Half::Second => release(&mut kept, handle_rev),
-                })
-            })
+            bench.iter_custom(|iters| time_half(iters, Half::First, &mut pair))
         });
         g.bench_function(BenchmarkId::new("release", name), |bench| {
-            bench.iter_custom(|iters| {
-                time_half(iters, Half::Second, |h| match h {
-                    Half::First => assign(&mut kept, &mut handle_rev),
-                    Half::Second => release(&mut kept, handle_rev),
-                })
-            })
+            bench.iter_custom(|iters| time_half(iters, Half::Second, &mut pair))
         });
     }
     g.finish();

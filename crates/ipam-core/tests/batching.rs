@@ -158,6 +158,14 @@ fn another_engine(store: &Store) -> Ipam<Store> {
     Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)))
 }
 
+/// One address on n1 for `handle`, assigned by another engine on `store`: whatever this
+/// engine keeps of n1's block is stale afterwards.
+fn assigned_elsewhere(store: &Store, handle: &str) -> Vec<std::net::IpAddr> {
+    ips(&another_engine(store)
+        .auto_assign(&AutoAssignArgs::v4("n1", handle, 1))
+        .unwrap())
+}
+
 /// Requests for `n` pods `pod0`, `pod1`, ... on n1, pod i asking for `count(i)` addresses.
 fn pods(n: usize, count: fn(usize) -> usize) -> Vec<AutoAssignArgs> {
     (0..n)
@@ -593,10 +601,7 @@ fn a_kept_context_still_refuses_a_handle_that_holds() {
 fn a_release_from_a_stale_kept_block_loses_its_race_and_reads() {
     let (ipam, store, _, handles) = after_a_batch();
     // Another process assigns in n1's block: the block this engine keeps is now stale.
-    let other = another_engine(&store);
-    let theirs = ips(&other
-        .auto_assign(&AutoAssignArgs::v4("n1", "theirs", 1))
-        .unwrap());
+    let theirs = assigned_elsewhere(&store, "theirs");
     assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);
     // Released from the kept copy, the commit's condition fails; after a read it succeeds,
     // and nothing of the other engine's write is lost.
@@ -623,10 +628,7 @@ fn a_kept_block_that_does_not_show_the_handle_is_not_trusted() {
     let (ipam, store, _, _) = after_a_batch();
     // Another process gives "late" an address in n1's block; this engine's kept copy does not
     // show it, so releasing "late" from that copy would free nothing and drop the handle.
-    let other = another_engine(&store);
-    let late = ips(&other
-        .auto_assign(&AutoAssignArgs::v4("n1", "late", 1))
-        .unwrap());
+    let late = assigned_elsewhere(&store, "late");
     let commits = store.commits.load(Ordering::SeqCst);
     assert_eq!(ipam.release_by_handle("late").unwrap(), 1);
     assert_eq!(
@@ -763,10 +765,7 @@ fn a_held_release_frees_what_it_selects_from_the_kept_block() {
 #[test]
 fn a_held_release_from_a_stale_kept_block_falls_back_and_loses_nothing() {
     let (ipam, store, _, handles) = after_a_batch();
-    let other = another_engine(&store);
-    let theirs = ips(&other
-        .auto_assign(&AutoAssignArgs::v4("n1", "theirs", 1))
-        .unwrap());
+    let theirs = assigned_elsewhere(&store, "theirs");
     let retries = ipam.commit_retries();
     let mine = ipam.addresses_by_handle(&handles[1]).unwrap();
     assert_eq!(ipam.release_held(&[&handles[1]], &|_| true).unwrap(), mine);
@@ -805,10 +804,7 @@ fn a_held_release_does_not_trust_a_kept_block_that_does_not_show_the_handle() {
     let (ipam, store, _, _) = after_a_batch();
     // "late" is given an address by another process; the kept copy does not show it, and
     // releasing from that copy would free nothing.
-    let other = another_engine(&store);
-    let late = ips(&other
-        .auto_assign(&AutoAssignArgs::v4("n1", "late", 1))
-        .unwrap());
+    let late = assigned_elsewhere(&store, "late");
     let (released, calls) =
         reads_and_commits(&store, || ipam.release_held(&["late"], &|_| true).unwrap());
     assert_eq!(released, late);
