@@ -206,7 +206,7 @@ fuzz_target!(|input: Input| {
                 let Some(first) = model.get(&h).and_then(|m| m.keys().next().copied()) else {
                     continue;
                 };
-                match ipam.release_held(&[&h], &|a| all || a.ip == first) {
+                match ipam.release_held(&[&h], move |a| all || a.ip == first) {
                     Ok(mut got) => {
                         got.sort();
                         let m = model.get_mut(&h).unwrap();

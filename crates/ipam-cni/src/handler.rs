@@ -13,6 +13,7 @@ use ipam_core::{
 use ipnetwork::IpNetwork;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use crate::owner::attrs;
 
@@ -147,15 +148,22 @@ fn held_by<S: Datastore>(
     Ok(ipam
         .allocations_of_handles(&handles.ids())?
         .into_iter()
-        .filter(|a| handles.selects(a, inv))
+        .filter(|a| handles.selects(a))
         .collect())
 }
 
 /// The handles an attachment's addresses may be under: its own (and the form written before
-/// the network name was escaped), and with `workload` its pod's older `<namespace>.<pod>`.
+/// the network name was escaped), and with `workload` its pod's older `<namespace>.<pod>`;
+/// with what tells the attachment's addresses among theirs (owned, so a release may hand the
+/// choice to the caller that serves it, see `Ipam::release_held`).
 struct Handles {
     own: Vec<String>,
     pod: Option<String>,
+    network: String,
+    container_id: String,
+    ifname: String,
+    namespace: Option<String>,
+    pod_name: Option<String>,
 }
 
 impl Handles {
@@ -167,7 +175,15 @@ impl Handles {
             .then(|| workload_handle(inv))
             .flatten()
             .filter(|h| !own.contains(h)); // read as this attachment's own handle already
-        Handles { own, pod }
+        Handles {
+            own,
+            pod,
+            network: net.clone(),
+            container_id: cid.clone(),
+            ifname: inv.env.ifname.clone(),
+            namespace: inv.env.args.get("K8S_POD_NAMESPACE").map(String::from),
+            pod_name: inv.env.args.get("K8S_POD_NAME").map(String::from),
+        }
     }
 
     fn ids(&self) -> Vec<&str> {
@@ -179,12 +195,23 @@ impl Handles {
     }
 
     /// Whether `a`, under one of these handles, is this attachment's.
-    fn selects(&self, a: &ipam_core::Allocation, inv: &Invocation) -> bool {
+    fn selects(&self, a: &ipam_core::Allocation) -> bool {
         if self.own.contains(&a.handle_id) {
-            owner::belongs(a, &inv.config.name, &inv.env.container_id, &inv.env.ifname)
+            owner::belongs(a, &self.network, &self.container_id, &self.ifname)
         } else {
-            belongs_to_pod(a, inv)
+            self.belongs_to_pod(a)
         }
+    }
+
+    /// Whether an address under the `<namespace>.<pod>` handle is this attachment's: every
+    /// owner attribute it carries names this container, network, ifname and pod.
+    fn belongs_to_pod(&self, a: &ipam_core::Allocation) -> bool {
+        let get = |k: &str| a.attrs.get(k);
+        get(attrs::CONTAINER_ID).is_none_or(|c| *c == self.container_id)
+            && get(attrs::NETWORK).is_none_or(|n| *n == self.network)
+            && get(attrs::IFNAME).is_none_or(|i| *i == self.ifname)
+            && get(attrs::NAMESPACE).is_none_or(|n| Some(n) == self.namespace.as_ref())
+            && get(attrs::POD).is_none_or(|p| Some(p) == self.pod_name.as_ref())
     }
 }
 
@@ -337,23 +364,12 @@ fn workload_handle(inv: &Invocation) -> Option<String> {
     Some(format!("{ns}.{pod}"))
 }
 
-/// Whether an address under the `<namespace>.<pod>` handle is this attachment's: every owner
-/// attribute it carries names this container, network, ifname and pod.
-fn belongs_to_pod(a: &ipam_core::Allocation, inv: &Invocation) -> bool {
-    let get = |k: &str| a.attrs.get(k).map(String::as_str);
-    let arg = |k: &str| inv.env.args.get(k);
-    get(attrs::CONTAINER_ID).is_none_or(|c| c == inv.env.container_id)
-        && get(attrs::NETWORK).is_none_or(|n| n == inv.config.name)
-        && get(attrs::IFNAME).is_none_or(|i| i == inv.env.ifname)
-        && get(attrs::NAMESPACE).is_none_or(|n| Some(n) == arg("K8S_POD_NAMESPACE"))
-        && get(attrs::POD).is_none_or(|p| Some(p) == arg("K8S_POD_NAME"))
-}
-
 /// DEL: what the attachment holds, released from one read of its handles (and of their block
 /// unless the node service keeps it) in one commit.
 fn del<S: Datastore>(ipam: &Ipam<S>, inv: &Invocation) -> Result<(), CniError> {
-    let handles = Handles::of(inv, true);
-    let released = ipam.release_held(&handles.ids(), &|a| handles.selects(a, inv))?;
+    let handles = Arc::new(Handles::of(inv, true));
+    let choice = Arc::clone(&handles);
+    let released = ipam.release_held(&handles.ids(), move |a| choice.selects(a))?;
     if !released.is_empty() {
         tracing::info!(container = %inv.env.container_id, released = ?released, "released");
     }

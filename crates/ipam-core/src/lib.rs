@@ -66,7 +66,7 @@ pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, R
 pub use ipam::{
     AffinityRelease, Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult,
     BlockUsage, Dump, FamilyAssignment, Ipam, IpamOptions, NodeUsage, PoolUsage, ReleaseOutcome,
-    ReleaseRequest, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES,
+    ReleaseRequest, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES, RELEASES_PER_COMMIT,
 };
 pub use model::{
     endpoint_id, validate_handle_id, validate_node_name, Affinity, AffinityState, AllocAttrs,

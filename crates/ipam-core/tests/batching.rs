@@ -8,10 +8,11 @@ mod common;
 use common::*;
 use ipam_core::{
     audit, AssignError, AutoAssignArgs, AutoAssignResult, Datastore, Ipam, Key, ManualClock, Pool,
-    PoolRef, Range, Read, Record, Revision, StoreError, Versioned, Write,
+    PoolRef, Range, Read, Record, ReleaseError, Revision, StoreError, Versioned, Write,
 };
 use ipam_store::{Fault, FaultyStore, MemoryStore};
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -715,7 +716,7 @@ fn a_nodes_guarded_releases_and_assignments_take_turns() {
 fn a_nodes_held_releases_and_assignments_take_turns() {
     // As a CNI DEL now releases: what the handle holds, from one read of it.
     releases_and_assignments_take_turns(|ipam, h| {
-        assert_eq!(ipam.release_held(&[h], &|_| true).unwrap().len(), 1);
+        assert_eq!(ipam.release_held(&[h], move |_| true).unwrap().len(), 1);
     });
 }
 
@@ -739,7 +740,7 @@ fn a_held_release_frees_what_it_selects_from_the_kept_block() {
     ipam.auto_assign(&AutoAssignArgs::v4("n1", "next", 1))
         .unwrap();
     let (released, calls) = reads_and_commits(&store, || {
-        ipam.release_held(&["c1", "absent"], &|a| {
+        ipam.release_held(&["c1", "absent"], move |a| {
             a.attrs.get("ifname").map(String::as_str) == Some("eth0")
         })
         .unwrap()
@@ -756,9 +757,15 @@ fn a_held_release_frees_what_it_selects_from_the_kept_block() {
         "eth0's address is free"
     );
     // The handle still counts eth1's address: releasing it empties and deletes the handle.
-    assert_eq!(ipam.release_held(&["c1"], &|_| true).unwrap(), vec![eth1]);
+    assert_eq!(
+        ipam.release_held(&["c1"], move |_| true).unwrap(),
+        vec![eth1]
+    );
     assert!(ipam.addresses_by_handle("c1").unwrap().is_empty());
-    assert!(ipam.release_held(&["c1"], &|_| true).unwrap().is_empty());
+    assert!(ipam
+        .release_held(&["c1"], move |_| true)
+        .unwrap()
+        .is_empty());
     consistent(&store);
 }
 
@@ -768,7 +775,10 @@ fn a_held_release_from_a_stale_kept_block_falls_back_and_loses_nothing() {
     let theirs = assigned_elsewhere(&store, "theirs");
     let retries = ipam.commit_retries();
     let mine = ipam.addresses_by_handle(&handles[1]).unwrap();
-    assert_eq!(ipam.release_held(&[&handles[1]], &|_| true).unwrap(), mine);
+    assert_eq!(
+        ipam.release_held(&[&handles[1]], move |_| true).unwrap(),
+        mine
+    );
     assert_eq!(
         ipam.commit_retries(),
         retries + 1,
@@ -777,7 +787,10 @@ fn a_held_release_from_a_stale_kept_block_falls_back_and_loses_nothing() {
     assert!(ipam.addresses_by_handle(&handles[1]).unwrap().is_empty());
     assert_eq!(ipam.addresses_by_handle("theirs").unwrap(), theirs);
     // A handle only the other engine wrote: this engine's kept copy does not show it.
-    assert_eq!(ipam.release_held(&["theirs"], &|_| true).unwrap(), theirs);
+    assert_eq!(
+        ipam.release_held(&["theirs"], move |_| true).unwrap(),
+        theirs
+    );
     assert!(ipam.allocation(theirs[0]).unwrap().is_none());
     consistent(&store);
 }
@@ -790,7 +803,7 @@ fn a_held_release_across_blocks_releases_everything_selected() {
         .auto_assign(&AutoAssignArgs::v4("n1", "wide", 6))
         .unwrap());
     assert_eq!(got.len(), 6);
-    let mut released = ipam.release_held(&["wide"], &|_| true).unwrap();
+    let mut released = ipam.release_held(&["wide"], move |_| true).unwrap();
     released.sort();
     let mut want = got.clone();
     want.sort();
@@ -805,8 +818,9 @@ fn a_held_release_does_not_trust_a_kept_block_that_does_not_show_the_handle() {
     // "late" is given an address by another process; the kept copy does not show it, and
     // releasing from that copy would free nothing.
     let late = assigned_elsewhere(&store, "late");
-    let (released, calls) =
-        reads_and_commits(&store, || ipam.release_held(&["late"], &|_| true).unwrap());
+    let (released, calls) = reads_and_commits(&store, || {
+        ipam.release_held(&["late"], move |_| true).unwrap()
+    });
     assert_eq!(released, late);
     assert_eq!(
         calls,
@@ -847,7 +861,7 @@ fn releases_in_an_older_block_take_turns_and_start_from_the_last() {
             std::thread::spawn(move || {
                 for i in (t..64).step_by(4) {
                     let h = format!("old{i}");
-                    assert_eq!(ipam.release_held(&[&h], &|_| true).unwrap().len(), 1);
+                    assert_eq!(ipam.release_held(&[&h], move |_| true).unwrap().len(), 1);
                 }
             })
         })
@@ -882,13 +896,13 @@ fn a_release_in_an_older_block_leaves_it_for_the_next() {
             .unwrap();
     }
     store.take();
-    ipam.release_held(&["old1"], &|_| true).unwrap();
+    ipam.release_held(&["old1"], move |_| true).unwrap();
     assert_eq!(
         store.take(),
         ipam_store::Calls::new(1, 1, 1),
         "the first release in the older block: the handle, the block, one commit"
     );
-    ipam.release_held(&["old2"], &|_| true).unwrap();
+    ipam.release_held(&["old2"], move |_| true).unwrap();
     assert_eq!(
         store.take(),
         ipam_store::Calls::new(0, 1, 1),
@@ -899,4 +913,212 @@ fn a_release_in_an_older_block_leaves_it_for_the_next() {
     assert_eq!(ipam.commit_retries(), 0);
     let problems = audit(&*store).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// A release of what handles hold, as `release_held` takes it: the handles, and which of
+/// their allocations to take.
+type HeldReq = (
+    Vec<String>,
+    Arc<dyn Fn(&ipam_core::Allocation) -> bool + Send + Sync>,
+);
+
+/// Everything `handle` holds.
+fn all_of(handle: &str) -> HeldReq {
+    (vec![handle.to_string()], Arc::new(|_| true))
+}
+
+fn release_held(ipam: &Ipam<Store>, (ids, select): HeldReq) -> Result<Vec<IpAddr>, ReleaseError> {
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    ipam.release_held(&ids, move |a| select(a))
+}
+
+/// [`burst`] for releases of what handles hold: `lead` waits in its commit while `burst`
+/// queues behind it in n1's lane. The outcomes in order, and the commits made from the gate's
+/// closing on.
+fn release_burst(
+    ipam: &Arc<Ipam<Store>>,
+    store: &Store,
+    lead: HeldReq,
+    burst: Vec<HeldReq>,
+) -> (Vec<Result<Vec<IpAddr>, ReleaseError>>, usize) {
+    store.closed.store(true, Ordering::SeqCst);
+    let before = store.commits.load(Ordering::SeqCst);
+    let n = burst.len();
+    let mut threads = Vec::new();
+    let i = ipam.clone();
+    threads.push(std::thread::spawn(move || release_held(&i, lead)));
+    wait_for("the lead's commit", || {
+        store.waiting.load(Ordering::SeqCst) == 1
+    });
+    for req in burst {
+        let i = ipam.clone();
+        threads.push(std::thread::spawn(move || release_held(&i, req)));
+    }
+    wait_for("the burst to queue", || ipam.queued_releases("n1") == n);
+    store.closed.store(false, Ordering::SeqCst);
+    let out = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (out, store.commits.load(Ordering::SeqCst) - before)
+}
+
+/// An engine with n1 holding `first` and pods `pod0`..: one address each, by pod.
+fn pods_held(n: usize) -> (Arc<Ipam<Store>>, Store, Vec<IpAddr>) {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    let given = pods(n, |_| 1)
+        .iter()
+        .map(|a| ips(&ipam.auto_assign(a).unwrap())[0])
+        .collect();
+    (ipam, store, given)
+}
+
+#[test]
+fn a_burst_of_releases_for_one_node_is_one_commit() {
+    let (ipam, store, given) = pods_held(8);
+    let batched = ipam.batched_releases();
+    let queued = (1..8).map(|i| all_of(&format!("pod{i}"))).collect();
+    let (outs, commits) = release_burst(&ipam, &store, all_of("pod0"), queued);
+    assert_eq!(
+        commits, 2,
+        "the lead's commit, then one for the seven queued"
+    );
+    assert_eq!(ipam.batched_releases() - batched, 7);
+    for (i, (out, ip)) in outs.iter().zip(&given).enumerate() {
+        assert_eq!(
+            out.as_ref().unwrap(),
+            &vec![*ip],
+            "pod{i} gets its own address back"
+        );
+        assert!(ipam
+            .addresses_by_handle(&format!("pod{i}"))
+            .unwrap()
+            .is_empty());
+        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
+    }
+    assert_eq!(
+        ipam.utilisation().unwrap().pools[0].in_use,
+        1,
+        "first is left"
+    );
+    consistent(&store);
+}
+
+#[test]
+fn releases_of_one_handle_in_a_burst_each_take_their_own() {
+    let (ipam, store, _) = pods_held(1);
+    let (eth0, eth1) = two_interfaces(&ipam, "c1");
+    let interface = |name: &'static str| -> HeldReq {
+        (
+            vec!["c1".to_string()],
+            Arc::new(move |a| a.attrs.get("ifname").map(String::as_str) == Some(name)),
+        )
+    };
+    let queued = vec![interface("eth0"), interface("eth1")];
+    let (outs, _) = release_burst(&ipam, &store, all_of("pod0"), queued);
+    // The second names the first's handle: it takes the long way after the batch.
+    assert_eq!(outs[1].as_ref().unwrap(), &vec![eth0]);
+    assert_eq!(outs[2].as_ref().unwrap(), &vec![eth1]);
+    assert!(ipam.addresses_by_handle("c1").unwrap().is_empty());
+    consistent(&store);
+}
+
+#[test]
+fn a_lost_race_on_a_batch_of_releases_takes_the_long_way() {
+    let (ipam, store, given) = pods_held(5);
+    // The lead commits; the batch's commit loses to "another writer".
+    store.inner.schedule([Fault::None, Fault::Conflict]);
+    let retries = ipam.commit_retries();
+    let queued = (1..5).map(|i| all_of(&format!("pod{i}"))).collect();
+    let (outs, _) = release_burst(&ipam, &store, all_of("pod0"), queued);
+    assert_eq!(store.inner.injected(), 1);
+    assert!(ipam.commit_retries() > retries, "the lost race is counted");
+    for (out, ip) in outs.iter().zip(&given) {
+        assert_eq!(out.as_ref().unwrap(), &vec![*ip]);
+        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
+    }
+    consistent(&store);
+}
+
+#[test]
+fn an_outage_on_a_batch_of_releases_fails_each_and_frees_nothing() {
+    let (ipam, store, given) = pods_held(4);
+    store.inner.schedule([Fault::None, Fault::Unavailable]);
+    let queued = (1..4).map(|i| all_of(&format!("pod{i}"))).collect();
+    let (outs, _) = release_burst(&ipam, &store, all_of("pod0"), queued);
+    assert_eq!(outs[0].as_ref().unwrap(), &vec![given[0]]);
+    for (i, out) in outs.iter().enumerate().skip(1) {
+        assert!(
+            matches!(
+                out,
+                Err(ReleaseError::Store(StoreError::Unavailable { .. }))
+            ),
+            "{out:?}"
+        );
+        let h = format!("pod{i}");
+        assert_eq!(
+            ipam.addresses_by_handle(&h).unwrap(),
+            vec![given[i]],
+            "still held"
+        );
+    }
+    consistent(&store);
+    // Asked again (as a runtime retries DEL), each is released.
+    for (i, ip) in given.iter().enumerate().skip(1) {
+        assert_eq!(
+            release_held(&ipam, all_of(&format!("pod{i}"))).unwrap(),
+            vec![*ip]
+        );
+    }
+    consistent(&store);
+}
+
+#[test]
+fn releases_and_assignments_racing_in_batches_never_lose_or_duplicate() {
+    // Several threads on one node assign and release what they hold (by the CNI DEL's path),
+    // so releases queue behind assignments and each other: every address is held by its
+    // handle once, and nothing a release reported stays held.
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let ipam = ipam.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let mut freed = Vec::new();
+                for i in 0..60 {
+                    let h = format!("r{t}-{i}");
+                    ipam.auto_assign(&AutoAssignArgs::v4("n1", &h, 1)).unwrap();
+                    held.push(h);
+                    if i % 2 == 1 {
+                        let h = held.remove(0);
+                        freed.extend(release_held(&ipam, all_of(&h)).unwrap());
+                        assert!(ipam.addresses_by_handle(&h).unwrap().is_empty());
+                    }
+                }
+                (held, freed.len())
+            })
+        })
+        .collect();
+    let mut live = Vec::new();
+    let mut freed = 0;
+    for t in threads {
+        let (held, n) = t.join().unwrap();
+        live.extend(held);
+        freed += n;
+    }
+    assert_eq!(freed, 6 * 30, "each release freed its one address");
+    let mut all: Vec<_> = live
+        .iter()
+        .flat_map(|h| ipam.addresses_by_handle(h).unwrap())
+        .collect();
+    assert_eq!(
+        all.len(),
+        live.len(),
+        "each live handle holds its one address"
+    );
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), live.len(), "no address held twice");
+    assert_eq!(
+        ipam.utilisation().unwrap().pools[0].in_use,
+        1 + live.len() as u64
+    );
+    consistent(&store);
 }

@@ -35,6 +35,7 @@
 //! without its compare-and-swap.
 
 use super::assign::{candidate_pools, holder};
+use super::held::QueuedRelease;
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
 use crate::cidr::{self, Family};
 use crate::datastore::{
@@ -60,9 +61,11 @@ pub(super) struct Lane {
 }
 
 #[derive(Default)]
-struct LaneState {
-    busy: bool,
+pub(super) struct LaneState {
+    pub(super) busy: bool,
     queue: Vec<Waiting<'static>>,
+    /// Releases waiting to be served together (see `held.rs`), of this lane's blocks.
+    pub(super) releases: Vec<QueuedRelease>,
     /// Callers asleep on `changed`: the lane is signalled only when someone listens (a
     /// signal is a system call, and most lanes never have a waiter).
     sleepers: usize,
@@ -128,18 +131,22 @@ impl Waiting<'_> {
     }
 }
 
-fn taken(o: &Mutex<Option<Outcome>>) -> Option<Outcome> {
+/// The answer left in `o`, if any (taken out).
+pub(super) fn taken<T>(o: &Mutex<Option<T>>) -> Option<T> {
     o.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 impl Lane {
-    fn lock(&self) -> MutexGuard<'_, LaneState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sleeps until the lane signals a change, counted as a sleeper (the signal is sent only
     /// when someone listens).
-    fn sleep<'a>(&'a self, mut st: MutexGuard<'a, LaneState>) -> MutexGuard<'a, LaneState> {
+    pub(super) fn sleep<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, LaneState>,
+    ) -> MutexGuard<'a, LaneState> {
         st.sleepers += 1;
         let mut st = self
             .changed
@@ -150,7 +157,7 @@ impl Lane {
     }
 
     /// Takes the lane, free under `st`, with what it keeps.
-    fn take(self: &Arc<Self>, mut st: MutexGuard<'_, LaneState>) -> Held {
+    pub(super) fn take(self: &Arc<Self>, mut st: MutexGuard<'_, LaneState>) -> Held {
         st.busy = true;
         let carry = st.carry.take();
         drop(st);
@@ -240,7 +247,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// `node`'s lane, if this engine has one (none is made).
-    fn existing_lane(&self, node: &str) -> Option<Arc<Lane>> {
+    pub(super) fn existing_lane(&self, node: &str) -> Option<Arc<Lane>> {
         self.node_lanes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -308,6 +315,17 @@ impl<S: Datastore> Ipam<S> {
     /// block, and may start from the kept block. A lane is not re-entrant: never called by a
     /// caller that holds one (an assignment's undo releases without it).
     pub(super) fn hold_block_lane(&self, cidr: IpNetwork) -> Option<Held> {
+        let lane = self.release_lane(cidr);
+        let mut st = lane.lock();
+        while st.busy {
+            st = lane.sleep(st);
+        }
+        Some(lane.take(st))
+    }
+
+    /// The lane a release in `cidr` takes turns in: that of the node whose last block it is,
+    /// if this engine has one, else the block's own.
+    pub(super) fn release_lane(&self, cidr: IpNetwork) -> Arc<Lane> {
         let node_lane = {
             let hints = self.hints();
             hints
@@ -315,12 +333,7 @@ impl<S: Datastore> Ipam<S> {
                 .get(&cidr)
                 .and_then(|node| self.existing_lane(node))
         };
-        let lane = node_lane.unwrap_or_else(|| self.block_lane(cidr));
-        let mut st = lane.lock();
-        while st.busy {
-            st = lane.sleep(st);
-        }
-        Some(lane.take(st))
+        node_lane.unwrap_or_else(|| self.block_lane(cidr))
     }
 
     /// Whether `carry` may serve the node's next batch from `hint`.

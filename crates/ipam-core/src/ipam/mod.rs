@@ -14,6 +14,7 @@ mod assign;
 mod batch;
 mod dump;
 mod endpoint;
+mod held;
 mod query;
 mod release;
 
@@ -21,6 +22,7 @@ pub use affinity::AffinityRelease;
 pub use assign::{AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment};
 pub use batch::{CARRY_AGE_NS, CARRY_USES};
 pub use dump::Dump;
+pub use held::RELEASES_PER_COMMIT;
 pub use query::{Allocation, BlockUsage, NodeUsage, PoolUsage, Utilisation};
 pub use release::{ReleaseOutcome, ReleaseRequest};
 
@@ -82,6 +84,8 @@ pub struct Ipam<S> {
     batched: std::sync::atomic::AtomicU64,
     /// Auto-assignments served from a batch's kept context, without a read, since start.
     unread: std::sync::atomic::AtomicU64,
+    /// Releases of what handles hold served in a group commit with others, since start.
+    batched_releases: std::sync::atomic::AtomicU64,
     /// Commits through this engine that wrote anything a batch's decision reads and no
     /// compare-and-swap of the batch's commit guards (pools, nodes, configuration, affinities,
     /// reservations, the claim index): a context a lane kept is used only while this has not
@@ -135,6 +139,7 @@ impl<S: Datastore> Ipam<S> {
             batched: Default::default(),
             writes_seen: Default::default(),
             unread: Default::default(),
+            batched_releases: Default::default(),
         }
     }
 

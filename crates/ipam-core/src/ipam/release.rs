@@ -1,5 +1,6 @@
 //! Releasing addresses: by address (guarded by handle and sequence number) and by handle.
 
+use super::held::{HeldRelease, Select};
 use super::{Allocation, Ipam};
 use crate::cidr::{self, Family};
 use crate::datastore::{
@@ -10,6 +11,7 @@ use crate::model::{Block, Handle, IpamConfig, Pool};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The reads a release by address starts with, unless every request names its block: pools
 /// (to find an address's block) and the configuration (the cooldown).
@@ -267,14 +269,17 @@ impl<S: Datastore> Ipam<S> {
     ///
     /// One read of the handles with the configuration, one of their block unless the node's
     /// lane keeps it, one commit: two or three round trips on etcd, where reading the
-    /// allocations and then releasing them guarded takes four. The commit is made under the
-    /// revisions read, so it is exactly as safe as the guarded release; a lost race, or
-    /// addresses in more than one block, fall back to that (read again, release guarded).
+    /// allocations and then releasing them guarded takes four. Concurrent releases in one
+    /// block share the block's read and commit (group commit, see `held.rs`). The commit is
+    /// made under the revisions read, so it is exactly as safe as the guarded release; a lost
+    /// race, or addresses in more than one block, fall back to that (read again, release
+    /// guarded).
     pub fn release_held(
         &self,
         ids: &[&str],
-        select: &dyn Fn(&Allocation) -> bool,
+        select: impl Fn(&Allocation) -> bool + Send + Sync + 'static,
     ) -> Result<Vec<IpAddr>, ReleaseError> {
+        let select: Select = Arc::new(select);
         let mut reads = vec![Read::Get(Key::Config)];
         reads.extend(
             ids.iter()
@@ -285,7 +290,7 @@ impl<S: Datastore> Ipam<S> {
             .map(|v| v.value)
             .unwrap_or_default()
             .cooldown_ns();
-        let mut handles: Vec<(&str, Versioned<Handle>)> = Vec::with_capacity(ids.len());
+        let mut handles: Vec<(String, Versioned<Handle>)> = Vec::with_capacity(ids.len());
         let mut cidrs: Vec<IpNetwork> = Vec::new();
         for id in ids {
             if let Some(h) = one::<Handle>(answers.next().unwrap_or_default())? {
@@ -294,130 +299,25 @@ impl<S: Datastore> Ipam<S> {
                         cidrs.push(c.0);
                     }
                 }
-                handles.push((id, h));
+                handles.push(((*id).to_string(), h));
             }
         }
         let [c] = cidrs[..] else {
             return if cidrs.is_empty() {
                 Ok(Vec::new())
             } else {
-                self.release_held_guarded(ids, select)
+                self.release_held_guarded(ids, &*select)
             };
         };
-        let mut hold = self.hold_block_lane(c);
-        // The lane's kept block, unless it shows none of these handles (stale: read instead).
-        let kept = hold
-            .as_mut()
-            .and_then(|h| h.take_kept(c))
-            .filter(|(vb, _)| ids.iter().any(|id| !vb.value.ordinals_of(id).is_empty()));
-        let (vb, decided) = match kept {
-            Some((vb, decided)) => (vb, Some(decided)),
-            None => match self.store.get_block(&Key::Block(c))? {
-                Some(vb) => (vb, None),
-                None => {
-                    drop(hold);
-                    return self.release_held_guarded(ids, select);
-                }
-            },
+        let req = HeldRelease {
+            ids: ids.iter().map(|id| (*id).to_string()).collect(),
+            handles,
+            select: Arc::clone(&select),
+            cooldown,
         };
-        let mut block = vb.value;
-        let now = self.now();
-        block.expire_cooling(now);
-        let chosen: Vec<(u32, IpAddr, String)> = block
-            .used()
-            .filter(|(_, a, _)| ids.contains(&a.handle_id.as_str()))
-            .filter(|&(o, a, seq)| {
-                select(&Allocation {
-                    ip: block.ip(o),
-                    block: block.cidr,
-                    block_affinity: block.affinity.clone(),
-                    handle_id: a.handle_id.clone(),
-                    attrs: a.attrs.clone(),
-                    seq,
-                })
-            })
-            .map(|(o, a, _)| (o, block.ip(o), a.handle_id.clone()))
-            .collect();
-        if chosen.is_empty() {
-            if let (Some(decided), Some(h)) = (decided, hold.as_mut()) {
-                h.keep(
-                    Versioned {
-                        value: block,
-                        revision: vb.revision,
-                    },
-                    decided,
-                );
-            }
-            return Ok(Vec::new());
-        }
-        let mut per_handle: BTreeMap<&str, u32> = BTreeMap::new();
-        for (o, _, h) in &chosen {
-            block.release(*o, now, cooldown);
-            *per_handle.entry(h.as_str()).or_insert(0) += 1;
-        }
-        let mut keep = None;
-        let mut keep_read = None;
-        let mut writes = match decided {
-            // A kept block is the node's: never deleted here, and kept as committed.
-            Some(decided) => {
-                block.touch();
-                let w = vec![Write::Update {
-                    record: Record::Block(block.clone()),
-                    expected: vb.revision,
-                }];
-                keep = Some((decided, block));
-                w
-            }
-            None => {
-                let w = self.block_write_after_release(None, vb.revision, block)?;
-                // Read, changed and still there: the lane keeps it for the next release.
-                if let Some(Write::Update {
-                    record: Record::Block(b),
-                    ..
-                }) = w.first()
-                {
-                    keep_read = Some(b.clone());
-                }
-                w
-            }
-        };
-        for (id, vh) in handles {
-            if let Some(&n) = per_handle.get(id) {
-                writes.extend(self.handle_remove(id, c, n, Some(Some(vh)))?);
-            }
-        }
-        let committed = if hold.is_some() {
-            self.commit_in_lane(writes)
-        } else {
-            self.commit(writes)
-        };
-        match committed {
-            Ok(revision) => {
-                if let Some(h) = hold.as_mut() {
-                    if let Some((decided, block)) = keep {
-                        h.keep(
-                            Versioned {
-                                value: block,
-                                revision,
-                            },
-                            decided,
-                        );
-                    } else if let Some(block) = keep_read {
-                        h.keep_released(Versioned {
-                            value: block,
-                            revision,
-                        });
-                    }
-                }
-                Ok(chosen.into_iter().map(|(_, ip, _)| ip).collect())
-            }
-            Err(StoreError::Conflict { .. }) => {
-                self.conflicts
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                drop(hold);
-                self.release_held_guarded(ids, select)
-            }
-            Err(e) => Err(e.into()),
+        match self.release_in_lane(c, req)? {
+            Some(released) => Ok(released),
+            None => self.release_held_guarded(ids, &*select),
         }
     }
 
@@ -642,7 +542,7 @@ impl<S: Datastore> Ipam<S> {
 
     /// Writes that take `n` addresses in `block` off a handle (deleting it at zero). Nothing
     /// if the handle is missing (an inconsistency `audit` reports).
-    fn handle_remove(
+    pub(super) fn handle_remove(
         &self,
         id: &str,
         block: IpNetwork,
