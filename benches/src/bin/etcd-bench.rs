@@ -520,6 +520,7 @@ fn main() {
         del_rate,
     ));
     let del_retries = sum("calico_ipam_store_commit_retries_total").saturating_sub(retries);
+    let dels_batched = sum("calico_ipam_releases_batched_total");
     drop(svcs);
     let problems = setup.audit().expect("audit");
     let held_after_dels = held(&setup);
@@ -538,7 +539,7 @@ fn main() {
         problems.len()
     );
     println!(
-        "services' metrics: ADDs served in a group commit: {batched}; without a read of their own: {unread}; commits lost and retried: {retries} (ADDs), {del_retries} (DELs)"
+        "services' metrics: ADDs served in a group commit: {batched}; without a read of their own: {unread}; DELs served in a group commit: {dels_batched}; commits lost and retried: {retries} (ADDs), {del_retries} (DELs)"
     );
     println!();
     println!("CPU per operation (µs; user + system, all threads, from /proc), and the rate two cores sustain at that cost:");

@@ -28,6 +28,8 @@ pub struct Metrics {
     batched_seen: AtomicU64,
     unread: IntCounter,
     unread_seen: AtomicU64,
+    released_together: IntCounter,
+    released_together_seen: AtomicU64,
     pool: IntGaugeVec,
     node: IntGaugeVec,
     refreshed: Mutex<Option<Instant>>,
@@ -72,6 +74,10 @@ impl Metrics {
             "calico_ipam_assignments_without_read_total",
             "Auto-assignments served from the context the node's last batch kept, with no read of the store.",
         )?;
+        let released_together = IntCounter::new(
+            "calico_ipam_releases_batched_total",
+            "Releases of what a handle holds (CNI DELs) served together with others queued for the block, in one commit.",
+        )?;
         let pool = IntGaugeVec::new(
             Opts::new(
                 "calico_ipam_pool_addresses",
@@ -92,6 +98,7 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(batched.clone()),
             Box::new(unread.clone()),
+            Box::new(released_together.clone()),
             Box::new(pool.clone()),
             Box::new(node.clone()),
         ] {
@@ -107,6 +114,8 @@ impl Metrics {
             batched_seen: AtomicU64::new(0),
             unread,
             unread_seen: AtomicU64::new(0),
+            released_together,
+            released_together_seen: AtomicU64::new(0),
             pool,
             node,
             refreshed: Mutex::new(None),
@@ -138,6 +147,11 @@ impl Metrics {
                 &self.unread,
                 &self.unread_seen,
                 ipam.assignments_without_read(),
+            ),
+            (
+                &self.released_together,
+                &self.released_together_seen,
+                ipam.batched_releases(),
             ),
         ] {
             counter.inc_by(now.saturating_sub(seen.swap(now, Ordering::Relaxed)));

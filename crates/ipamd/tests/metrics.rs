@@ -99,6 +99,7 @@ fn a_live_scrape_counts_requests_and_utilisation() {
         // served from that without a read.
         "calico_ipam_assignments_batched_total 0",
         "calico_ipam_assignments_without_read_total 3",
+        "calico_ipam_releases_batched_total 0",
         r#"state="in_use"} 4"#,
         r#"state="size"} 65536"#,
         r#"state="blocks"} 1"#,
