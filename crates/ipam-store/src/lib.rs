@@ -6,6 +6,8 @@
 //!   commit comparing `mod_revision`.
 //! - [`MemoryStore`]: every record in one ordered map behind a lock; the reference semantics
 //!   for tests, benchmarks and simulations. Not durable.
+//! - [`Combining`]: wraps a networked store so that concurrent batched reads share one
+//!   request (the etcd store as [`StoreSpec`] opens it).
 //! - [`FaultyStore`]: wraps any store and injects conflicts and failures on a schedule, so
 //!   tests can prove the algorithms retry and never corrupt state.
 //! - [`StoreSpec`]: names a store (sled, etcd with TLS, memory) and opens it; every binary
@@ -19,6 +21,7 @@
 // Bad input and store faults are errors, never panics: no `unwrap` outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod combining;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod counting;
@@ -32,6 +35,7 @@ pub mod sled;
 mod spec;
 pub mod stored;
 
+pub use combining::{Combining, COMBINED_READS};
 pub use counting::{Calls, Counting};
 pub use faulty::{Fault, FaultyStore};
 pub use memory::MemoryStore;

@@ -152,8 +152,9 @@ fn open_etcd(e: &EtcdSpec, wait: Duration) -> Result<Box<dyn Datastore>, SpecOpe
         key_file: e.key_file.clone(),
         ..Default::default()
     };
+    // Concurrent reads share one request (a node's burst of DELs reads its handles at once).
     EtcdStore::connect(o)
-        .map(|s| Box::new(s) as Box<dyn Datastore>)
+        .map(|s| Box::new(crate::Combining::new(s)) as Box<dyn Datastore>)
         .map_err(|e| SpecOpenError::Etcd(e.to_string()))
 }
 

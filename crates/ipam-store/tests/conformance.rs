@@ -1,6 +1,6 @@
 //! The conformance suite on every store of this crate.
 
-use ipam_store::{conformance, FaultyStore, MemoryStore, SledOptions, SledStore};
+use ipam_store::{conformance, Combining, FaultyStore, MemoryStore, SledOptions, SledStore};
 
 #[test]
 fn memory_store_conforms() {
@@ -10,6 +10,11 @@ fn memory_store_conforms() {
 #[test]
 fn faulty_store_without_faults_conforms() {
     conformance::run_all(|| FaultyStore::new(MemoryStore::new(), 1));
+}
+
+#[test]
+fn combining_store_conforms() {
+    conformance::run_all(|| Combining::new(MemoryStore::new()));
 }
 
 #[test]

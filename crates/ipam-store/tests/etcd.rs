@@ -45,6 +45,12 @@ fn etcd_store_conforms() {
 }
 
 #[test]
+fn etcd_store_with_combined_reads_conforms() {
+    let Some(ep) = endpoint() else { return };
+    conformance::run_all(|| ipam_store::Combining::new(store(&ep)));
+}
+
+#[test]
 fn allocation_on_etcd_keeps_every_invariant() {
     let Some(ep) = endpoint() else { return };
     let s = Arc::new(store(&ep));
