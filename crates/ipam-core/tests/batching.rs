@@ -932,32 +932,45 @@ fn release_held(ipam: &Ipam<Store>, (ids, select): HeldReq) -> Result<Vec<IpAddr
     ipam.release_held(&ids, move |a| select(a))
 }
 
-/// [`burst`] for releases of what handles hold: `lead` waits in its commit while `burst`
-/// queues behind it in n1's lane. The outcomes in order, and the commits made from the gate's
-/// closing on.
+/// A release run on its own thread.
+type Job<T> = Box<dyn FnOnce(&Ipam<Store>) -> T + Send>;
+
+/// [`burst`] for releases: `lead` waits in its commit while `burst` queues behind it in n1's
+/// lane. The outcomes in order, and the commits made from the gate's closing on.
+fn releases_queued<T: Send + 'static>(
+    ipam: &Arc<Ipam<Store>>,
+    store: &Store,
+    lead: Job<T>,
+    burst: Vec<Job<T>>,
+) -> (Vec<T>, usize) {
+    store.closed.store(true, Ordering::SeqCst);
+    let before = store.commits.load(Ordering::SeqCst);
+    let n = burst.len();
+    let mut threads = Vec::new();
+    let i = ipam.clone();
+    threads.push(std::thread::spawn(move || lead(&i)));
+    wait_for("the lead's commit", || {
+        store.waiting.load(Ordering::SeqCst) == 1
+    });
+    for job in burst {
+        let i = ipam.clone();
+        threads.push(std::thread::spawn(move || job(&i)));
+    }
+    wait_for("the burst to queue", || ipam.queued_releases() == n);
+    store.closed.store(false, Ordering::SeqCst);
+    let out = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (out, store.commits.load(Ordering::SeqCst) - before)
+}
+
+/// [`releases_queued`] of releases of what handles hold (a CNI DEL's).
 fn release_burst(
     ipam: &Arc<Ipam<Store>>,
     store: &Store,
     lead: HeldReq,
     burst: Vec<HeldReq>,
 ) -> (Vec<Result<Vec<IpAddr>, ReleaseError>>, usize) {
-    store.closed.store(true, Ordering::SeqCst);
-    let before = store.commits.load(Ordering::SeqCst);
-    let n = burst.len();
-    let mut threads = Vec::new();
-    let i = ipam.clone();
-    threads.push(std::thread::spawn(move || release_held(&i, lead)));
-    wait_for("the lead's commit", || {
-        store.waiting.load(Ordering::SeqCst) == 1
-    });
-    for req in burst {
-        let i = ipam.clone();
-        threads.push(std::thread::spawn(move || release_held(&i, req)));
-    }
-    wait_for("the burst to queue", || ipam.queued_releases("n1") == n);
-    store.closed.store(false, Ordering::SeqCst);
-    let out = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    (out, store.commits.load(Ordering::SeqCst) - before)
+    let job = |req: HeldReq| -> Job<_> { Box::new(move |ipam| release_held(ipam, req)) };
+    releases_queued(ipam, store, job(lead), burst.into_iter().map(job).collect())
 }
 
 /// An engine with n1 holding `first` and pods `pod0`..: one address each, by pod.
@@ -1120,5 +1133,56 @@ fn releases_and_assignments_racing_in_batches_never_lose_or_duplicate() {
         ipam.utilisation().unwrap().pools[0].in_use,
         1 + live.len() as u64
     );
+    consistent(&store);
+}
+
+#[test]
+fn releases_by_handle_queued_behind_a_release_are_one_commit() {
+    let (ipam, store, given) = pods_held(6);
+    let by_handle = |i: usize| -> Job<Result<usize, ReleaseError>> {
+        Box::new(move |ipam| ipam.release_by_handle(&format!("pod{i}")))
+    };
+    let (outs, commits) =
+        releases_queued(&ipam, &store, by_handle(0), (1..6).map(by_handle).collect());
+    assert_eq!(
+        commits, 2,
+        "the lead's commit, then one for the five queued"
+    );
+    assert!(outs.iter().all(|o| *o == Ok(1)), "{outs:?}");
+    for (i, ip) in given.iter().enumerate() {
+        assert!(ipam
+            .addresses_by_handle(&format!("pod{i}"))
+            .unwrap()
+            .is_empty());
+        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
+    }
+    assert_eq!(
+        ipam.utilisation().unwrap().pools[0].in_use,
+        1,
+        "first is left"
+    );
+    consistent(&store);
+}
+
+#[test]
+fn a_queued_release_by_handle_of_two_blocks_releases_both() {
+    // Blocks of 4 addresses: "wide" holds addresses in two blocks; its release queues for
+    // the first, then releases the other alone.
+    let (ipam, store) = engine(&[("p", "10.244.0.0/24", 30)]);
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "lead", 1))
+        .unwrap();
+    let wide = ips(&ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "wide", 5))
+        .unwrap());
+    assert_eq!(wide.len(), 5);
+    let job = |h: &'static str| -> Job<Result<usize, ReleaseError>> {
+        Box::new(move |ipam| ipam.release_by_handle(h))
+    };
+    let (outs, _) = releases_queued(&ipam, &store, job("lead"), vec![job("wide")]);
+    assert_eq!(outs, vec![Ok(1), Ok(5)]);
+    for ip in wide {
+        assert!(ipam.allocation(ip).unwrap().is_none(), "{ip} is free");
+    }
+    assert!(ipam.addresses_by_handle("wide").unwrap().is_empty());
     consistent(&store);
 }

@@ -18,7 +18,7 @@
 //! commit returned; answers are left before the lane is given back, so a woken waiter finds its
 //! own first.
 
-use super::batch::{taken, Held};
+use super::batch::{taken, Held, Lane};
 use super::{Allocation, Ipam};
 use crate::datastore::{Datastore, Key, Record, StoreError, StoreExt, Versioned, Write};
 use crate::error::ReleaseError;
@@ -27,7 +27,7 @@ use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Which of a handle's allocations a release takes (a CNI DEL's: its attachment's).
 pub(super) type Select = Arc<dyn Fn(&Allocation) -> bool + Send + Sync>;
@@ -109,10 +109,46 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
-    /// Releases queued for `node`'s last block, waiting behind the caller that holds its lane.
-    pub fn queued_releases(&self, node: &str) -> usize {
-        self.existing_lane(node)
-            .map_or(0, |l| l.lock().releases.len())
+    /// `block`'s lane, held, when no other caller holds it or waits to; else the release of
+    /// everything `handle` holds in the block, queued there and served with the others: its
+    /// answer (a release by handle so joins a burst of DELs instead of waiting behind it).
+    pub(super) fn hold_or_queue(
+        &self,
+        block: IpNetwork,
+        handle: &Versioned<Handle>,
+        cooldown: u64,
+    ) -> Result<Held, Answer> {
+        let lane = self.release_lane(block);
+        let st = lane.lock();
+        if !st.busy && !st.releases.iter().any(|q| q.block == block) {
+            return Ok(lane.take(st));
+        }
+        drop(st);
+        let id = handle.value.id().to_string();
+        let req = HeldRelease {
+            ids: vec![id.clone()],
+            handles: vec![(id, handle.clone())],
+            select: everything(),
+            cooldown,
+        };
+        Err(self.release_in_lane(block, req))
+    }
+
+    /// Releases waiting in this engine's lanes (of nodes and of blocks) behind the callers
+    /// that hold them.
+    pub fn queued_releases(&self) -> usize {
+        let lanes: Vec<Arc<Lane>> = {
+            let nodes = self
+                .node_lanes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let blocks = self
+                .block_lanes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            nodes.values().chain(blocks.values()).cloned().collect()
+        };
+        lanes.iter().map(|l| l.lock().releases.len()).sum()
     }
 
     /// Releases this engine served together with others in one commit, since it was made.
@@ -249,6 +285,12 @@ impl<S: Datastore> Ipam<S> {
             Err(e) => everyone(&|| Err(e.clone().into())),
         }
     }
+}
+
+/// The choice of every allocation (a release by handle's), shared.
+fn everything() -> Select {
+    static ALL: std::sync::OnceLock<Select> = std::sync::OnceLock::new();
+    Arc::clone(ALL.get_or_init(|| Arc::new(|_| true)))
 }
 
 /// What `r` takes in `b`: its handles' allocations that its selection picks.

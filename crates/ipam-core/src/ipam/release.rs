@@ -383,6 +383,8 @@ impl<S: Datastore> Ipam<S> {
         let mut known = Some(one::<Handle>(answers.next().unwrap_or_default())?);
         let mut released = 0usize;
         let mut attempts = 0u32;
+        // Set once a queued release left something for this caller to do on its own.
+        let mut alone = false;
         loop {
             let current = match known.take() {
                 Some(h) => h,
@@ -406,6 +408,32 @@ impl<S: Datastore> Ipam<S> {
                 self.lost_race(attempts)?;
                 continue;
             };
+            // Held, the node's lane keeps this release from racing the node's assignments,
+            // and its kept block saves a read (a round trip on etcd): the block is written
+            // under the kept revision, so a stale copy is a lost race, never a wrong write. A
+            // copy that shows none of the handle's addresses is stale (the handle says it
+            // holds some here): dropped, and the store read rather than a race lost. A lane
+            // another caller holds: the release queues there and is served with the others
+            // (see `held.rs`); what that does not settle is done here, alone, after a read.
+            let mut hold = if alone {
+                self.hold_block_lane(c.0)
+            } else {
+                match self.hold_or_queue(c.0, &vh, cooldown) {
+                    Ok(held) => Some(held),
+                    Err(answer) => {
+                        match answer? {
+                            Some(ips) if !ips.is_empty() => {
+                                released += ips.len();
+                                if vh.value.blocks.len() == 1 {
+                                    return Ok(released); // the handle went with that commit
+                                }
+                            }
+                            _ => alone = true,
+                        }
+                        continue;
+                    }
+                }
+            };
             let Versioned {
                 value: mut handle,
                 revision: handle_read,
@@ -413,12 +441,6 @@ impl<S: Datastore> Ipam<S> {
             handle.blocks.remove(&c);
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
-            // Held, the node's lane keeps this release from racing the node's assignments,
-            // and its kept block saves a read (a round trip on etcd): the block is written
-            // under the kept revision, so a stale copy is a lost race, never a wrong write. A
-            // copy that shows none of the handle's addresses is stale (the handle says it
-            // holds some here): dropped, and the store read rather than a race lost.
-            let mut hold = self.hold_block_lane(c.0);
             let kept = hold
                 .as_mut()
                 .and_then(|h| h.take_kept(c.0))
