@@ -8,6 +8,8 @@
 //! keeps it) and **one** commit of the block and of each request's handles, each handle under
 //! the revision its own caller read. A burst of DELs on a node so costs one block write instead
 //! of one each, and one round trip to the store for the whole burst once the first is in flight.
+//! A release by handle ([`Ipam::release_by_handle`]) that finds the lane held joins the queue
+//! the same way, as a release of everything its handle holds in the block.
 //!
 //! Batching changes how many writes a burst costs, never which conditions guard them: a
 //! request naming a handle that an earlier request of the batch names, and every request of a
