@@ -11,3 +11,15 @@ pub fn cni_env(command: &str, cid: &str) -> BTreeMap<String, String> {
         ("CNI_IFNAME".to_string(), "eth0".to_string()),
     ])
 }
+
+/// A well-mixed 64-bit value from `text` and `salt` (FNV-1a, then a finaliser): stable ids
+/// for fixtures that must look random.
+pub fn mix(text: &str, salt: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ salt;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}

@@ -9,7 +9,8 @@
 //! `cargo run --release -p ipam-benches --features etcd --bin etcd-bench -- ENDPOINT [PER_NODE
 //! [CONCURRENCY]]`
 //! (an etcd on loopback: see .ci/run for how to start one; PER_NODE at most 1,280, a node's
-//! 20 blocks of 64).
+//! 20 blocks of 64). With `ETCD_BENCH_KUBELET=1` the CNI calls carry what kubelet's do (64-hex
+//! container ids, the pod's namespace, name and uid), so blocks hold real-sized owner records.
 
 use ipam_cni::protocol::{self, Request};
 use ipam_core::{AutoAssignArgs, Ipam, Pool};
@@ -273,13 +274,39 @@ fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
     Some(out)
 }
 
+/// Whether CNI calls look as kubelet's do (`ETCD_BENCH_KUBELET=1`): 64-hex container ids, the
+/// network `k8s-pod-network`, and the pod named in `CNI_ARGS`, so each address carries the
+/// owner attributes a real pod's does (its block record grows to what a real node's holds).
+fn kubelet() -> bool {
+    static K: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *K.get_or_init(|| std::env::var("ETCD_BENCH_KUBELET").is_ok_and(|v| v == "1"))
+}
+
 /// One CNI `verb` through a node service; its exit code.
 fn cni(svc: &Service, verb: &str, node: &str, cid: &str) -> i32 {
-    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "calico",
+    let network = if kubelet() { "k8s-pod-network" } else { "bench" };
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": network, "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": node, "ipv4_pools": ["10.0.0.0/12"],
                  "datastore_type": "etcdv3", "etcd_endpoints": "unused-through-the-service",
                  "log_file_path": "none"}});
-    let req = Request::cni(ipam_benches::cni_env(verb, cid), conf.to_string(), None);
+    let mut env = ipam_benches::cni_env(verb, cid);
+    if kubelet() {
+        // A sandbox id as runtimes make them, and the pod kubelet names.
+        let hex: String = (0..4)
+            .map(|i| format!("{:016x}", ipam_benches::mix(cid, i)))
+            .collect();
+        let pod = format!("web-frontend-7d4b9c6f5-{cid}");
+        env.insert("CNI_CONTAINERID".into(), hex.clone());
+        env.insert(
+            "CNI_ARGS".into(),
+            format!(
+                "K8S_POD_NAMESPACE=production-web;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={hex};K8S_POD_UID={:08x}-0000-4000-8000-{:012x}",
+                ipam_benches::mix(cid, 9) >> 32,
+                ipam_benches::mix(cid, 10) >> 16
+            ),
+        );
+    }
+    let req = Request::cni(env, conf.to_string(), None);
     match protocol::call(&svc.socket, &req, Duration::from_secs(60)) {
         Ok(r) => r.exit_code,
         Err(e) => {
