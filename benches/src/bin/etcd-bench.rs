@@ -284,7 +284,11 @@ fn kubelet() -> bool {
 
 /// One CNI `verb` through a node service; its exit code.
 fn cni(svc: &Service, verb: &str, node: &str, cid: &str) -> i32 {
-    let network = if kubelet() { "k8s-pod-network" } else { "bench" };
+    let network = if kubelet() {
+        "k8s-pod-network"
+    } else {
+        "bench"
+    };
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": network, "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": node, "ipv4_pools": ["10.0.0.0/12"],
                  "datastore_type": "etcdv3", "etcd_endpoints": "unused-through-the-service",
