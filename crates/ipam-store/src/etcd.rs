@@ -63,6 +63,9 @@ pub struct EtcdOptions {
     pub cert_file: Option<String>,
     /// Client key file (`etcd_key_file`).
     pub key_file: Option<String>,
+    /// Keys per page of a listing (at most 128, whose values fit one answer; fewer only
+    /// to test paging).
+    pub range_page: i64,
 }
 
 impl Default for EtcdOptions {
@@ -76,6 +79,7 @@ impl Default for EtcdOptions {
             ca_cert_file: None,
             cert_file: None,
             key_file: None,
+            range_page: RANGE_PAGE,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
     client: Client,
     opts: EtcdOptions,
+    /// Listings started again because etcd compacted their revision under them.
+    restarts: std::sync::atomic::AtomicU64,
 }
 
 fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
@@ -119,6 +125,12 @@ fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
 }
 
 impl EtcdStore {
+    /// Listings this store started again because etcd compacted the revision they read at
+    /// (between two of their pages), since it was made.
+    pub fn listing_restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connects (retrying within the budget).
     pub fn connect(opts: EtcdOptions) -> Result<EtcdStore, EtcdOpenError> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -160,7 +172,12 @@ impl EtcdStore {
                 }
             }
         };
-        Ok(EtcdStore { rt, client, opts })
+        Ok(EtcdStore {
+            rt,
+            client,
+            opts,
+            restarts: Default::default(),
+        })
     }
 
     fn full_key(&self, k: &[u8]) -> Vec<u8> {
@@ -228,7 +245,7 @@ impl EtcdStore {
                 let (s, e) = (from.clone(), end.clone());
                 let opts = GetOptions::new()
                     .with_range(e)
-                    .with_limit(RANGE_PAGE)
+                    .with_limit(self.opts.range_page.clamp(1, RANGE_PAGE))
                     .with_revision(revision)
                     .with_serializable();
                 let mut kv = c.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
@@ -242,6 +259,8 @@ impl EtcdStore {
                     if revision != 0 && restarts < 2 && why.contains("compacted") =>
                 {
                     restarts += 1;
+                    self.restarts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     (from, revision) = (self.full_key(&start), 0);
                     out.clear();
                     continue;

@@ -203,3 +203,64 @@ fn a_range_larger_than_one_grpc_answer_is_listed_whole() {
     let dump = Ipam::new(s, Arc::new(SystemClock)).dump().unwrap();
     assert_eq!(dump.blocks.len(), blocks as usize + 300);
 }
+
+#[test]
+fn a_listing_whose_revision_is_compacted_under_it_starts_again_and_is_whole() {
+    use ipam_core::{Block, HostReserved, Range, Record, Write};
+    let Some(ep) = endpoint() else { return };
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    // A page of one key: a listing of 60 blocks is 60 requests at the first one's revision.
+    let s = Arc::new(
+        EtcdStore::connect(EtcdOptions {
+            endpoints: vec![ep.clone()],
+            prefix: format!("/ipam-test/{}-{n}/", std::process::id()),
+            range_page: 1,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let writes = (0..60u32)
+        .map(|i| {
+            let cidr = format!("10.252.{}.{}/26", i / 4, (i % 4) * 64)
+                .parse()
+                .unwrap();
+            Write::Create(Record::Block(
+                Block::new(cidr, None, HostReserved::default(), 1).unwrap(),
+            ))
+        })
+        .collect();
+    s.commit(writes).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut etcd = rt
+        .block_on(etcd_client::Client::connect([ep.as_str()], None))
+        .unwrap();
+    // Compact etcd's history up to now while a listing reads its pages (a write first, so
+    // the listing's revision is history). Timing decides whether a compaction falls between
+    // two pages: tried until one did, each listing checked whole.
+    let mut tries = 0;
+    while s.listing_restarts() == 0 {
+        tries += 1;
+        assert!(
+            tries <= 20,
+            "no compaction fell inside a listing in 20 tries"
+        );
+        let lister = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || s.list(&Range::Blocks))
+        };
+        std::thread::sleep(Duration::from_millis(3 * tries));
+        let put = rt
+            .block_on(etcd.put(format!("/ipam-test/compact-{n}"), "x", None))
+            .unwrap();
+        let rev = put.header().unwrap().revision();
+        rt.block_on(etcd.compact(rev, None)).unwrap();
+        let listed = lister.join().unwrap().unwrap();
+        assert_eq!(listed.len(), 60, "try {tries}: the whole range");
+        let mut keys: Vec<_> = listed.iter().map(|v| v.value.key().to_string()).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 60, "try {tries}: no block twice");
+    }
+}
