@@ -11,6 +11,8 @@
 //! (an etcd on loopback: see .ci/run for how to start one; PER_NODE at most 1,280, a node's
 //! 20 blocks of 64). With `ETCD_BENCH_KUBELET=1` the CNI calls carry what kubelet's do (64-hex
 //! container ids, the pod's namespace, name and uid), so blocks hold real-sized owner records.
+//! The bench compacts etcd's history when it starts and removes its keys when it ends: point
+//! it at a dedicated etcd.
 
 use ipam_cni::protocol::{self, Request};
 use ipam_core::{AutoAssignArgs, Ipam, Pool};
@@ -404,6 +406,22 @@ fn main() {
     // yardstick), then each key created by a transaction guarded as an assignment's handle
     // record is (absent before), the least a compare-and-swap write costs etcd.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // etcd's history up to now compacted away, as a cluster's etcd is every few minutes: runs
+    // on one etcd then start alike instead of each slower than the last (for a dedicated etcd).
+    let compacted = rt.block_on(async {
+        let mut c = etcd_client::Client::connect([ep.as_str()], None).await?;
+        let rev = c.get("/", None).await?.header().map_or(0, |h| h.revision());
+        c.compact(
+            rev,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .map(|_| rev)
+    });
+    match compacted {
+        Ok(rev) => println!("etcd history compacted up to revision {rev}"),
+        Err(e) => println!("etcd history not compacted: {e}"),
+    }
     let puts = (per_node / concurrency()) * concurrency() * 3;
     let cpu = Cpu::now(&ep, &[]);
     let put_rate =
@@ -578,5 +596,17 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in cpu_rows {
         println!("{r}");
+    }
+    // The run's keys go (its prefix is its own), so the next run starts from the same store.
+    let removed = rt.block_on(async {
+        let mut c = etcd_client::Client::connect([ep.as_str()], None).await?;
+        c.delete(
+            prefix.as_str(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+    });
+    if let Err(e) = removed {
+        eprintln!("the run's keys under {prefix} were not removed: {e}");
     }
 }
