@@ -160,13 +160,21 @@ fn three_nodes_share_one_etcd() {
         );
     }
     assert!(audit(&check).unwrap().is_empty());
-    for (i, cid, _) in &ok {
-        assert_eq!(
-            call(&nodes[*i], "DEL", &format!("node{i}"), cid, "10.244.0.0/16").0,
-            0
-        );
+    // Every pod deleted at once: a node's concurrent DELs queue and are served together.
+    let dels: Vec<_> = ok
+        .into_iter()
+        .map(|(i, cid, _)| {
+            let nodes = nodes.clone();
+            std::thread::spawn(move || {
+                call(&nodes[i], "DEL", &format!("node{i}"), &cid, "10.244.0.0/16").0
+            })
+        })
+        .collect();
+    for d in dels {
+        assert_eq!(d.join().unwrap(), 0);
     }
     assert_eq!(checker.utilisation().unwrap().pools[0].in_use, 0);
+    assert!(audit(&check).unwrap().is_empty());
 
     // A pool of two /26 blocks for three nodes: borrowing, then strict affinity.
     checker
