@@ -25,6 +25,8 @@ struct Gated<S> {
     waiting: AtomicUsize,
     commits: AtomicUsize,
     reads: AtomicUsize,
+    /// Commits of more writes than this are refused (as etcd bounds a transaction); 0: none.
+    max_writes: AtomicUsize,
 }
 
 impl<S: Datastore> Datastore for Gated<S> {
@@ -47,6 +49,13 @@ impl<S: Datastore> Datastore for Gated<S> {
         }
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         self.commits.fetch_add(1, Ordering::SeqCst);
+        let max = self.max_writes.load(Ordering::SeqCst);
+        if max > 0 && writes.len() > max {
+            return Err(StoreError::Rejected(format!(
+                "{} writes in one commit, at most {max}",
+                writes.len()
+            )));
+        }
         self.inner.commit(writes)
     }
 }
@@ -79,6 +88,7 @@ fn engine_and_clock(pools: &[(&str, &str, u8)]) -> (Arc<Ipam<Store>>, Store, Arc
         waiting: AtomicUsize::new(0),
         commits: AtomicUsize::new(0),
         reads: AtomicUsize::new(0),
+        max_writes: AtomicUsize::new(0),
     });
     let clock = Arc::new(ManualClock::new(T0));
     let ipam = Arc::new(Ipam::new(store.clone(), clock.clone()));
@@ -1260,4 +1270,35 @@ fn batched_releases_under_lost_races_outages_and_lost_answers_never_lose_or_dupl
         "nothing else is held"
     );
     assert!(audit(store.inner()).unwrap().is_empty());
+}
+
+#[test]
+fn a_batch_of_releases_too_large_for_one_commit_is_released_one_by_one() {
+    let (ipam, store, given) = pods_held(6);
+    // The batch's commit (the block and five handles) is refused; each release's own (the
+    // block and its handle) is not.
+    store.max_writes.store(3, Ordering::SeqCst);
+    let queued = (1..6).map(|i| all_of(&format!("pod{i}"))).collect();
+    let (outs, commits) = release_burst(&ipam, &store, all_of("pod0"), queued);
+    assert!(
+        commits > 2,
+        "the refused batch, then one by one ({commits})"
+    );
+    for (i, (out, ip)) in outs.iter().zip(&given).enumerate() {
+        assert_eq!(out.as_ref().unwrap(), &vec![*ip], "pod{i}");
+        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
+    }
+    consistent(&store);
+}
+
+#[test]
+fn a_burst_of_assignments_too_large_for_one_commit_is_served_one_by_one() {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    store.max_writes.store(3, Ordering::SeqCst);
+    let lead = AutoAssignArgs::v4("n1", "lead", 1);
+    let queued = pods(5, |_| 1);
+    let handles = handles_of(&lead, &queued);
+    let (outs, _) = burst(&ipam, &store, lead, queued);
+    assert!(outs.iter().all(Result::is_ok), "{outs:?}");
+    check(&ipam, &store, &handles, &outs);
 }

@@ -6,9 +6,10 @@
 //! the node's last block holds with **one** batched read and **one** commit: the block and
 //! every request's handle, under the same revision conditions a single request would write.
 //! What the block cannot serve (a full block, a dual-stack request, a request for other pools,
-//! a handle named twice), and everything after a lost compare-and-swap, goes through the
-//! ordinary one-request path in queue order, so batching changes how many round trips a burst
-//! costs, never which checks guard a write. Nothing is answered before its commit returned.
+//! a handle named twice), and everything after a lost compare-and-swap or a commit the store
+//! refused as too large, goes through the ordinary one-request path in queue order, so
+//! batching changes how many round trips a burst costs, never which checks guard a write.
+//! Nothing is answered before its commit returned.
 //!
 //! An uncontended request never queues: it takes the lane and is served alone the same way (a
 //! batch of one, without a copy of its arguments), or, for a node with no last block yet, by
@@ -627,6 +628,11 @@ impl<S: Datastore> Ipam<S> {
             Err(e @ StoreError::Conflict { .. }) => {
                 self.conflicts
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(e.into())
+            }
+            // Too much for one commit (etcd bounds a transaction's operations): nothing was
+            // written, and each request's own commit may pass, so they go one by one.
+            Err(e @ StoreError::Rejected(_)) if served.iter().flatten().count() > 1 => {
                 Err(e.into())
             }
             Err(e) => {

@@ -14,7 +14,8 @@
 //! Batching changes how many writes a burst costs, never which conditions guard them: a
 //! request naming a handle that an earlier request of the batch names, and every request of a
 //! batch whose commit lost a race, is answered "the long way", which its own caller then takes
-//! (allocations read again, released guarded by handle and sequence number). A kept block is
+//! (allocations read again, released guarded by handle and sequence number), as does every
+//! request of a batch the store refused whole (too many writes for one commit). A kept block is
 //! used only when it shows an address of every request's handles (a stale copy could otherwise
 //! make a release free nothing without a commit to catch it). Nothing is answered before its
 //! commit returned; answers are left before the lane is given back, so a woken waiter finds its
@@ -284,6 +285,9 @@ impl<S: Datastore> Ipam<S> {
                 self.conflicts.fetch_add(1, Ordering::Relaxed);
                 everyone(&|| Ok(None))
             }
+            // A store that cannot take the whole batch in one commit (etcd bounds a
+            // transaction's operations) may take each request's own: nothing was written.
+            Err(StoreError::Rejected(_)) if reqs.len() > 1 => everyone(&|| Ok(None)),
             Err(e) => everyone(&|| Err(e.clone().into())),
         }
     }
