@@ -996,6 +996,24 @@ fn pods_held(n: usize) -> (Arc<Ipam<Store>>, Store, Vec<IpAddr>) {
     (ipam, store, given)
 }
 
+/// Pods `pod0`.. of [`pods_held`] hold nothing, their addresses `given` are free, `first`
+/// alone is left, and the store is consistent.
+fn all_pods_released(ipam: &Ipam<Store>, store: &Store, given: &[IpAddr]) {
+    for (i, ip) in given.iter().enumerate() {
+        assert!(ipam
+            .addresses_by_handle(&format!("pod{i}"))
+            .unwrap()
+            .is_empty());
+        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
+    }
+    assert_eq!(
+        ipam.utilisation().unwrap().pools[0].in_use,
+        1,
+        "first is left"
+    );
+    consistent(store);
+}
+
 #[test]
 fn a_burst_of_releases_for_one_node_is_one_commit() {
     let (ipam, store, given) = pods_held(8);
@@ -1013,18 +1031,8 @@ fn a_burst_of_releases_for_one_node_is_one_commit() {
             &vec![*ip],
             "pod{i} gets its own address back"
         );
-        assert!(ipam
-            .addresses_by_handle(&format!("pod{i}"))
-            .unwrap()
-            .is_empty());
-        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
     }
-    assert_eq!(
-        ipam.utilisation().unwrap().pools[0].in_use,
-        1,
-        "first is left"
-    );
-    consistent(&store);
+    all_pods_released(&ipam, &store, &given);
 }
 
 #[test]
@@ -1162,19 +1170,7 @@ fn releases_by_handle_queued_behind_a_release_are_one_commit() {
         "the lead's commit, then one for the five queued"
     );
     assert!(outs.iter().all(|o| *o == Ok(1)), "{outs:?}");
-    for (i, ip) in given.iter().enumerate() {
-        assert!(ipam
-            .addresses_by_handle(&format!("pod{i}"))
-            .unwrap()
-            .is_empty());
-        assert!(ipam.allocation(*ip).unwrap().is_none(), "{ip} is free");
-    }
-    assert_eq!(
-        ipam.utilisation().unwrap().pools[0].in_use,
-        1,
-        "first is left"
-    );
-    consistent(&store);
+    all_pods_released(&ipam, &store, &given);
 }
 
 #[test]

@@ -199,6 +199,7 @@ mod tests {
     use crate::MemoryStore;
     use ipam_core::{Handle, IpamConfig};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
     /// A memory store whose reads wait while the gate is closed, counting them and the reads
@@ -277,32 +278,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reads_queued_behind_one_in_flight_are_one_read_and_each_gets_its_own() {
-        let s = store();
+    type Answered = Result<Vec<Vec<Versioned<Record>>>, StoreError>;
+
+    /// With the store's reads held: a lead reading h0, in flight, and `n` callers queued
+    /// behind it, caller i reading `reads(i)`. The gate is left closed.
+    fn queued_behind_a_lead(
+        s: &Arc<Combining<Gated>>,
+        n: u64,
+        reads: fn(u64) -> Vec<Read>,
+    ) -> (JoinHandle<Answered>, Vec<JoinHandle<(u64, Answered)>>) {
         s.inner().closed.store(true, Ordering::SeqCst);
         let lead = {
-            let s = Arc::clone(&s);
+            let s = Arc::clone(s);
             std::thread::spawn(move || s.read(&[Read::Get(handle(0))]))
         };
         wait_for("the lead's read", || {
             s.inner().waiting.load(Ordering::SeqCst) == 1
         });
-        // Eight callers, caller i asking for the configuration, h(i+1), and an absent handle.
-        let callers: Vec<_> = (0..8u64)
+        let callers = (0..n)
             .map(|i| {
-                let s = Arc::clone(&s);
-                std::thread::spawn(move || {
-                    let reads = [
-                        Read::Get(Key::Config),
-                        Read::Get(handle(i + 1)),
-                        Read::Get(Key::Handle("absent".into())),
-                    ];
-                    (i, s.read(&reads))
-                })
+                let s = Arc::clone(s);
+                std::thread::spawn(move || (i, s.read(&reads(i))))
             })
             .collect();
-        wait_for("the callers to queue", || s.lock().queue.len() == 8);
+        wait_for("the callers to queue", || s.lock().queue.len() as u64 == n);
+        (lead, callers)
+    }
+
+    #[test]
+    fn reads_queued_behind_one_in_flight_are_one_read_and_each_gets_its_own() {
+        let s = store();
+        // Eight callers, caller i asking for the configuration, h(i+1), and an absent handle.
+        let (lead, callers) = queued_behind_a_lead(&s, 8, |i| {
+            vec![
+                Read::Get(Key::Config),
+                Read::Get(handle(i + 1)),
+                Read::Get(Key::Handle("absent".into())),
+            ]
+        });
         s.inner().closed.store(false, Ordering::SeqCst);
         let lead = lead.join().unwrap().unwrap();
         assert_eq!(count_of(&lead[0]), Some(1));
@@ -329,29 +342,14 @@ mod tests {
     #[test]
     fn a_combined_read_holds_at_most_its_worth_and_the_rest_goes_next() {
         let s = store();
-        s.inner().closed.store(true, Ordering::SeqCst);
-        let lead = {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || s.read(&[Read::Get(handle(0))]))
-        };
-        wait_for("the lead's read", || {
-            s.inner().waiting.load(Ordering::SeqCst) == 1
-        });
         // Three callers of 30 reads each: two fit in one combined read, the third goes next.
-        let callers: Vec<_> = (0..3u64)
-            .map(|i| {
-                let s = Arc::clone(&s);
-                std::thread::spawn(move || {
-                    let reads: Vec<Read> = (0..30).map(|_| Read::Get(handle(i))).collect();
-                    (i, s.read(&reads).unwrap())
-                })
-            })
-            .collect();
-        wait_for("the callers to queue", || s.lock().queue.len() == 3);
+        let (lead, callers) =
+            queued_behind_a_lead(&s, 3, |i| (0..30).map(|_| Read::Get(handle(i))).collect());
         s.inner().closed.store(false, Ordering::SeqCst);
         lead.join().unwrap().unwrap();
         for c in callers {
             let (i, answers) = c.join().unwrap();
+            let answers = answers.unwrap();
             assert_eq!(answers.len(), 30);
             assert!(answers.iter().all(|a| count_of(a) == Some(i + 1)));
         }
@@ -362,27 +360,13 @@ mod tests {
     #[test]
     fn a_failed_combined_read_fails_each_caller_and_the_next_goes() {
         let s = store();
-        s.inner().closed.store(true, Ordering::SeqCst);
-        let lead = {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || s.read(&[Read::Get(handle(0))]))
-        };
-        wait_for("the lead's read", || {
-            s.inner().waiting.load(Ordering::SeqCst) == 1
-        });
-        let callers: Vec<_> = (0..4u64)
-            .map(|i| {
-                let s = Arc::clone(&s);
-                std::thread::spawn(move || s.read(&[Read::Get(handle(i))]))
-            })
-            .collect();
-        wait_for("the callers to queue", || s.lock().queue.len() == 4);
+        let (lead, callers) = queued_behind_a_lead(&s, 4, |i| vec![Read::Get(handle(i))]);
         s.inner().fail.store(true, Ordering::SeqCst);
         s.inner().closed.store(false, Ordering::SeqCst);
         assert!(lead.join().unwrap().is_err());
         for c in callers {
             assert!(
-                matches!(c.join().unwrap(), Err(StoreError::Unavailable { .. })),
+                matches!(c.join().unwrap().1, Err(StoreError::Unavailable { .. })),
                 "each caller of the combined read gets its failure"
             );
         }

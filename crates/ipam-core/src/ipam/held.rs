@@ -196,13 +196,14 @@ impl<S: Datastore> Ipam<S> {
         let mut b = vb.value;
         let now = self.now();
         b.expire_cooling(now);
-        // Per request: the (ordinal, address, handle) it takes, or `None` when it does not fit.
-        let chosen: Vec<Option<Vec<(u32, IpAddr, String)>>> = reqs
+        // Per request: the (ordinal, address, index of its handle in the request's ids) it
+        // takes, or `None` when it does not fit.
+        let chosen: Vec<Option<Vec<(u32, IpAddr, usize)>>> = reqs
             .iter()
             .zip(&fits)
             .map(|(r, fit)| fit.then(|| choose(&b, r)))
             .collect();
-        let answers = |chosen: Vec<Option<Vec<(u32, IpAddr, String)>>>| -> Vec<Answer> {
+        let answers = |chosen: Vec<Option<Vec<(u32, IpAddr, usize)>>>| -> Vec<Answer> {
             chosen
                 .into_iter()
                 .map(|c| Ok(c.map(|c| c.into_iter().map(|(_, ip, _)| ip).collect())))
@@ -255,8 +256,8 @@ impl<S: Datastore> Ipam<S> {
         };
         for (r, c) in reqs.iter().zip(&chosen) {
             let mut per_handle: BTreeMap<&str, u32> = BTreeMap::new();
-            for (_, _, h) in c.iter().flatten() {
-                *per_handle.entry(h.as_str()).or_insert(0) += 1;
+            for &(_, _, h) in c.iter().flatten() {
+                *per_handle.entry(r.ids[h].as_str()).or_insert(0) += 1;
             }
             for (id, vh) in &r.handles {
                 if let Some(&n) = per_handle.get(id.as_str()) {
@@ -299,11 +300,15 @@ fn everything() -> Select {
     Arc::clone(ALL.get_or_init(|| Arc::new(|_| true)))
 }
 
-/// What `r` takes in `b`: its handles' allocations that its selection picks.
-fn choose(b: &Block, r: &HeldRelease) -> Vec<(u32, IpAddr, String)> {
+/// What `r` takes in `b`: its handles' allocations that its selection picks, each with the
+/// index of its handle in `r.ids`.
+fn choose(b: &Block, r: &HeldRelease) -> Vec<(u32, IpAddr, usize)> {
     b.used()
-        .filter(|(_, a, _)| r.ids.iter().any(|id| *id == a.handle_id))
-        .filter(|&(o, a, seq)| {
+        .filter_map(|(o, a, seq)| {
+            let h = r.ids.iter().position(|id| *id == a.handle_id)?;
+            Some((o, a, seq, h))
+        })
+        .filter(|&(o, a, seq, _)| {
             (r.select)(&Allocation {
                 ip: b.ip(o),
                 block: b.cidr,
@@ -313,6 +318,6 @@ fn choose(b: &Block, r: &HeldRelease) -> Vec<(u32, IpAddr, String)> {
                 seq,
             })
         })
-        .map(|(o, a, _)| (o, b.ip(o), a.handle_id.clone()))
+        .map(|(o, _, _, h)| (o, b.ip(o), h))
         .collect()
 }
