@@ -86,6 +86,15 @@ pub enum BlockError {
 /// the block's one allocation, so copying a block allocates once.
 type Slots<T> = SmallVec<[T; 64]>;
 
+/// An owner slot's value: 0 when the address is unused, else 1 + its holder's index in the
+/// attribute table. Two bytes, so the body of a /26 block stays small enough for the
+/// allocator's per-thread cache (about 1 KiB), which a copy and a drop per operation use.
+type OwnerIx = u16;
+
+/// The most addresses a block may have: every holder index fits an [`OwnerIx`]. Pools allow
+/// blocks of up to 4,096 addresses.
+pub const MAX_BLOCK_ADDRESSES: u32 = 1 << 15;
+
 /// Ordinals of a block, as allocation and lookups by handle return them (a pod's one or two
 /// without a heap allocation).
 pub type Ordinals = SmallVec<[u32; 4]>;
@@ -127,7 +136,7 @@ pub struct BlockBody {
     cooling: Vec<(u32, u64)>,
     /// Per ordinal: 1 + index into `attrs`, or 0 when not used. Kept apart from `seqs` so
     /// the scans over it touch 4 bytes an address.
-    owner: Slots<u32>,
+    owner: Slots<OwnerIx>,
     /// Per ordinal: block sequence number at allocation; 0 when not used.
     #[serde(with = "delta_seqs")]
     seqs: Slots<u64>,
@@ -203,7 +212,7 @@ pub struct BlockPartsRef<'a> {
     /// Cooling ordinals.
     pub cooling: &'a [(u32, u64)],
     /// Per ordinal owner index.
-    pub owner: &'a [u32],
+    pub owner: &'a [u16],
     /// Per ordinal sequence numbers.
     pub seqs: &'a [u64],
     /// Where the next search starts.
@@ -221,7 +230,15 @@ impl Block {
             taken: p.taken,
             reserved: p.reserved,
             cooling: p.cooling,
-            owner: Slots::from_vec(p.owner),
+            owner: p
+                .owner
+                .iter()
+                .map(|&a| OwnerIx::try_from(a))
+                .collect::<Result<_, _>>()
+                .map_err(|_| BlockError::Inconsistent {
+                    cidr: p.cidr,
+                    why: "slot refers to a missing attribute entry".into(),
+                })?,
             seqs: Slots::from_vec(p.seqs),
             attrs: p.attrs.into_iter().map(AttrEntry::new).collect(),
             cursor: p.cursor,
@@ -260,10 +277,12 @@ impl Block {
         reserved: HostReserved,
         now: u64,
     ) -> Result<Block, BlockError> {
-        let len = cidr::size_u32(&cidr).ok_or_else(|| BlockError::Inconsistent {
-            cidr,
-            why: "too large for a block".into(),
-        })?;
+        let len = cidr::size_u32(&cidr)
+            .filter(|&n| n <= MAX_BLOCK_ADDRESSES)
+            .ok_or_else(|| BlockError::Inconsistent {
+                cidr,
+                why: "too large for a block".into(),
+            })?;
         if u64::from(reserved.first) + u64::from(reserved.last) >= u64::from(len) {
             return Err(BlockError::ReserveTooLarge {
                 cidr,
@@ -395,12 +414,12 @@ impl Block {
     }
 
     /// The owner values (1 + table index) of `handle_id`'s entries.
-    fn entries_of(&self, handle_id: &str) -> SmallVec<[u32; 2]> {
+    fn entries_of(&self, handle_id: &str) -> SmallVec<[OwnerIx; 2]> {
         let fp = id_fingerprint(handle_id);
         let mut out = SmallVec::new();
         self.attrs.for_each_indexed(|i, e| {
             if e.fp == fp && e.attrs.handle_id == handle_id {
-                out.push(u32::try_from(i + 1).unwrap_or(0));
+                out.push(OwnerIx::try_from(i + 1).unwrap_or(0));
             }
         });
         out
@@ -422,20 +441,20 @@ impl Block {
         before != self.cooling.len()
     }
 
-    fn attr_index(&mut self, attrs: &Arc<AllocAttrs>) -> u32 {
+    fn attr_index(&mut self, attrs: &Arc<AllocAttrs>) -> OwnerIx {
         let fp = fingerprint(attrs);
         // Most requests re-use the entry they just added, so look from the back.
         let found = self
             .attrs
             .rposition(|e| e.fp == fp && (Arc::ptr_eq(&e.attrs, attrs) || *e.attrs == **attrs));
         if let Some(i) = found {
-            return u32::try_from(i + 1).unwrap_or(0);
+            return OwnerIx::try_from(i + 1).unwrap_or(0);
         }
         self.attrs.push(AttrEntry {
             fp,
             attrs: attrs.clone(),
         });
-        u32::try_from(self.attrs.len()).unwrap_or(0)
+        OwnerIx::try_from(self.attrs.len()).unwrap_or(0)
     }
 
     /// Hands out up to `n` free ordinals to `attrs`, from the cursor on. Returns the ordinals
@@ -549,7 +568,7 @@ impl Block {
         // Drop the attribute entry when nothing refers to it any more.
         if !self.owner.contains(&attr) {
             let removed = (attr - 1) as usize;
-            let last = u32::try_from(self.attrs.len()).unwrap_or(0);
+            let last = OwnerIx::try_from(self.attrs.len()).unwrap_or(0);
             self.attrs.swap_remove(removed);
             if attr != last {
                 for a in self.owner.iter_mut().filter(|a| **a == last) {
@@ -579,7 +598,7 @@ impl Block {
         if !cidr::is_masked(&self.cidr) {
             return bad("CIDR has host bits set");
         }
-        let Some(len) = cidr::size_u32(&self.cidr) else {
+        let Some(len) = cidr::size_u32(&self.cidr).filter(|&n| n <= MAX_BLOCK_ADDRESSES) else {
             return bad("too large for a block");
         };
         if self.taken.len() != len
@@ -812,6 +831,42 @@ mod tests {
         let mut broken = b.clone();
         broken.cursor = 64;
         assert!(broken.validate().is_err());
+    }
+
+    #[test]
+    fn blocks_past_the_holder_index_are_refused() {
+        // The largest block every holder index fits, and one twice as large.
+        let ok: IpNetwork = "10.0.0.0/17".parse().unwrap();
+        assert!(Block::new(ok, None, HostReserved::default(), 1).is_ok());
+        let big: IpNetwork = "10.0.0.0/16".parse().unwrap();
+        assert!(matches!(
+            Block::new(big, None, HostReserved::default(), 1),
+            Err(BlockError::Inconsistent { .. })
+        ));
+        // A stored owner value past the holder index range is refused, not truncated.
+        // (Cut to two bytes, it would name the block's one holder and pass every check.)
+        let mut b = block();
+        let o = b.allocate(1, &attrs("h"))[0] as usize;
+        let p = b.parts();
+        let mut owner: Vec<u32> = p.owner.iter().map(|&a| u32::from(a)).collect();
+        owner[o] = 1 << 16 | 1;
+        let parts = BlockParts {
+            cidr: p.cidr,
+            affinity: p.affinity.map(str::to_string),
+            seq: p.seq,
+            empty_since: p.empty_since,
+            taken: p.taken.clone(),
+            reserved: p.reserved.clone(),
+            cooling: p.cooling.to_vec(),
+            owner,
+            seqs: p.seqs.to_vec(),
+            attrs: vec![attrs("h")],
+            cursor: p.cursor,
+        };
+        assert!(matches!(
+            Block::from_parts(parts),
+            Err(BlockError::Inconsistent { .. })
+        ));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct BlockV1Ref<'a> {
     taken: BitmapV1<&'a [u64]>,
     reserved: BitmapV1<&'a [u64]>,
     cooling: &'a [(u32, u64)],
-    owner: &'a [u32],
+    owner: &'a [u16],
     seqs: Vec<u64>,
     attrs: OwnersV1<'a>,
     cursor: u32,
