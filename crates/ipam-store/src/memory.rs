@@ -1,17 +1,29 @@
-//! The in-memory store: one `BTreeMap` in key order behind a read-write lock. A read hands out
-//! a copy of the record (the engine changes its copy and commits it by compare-and-swap); a
-//! batch of reads is answered under one lock, so it sees one snapshot. Records are boxed: a
-//! map node moves pointers, not records, when a key is added or removed beside them.
+//! The in-memory store. A read hands out a copy of the record (the engine changes its copy
+//! and commits it by compare-and-swap); a batch of reads is answered under one lock, so it
+//! sees one snapshot. Records are boxed: a table moves pointers, not records.
+//!
+//! Two tables behind one read-write lock: handles, the one kind every assignment creates and
+//! every release deletes, in a hash table found by the id the record itself holds (no key is
+//! built, compared or stored for them); every other kind in one `BTreeMap` in key order, for
+//! the range listings. Listing handles sorts them: only audits and garbage collection do it.
 
 use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+/// A stored record and the revision it was written at.
+type Entry = Box<(Record, Revision)>;
 
 #[derive(Default)]
 struct Inner {
-    map: BTreeMap<Key, Box<(Record, Revision)>>,
+    /// Every record but handles, in key order.
+    map: BTreeMap<Key, Entry>,
+    /// Handles, by their id.
+    handles: hashbrown::HashTable<Entry>,
+    hasher: foldhash::fast::RandomState,
     rev: u64,
 }
 
@@ -29,7 +41,8 @@ impl MemoryStore {
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.inner.read().map.len()
+        let g = self.inner.read();
+        g.map.len() + g.handles.len()
     }
 
     /// True when the store holds nothing.
@@ -43,27 +56,146 @@ impl MemoryStore {
     }
 }
 
-impl Inner {
-    fn get(&self, key: &Key) -> Option<Versioned<Record>> {
-        self.map.get(key).map(|e| Versioned {
-            value: e.0.clone(),
-            revision: e.1,
-        })
+/// The id of a handle record (a stored entry holds only handles in the handle table).
+fn entry_id(e: &Entry) -> &str {
+    match &e.0 {
+        Record::Handle(h) => h.id(),
+        _ => "",
     }
+}
+
+fn versioned(e: &Entry) -> Versioned<Record> {
+    Versioned {
+        value: e.0.clone(),
+        revision: e.1,
+    }
+}
+
+/// What a commit replaced or removed.
+#[derive(Default)]
+struct Gone {
+    records: SmallVec<[Record; 2]>,
+    boxes: SmallVec<[Entry; 2]>,
+}
+
+/// Where a write lands: a handle (by its id's hash; the id is the write's own), or a key of
+/// the ordered map.
+enum Slot {
+    Handle(u64),
+    Ordered(Key),
+}
+
+/// The handle id a write names, if it writes a handle.
+fn handle_of(w: &Write) -> Option<&str> {
+    match w {
+        Write::Create(Record::Handle(h))
+        | Write::Update {
+            record: Record::Handle(h),
+            ..
+        } => Some(h.id()),
+        Write::Delete {
+            key: Key::Handle(id),
+            ..
+        } => Some(id),
+        _ => None,
+    }
+}
+
+impl Inner {
+    fn handle_hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn find_handle(&self, hash: u64, id: &str) -> Option<&Entry> {
+        self.handles.find(hash, |e| entry_id(e) == id)
+    }
+
+    fn get(&self, key: &Key) -> Option<Versioned<Record>> {
+        match key {
+            Key::Handle(id) => self.find_handle(self.handle_hash(id), id).map(versioned),
+            _ => self.map.get(key).map(versioned),
+        }
+    }
+
     fn list(&self, range: &Range) -> Vec<Versioned<Record>> {
+        if let Range::Handles = range {
+            let mut all: Vec<&Entry> = self.handles.iter().collect();
+            all.sort_unstable_by(|a, b| entry_id(a).cmp(entry_id(b)));
+            return all.into_iter().map(versioned).collect();
+        }
         self.map
             .range(range.start()..)
             .take_while(|(k, _)| !range.past_end(k))
             .filter(|(k, _)| range.contains(k))
-            .map(|(_, e)| Versioned {
-                value: e.0.clone(),
-                revision: e.1,
-            })
+            .map(|(_, e)| versioned(e))
             .collect()
+    }
+
+    fn slot(&self, w: &Write) -> Slot {
+        match handle_of(w) {
+            Some(id) => Slot::Handle(self.handle_hash(id)),
+            None => Slot::Ordered(w.key()),
+        }
+    }
+
+    /// The current revision of what `w` writes, if it exists.
+    fn current(&self, w: &Write, slot: &Slot) -> Option<Revision> {
+        match (slot, handle_of(w)) {
+            (Slot::Handle(hash), Some(id)) => self.find_handle(*hash, id).map(|e| e.1),
+            (Slot::Ordered(key), _) => self.map.get(key).map(|e| e.1),
+            (Slot::Handle(_), None) => None,
+        }
+    }
+
+    /// Applies a checked write; what it replaced or removed goes to `gone`, to be freed after
+    /// the lock is let go.
+    fn apply(&mut self, w: Write, slot: Slot, rev: Revision, gone: &mut Gone) {
+        match slot {
+            Slot::Handle(hash) => {
+                let hasher = &self.hasher;
+                match w {
+                    Write::Create(r) => {
+                        self.handles.insert_unique(hash, Box::new((r, rev)), |e| {
+                            hasher.hash_one(entry_id(e))
+                        });
+                    }
+                    Write::Update { record: r, .. } => {
+                        let id = match &r {
+                            Record::Handle(h) => h.id(),
+                            _ => "",
+                        };
+                        if let Some(e) = self.handles.find_mut(hash, |e| entry_id(e) == id) {
+                            gone.records.push(std::mem::replace(&mut e.0, r));
+                            e.1 = rev;
+                        }
+                    }
+                    Write::Delete { key, .. } => {
+                        let Key::Handle(id) = &key else { return };
+                        if let Ok(o) = self.handles.find_entry(hash, |e| entry_id(e) == id) {
+                            gone.boxes.push(o.remove().0);
+                        }
+                    }
+                }
+            }
+            Slot::Ordered(key) => match w {
+                Write::Create(r) => {
+                    gone.boxes.extend(self.map.insert(key, Box::new((r, rev))));
+                }
+                Write::Update { record: r, .. } => {
+                    // Checked: the record is there. Replaced in place, its box reused.
+                    if let Some(e) = self.map.get_mut(&key) {
+                        gone.records.push(std::mem::replace(&mut e.0, r));
+                        e.1 = rev;
+                    }
+                }
+                Write::Delete { .. } => gone.boxes.extend(self.map.remove(&key)),
+            },
+        }
     }
 }
 
-/// Commits up to this size look for a key written twice by comparing pairs; larger ones hash.
+/// Commits up to this size look for a target written twice by comparing pairs; larger ones
+/// hash.
 const PAIRWISE_LIMIT: usize = 16;
 
 impl Datastore for MemoryStore {
@@ -92,16 +224,16 @@ impl Datastore for MemoryStore {
         if writes.is_empty() {
             return Ok(Revision(g.rev));
         }
-        // Built once each (a handle's key owns its name); most commits write two or three.
-        let keys: SmallVec<[Key; 4]> = writes.iter().map(Write::key).collect();
-        if let Some(key) = written_twice(&keys) {
+        // Found once each; most commits write two or three records.
+        let slots: SmallVec<[Slot; 4]> = writes.iter().map(|w| g.slot(w)).collect();
+        if let Some(i) = written_twice(&writes, &slots) {
             return Err(StoreError::Rejected(format!(
-                "{key} written twice in one commit"
+                "{} written twice in one commit",
+                writes[i].key()
             )));
         }
-        for (w, key) in writes.iter().zip(&keys) {
-            let cur = g.map.get(key).map(|e| e.1);
-            let kind = match (w, cur) {
+        for (w, slot) in writes.iter().zip(&slots) {
+            let kind = match (w, g.current(w, slot)) {
                 (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
                 (Write::Update { .. } | Write::Delete { .. }, None) => Some(ConflictKind::Missing),
                 (Write::Update { expected, .. } | Write::Delete { expected, .. }, Some(c))
@@ -112,43 +244,40 @@ impl Datastore for MemoryStore {
                 _ => None,
             };
             if let Some(kind) = kind {
-                return Err(StoreError::Conflict {
-                    key: key.clone(),
-                    kind,
-                });
+                return Err(StoreError::Conflict { key: w.key(), kind });
             }
         }
         g.rev += 1;
         let rev = Revision(g.rev);
-        for (w, key) in writes.into_iter().zip(keys) {
-            match w {
-                Write::Create(r) => {
-                    g.map.insert(key, Box::new((r, rev)));
-                }
-                Write::Update { record: r, .. } => {
-                    // Checked above: the record is there. Replaced in place, its box reused.
-                    if let Some(e) = g.map.get_mut(&key) {
-                        **e = (r, rev);
-                    }
-                }
-                Write::Delete { .. } => {
-                    g.map.remove(&key);
-                }
-            }
+        let mut gone = Gone::default();
+        for (w, slot) in writes.into_iter().zip(slots) {
+            g.apply(w, slot, rev, &mut gone);
         }
+        // What the commit replaced or removed is freed after the lock is let go.
+        drop(g);
+        drop(gone);
         Ok(rev)
     }
 }
 
-/// A key written twice: compared pairwise in small commits, hashed in larger ones.
-fn written_twice(keys: &[Key]) -> Option<&Key> {
-    if keys.len() <= PAIRWISE_LIMIT {
-        keys.iter()
-            .enumerate()
-            .find(|(i, k)| keys[..*i].contains(k))
-            .map(|(_, k)| k)
+/// The index of a write whose target an earlier write of the commit also names: compared
+/// pairwise in small commits, hashed in larger ones.
+fn written_twice(writes: &[Write], slots: &[Slot]) -> Option<usize> {
+    let same = |i: usize, j: usize| match (&slots[i], &slots[j]) {
+        (Slot::Handle(a), Slot::Handle(b)) => {
+            a == b && handle_of(&writes[i]) == handle_of(&writes[j])
+        }
+        (Slot::Ordered(a), Slot::Ordered(b)) => a == b,
+        _ => false,
+    };
+    if writes.len() <= PAIRWISE_LIMIT {
+        (1..writes.len()).find(|&j| (0..j).any(|i| same(i, j)))
     } else {
-        let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        keys.iter().find(|k| !seen.insert(*k))
+        let mut handles = std::collections::HashSet::with_capacity(writes.len());
+        let mut keys = std::collections::HashSet::with_capacity(writes.len());
+        (0..writes.len()).find(|&i| match &slots[i] {
+            Slot::Handle(_) => !handles.insert(handle_of(&writes[i])),
+            Slot::Ordered(k) => !keys.insert(k),
+        })
     }
 }
