@@ -369,13 +369,22 @@ impl<S: Datastore> Ipam<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
-        let key = Key::Handle(handle_id.to_string());
         // The configuration (the cooldown) and the handle in one read (one round trip on
-        // etcd); pools only if a block must be deleted.
-        let mut answers = self
-            .store
-            .read(&[Read::Get(Key::Config), Read::Get(key.clone())])?
-            .into_iter();
+        // etcd); pools only if a block must be deleted. The handle's key is built once: it
+        // goes into the deleting write, and is built again only for a retry after that.
+        let reads = [
+            Read::Get(Key::Config),
+            Read::Get(Key::Handle(handle_id.to_string())),
+        ];
+        let mut answers = self.store.read(&reads)?.into_iter();
+        let mut key = match reads {
+            [_, Read::Get(key)] => Some(key),
+            _ => None,
+        };
+        let handle_key = |key: &mut Option<Key>| {
+            key.take()
+                .unwrap_or_else(|| Key::Handle(handle_id.to_string()))
+        };
         let cooldown = one::<IpamConfig>(answers.next().unwrap_or_default())?
             .map(|v| v.value)
             .unwrap_or_default()
@@ -388,7 +397,9 @@ impl<S: Datastore> Ipam<S> {
         loop {
             let current = match known.take() {
                 Some(h) => h,
-                None => self.store.get_handle(&key)?,
+                None => self
+                    .store
+                    .get_handle(key.get_or_insert_with(|| Key::Handle(handle_id.to_string())))?,
             };
             let Some(vh) = current else {
                 return Ok(released);
@@ -396,7 +407,7 @@ impl<S: Datastore> Ipam<S> {
             let Some((&c, _)) = vh.value.blocks.iter().next() else {
                 // An empty handle should not exist; remove it.
                 let r = self.commit(vec![Write::Delete {
-                    key: Key::Handle(handle_id.to_string()),
+                    key: handle_key(&mut key),
                     expected: vh.revision,
                 }]);
                 match r {
@@ -481,7 +492,7 @@ impl<S: Datastore> Ipam<S> {
             let deleted = handle.is_empty();
             writes.push(if deleted {
                 Write::Delete {
-                    key: Key::Handle(handle_id.to_string()),
+                    key: handle_key(&mut key),
                     expected: handle_read,
                 }
             } else {
