@@ -146,9 +146,9 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
         if let Some(n) = &b.affinity {
             let ok = affs
                 .iter()
-                .any(|a| a.node == *n && a.cidr == b.cidr && a.state == AffinityState::Confirmed);
+                .any(|a| *a.node == **n && a.cidr == b.cidr && a.state == AffinityState::Confirmed);
             if !ok {
-                out.push(Problem::BlockWithoutAffinity(b.cidr, n.clone()));
+                out.push(Problem::BlockWithoutAffinity(b.cidr, n.to_string()));
             }
         }
     }

@@ -124,7 +124,7 @@ fn endpoint_findings<S: Datastore>(
             let a = ipam_core::Allocation {
                 ip: b.ip(o),
                 block: b.cidr,
-                block_affinity: b.affinity.clone(),
+                block_affinity: b.affinity.as_deref().map(str::to_string),
                 handle_id: holder.handle_id.clone(),
                 attrs: holder.attrs.clone(),
                 seq,

@@ -83,8 +83,8 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
         )
         .unwrap_or(0);
         match (&c.node, &b.affinity) {
-            (None, Some(n)) if c.blocks.len() == 1 => c.node = Some(n.clone()),
-            (Some(x), Some(n)) if x != n => c.node = Some("(several)".into()),
+            (None, Some(n)) if c.blocks.len() == 1 => c.node = Some(n.to_string()),
+            (Some(x), Some(n)) if **x != **n => c.node = Some("(several)".into()),
             _ => {}
         }
     }

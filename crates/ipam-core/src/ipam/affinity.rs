@@ -58,7 +58,7 @@ impl<S: Datastore> Ipam<S> {
                     }
                     None => {
                         let mut b = vb.value;
-                        b.affinity = Some(node.to_string());
+                        b.affinity = Some(node.into());
                         b.touch();
                         writes.push(Write::Update {
                             record: Record::Block(b),
@@ -67,7 +67,7 @@ impl<S: Datastore> Ipam<S> {
                     }
                 },
                 None => {
-                    let b = Block::new(cidr, Some(node.to_string()), reserved, self.now())?;
+                    let b = Block::new(cidr, Some(node.into()), reserved, self.now())?;
                     writes.push(Write::Create(Record::Block(b)));
                     writes.extend(self.index_writes(&pools, &cidr, true)?);
                 }

@@ -703,7 +703,7 @@ impl<S: Datastore> Ipam<S> {
             };
             let cidr = pool.block_at(join_slot(c, i));
             let now = self.now();
-            let mut block = Block::new(cidr, Some(node.to_string()), ctx.args.host_reserved, now)?;
+            let mut block = Block::new(cidr, Some(node.into()), ctx.args.host_reserved, now)?;
             let seq = block.seq;
             let ords = block.allocate_avoiding(n, &ctx.attrs, &ctx.reserved);
             chunk.claimed.set(i);
@@ -805,15 +805,15 @@ impl<S: Datastore> Ipam<S> {
                 let idle = b
                     .empty_since
                     .is_some_and(|t| now.saturating_sub(t) >= self.opts.reclaim_grace_ns);
-                if owner == node || !b.is_unused() || !idle {
+                if *owner == *node || !b.is_unused() || !idle {
                     continue;
                 }
                 let mut nb = vb.value.clone();
-                nb.affinity = Some(node.to_string());
+                nb.affinity = Some(node.into());
                 nb.empty_since = Some(now);
                 nb.touch();
                 let old_key = Key::Affinity {
-                    node: owner,
+                    node: owner.to_string(),
                     cidr: b.cidr,
                 };
                 let mut writes = vec![
@@ -932,16 +932,21 @@ impl<S: Datastore> Ipam<S> {
                     }
                     writes.extend(self.index_writes(&pools, &cidr, true)?);
                     (
-                        Block::new(cidr, affinity, args.host_reserved, self.now())?,
+                        Block::new(
+                            cidr,
+                            affinity.map(Into::into),
+                            args.host_reserved,
+                            self.now(),
+                        )?,
                         None,
                     )
                 }
             };
             if let Some(owner) = &block.affinity {
-                if config.strict_affinity && owner != &args.node {
+                if config.strict_affinity && **owner != *args.node {
                     return Err(AssignError::AffinityConflict {
                         cidr,
-                        owner: owner.clone(),
+                        owner: owner.to_string(),
                     });
                 }
             }

@@ -312,7 +312,7 @@ fn choose(b: &Block, r: &HeldRelease) -> Vec<(u32, IpAddr, usize)> {
             (r.select)(&Allocation {
                 ip: b.ip(o),
                 block: b.cidr,
-                block_affinity: b.affinity.clone(),
+                block_affinity: b.affinity.as_deref().map(str::to_string),
                 handle_id: a.handle_id.clone(),
                 attrs: a.attrs.clone(),
                 seq,

@@ -110,7 +110,7 @@ impl<S: Datastore> Ipam<S> {
             b.holder(o).map(|(a, seq)| Allocation {
                 ip,
                 block: c,
-                block_affinity: b.affinity.clone(),
+                block_affinity: b.affinity.as_deref().map(str::to_string),
                 handle_id: a.handle_id.clone(),
                 attrs: a.attrs.clone(),
                 seq,
@@ -179,7 +179,7 @@ impl<S: Datastore> Ipam<S> {
                     out.push(Allocation {
                         ip: b.ip(o),
                         block: b.cidr,
-                        block_affinity: b.affinity.clone(),
+                        block_affinity: b.affinity.as_deref().map(str::to_string),
                         handle_id: (*id).to_string(),
                         attrs: a.attrs.clone(),
                         seq,
@@ -231,7 +231,7 @@ impl<S: Datastore> Ipam<S> {
             let bu = BlockUsage {
                 cidr: b.cidr,
                 pool: pi.map(|i| pools[i].name.clone()),
-                affinity: b.affinity.clone(),
+                affinity: b.affinity.as_deref().map(str::to_string),
                 size: b.size(),
                 in_use: b.used_count(),
                 reserved: b.reserved_count(),
@@ -246,8 +246,8 @@ impl<S: Datastore> Ipam<S> {
                 pu.cooling += u64::from(bu.cooling);
             }
             if let Some(n) = &b.affinity {
-                let nu = nodes.entry(n.clone()).or_insert_with(|| NodeUsage {
-                    node: n.clone(),
+                let nu = nodes.entry(n.to_string()).or_insert_with(|| NodeUsage {
+                    node: n.to_string(),
                     ..Default::default()
                 });
                 nu.blocks.push(b.cidr);

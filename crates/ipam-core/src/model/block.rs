@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Who a block is affine to.
-pub type BlockAffinity = Option<String>;
+/// Who a block is affine to. Shared, not owned: every copy of a block (one per assignment
+/// and release) takes it along.
+pub type BlockAffinity = Option<Arc<str>>;
 
 /// Who holds an address: the handle and the owner's attributes (pod, namespace, node, ...).
 /// Addresses allocated in one request share one `Arc`, and a block stores each distinct value
@@ -852,7 +853,7 @@ mod tests {
         owner[o] = 1 << 16 | 1;
         let parts = BlockParts {
             cidr: p.cidr,
-            affinity: p.affinity.map(str::to_string),
+            affinity: p.affinity.map(Into::into),
             seq: p.seq,
             empty_since: p.empty_since,
             taken: p.taken.clone(),

@@ -130,7 +130,7 @@ impl TryFrom<BlockV1> for Block {
                 .cidr
                 .parse()
                 .map_err(|e| format!("block network {:?}: {e}", b.cidr))?,
-            affinity: b.affinity,
+            affinity: b.affinity.map(Into::into),
             seq: b.seq,
             empty_since: b.empty_since,
             taken: bitmap(b.taken, "taken")?,
