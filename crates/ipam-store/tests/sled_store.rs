@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a test waits for sled to let go of a store it just closed.
+const RAW_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn open(dir: &Path) -> SledStore {
     SledStore::open(dir, &SledOptions::default()).unwrap()
 }
@@ -123,7 +126,7 @@ fn newer_and_unknown_formats_are_refused() {
     let dir = d.path().join("store");
     drop(open(&dir));
     {
-        let raw = sled::open(dir.join("db")).unwrap();
+        let raw = ipam_store::sled::open_raw(&dir, RAW_WAIT).unwrap();
         raw.insert(keys::FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
         raw.flush().unwrap();
     }
@@ -146,7 +149,7 @@ fn newer_and_unknown_formats_are_refused() {
     let other = d.path().join("other");
     std::fs::create_dir(&other).unwrap();
     {
-        let raw = sled::open(other.join("db")).unwrap();
+        let raw = ipam_store::sled::open_raw(&other, RAW_WAIT).unwrap();
         raw.insert(b"something", b"else").unwrap();
         raw.flush().unwrap();
     }
@@ -178,7 +181,7 @@ fn garbage_record_is_a_typed_error_naming_it_and_others_keep_working() {
         b"\x07junk",
     ] {
         {
-            let raw = sled::open(dir.join("db")).unwrap();
+            let raw = ipam_store::sled::open_raw(&dir, RAW_WAIT).unwrap();
             raw.insert(keys::encode(&Key::Block(victim)), garbage)
                 .unwrap();
             raw.flush().unwrap();

@@ -9,6 +9,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+/// How long a test waits for sled to let go of a store it just closed.
+const RAW_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn prepare(store: &Path) {
     let ipam = Ipam::new(
         SledStore::open(store, &SledOptions::default()).unwrap(),
@@ -75,7 +78,7 @@ fn check_reports_a_record_that_does_not_decode() {
     let store = d.path().join("store");
     prepare(&store);
     {
-        let raw = sled::open(store.join("db")).unwrap();
+        let raw = ipam_store::sled::open_raw(&store, RAW_WAIT).unwrap();
         raw.insert(
             ipam_store::sled::keys::encode(&Key::Handle("h1".into())),
             &b"\x01garbage"[..],
@@ -151,7 +154,7 @@ fn through_the_node_service() {
 }
 
 fn corrupt(store: &Path, key: &Key) {
-    let raw = sled::open(store.join("db")).unwrap();
+    let raw = ipam_store::sled::open_raw(store, RAW_WAIT).unwrap();
     raw.insert(ipam_store::sled::keys::encode(key), &b"\x01garbage"[..])
         .unwrap();
     raw.flush().unwrap();

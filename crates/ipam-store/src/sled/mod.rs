@@ -297,6 +297,22 @@ impl SledStore {
     }
 }
 
+/// The raw sled database of the store in `dir`, not through the store (for repair tools and
+/// tests that write bytes the store would refuse). Waits up to `wait` for sled's own file
+/// lock, which a store just closed in this process still holds until its background thread
+/// exits.
+pub fn open_raw(dir: &Path, wait: Duration) -> Result<sled::Db, sled::Error> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::open(dir.join("db")) {
+            Err(e) if is_lock_error(&e) && start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// sled reports its file lock being held as an I/O error of kind `Other` with this text.
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io)
