@@ -71,9 +71,9 @@ pub use ipam::{
 pub use model::{
     endpoint_id, validate_handle_id, validate_node_name, Affinity, AffinityState, AllocAttrs,
     AllowedUse, AssignmentMode, Block, BlockAffinity, BlockBody, BlockError, BlockParts,
-    BlockPartsRef, ConfigError, Endpoint, Handle, HostReserved, IndexChunk, IpamConfig, Node,
-    Ordinals, Pool, PoolError, PoolIndex, PoolParts, PoolRef, Reservation, CHUNK_SLOTS,
-    DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS, RESERVED_HANDLE,
+    BlockPartsRef, ConfigError, Endpoint, Handle, HandleBlocks, HostReserved, IndexChunk,
+    IpamConfig, Node, Ordinals, Pool, PoolError, PoolIndex, PoolParts, PoolRef, Reservation,
+    CHUNK_SLOTS, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS, RESERVED_HANDLE,
 };
 pub use routing::{borrowed_by, routes_for, Route, Target};
 pub use selector::{Selector, SelectorError};

@@ -4,6 +4,7 @@
 use crate::cidr::Cidr;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
 /// Handle id used for host-reserved addresses; never stored as a handle record.
@@ -15,7 +16,101 @@ pub const RESERVED_HANDLE: &str = "host-reserved";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle {
     pub(crate) id: String,
-    pub(crate) blocks: BTreeMap<Cidr, u32>,
+    pub(crate) blocks: HandleBlocks,
+}
+
+/// A handle's counts by block, in block order: a pod's addresses are in one block (or one per
+/// family), so the counts sit inline in the handle, with no allocation of their own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandleBlocks(SmallVec<[(Cidr, u32); 1]>);
+
+impl HandleBlocks {
+    /// Number of blocks.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no block is counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (block, count) pairs in block order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Cidr, &u32)> + '_ {
+        self.0.iter().map(|(c, n)| (c, n))
+    }
+
+    /// The blocks, in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &Cidr> + '_ {
+        self.0.iter().map(|(c, _)| c)
+    }
+
+    /// The counts, in block order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &u32> + '_ {
+        self.0.iter().map(|(_, n)| n)
+    }
+
+    /// Whether `block` is counted.
+    pub fn contains_key(&self, block: &Cidr) -> bool {
+        self.find(block).is_ok()
+    }
+
+    /// The count of `block`.
+    pub fn get(&self, block: &Cidr) -> Option<&u32> {
+        self.find(block).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Removes `block`'s count, returning it.
+    pub fn remove(&mut self, block: &Cidr) -> Option<u32> {
+        let i = self.find(block).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    /// Inserts or replaces `block`'s count, returning the one replaced.
+    pub fn insert(&mut self, block: Cidr, n: u32) -> Option<u32> {
+        match self.find(&block) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, n)),
+            Err(i) => {
+                self.0.insert(i, (block, n));
+                None
+            }
+        }
+    }
+
+    fn find(&self, block: &Cidr) -> Result<usize, usize> {
+        self.0.binary_search_by(|(c, _)| c.cmp(block))
+    }
+}
+
+impl<'a> IntoIterator for &'a HandleBlocks {
+    type Item = (&'a Cidr, &'a u32);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Cidr, u32)>,
+        fn(&'a (Cidr, u32)) -> (&'a Cidr, &'a u32),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(c, n)| (c, n))
+    }
+}
+
+impl From<BTreeMap<Cidr, u32>> for HandleBlocks {
+    /// Already in order and without repeats.
+    fn from(m: BTreeMap<Cidr, u32>) -> Self {
+        HandleBlocks(m.into_iter().collect())
+    }
+}
+
+impl Serialize for HandleBlocks {
+    /// A map from block to count, as the handle's counts always were.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for HandleBlocks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<Cidr, u32>::deserialize(d).map(HandleBlocks::from)
+    }
 }
 
 impl Handle {
@@ -23,13 +118,16 @@ impl Handle {
     pub fn new(id: &str) -> Handle {
         Handle {
             id: id.to_string(),
-            blocks: BTreeMap::new(),
+            blocks: HandleBlocks::default(),
         }
     }
 
     /// A handle from its id and counts, validated (how stores rebuild one).
     pub fn from_parts(id: String, blocks: BTreeMap<Cidr, u32>) -> Result<Handle, String> {
-        let h = Handle { id, blocks };
+        let h = Handle {
+            id,
+            blocks: blocks.into(),
+        };
         h.validate()?;
         Ok(h)
     }
@@ -40,23 +138,27 @@ impl Handle {
     }
 
     /// Block -> number of addresses held there (never 0).
-    pub fn blocks(&self) -> &BTreeMap<Cidr, u32> {
+    pub fn blocks(&self) -> &HandleBlocks {
         &self.blocks
     }
 
     /// Adds `n` addresses in `block`.
     pub fn add(&mut self, block: IpNetwork, n: u32) {
         if n > 0 {
-            *self.blocks.entry(Cidr(block)).or_insert(0) += n;
+            let c = Cidr(block);
+            let had = self.blocks.get(&c).copied().unwrap_or(0);
+            self.blocks.insert(c, had.saturating_add(n));
         }
     }
 
     /// Removes `n` addresses in `block` (saturating); drops the entry at zero.
     pub fn remove(&mut self, block: IpNetwork, n: u32) {
-        if let Some(c) = self.blocks.get_mut(&Cidr(block)) {
-            *c = c.saturating_sub(n);
-            if *c == 0 {
-                self.blocks.remove(&Cidr(block));
+        let c = Cidr(block);
+        if let Some(&had) = self.blocks.get(&c) {
+            if had <= n {
+                self.blocks.remove(&c);
+            } else {
+                self.blocks.insert(c, had - n);
             }
         }
     }
@@ -89,4 +191,60 @@ pub fn validate_handle_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Serialize)]
+    struct Wrap<'a, T: Serialize> {
+        blocks: &'a T,
+    }
+
+    #[derive(Deserialize)]
+    struct Read {
+        blocks: HandleBlocks,
+    }
+
+    fn net(i: u8) -> IpNetwork {
+        format!("10.0.{i}.0/26").parse().unwrap()
+    }
+
+    proptest! {
+        /// The inline counts agree with an ordered map under any adds and removes, and
+        /// serialise as that map does (the stored and dumped shapes are unchanged).
+        #[test]
+        fn counts_agree_with_an_ordered_map(
+            ops in proptest::collection::vec((any::<bool>(), 0u8..6, 1u32..4), 0..60)
+        ) {
+            let mut h = Handle::new("h");
+            let mut m: BTreeMap<Cidr, u32> = BTreeMap::new();
+            for (add, b, n) in ops {
+                if add {
+                    h.add(net(b), n);
+                    *m.entry(Cidr(net(b))).or_insert(0) += n;
+                } else {
+                    h.remove(net(b), n);
+                    if let Some(c) = m.get_mut(&Cidr(net(b))) {
+                        *c = c.saturating_sub(n);
+                        if *c == 0 {
+                            m.remove(&Cidr(net(b)));
+                        }
+                    }
+                }
+                let mine: Vec<(Cidr, u32)> = h.blocks().iter().map(|(c, n)| (*c, *n)).collect();
+                let want: Vec<(Cidr, u32)> = m.iter().map(|(c, n)| (*c, *n)).collect();
+                prop_assert_eq!(mine, want);
+                prop_assert!(h.validate().is_ok());
+            }
+            let back = Handle::from_parts("h".into(), m.clone()).unwrap();
+            prop_assert_eq!(&back, &h);
+            let text = toml::to_string(&Wrap { blocks: &m }).unwrap();
+            prop_assert_eq!(&toml::to_string(&Wrap { blocks: h.blocks() }).unwrap(), &text);
+            let read: Read = toml::from_str(&text).unwrap();
+            prop_assert_eq!(&read.blocks, h.blocks());
+        }
+    }
 }

@@ -29,7 +29,7 @@ pub use block::{
 };
 pub use config::{ConfigError, IpamConfig, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS};
 pub use endpoint::{endpoint_id, Endpoint};
-pub use handle::{validate_handle_id, Handle, RESERVED_HANDLE};
+pub use handle::{validate_handle_id, Handle, HandleBlocks, RESERVED_HANDLE};
 pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
 pub use node::{validate_node_name, Node};
 pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError, PoolParts, PoolRef};

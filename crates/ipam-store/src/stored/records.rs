@@ -282,7 +282,7 @@ pub struct HandleV1Ref<'a> {
     blocks: HandleBlocks<'a>,
 }
 
-struct HandleBlocks<'a>(&'a BTreeMap<Cidr, u32>);
+struct HandleBlocks<'a>(&'a ipam_core::HandleBlocks);
 
 impl Serialize for HandleBlocks<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
