@@ -136,7 +136,7 @@ pub struct BlockBody {
     /// (ordinal, reusable-at ns) for cooling ordinals, in release order.
     cooling: Vec<(u32, u64)>,
     /// Per ordinal: 1 + index into `attrs`, or 0 when not used. Kept apart from `seqs` so
-    /// the scans over it touch 4 bytes an address.
+    /// the scans over it touch 2 bytes an address.
     owner: Slots<OwnerIx>,
     /// Per ordinal: block sequence number at allocation; 0 when not used.
     #[serde(with = "delta_seqs")]
