@@ -372,19 +372,14 @@ impl<S: Datastore> Ipam<S> {
         // The configuration (the cooldown) and the handle in one read (one round trip on
         // etcd); pools only if a block must be deleted. The handle's key is built once: it
         // goes into the deleting write, and is built again only for a retry after that.
-        let reads = [
-            Read::Get(Key::Config),
-            Read::Get(Key::Handle(handle_id.to_string())),
-        ];
+        let fresh_key = || Key::Handle(handle_id.to_string());
+        let reads = [Read::Get(Key::Config), Read::Get(fresh_key())];
         let mut answers = self.store.read(&reads)?.into_iter();
         let mut key = match reads {
             [_, Read::Get(key)] => Some(key),
             _ => None,
         };
-        let handle_key = |key: &mut Option<Key>| {
-            key.take()
-                .unwrap_or_else(|| Key::Handle(handle_id.to_string()))
-        };
+        let handle_key = |key: &mut Option<Key>| key.take().unwrap_or_else(fresh_key);
         let cooldown = one::<IpamConfig>(answers.next().unwrap_or_default())?
             .map(|v| v.value)
             .unwrap_or_default()
@@ -397,9 +392,7 @@ impl<S: Datastore> Ipam<S> {
         loop {
             let current = match known.take() {
                 Some(h) => h,
-                None => self
-                    .store
-                    .get_handle(key.get_or_insert_with(|| Key::Handle(handle_id.to_string())))?,
+                None => self.store.get_handle(key.get_or_insert_with(fresh_key))?,
             };
             let Some(vh) = current else {
                 return Ok(released);

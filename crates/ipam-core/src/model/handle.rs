@@ -66,13 +66,21 @@ impl HandleBlocks {
         Some(self.0.remove(i).1)
     }
 
-    /// Inserts or replaces `block`'s count, returning the one replaced.
-    pub fn insert(&mut self, block: Cidr, n: u32) -> Option<u32> {
+    /// Adds `n` to `block`'s count (saturating), inserting it in order when absent.
+    fn add(&mut self, block: Cidr, n: u32) {
         match self.find(&block) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, n)),
-            Err(i) => {
-                self.0.insert(i, (block, n));
-                None
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(n),
+            Err(i) => self.0.insert(i, (block, n)),
+        }
+    }
+
+    /// Takes `n` from `block`'s count, dropping the entry at zero.
+    fn subtract(&mut self, block: &Cidr, n: u32) {
+        if let Ok(i) = self.find(block) {
+            if self.0[i].1 <= n {
+                self.0.remove(i);
+            } else {
+                self.0[i].1 -= n;
             }
         }
     }
@@ -145,22 +153,13 @@ impl Handle {
     /// Adds `n` addresses in `block`.
     pub fn add(&mut self, block: IpNetwork, n: u32) {
         if n > 0 {
-            let c = Cidr(block);
-            let had = self.blocks.get(&c).copied().unwrap_or(0);
-            self.blocks.insert(c, had.saturating_add(n));
+            self.blocks.add(Cidr(block), n);
         }
     }
 
     /// Removes `n` addresses in `block` (saturating); drops the entry at zero.
     pub fn remove(&mut self, block: IpNetwork, n: u32) {
-        let c = Cidr(block);
-        if let Some(&had) = self.blocks.get(&c) {
-            if had <= n {
-                self.blocks.remove(&c);
-            } else {
-                self.blocks.insert(c, had - n);
-            }
-        }
+        self.blocks.subtract(&Cidr(block), n);
     }
 
     /// Total addresses held.

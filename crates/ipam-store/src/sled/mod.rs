@@ -133,29 +133,23 @@ impl SledStore {
         // has just closed the store still holds it until its background threads exit. Wait for
         // it within the same bound.
         let start = std::time::Instant::now();
-        let db = loop {
-            match sled::Config::new()
-                .path(path.join("db"))
-                .cache_capacity(opts.cache_bytes)
-                .open()
-            {
-                Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && start.elapsed() < opts.lock_timeout => {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) if is_lock_error(&e) => {
-                    return Err(OpenError::Busy {
-                        path,
-                        holder: None,
-                        waited: start.elapsed(),
-                    })
-                }
-                Err(e) => {
-                    return Err(OpenError::Sled {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })
-                }
+        let config = sled::Config::new()
+            .path(path.join("db"))
+            .cache_capacity(opts.cache_bytes);
+        let db = match open_waiting(&config, opts.lock_timeout) {
+            Ok(db) => db,
+            Err(e) if is_lock_error(&e) => {
+                return Err(OpenError::Busy {
+                    path,
+                    holder: None,
+                    waited: start.elapsed(),
+                })
+            }
+            Err(e) => {
+                return Err(OpenError::Sled {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
             }
         };
         restrict_files(&path).map_err(io)?;
@@ -302,9 +296,14 @@ impl SledStore {
 /// lock, which a store just closed in this process still holds until its background thread
 /// exits.
 pub fn open_raw(dir: &Path, wait: Duration) -> Result<sled::Db, sled::Error> {
+    open_waiting(&sled::Config::new().path(dir.join("db")), wait)
+}
+
+/// Opens `config`'s database, retrying for up to `wait` while sled's file lock is held.
+fn open_waiting(config: &sled::Config, wait: Duration) -> Result<sled::Db, sled::Error> {
     let start = std::time::Instant::now();
     loop {
-        match sled::open(dir.join("db")) {
+        match config.open() {
             Err(e) if is_lock_error(&e) && start.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(2));
             }
