@@ -10,7 +10,9 @@
 //! [CONCURRENCY]]`
 //! (an etcd on loopback: see .ci/run for how to start one; PER_NODE at most 1,280, a node's
 //! 20 blocks of 64). With `ETCD_BENCH_KUBELET=1` the CNI calls carry what kubelet's do (64-hex
-//! container ids, the pod's namespace, name and uid), so blocks hold real-sized owner records.
+//! container ids, the pod's namespace, name and uid), so blocks hold real-sized owner records;
+//! with `ETCD_BENCH_ATTRS=1` the engines' assigns carry the owner attributes a CNI ADD records
+//! (network, container id, interface, timestamp) instead of the node's name alone.
 //! The bench compacts etcd's history when it starts and removes its keys when it ends: point
 //! it at a dedicated etcd.
 
@@ -88,10 +90,11 @@ fn etcd_pids() -> Vec<u32> {
 }
 
 /// etcd's counters at `ep` (`http://host:port`): requests answered by method (Txn, Range,
-/// Put) and WAL fsyncs; zeros when the metrics page does not answer.
-fn etcd_counters(ep: &str) -> [f64; 4] {
+/// Put), WAL fsyncs, bytes written to the WAL and bytes received from clients; zeros when the
+/// metrics page does not answer.
+fn etcd_counters(ep: &str) -> [f64; 6] {
     use std::io::{Read, Write};
-    let mut out = [0.0; 4];
+    let mut out = [0.0; 6];
     let Some(addr) = ep.strip_prefix("http://") else {
         return out;
     };
@@ -112,6 +115,10 @@ fn etcd_counters(ep: &str) -> [f64; 4] {
         };
         let slot = if name == "etcd_disk_wal_fsync_duration_seconds_count" {
             3
+        } else if name == "etcd_disk_wal_write_bytes_total" {
+            4
+        } else if name == "etcd_network_client_grpc_received_bytes_total" {
+            5
         } else if !name.starts_with("grpc_server_handled_total{") {
             continue;
         } else if name.contains("grpc_method=\"Txn\"") {
@@ -154,8 +161,8 @@ struct Cpu {
     etcd: Duration,
     services: Duration,
     bench: Duration,
-    /// Txn, Range and Put requests answered, WAL fsyncs.
-    counters: [f64; 4],
+    /// Txn, Range and Put requests answered, WAL fsyncs, WAL bytes, bytes from clients.
+    counters: [f64; 6],
     /// Context switches of the services' threads.
     service_switches: u64,
 }
@@ -186,12 +193,14 @@ impl Cpu {
         let switches =
             later.service_switches.saturating_sub(self.service_switches) as f64 / ops as f64;
         format!(
-            "| {what} | {e:.0} | {s:.0} | {b:.0} | {total:.0} | {:.0}/s | {rate:.0}/s | {:.2} / {:.2} / {:.2} | {:.2} | {switches:.1} |",
+            "| {what} | {e:.0} | {s:.0} | {b:.0} | {total:.0} | {:.0}/s | {rate:.0}/s | {:.2} / {:.2} / {:.2} | {:.2} | {:.0} / {:.0} | {switches:.1} |",
             2e6 / total,
             n(0),
             n(1),
             n(2),
-            n(3)
+            n(3),
+            n(4),
+            n(5)
         )
     }
 }
@@ -456,12 +465,19 @@ fn main() {
         .expect("create pool");
     let cpu = Cpu::now(&ep, &[]);
     let took = drive(&node_ipams, per_node, |ipam, k, i| {
-        ipam.auto_assign(&AutoAssignArgs::v4(
-            &format!("node{}", k % 3),
-            &format!("t{k}-{i}"),
-            1,
-        ))
-        .expect("assign");
+        let mut a = AutoAssignArgs::v4(&format!("node{}", k % 3), &format!("t{k}-{i}"), 1);
+        if std::env::var("ETCD_BENCH_ATTRS").is_ok() {
+            a.attrs = [
+                ("network", "bench".to_string()),
+                ("containerID", format!("c{k}-{i}")),
+                ("ifname", "eth0".to_string()),
+                ("timestamp", "2026-12-01T23:59:59Z".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        }
+        ipam.auto_assign(&a).expect("assign");
     });
     let assigns = (per_node / concurrency()) * concurrency() * 3;
     let assign_rate = assigns as f64 / took.as_secs_f64();
@@ -592,8 +608,8 @@ fn main() {
     );
     println!();
     println!("CPU per operation (µs; user + system, all threads, from /proc), and the rate two cores sustain at that cost:");
-    println!("| phase | etcd | services | bench | total | 2 cores / total | measured | etcd Txn / Range / Put per op | WAL fsyncs per op | services' context switches per op |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| phase | etcd | services | bench | total | 2 cores / total | measured | etcd Txn / Range / Put per op | WAL fsyncs per op | bytes per op: WAL / from clients | services' context switches per op |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in cpu_rows {
         println!("{r}");
     }

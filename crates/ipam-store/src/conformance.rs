@@ -35,7 +35,8 @@ fn affinity(node: &str, cidr: &str) -> Record {
     Record::Affinity(Affinity::confirmed(node, net(cidr)))
 }
 
-/// One record of every kind, with non-trivial content.
+/// One record of every kind, with non-trivial content, and a block crowded enough to be
+/// stored compressed.
 pub fn sample_records() -> Vec<Record> {
     let mut pool = Pool::with_block_size("pool-a", net("10.244.0.0/16"), 28)
         .unwrap()
@@ -97,7 +98,44 @@ pub fn sample_records() -> Vec<Record> {
         Record::Handle(h),
         Record::IndexChunk(chunk),
         Record::PoolIndex(PoolIndex::new(net("10.244.0.0/16"), [0, 5].into())),
+        crowded_block(),
     ]
+}
+
+/// A full /26 block of pods with the owner attributes a CNI ADD records: large enough that
+/// the sled and etcd stores keep it compressed.
+pub fn crowded_block() -> Record {
+    let mut b = Block::new(
+        net("10.244.7.0/26"),
+        Some("node-1".into()),
+        HostReserved::default(),
+        1_700_000_000_000_000_000,
+    )
+    .unwrap();
+    for i in 0..64u64 {
+        let cid = format!("{:016x}{:016x}", i * 7919 + 1, i * 104_729 + 3);
+        let attrs = [
+            ("containerid", cid.clone()),
+            ("ifname", "eth0".into()),
+            ("namespace", "default".into()),
+            ("network", "k8s-pod-network".into()),
+            ("node", "node-1".into()),
+            ("pod", format!("web-{i}")),
+            (
+                "timestamp",
+                format!("2026-12-01T10:{:02}:{:02}Z", i / 60, i % 60),
+            ),
+        ];
+        b.allocate(
+            1,
+            &Arc::new(AllocAttrs {
+                handle_id: format!("k8s-pod-network.{cid}"),
+                attrs: attrs.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            }),
+        );
+        b.seq += 1;
+    }
+    Record::Block(b)
 }
 
 fn expect_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, key: &Key, kind: ConflictKind) {
@@ -385,7 +423,7 @@ pub fn batched_reads<S: Datastore>(s: &S) {
         assert_eq!(answer, &want, "{read:?}");
     }
     assert!(answers[1].is_empty(), "an absent key reads as nothing");
-    assert_eq!(answers[0].len(), 2);
+    assert_eq!(answers[0].len(), 3, "the samples' two blocks and one more");
     assert!(s.read(&[]).unwrap().is_empty());
 }
 

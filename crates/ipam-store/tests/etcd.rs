@@ -112,6 +112,19 @@ fn unreachable_etcd_fails_within_the_budget() {
     let _: Option<&dyn Datastore> = None;
 }
 
+/// `len` hex digits that do not compress (the stores compress large records).
+fn noise(seed: u32, len: usize) -> String {
+    let mut x = u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x >> 60) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn a_request_over_etcds_size_limit_is_refused_at_once() {
     use ipam_core::{AllocAttrs, Block, HostReserved, Record, Write};
@@ -137,7 +150,7 @@ fn a_request_over_etcds_size_limit_is_refused_at_once() {
     for a in 0..64 {
         let attrs = Arc::new(AllocAttrs {
             handle_id: format!("h-{a}"),
-            attrs: BTreeMap::from([("note".to_string(), format!("{a:04}").repeat(8_000))]),
+            attrs: BTreeMap::from([("note".to_string(), noise(a, 32_000))]),
         });
         assert_eq!(b.allocate(1, &attrs).len(), 1);
     }
@@ -166,7 +179,7 @@ fn a_range_larger_than_one_grpc_answer_is_listed_whole() {
         for a in 0..64 {
             let attrs = Arc::new(AllocAttrs {
                 handle_id: format!("h-{i}-{a}"),
-                attrs: BTreeMap::from([("note".to_string(), format!("{a:04}").repeat(375))]),
+                attrs: BTreeMap::from([("note".to_string(), noise(i * 64 + a, 1_500))]),
             });
             assert_eq!(b.allocate(1, &attrs).len(), 1);
         }

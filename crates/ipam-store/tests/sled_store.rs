@@ -2,7 +2,7 @@
 //! corruption handling, group commit, and surviving SIGKILL mid-storm.
 
 use ipam_core::{audit, AssignError, AutoAssignArgs, Datastore, Key, ManualClock, Pool};
-use ipam_core::{StoreError, Write};
+use ipam_core::{Record, Revision, StoreError, Write};
 use ipam_store::sled::keys;
 use ipam_store::{Observed, OpenError, SledOptions, SledStore, SystemClock};
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,13 +121,51 @@ fn directory_and_files_are_private() {
 }
 
 #[test]
+fn a_format_1_store_is_upgraded_at_open_and_its_records_read() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("store");
+    // A format 1 store: its mark, and a crowded block written plain, as format 1 wrote it.
+    let block = ipam_store::conformance::crowded_block();
+    {
+        let raw = ipam_store::sled::open_raw(&dir, RAW_WAIT).unwrap();
+        raw.insert(keys::FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
+        raw.insert(
+            keys::encode(&block.key()),
+            ipam_store::sled::codec::encode_plain(&block, Revision(1)).unwrap(),
+        )
+        .unwrap();
+        raw.flush().unwrap();
+    }
+    let s = open(&dir);
+    assert_eq!(s.get(&block.key()).unwrap().unwrap().value, block);
+    // Written again, it is stored compressed.
+    let Record::Block(mut b) = block.clone() else {
+        unreachable!()
+    };
+    b.seq += 1;
+    s.commit(vec![Write::Update {
+        record: Record::Block(b.clone()),
+        expected: Revision(1),
+    }])
+    .unwrap();
+    drop(s);
+    let raw = ipam_store::sled::open_raw(&dir, RAW_WAIT).unwrap();
+    let mark = raw.get(keys::FORMAT_KEY).unwrap().unwrap();
+    assert_eq!(mark.as_ref(), &2u32.to_be_bytes());
+    let value = raw.get(keys::encode(&block.key())).unwrap().unwrap();
+    assert_eq!(value[0], ipam_store::sled::codec::COMPRESSED);
+    let back = ipam_store::sled::codec::decode(&keys::encode(&block.key()), &value).unwrap();
+    assert_eq!(back.value, Record::Block(b));
+}
+
+#[test]
 fn newer_and_unknown_formats_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("store");
     drop(open(&dir));
     {
         let raw = ipam_store::sled::open_raw(&dir, RAW_WAIT).unwrap();
-        raw.insert(keys::FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+        raw.insert(keys::FORMAT_KEY, &3u32.to_be_bytes()).unwrap();
         raw.flush().unwrap();
     }
     let Err(e) = SledStore::open(&dir, &SledOptions::default()) else {
@@ -137,8 +175,8 @@ fn newer_and_unknown_formats_are_refused() {
         matches!(
             e,
             OpenError::TooNew {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }
         ),

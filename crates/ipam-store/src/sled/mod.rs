@@ -8,8 +8,8 @@
 //!   share a flush: whoever flushes records how far the flush reached, and the others find
 //!   their commit already covered (group commit).
 //! - Exclusivity: one process per directory, by a lock file waited for with a bound.
-//! - Format: the store records its format version; a newer one is refused, an unversioned
-//!   non-empty one is refused with instructions.
+//! - Format: the store records its format version; a newer one is refused, an older one is
+//!   upgraded at open, an unversioned non-empty one is refused with instructions.
 
 pub mod codec;
 pub mod keys;
@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Format version of the whole store (key layout + value layout).
-pub const STORE_FORMAT: u32 = 1;
+/// Format version of the whole store (key layout + value layout). Format 2 values may be
+/// compressed ([`codec::COMPRESSED`]); format 1 values are all plain, and every one of them is
+/// a format 2 value as it stands, so a format 1 store is upgraded at open by its mark alone.
+pub const STORE_FORMAT: u32 = 2;
 
 /// Opening a sled store failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +172,13 @@ impl SledStore {
                         supported: STORE_FORMAT,
                     });
                 }
-                // Older formats would be upgraded here; 1 is the first.
+                if found < STORE_FORMAT {
+                    // Marked before anything is written, so a build that reads only plain
+                    // values refuses the store instead of finding compressed records in it.
+                    tree.insert(keys::FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
+                        .map_err(sled_err)?;
+                    db.flush().map_err(sled_err)?;
+                }
             }
             None => {
                 if !tree.is_empty() {
