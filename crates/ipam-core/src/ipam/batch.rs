@@ -67,8 +67,9 @@ pub(super) struct LaneState {
     queue: Vec<Waiting<'static>>,
     /// Releases waiting to be served together (see `held.rs`), of this lane's blocks.
     pub(super) releases: Vec<QueuedRelease>,
-    /// Callers asleep on `changed`: the lane is signalled only when someone listens (a
-    /// signal is a system call, and most lanes never have a waiter).
+    /// Callers asleep on `changed`, waiting for the lane itself (queued callers sleep on
+    /// their own [`Slot`]): the lane is signalled only when someone listens (a signal is a
+    /// system call, and most lanes never have a waiter).
     sleepers: usize,
     /// What the last batch decided on, for the next (held by the lane's holder meanwhile).
     carry: Option<Carry>,
@@ -119,22 +120,98 @@ struct Waiting<'a> {
 
 enum Place<'a> {
     Own(&'a Mutex<Option<Outcome>>),
-    Shared(Arc<Mutex<Option<Outcome>>>),
+    Shared(Ticket<Outcome>),
 }
 
 impl Waiting<'_> {
     fn answer(&self, outcome: Outcome) {
-        let place = match &self.outcome {
-            Place::Own(p) => p,
-            Place::Shared(p) => &**p,
-        };
-        *place.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        match &self.outcome {
+            Place::Own(p) => *p.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome),
+            Place::Shared(t) => t.answer(outcome),
+        }
     }
 }
 
 /// The answer left in `o`, if any (taken out).
 pub(super) fn taken<T>(o: &Mutex<Option<T>>) -> Option<T> {
     o.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// A queued caller's place: where its answer is left, and its own wake-up. The caller sleeps
+/// on it; it is woken when the request it queued is done with (its [`Ticket`] dropped,
+/// answered or not), or when the lane is given back while its request is first in the queue
+/// (so it leads the next batch). Only those callers wake: a lane given back does not wake the
+/// others queued behind, nor callers already answered.
+pub(super) struct Slot<T> {
+    state: Mutex<SlotState<T>>,
+    woken: Condvar,
+}
+
+struct SlotState<T> {
+    answer: Option<T>,
+    /// A wake-up not yet slept through.
+    nudged: bool,
+}
+
+impl<T> Slot<T> {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState {
+                answer: None,
+                nudged: false,
+            }),
+            woken: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The answer left here, if any (taken out).
+    pub(super) fn take(&self) -> Option<T> {
+        self.lock().answer.take()
+    }
+
+    /// Sleeps until woken (at once if a wake-up came since the last sleep).
+    pub(super) fn sleep(&self) {
+        let mut st = self.lock();
+        while !st.nudged {
+            st = self.woken.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.nudged = false;
+    }
+
+    /// Wakes the caller sleeping here.
+    pub(super) fn nudge(&self) {
+        self.lock().nudged = true;
+        self.woken.notify_one();
+    }
+}
+
+/// The end of a [`Slot`] that travels with a queued request: whoever takes the request from
+/// the queue answers through it, and its drop wakes the caller, also when the taker panics
+/// before answering (the caller then serves its request itself).
+pub(super) struct Ticket<T>(Arc<Slot<T>>);
+
+impl<T> Ticket<T> {
+    pub(super) fn new(slot: &Arc<Slot<T>>) -> Self {
+        Ticket(Arc::clone(slot))
+    }
+
+    pub(super) fn answer(&self, answer: T) {
+        self.0.lock().answer = Some(answer);
+    }
+
+    pub(super) fn slot(&self) -> &Arc<Slot<T>> {
+        &self.0
+    }
+}
+
+impl<T> Drop for Ticket<T> {
+    fn drop(&mut self) {
+        self.0.nudge();
+    }
 }
 
 impl Lane {
@@ -232,8 +309,20 @@ impl Drop for Held {
         let mut st = self.lane.lock();
         st.busy = false;
         st.carry = self.carry.take();
+        // The first queued caller of each kind, to lead; callers waiting for the lane itself.
+        let first_assign = st.queue.first().and_then(|w| match &w.outcome {
+            Place::Shared(t) => Some(Arc::clone(t.slot())),
+            Place::Own(_) => None,
+        });
+        let first_release = st.releases.first().map(QueuedRelease::slot);
         let wake = st.sleepers > 0;
         drop(st);
+        if let Some(s) = first_assign {
+            s.nudge();
+        }
+        if let Some(s) = first_release {
+            s.nudge();
+        }
         if wake {
             self.lane.changed.notify_all();
         }
@@ -258,8 +347,8 @@ impl<S: Datastore> Ipam<S> {
 
     /// Runs `args` in its node's lane: alone when the lane is free and nobody waits, else
     /// queued and served with whatever else queued meanwhile, by whichever caller leads next.
-    /// Waiters sleep on the lane's signal, so an answered request returns at once instead of
-    /// waiting its turn for the lane.
+    /// Waiters sleep on their own [`Slot`]: an answered request's caller is woken as its
+    /// answer is left, and a lane given back wakes only the caller first in the queue.
     pub(super) fn auto_assign_batched(&self, args: &AutoAssignArgs) -> Outcome {
         let lane = self.node_lane(&args.node);
         let mut st = lane.lock();
@@ -278,13 +367,13 @@ impl<S: Datastore> Ipam<S> {
             self.serve(one, &mut held.carry);
             return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
         }
-        let outcome = Arc::new(Mutex::new(None));
+        let slot = Slot::new();
         st.queue.push(Waiting {
             args: Cow::Owned(args.clone()),
-            outcome: Place::Shared(outcome.clone()),
+            outcome: Place::Shared(Ticket::new(&slot)),
         });
         loop {
-            if let Some(done) = taken(&outcome) {
+            if let Some(done) = slot.take() {
                 return done; // served by the caller that led
             }
             if !st.busy {
@@ -292,9 +381,11 @@ impl<S: Datastore> Ipam<S> {
                 let mut held = lane.take(st);
                 self.serve(queued, &mut held.carry);
                 // Ours was in the queue unless a leader took it and panicked before answering.
-                return taken(&outcome).unwrap_or_else(|| self.assign_serial(args));
+                return slot.take().unwrap_or_else(|| self.assign_serial(args));
             }
-            st = lane.sleep(st);
+            drop(st);
+            slot.sleep();
+            st = lane.lock();
         }
     }
 
@@ -643,5 +734,61 @@ impl<S: Datastore> Ipam<S> {
                 Ok(served)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Slot, Ticket};
+    use std::time::Duration;
+
+    /// A thread that sleeps on `slot`, then takes its answer.
+    fn sleeper(slot: &std::sync::Arc<Slot<u32>>) -> std::thread::JoinHandle<Option<u32>> {
+        let slot = slot.clone();
+        std::thread::spawn(move || {
+            slot.sleep();
+            slot.take()
+        })
+    }
+
+    #[test]
+    fn a_ticket_wakes_its_caller_with_the_answer_when_dropped() {
+        let slot = Slot::new();
+        let t = Ticket::new(&slot);
+        let woke = sleeper(&slot);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            !woke.is_finished(),
+            "an answer alone does not wake before the ticket goes"
+        );
+        t.answer(7);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!woke.is_finished());
+        drop(t);
+        assert_eq!(woke.join().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_ticket_dropped_unanswered_still_wakes_its_caller() {
+        // As when the caller that took the request panicked: the caller serves itself.
+        let slot = Slot::<u32>::new();
+        let t = Ticket::new(&slot);
+        let woke = sleeper(&slot);
+        drop(t);
+        assert_eq!(woke.join().unwrap(), None);
+    }
+
+    #[test]
+    fn a_nudge_before_the_sleep_is_not_lost() {
+        let slot = Slot::<u32>::new();
+        slot.nudge();
+        // Returns at once: the wake-up came between the caller's check and its sleep.
+        sleeper(&slot).join().unwrap();
+        // Slept through: the next sleep waits for the next wake-up.
+        let woke = sleeper(&slot);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!woke.is_finished());
+        slot.nudge();
+        woke.join().unwrap();
     }
 }

@@ -21,7 +21,7 @@
 //! commit returned; answers are left before the lane is given back, so a woken waiter finds its
 //! own first.
 
-use super::batch::{taken, Held, Lane};
+use super::batch::{Held, Lane, Slot, Ticket};
 use super::{Allocation, Ipam};
 use crate::datastore::{Datastore, Key, Record, StoreError, StoreExt, Versioned, Write};
 use crate::error::ReleaseError;
@@ -30,7 +30,7 @@ use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 /// Which of a handle's allocations a release takes (a CNI DEL's: its attachment's).
 pub(super) type Select = Arc<dyn Fn(&Allocation) -> bool + Send + Sync>;
@@ -57,7 +57,14 @@ pub(super) type Answer = Result<Option<Vec<IpAddr>>, ReleaseError>;
 pub(super) struct QueuedRelease {
     block: IpNetwork,
     req: HeldRelease,
-    answer: Arc<Mutex<Option<Answer>>>,
+    answer: Ticket<Answer>,
+}
+
+impl QueuedRelease {
+    /// Its caller's place.
+    pub(super) fn slot(&self) -> Arc<Slot<Answer>> {
+        Arc::clone(self.answer.slot())
+    }
 }
 
 impl<S: Datastore> Ipam<S> {
@@ -71,14 +78,14 @@ impl<S: Datastore> Ipam<S> {
             let mut answers = self.release_together(block, vec![req], &mut held);
             return answers.pop().unwrap_or(Ok(None));
         }
-        let place = Arc::new(Mutex::new(None));
+        let place = Slot::new();
         st.releases.push(QueuedRelease {
             block,
             req,
-            answer: Arc::clone(&place),
+            answer: Ticket::new(&place),
         });
         loop {
-            if let Some(done) = taken(&place) {
+            if let Some(done) = place.take() {
                 return done; // served by the caller that led
             }
             if !st.busy {
@@ -86,7 +93,7 @@ impl<S: Datastore> Ipam<S> {
                 let mut others = 0;
                 let (mine, rest): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut st.releases).into_iter().partition(|q| {
-                        if Arc::ptr_eq(&q.answer, &place) {
+                        if Arc::ptr_eq(q.answer.slot(), &place) {
                             return true;
                         }
                         let take = q.block == block && others + 1 < RELEASES_PER_COMMIT;
@@ -98,17 +105,18 @@ impl<S: Datastore> Ipam<S> {
                 let (reqs, places): (Vec<_>, Vec<_>) =
                     mine.into_iter().map(|q| (q.req, q.answer)).unzip();
                 let answers = self.release_together(block, reqs, &mut held);
-                for (place, answer) in places.iter().zip(answers) {
-                    *place
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(answer);
+                for (ticket, answer) in places.iter().zip(answers) {
+                    ticket.answer(answer);
                 }
-                // Answers are in place before the lane is given back and its waiters woken.
+                // Each caller is woken as its ticket goes; the lane is given back after.
+                drop(places);
                 drop(held);
                 // Ours was in the batch, so answered; the long way is only a safe default.
-                return taken(&place).unwrap_or(Ok(None));
+                return place.take().unwrap_or(Ok(None));
             }
-            st = lane.sleep(st);
+            drop(st);
+            place.sleep();
+            st = lane.lock();
         }
     }
 
