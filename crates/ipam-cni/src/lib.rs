@@ -20,6 +20,7 @@ pub mod error;
 pub mod handler;
 pub mod logging;
 pub mod owner;
+pub mod parsed;
 pub mod protocol;
 pub mod result;
 pub mod run;

@@ -7,6 +7,7 @@ use crate::config::{self, PluginConfig};
 use crate::env::{CniEnv, Command};
 use crate::error::{codes, CniError};
 use crate::handler::{self, Invocation};
+use crate::parsed::Parsed;
 use crate::protocol::{self, CallError, Request};
 use ipam_core::{Datastore, Ipam};
 use ipam_store::SystemClock;
@@ -62,6 +63,45 @@ fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> (Result<Invocation, Cn
     (invocation(env, json), version)
 }
 
+/// The configurations this process's [`serve`] parsed (see [`crate::parsed`]).
+static PARSED: std::sync::OnceLock<Parsed> = std::sync::OnceLock::new();
+
+/// [`parse`], with the configuration taken from those kept when its bytes and command were
+/// parsed before (the version to report errors under is then the configuration's own, as
+/// [`parse`] finds it).
+fn parse_kept(
+    env: &BTreeMap<String, String>,
+    stdin: &[u8],
+) -> (Result<Invocation, CniError>, String) {
+    let Ok(cni_env) = CniEnv::from_map(env) else {
+        return parse(env, stdin);
+    };
+    let command = cni_env.command;
+    if command == Command::Version {
+        return parse(env, stdin);
+    }
+    let parsed = PARSED.get_or_init(Parsed::default);
+    if let Some(config) = parsed.get(command, stdin) {
+        let version = if config.cni_version.is_empty() {
+            "1.1.0".to_string()
+        } else {
+            config.cni_version.clone()
+        };
+        return (
+            Ok(Invocation {
+                env: cni_env,
+                config,
+            }),
+            version,
+        );
+    }
+    let (inv, version) = parse(env, stdin);
+    if let Ok(i) = &inv {
+        parsed.put(command, stdin, &i.config);
+    }
+    (inv, version)
+}
+
 fn invocation(
     env: &BTreeMap<String, String>,
     json: Result<serde_json::Value, CniError>,
@@ -108,7 +148,7 @@ fn status_error(e: CniError) -> CniError {
 
 /// Serves one invocation with an open store (the node service calls this directly).
 pub fn serve<S: Datastore>(ipam: &Ipam<S>, env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
-    let (inv, version) = parse(env, stdin);
+    let (inv, version) = parse_kept(env, stdin);
     let inv = match inv {
         Ok(i) => i,
         Err(e) => return Output::error(&e, &version),
@@ -285,5 +325,54 @@ fn serve_locally(
             serve(&ipam, env, stdin)
         }
         Err(e) => Output::error(&status_or(e, inv.env.command), version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(command: &str) -> BTreeMap<String, String> {
+        [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// What a parse gives, comparable: the configuration or the error's JSON, and the
+    /// version errors go out under.
+    fn shown(p: (Result<Invocation, CniError>, String)) -> (Result<PluginConfig, String>, String) {
+        (p.0.map(|i| i.config).map_err(|e| e.to_json(&p.1)), p.1)
+    }
+
+    #[test]
+    fn a_kept_configuration_is_what_parsing_it_again_gives() {
+        let good = br#"{"cniVersion":"1.0.0","name":"kept-net","type":"bridge",
+            "ipam":{"type":"calico-ipam","nodename":"n1","ipv4_pools":["10.244.0.0/16"]}}"#;
+        let no_version = br#"{"name":"kept-net-2","ipam":{"type":"calico-ipam","nodename":"n1"}}"#;
+        let no_name = br#"{"cniVersion":"1.0.0","ipam":{"type":"calico-ipam"}}"#;
+        let bad_pool = br#"{"cniVersion":"0.4.0","name":"kept-net-3",
+            "ipam":{"type":"calico-ipam","ipv4_pools":["fd00::/64"]}}"#;
+        for stdin in [&good[..], no_version, no_name, bad_pool, b"{not json"] {
+            for command in ["ADD", "DEL", "CHECK", "STATUS", "VERSION"] {
+                let e = env(command);
+                let fresh = shown(parse(&e, stdin));
+                // The first call parses (and keeps what parsed); the second may take it.
+                assert_eq!(shown(parse_kept(&e, stdin)), fresh, "{command}");
+                assert_eq!(shown(parse_kept(&e, stdin)), fresh, "{command}, again");
+            }
+        }
+        let parsed = PARSED.get().expect("kept");
+        assert!(parsed.get(Command::Add, good).is_some());
+        assert!(
+            parsed.get(Command::Add, no_name).is_none(),
+            "a refused one is not kept"
+        );
     }
 }
