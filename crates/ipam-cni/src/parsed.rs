@@ -16,10 +16,13 @@ use std::sync::{Mutex, PoisonError};
 /// Configurations kept: a node serves a handful of networks.
 pub const KEPT: usize = 8;
 
+/// A kept configuration: the command and bytes it was parsed for, and what they gave.
+type Kept = (Command, Box<[u8]>, PluginConfig);
+
 /// The kept configurations, most recently used first.
 #[derive(Default)]
 pub struct Parsed {
-    recent: Mutex<VecDeque<(Command, Box<[u8]>, PluginConfig)>>,
+    recent: Mutex<VecDeque<Kept>>,
 }
 
 impl Parsed {
