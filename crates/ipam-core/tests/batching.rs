@@ -27,6 +27,8 @@ struct Gated<S> {
     reads: AtomicUsize,
     /// Commits of more writes than this are refused (as etcd bounds a transaction); 0: none.
     max_writes: AtomicUsize,
+    /// The next commit of more than two writes (a batch) panics, as a bug in a store would.
+    panic_batch: AtomicBool,
 }
 
 impl<S: Datastore> Datastore for Gated<S> {
@@ -49,6 +51,9 @@ impl<S: Datastore> Datastore for Gated<S> {
         }
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         self.commits.fetch_add(1, Ordering::SeqCst);
+        if writes.len() > 2 && self.panic_batch.swap(false, Ordering::SeqCst) {
+            panic!("the store fails a batch's commit");
+        }
         let max = self.max_writes.load(Ordering::SeqCst);
         if max > 0 && writes.len() > max {
             return Err(StoreError::Rejected(format!(
@@ -89,6 +94,7 @@ fn engine_and_clock(pools: &[(&str, &str, u8)]) -> (Arc<Ipam<Store>>, Store, Arc
         commits: AtomicUsize::new(0),
         reads: AtomicUsize::new(0),
         max_writes: AtomicUsize::new(0),
+        panic_batch: AtomicBool::new(false),
     });
     let clock = Arc::new(ManualClock::new(T0));
     let ipam = Arc::new(Ipam::new(store.clone(), clock.clone()));
@@ -220,6 +226,45 @@ fn a_burst_for_one_node_is_one_commit() {
         .release_ips(&[ipam_core::ReleaseRequest::guarded(a.ip, "pod2", a.seq)])
         .unwrap();
     assert_eq!(out.released.len(), 1, "{out:?}");
+}
+
+#[test]
+fn callers_whose_leader_panicked_serve_themselves() {
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    store.closed.store(true, Ordering::SeqCst);
+    let i = ipam.clone();
+    let lead = std::thread::spawn(move || i.auto_assign(&AutoAssignArgs::v4("n1", "lead", 1)));
+    wait_for("the lead's commit", || {
+        store.waiting.load(Ordering::SeqCst) == 1
+    });
+    // Three queue behind it; the first of them to lead panics in the batch's commit.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for k in 0..3 {
+        let (i, tx) = (ipam.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let h = format!("q{k}");
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                i.auto_assign(&AutoAssignArgs::v4("n1", &h, 1))
+            }));
+            let _ = tx.send((h, out.map_err(|_| ())));
+        });
+    }
+    wait_for("three to queue", || ipam.queued_assignments("n1") == 3);
+    store.panic_batch.store(true, Ordering::SeqCst);
+    store.closed.store(false, Ordering::SeqCst);
+    assert!(lead.join().unwrap().is_ok());
+    let mut served = 0;
+    for _ in 0..3 {
+        let (h, out) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every queued caller returns (none sleeps on forever)");
+        // The leader's own call fails with the panic, and its commit wrote nothing.
+        let got = out.map_or_else(|()| Vec::new(), |r| ips(&r.expect("served alone")));
+        served += usize::from(!got.is_empty());
+        assert_eq!(ipam.addresses_by_handle(&h).unwrap(), got, "{h}");
+    }
+    assert_eq!(served, 2, "the two the panicked leader had taken");
+    consistent(&store);
 }
 
 #[test]

@@ -189,6 +189,24 @@ impl<T> Slot<T> {
     }
 }
 
+/// Sleeps a queued caller, whose answer is not there and whose lane is held, until something
+/// changed for it. While its request is still queued (`queued`), on its own slot; once taken
+/// but not answered (the caller that took it failed before answering), on the lane, which
+/// is signalled when given back: the caller then leads and serves itself.
+pub(super) fn sleep_queued<'a, T>(
+    lane: &'a Lane,
+    st: MutexGuard<'a, LaneState>,
+    slot: &Slot<T>,
+    queued: impl Fn(&LaneState) -> bool,
+) -> MutexGuard<'a, LaneState> {
+    if !queued(&st) {
+        return lane.sleep(st);
+    }
+    drop(st);
+    slot.sleep();
+    lane.lock()
+}
+
 /// The end of a [`Slot`] that travels with a queued request: whoever takes the request from
 /// the queue answers through it, and its drop wakes the caller, also when the taker panics
 /// before answering (the caller then serves its request itself).
@@ -383,9 +401,12 @@ impl<S: Datastore> Ipam<S> {
                 // Ours was in the queue unless a leader took it and panicked before answering.
                 return slot.take().unwrap_or_else(|| self.assign_serial(args));
             }
-            drop(st);
-            slot.sleep();
-            st = lane.lock();
+            st = sleep_queued(&lane, st, &slot, |st| {
+                st.queue.iter().any(|w| match &w.outcome {
+                    Place::Shared(t) => Arc::ptr_eq(t.slot(), &slot),
+                    Place::Own(_) => false,
+                })
+            });
         }
     }
 

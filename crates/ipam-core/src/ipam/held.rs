@@ -21,7 +21,7 @@
 //! commit returned; answers are left before the lane is given back, so a woken waiter finds its
 //! own first.
 
-use super::batch::{Held, Lane, Slot, Ticket};
+use super::batch::{sleep_queued, Held, Lane, Slot, Ticket};
 use super::{Allocation, Ipam};
 use crate::datastore::{Datastore, Key, Record, StoreError, StoreExt, Versioned, Write};
 use crate::error::ReleaseError;
@@ -114,9 +114,11 @@ impl<S: Datastore> Ipam<S> {
                 // Ours was in the batch, so answered; the long way is only a safe default.
                 return place.take().unwrap_or(Ok(None));
             }
-            drop(st);
-            place.sleep();
-            st = lane.lock();
+            st = sleep_queued(&lane, st, &place, |st| {
+                st.releases
+                    .iter()
+                    .any(|q| Arc::ptr_eq(q.answer.slot(), &place))
+            });
         }
     }
 
