@@ -40,9 +40,36 @@ impl Output {
     }
 }
 
+/// The `cniVersion` errors go out under when the input names none (or cannot be read).
+const DEFAULT_ERROR_VERSION: &str = "1.1.0";
+
+/// The configurations this process's [`serve`] parsed (see [`crate::parsed`]).
+static PARSED: std::sync::OnceLock<Parsed> = std::sync::OnceLock::new();
+
 /// A call's input, its JSON decoded once: the invocation (or why there is none) and the
-/// `cniVersion` to report errors under (the config's, when it can be read at all).
-fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> (Result<Invocation, CniError>, String) {
+/// `cniVersion` to report errors under (the config's, when it can be read at all). With
+/// `kept`, a configuration parsed before from the same bytes for the same command is taken
+/// from there, and one that parses now is kept (VERSION excepted: its fallback to a built-in
+/// configuration would report another version than the input's).
+fn parse(
+    env: &BTreeMap<String, String>,
+    stdin: &[u8],
+    kept: Option<&Parsed>,
+) -> (Result<Invocation, CniError>, String) {
+    let cni_env = CniEnv::from_map(env);
+    let keeps = |e: &Result<CniEnv, CniError>| {
+        kept.zip(e.as_ref().ok().map(|e| e.command))
+            .filter(|(_, c)| *c != Command::Version)
+    };
+    if let Some((kept, command)) = keeps(&cni_env) {
+        if let Some(config) = kept.get(command, stdin) {
+            let version = Some(config.cni_version.clone()).filter(|v| !v.is_empty());
+            return (
+                cni_env.map(|env| Invocation { env, config }),
+                version.unwrap_or_else(|| DEFAULT_ERROR_VERSION.to_string()),
+            );
+        }
+    }
     let json = config::decode_json(stdin);
     let version_of = |v: &serde_json::Value| {
         v.get("cniVersion")
@@ -59,54 +86,20 @@ fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> (Result<Invocation, Cn
             .and_then(version_of),
         Err(_) => None,
     }
-    .unwrap_or_else(|| "1.1.0".to_string());
-    (invocation(env, json), version)
-}
-
-/// The configurations this process's [`serve`] parsed (see [`crate::parsed`]).
-static PARSED: std::sync::OnceLock<Parsed> = std::sync::OnceLock::new();
-
-/// [`parse`], with the configuration taken from those kept when its bytes and command were
-/// parsed before (the version to report errors under is then the configuration's own, as
-/// [`parse`] finds it).
-fn parse_kept(
-    env: &BTreeMap<String, String>,
-    stdin: &[u8],
-) -> (Result<Invocation, CniError>, String) {
-    let Ok(cni_env) = CniEnv::from_map(env) else {
-        return parse(env, stdin);
-    };
-    let command = cni_env.command;
-    if command == Command::Version {
-        return parse(env, stdin);
-    }
-    let parsed = PARSED.get_or_init(Parsed::default);
-    if let Some(config) = parsed.get(command, stdin) {
-        let version = if config.cni_version.is_empty() {
-            "1.1.0".to_string()
-        } else {
-            config.cni_version.clone()
-        };
-        return (
-            Ok(Invocation {
-                env: cni_env,
-                config,
-            }),
-            version,
-        );
-    }
-    let (inv, version) = parse(env, stdin);
-    if let Ok(i) = &inv {
-        parsed.put(command, stdin, &i.config);
+    .unwrap_or_else(|| DEFAULT_ERROR_VERSION.to_string());
+    let keep = keeps(&cni_env);
+    let inv = invocation(cni_env, json);
+    if let (Some((kept, command)), Ok(i)) = (keep, &inv) {
+        kept.put(command, stdin, &i.config);
     }
     (inv, version)
 }
 
 fn invocation(
-    env: &BTreeMap<String, String>,
+    env: Result<CniEnv, CniError>,
     json: Result<serde_json::Value, CniError>,
 ) -> Result<Invocation, CniError> {
-    let env = CniEnv::from_map(env)?;
+    let env = env?;
     if env.command == Command::Version {
         let config = json
             .and_then(|v| PluginConfig::from_json(v, Command::Version))
@@ -148,7 +141,7 @@ fn status_error(e: CniError) -> CniError {
 
 /// Serves one invocation with an open store (the node service calls this directly).
 pub fn serve<S: Datastore>(ipam: &Ipam<S>, env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
-    let (inv, version) = parse_kept(env, stdin);
+    let (inv, version) = parse(env, stdin, Some(PARSED.get_or_init(Parsed::default)));
     let inv = match inv {
         Ok(i) => i,
         Err(e) => return Output::error(&e, &version),
@@ -166,7 +159,7 @@ pub fn serve<S: Datastore>(ipam: &Ipam<S>, env: &BTreeMap<String, String>, stdin
 /// The plugin's entry point: everything the binary does between reading its input and
 /// printing its output.
 pub fn run(env: &BTreeMap<String, String>, stdin: &[u8]) -> Output {
-    let (inv, version) = parse(env, stdin);
+    let (inv, version) = parse(env, stdin, None);
     let inv = match inv {
         Ok(i) => i,
         Err(e) => return Output::error(&e, &version),
@@ -359,16 +352,21 @@ mod tests {
         let no_name = br#"{"cniVersion":"1.0.0","ipam":{"type":"calico-ipam"}}"#;
         let bad_pool = br#"{"cniVersion":"0.4.0","name":"kept-net-3",
             "ipam":{"type":"calico-ipam","ipv4_pools":["fd00::/64"]}}"#;
+        let kept = Parsed::default();
         for stdin in [&good[..], no_version, no_name, bad_pool, b"{not json"] {
             for command in ["ADD", "DEL", "CHECK", "STATUS", "VERSION"] {
                 let e = env(command);
-                let fresh = shown(parse(&e, stdin));
+                let fresh = shown(parse(&e, stdin, None));
                 // The first call parses (and keeps what parsed); the second may take it.
-                assert_eq!(shown(parse_kept(&e, stdin)), fresh, "{command}");
-                assert_eq!(shown(parse_kept(&e, stdin)), fresh, "{command}, again");
+                assert_eq!(shown(parse(&e, stdin, Some(&kept))), fresh, "{command}");
+                assert_eq!(
+                    shown(parse(&e, stdin, Some(&kept))),
+                    fresh,
+                    "{command}, again"
+                );
             }
         }
-        let parsed = PARSED.get().expect("kept");
+        let parsed = &kept;
         assert!(parsed.get(Command::Add, good).is_some());
         assert!(
             parsed.get(Command::Add, no_name).is_none(),

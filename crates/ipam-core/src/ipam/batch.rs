@@ -124,6 +124,14 @@ enum Place<'a> {
 }
 
 impl Waiting<'_> {
+    /// The queued caller's place (none for a request served by its own caller).
+    fn slot(&self) -> Option<&Arc<Slot<Outcome>>> {
+        match &self.outcome {
+            Place::Shared(t) => Some(t.slot()),
+            Place::Own(_) => None,
+        }
+    }
+
     fn answer(&self, outcome: Outcome) {
         match &self.outcome {
             Place::Own(p) => *p.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome),
@@ -328,10 +336,7 @@ impl Drop for Held {
         st.busy = false;
         st.carry = self.carry.take();
         // The first queued caller of each kind, to lead; callers waiting for the lane itself.
-        let first_assign = st.queue.first().and_then(|w| match &w.outcome {
-            Place::Shared(t) => Some(Arc::clone(t.slot())),
-            Place::Own(_) => None,
-        });
+        let first_assign = st.queue.first().and_then(Waiting::slot).cloned();
         let first_release = st.releases.first().map(QueuedRelease::slot);
         let wake = st.sleepers > 0;
         drop(st);
@@ -402,10 +407,9 @@ impl<S: Datastore> Ipam<S> {
                 return slot.take().unwrap_or_else(|| self.assign_serial(args));
             }
             st = sleep_queued(&lane, st, &slot, |st| {
-                st.queue.iter().any(|w| match &w.outcome {
-                    Place::Shared(t) => Arc::ptr_eq(t.slot(), &slot),
-                    Place::Own(_) => false,
-                })
+                st.queue
+                    .iter()
+                    .any(|w| w.slot().is_some_and(|s| Arc::ptr_eq(s, &slot)))
             });
         }
     }

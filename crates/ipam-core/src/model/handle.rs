@@ -37,7 +37,7 @@ impl HandleBlocks {
 
     /// (block, count) pairs in block order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Cidr, &u32)> + '_ {
-        self.0.iter().map(|(c, n)| (c, n))
+        self.into_iter()
     }
 
     /// The blocks, in order.

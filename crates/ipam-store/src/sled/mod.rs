@@ -160,6 +160,12 @@ impl SledStore {
             path: path.clone(),
             reason: e.to_string(),
         };
+        let mark = || -> Result<(), OpenError> {
+            tree.insert(keys::FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
+                .map_err(sled_err)?;
+            db.flush().map_err(sled_err)?;
+            Ok(())
+        };
         match tree.get(keys::FORMAT_KEY).map_err(sled_err)? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref())
@@ -172,21 +178,18 @@ impl SledStore {
                         supported: STORE_FORMAT,
                     });
                 }
+                // An older store is upgraded by its mark alone, written before anything else,
+                // so a build that reads only plain values refuses the store instead of
+                // finding compressed records in it.
                 if found < STORE_FORMAT {
-                    // Marked before anything is written, so a build that reads only plain
-                    // values refuses the store instead of finding compressed records in it.
-                    tree.insert(keys::FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
-                        .map_err(sled_err)?;
-                    db.flush().map_err(sled_err)?;
+                    mark()?;
                 }
             }
             None => {
                 if !tree.is_empty() {
                     return Err(OpenError::Unknown { path });
                 }
-                tree.insert(keys::FORMAT_KEY, &STORE_FORMAT.to_be_bytes())
-                    .map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
+                mark()?;
             }
         }
         Ok(SledStore {
