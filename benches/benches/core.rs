@@ -42,12 +42,12 @@ fn attrs(h: &str) -> Arc<AllocAttrs> {
 
 fn block_with(n: usize) -> Block {
     let mut b = Block::new(
-        "10.244.0.0/26".parse().unwrap(),
+        "10.244.0.0/26".parse().expect("a valid literal"),
         Some("n1".into()),
         HostReserved::default(),
         1,
     )
-    .unwrap();
+    .expect("a valid fixture");
     for i in 0..n {
         b.allocate(1, &attrs(&format!("pod{i}")));
     }
@@ -83,14 +83,16 @@ fn bench_block(c: &mut Criterion) {
 
 fn ipam_with_fill(n: usize) -> Ipam<MemoryStore> {
     let ipam = Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(1)));
-    ipam.create_pool(Pool::new("p", "10.244.0.0/16".parse().unwrap()).unwrap())
-        .unwrap();
+    ipam.create_pool(
+        Pool::new("p", "10.244.0.0/16".parse().expect("a valid literal")).expect("a valid fixture"),
+    )
+    .expect("create_pool succeeds");
     // The first assign claims the block; keep it (its handle "anchor") so the block stays.
     ipam.auto_assign(&AutoAssignArgs::v4("n1", "anchor", 1))
-        .unwrap();
+        .expect("auto_assign succeeds");
     for i in 1..n.max(1) {
         ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
-            .unwrap();
+            .expect("auto_assign succeeds");
     }
     ipam
 }
@@ -123,10 +125,13 @@ fn time_half(iters: u64, timed: Half, mut op: impl FnMut(Half)) -> Duration {
 fn round(ipam: &Ipam<MemoryStore>, args: &AutoAssignArgs, h: Half) {
     match h {
         Half::First => {
-            black_box(ipam.auto_assign(args).unwrap());
+            black_box(ipam.auto_assign(args).expect("auto_assign succeeds"));
         }
         Half::Second => {
-            black_box(ipam.release_by_handle(&args.handle_id).unwrap());
+            black_box(
+                ipam.release_by_handle(&args.handle_id)
+                    .expect("release_by_handle succeeds"),
+            );
         }
     }
 }
@@ -156,7 +161,7 @@ fn bench_floor(c: &mut Criterion) {
         let cidr = b.cidr;
         let rev = store
             .commit(vec![Write::Create(Record::Block(b.clone()))])
-            .unwrap();
+            .expect("the store takes a write the contract allows");
         let mut kept = Some(Versioned {
             value: b,
             revision: rev,
@@ -185,7 +190,7 @@ fn bench_floor(c: &mut Criterion) {
                     },
                     handle,
                 ])
-                .unwrap();
+                .expect("the store takes a write the contract allows");
             *kept = Some(Versioned {
                 value: committed,
                 revision: rev,
@@ -238,8 +243,15 @@ fn bench_floor(c: &mut Criterion) {
 fn claimed_pool(blocks: u32, pct: u32) -> Ipam<MemoryStore> {
     let prefix = 26 - blocks.trailing_zeros();
     let ipam = Ipam::new(MemoryStore::new(), Arc::new(ManualClock::new(1)));
-    let pool = Pool::new("p", format!("10.0.0.0/{prefix}").parse().unwrap()).unwrap();
-    ipam.create_pool(pool.clone()).unwrap();
+    let pool = Pool::new(
+        "p",
+        format!("10.0.0.0/{prefix}")
+            .parse()
+            .expect("a valid literal"),
+    )
+    .expect("a valid fixture");
+    ipam.create_pool(pool.clone())
+        .expect("create_pool succeeds");
     for slot in 0..blocks {
         // Leave every k-th slot free so the free ones are spread over the pool.
         let free = match pct {
@@ -253,7 +265,7 @@ fn claimed_pool(blocks: u32, pct: u32) -> Ipam<MemoryStore> {
                 &node,
                 HostReserved::default(),
             )
-            .unwrap();
+            .expect("claim_affinity succeeds");
         }
     }
     ipam
@@ -274,11 +286,12 @@ fn bench_claim(c: &mut Criterion) {
                         let node = format!("new-node-{i}");
                         let args = AutoAssignArgs::v4(&node, "h", 1);
                         let s = Instant::now();
-                        let got = black_box(ipam.auto_assign(&args).unwrap());
+                        let got = black_box(ipam.auto_assign(&args).expect("auto_assign succeeds"));
                         t += s.elapsed();
-                        ipam.release_by_handle("h").unwrap();
+                        ipam.release_by_handle("h")
+                            .expect("release_by_handle succeeds");
                         ipam.release_affinity(got.v4.ips[0].block, &node, true)
-                            .unwrap();
+                            .expect("release_affinity succeeds");
                     }
                     t
                 })

@@ -29,25 +29,27 @@ fn req(cmd: &str, cid: &str, conf: &str) -> Request {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let sock = dir.path().join("ipamd.sock");
     let ipam = Arc::new(Ipam::new(
-        SledStore::open(dir.path().join("store"), &SledOptions::default()).unwrap(),
+        SledStore::open(dir.path().join("store"), &SledOptions::default())
+            .expect("the store opens"),
         Arc::new(SystemClock),
     ));
     let direct = Arc::clone(&ipam);
-    let listener = ipamd::bind(&sock).unwrap();
+    let listener = ipamd::bind(&sock).expect("bind succeeds");
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let server = std::thread::spawn(move || {
-        ipamd::serve(listener, ipam, s, Arc::new(ipamd::Stats::default())).unwrap()
+        ipamd::serve(listener, ipam, s, Arc::new(ipamd::Stats::default())).expect("serve succeeds")
     });
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "calico",
         "ipam": {"type": "calico-ipam", "nodename": "n1", "ipv4_pools": ["10.244.0.0/16"], "log_file_path": "none"}})
     .to_string();
     let t = Duration::from_secs(10);
     for i in 0..32 {
-        let r = protocol::call(&sock, &req("ADD", &format!("warm{i}"), &conf), t).unwrap();
+        let r = protocol::call(&sock, &req("ADD", &format!("warm{i}"), &conf), t)
+            .expect("the service answers");
         assert_eq!(r.exit_code, 0, "{}", r.stdout);
     }
     let mut g = c.benchmark_group("service");
@@ -59,10 +61,11 @@ fn bench(c: &mut Criterion) {
                 n += 1;
                 let cid = format!("c{n}");
                 let s = Instant::now();
-                let r = protocol::call(&sock, &req("ADD", &cid, &conf), t).unwrap();
+                let r = protocol::call(&sock, &req("ADD", &cid, &conf), t)
+                    .expect("the service answers");
                 total += s.elapsed();
                 assert_eq!(r.exit_code, 0);
-                protocol::call(&sock, &req("DEL", &cid, &conf), t).unwrap();
+                protocol::call(&sock, &req("DEL", &cid, &conf), t).expect("the service answers");
             }
             total
         })
@@ -73,9 +76,10 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 n += 1;
                 let cid = format!("c{n}");
-                protocol::call(&sock, &req("ADD", &cid, &conf), t).unwrap();
+                protocol::call(&sock, &req("ADD", &cid, &conf), t).expect("the service answers");
                 let s = Instant::now();
-                let r = protocol::call(&sock, &req("DEL", &cid, &conf), t).unwrap();
+                let r = protocol::call(&sock, &req("DEL", &cid, &conf), t)
+                    .expect("the service answers");
                 total += s.elapsed();
                 assert_eq!(r.exit_code, 0);
             }
@@ -100,10 +104,10 @@ fn bench(c: &mut Criterion) {
     });
     let ping = Request::ping(None);
     g.bench_function("ping", |b| {
-        b.iter(|| protocol::call(&sock, &ping, t).unwrap())
+        b.iter(|| protocol::call(&sock, &ping, t).expect("the service answers"))
     });
     let floor_sock = dir.path().join("floor.sock");
-    let floor = std::os::unix::net::UnixListener::bind(&floor_sock).unwrap();
+    let floor = std::os::unix::net::UnixListener::bind(&floor_sock).expect("bind succeeds");
     std::thread::spawn(move || {
         for c in floor.incoming() {
             let Ok(mut c) = c else { return };
@@ -115,16 +119,16 @@ fn bench(c: &mut Criterion) {
                 stdout: "pong".into(),
                 ..Default::default()
             };
-            protocol::write_frame(&mut c, &pong).unwrap();
+            protocol::write_frame(&mut c, &pong).expect("write_frame succeeds");
         }
     });
     g.bench_function("socket_floor", |b| {
-        b.iter(|| protocol::call(&floor_sock, &ping, t).unwrap())
+        b.iter(|| protocol::call(&floor_sock, &ping, t).expect("the service answers"))
     });
     g.finish();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     ipamd::wake(&sock);
-    server.join().unwrap();
+    server.join().expect("the thread ends");
 }
 
 criterion_group! {

@@ -23,39 +23,51 @@ use std::time::{Duration, Instant};
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sled");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
 
-    let raw = sled::open(dir.path().join("raw")).unwrap();
+    let raw = sled::open(dir.path().join("raw")).expect("the store opens");
     let value = vec![0x5au8; 256];
     let mut i = 0u64;
     g.bench_function("insert_flush", |b| {
         b.iter(|| {
             i += 1;
-            raw.insert(i.to_be_bytes(), value.as_slice()).unwrap();
-            raw.flush().unwrap();
+            raw.insert(i.to_be_bytes(), value.as_slice())
+                .expect("insert succeeds");
+            raw.flush().expect("flush succeeds");
         })
     });
 
     let ipam = Ipam::new(
-        SledStore::open(dir.path().join("ipam"), &SledOptions::default()).unwrap(),
+        SledStore::open(dir.path().join("ipam"), &SledOptions::default()).expect("the store opens"),
         Arc::new(SystemClock),
     );
-    ipam.create_pool(Pool::new("p", "10.244.0.0/16".parse().unwrap()).unwrap())
-        .unwrap();
+    ipam.create_pool(
+        Pool::new("p", "10.244.0.0/16".parse().expect("a valid literal")).expect("a valid fixture"),
+    )
+    .expect("create_pool succeeds");
     // Half-fill the node's block so the measured block is realistic.
     for i in 0..32 {
         ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("pod{i}"), 1))
-            .unwrap();
+            .expect("auto_assign succeeds");
     }
     let args = AutoAssignArgs::v4("n1", "bench", 1);
     // The bytes one assign commits: the block after the assign and the handle it creates.
-    let got = ipam.auto_assign(&args).unwrap().v4.ips[0];
-    let block = ipam.block(got.block).unwrap().unwrap().value;
+    let got = ipam
+        .auto_assign(&args)
+        .expect("auto_assign succeeds")
+        .v4
+        .ips[0];
+    let block = ipam
+        .block(got.block)
+        .expect("the block reads")
+        .expect("the record is there")
+        .value;
     let mut handle = Handle::new("bench");
     handle.add(got.block, 1);
     let values = [Record::Block(block), Record::Handle(handle)]
-        .map(|r| ipam_store::sled::codec::encode(&r, Revision(1)).unwrap());
-    ipam.release_by_handle("bench").unwrap();
+        .map(|r| ipam_store::sled::codec::encode(&r, Revision(1)).expect("encode succeeds"));
+    ipam.release_by_handle("bench")
+        .expect("release_by_handle succeeds");
     eprintln!(
         "an assign commits {} + {} bytes (block + handle)",
         values[0].len(),
@@ -67,8 +79,8 @@ fn bench(c: &mut Criterion) {
             let mut batch = sled::Batch::default();
             batch.insert(&i.to_be_bytes()[..], values[0].as_slice());
             batch.insert(&(i | 1 << 63).to_be_bytes()[..], values[1].as_slice());
-            raw.apply_batch(batch).unwrap();
-            raw.flush().unwrap();
+            raw.apply_batch(batch).expect("apply_batch succeeds");
+            raw.flush().expect("flush succeeds");
         })
     });
     g.bench_function("durable_assign", |b| {
@@ -76,9 +88,10 @@ fn bench(c: &mut Criterion) {
             let mut t = Duration::ZERO;
             for _ in 0..iters {
                 let s = Instant::now();
-                black_box(ipam.auto_assign(&args).unwrap());
+                black_box(ipam.auto_assign(&args).expect("auto_assign succeeds"));
                 t += s.elapsed();
-                ipam.release_by_handle("bench").unwrap();
+                ipam.release_by_handle("bench")
+                    .expect("release_by_handle succeeds");
             }
             t
         })
@@ -87,9 +100,12 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut t = Duration::ZERO;
             for _ in 0..iters {
-                ipam.auto_assign(&args).unwrap();
+                ipam.auto_assign(&args).expect("auto_assign succeeds");
                 let s = Instant::now();
-                black_box(ipam.release_by_handle("bench").unwrap());
+                black_box(
+                    ipam.release_by_handle("bench")
+                        .expect("release_by_handle succeeds"),
+                );
                 t += s.elapsed();
             }
             t

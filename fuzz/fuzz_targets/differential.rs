@@ -102,16 +102,22 @@ fuzz_target!(|input: Input| {
             ..Default::default()
         },
     );
-    ipam.create_pool(Pool::with_block_size("v4", "10.244.0.0/27".parse().unwrap(), 29).unwrap())
-        .unwrap();
-    ipam.create_pool(Pool::with_block_size("v6", "fd00::/123".parse().unwrap(), 126).unwrap())
-        .unwrap();
+    ipam.create_pool(
+        Pool::with_block_size("v4", "10.244.0.0/27".parse().expect("a valid literal"), 29)
+            .expect("a valid fixture"),
+    )
+    .expect("create_pool succeeds");
+    ipam.create_pool(
+        Pool::with_block_size("v6", "fd00::/123".parse().expect("a valid literal"), 126)
+            .expect("a valid fixture"),
+    )
+    .expect("create_pool succeeds");
     if input.cooldown {
         ipam.set_config(IpamConfig {
             ip_cooldown_seconds: 30,
             ..Default::default()
         })
-        .unwrap();
+        .expect("set_config succeeds");
     }
     // Reads the store behind the faults, for the model's checks.
     let truth = Ipam::new(store.inner(), clock.clone());
@@ -149,7 +155,9 @@ fuzz_target!(|input: Input| {
                 handle,
                 offset,
             } => {
-                let ip: IpAddr = format!("10.244.0.{}", offset % 32).parse().unwrap();
+                let ip: IpAddr = format!("10.244.0.{}", offset % 32)
+                    .parse()
+                    .expect("a valid literal");
                 let h = format!("h{}", handle % 12);
                 let held = model.values().any(|m| m.contains_key(&ip));
                 let r = ipam.assign_ip(&AssignIpArgs {
@@ -191,7 +199,7 @@ fuzz_target!(|input: Input| {
                 };
                 match ipam.release_ip(&req) {
                     Ok(()) => {
-                        let m = model.get_mut(&h).unwrap();
+                        let m = model.get_mut(&h).expect("get_mut succeeds");
                         m.remove(&ip);
                         if m.is_empty() {
                             model.remove(&h);
@@ -209,7 +217,7 @@ fuzz_target!(|input: Input| {
                 match ipam.release_held(&[&h], move |a| all || a.ip == first) {
                     Ok(mut got) => {
                         got.sort();
-                        let m = model.get_mut(&h).unwrap();
+                        let m = model.get_mut(&h).expect("get_mut succeeds");
                         let want: Vec<_> = if all {
                             m.keys().copied().collect()
                         } else {
@@ -237,7 +245,7 @@ fuzz_target!(|input: Input| {
             }
             Op::Tick { secs } => clock.advance(u64::from(secs) * 1_000_000_000),
             Op::Strict(on) => {
-                let c = truth.config().unwrap();
+                let c = truth.config().expect("the configuration reads");
                 let r = ipam.set_config(IpamConfig {
                     strict_affinity: on,
                     ..c
@@ -252,12 +260,16 @@ fuzz_target!(|input: Input| {
             }
         }
         if store.injected() != before || step % 8 == 7 || step == last {
-            let problems = audit(store.inner()).unwrap();
+            let problems = audit(store.inner()).expect("audit succeeds");
             assert!(problems.is_empty(), "step {step}: {problems:#?}");
         }
         let mut seen = BTreeSet::new();
         for (h, m) in &model {
-            let got: BTreeSet<IpAddr> = truth.addresses_by_handle(h).unwrap().into_iter().collect();
+            let got: BTreeSet<IpAddr> = truth
+                .addresses_by_handle(h)
+                .expect("addresses_by_handle succeeds")
+                .into_iter()
+                .collect();
             let want: BTreeSet<IpAddr> = m.keys().copied().collect();
             assert_eq!(got, want, "handle {h}");
             for ip in want {

@@ -89,13 +89,13 @@ mod tests {
                 "ipam":{"type":"calico-ipam"}}"#,
             Command::Add,
         )
-        .unwrap();
+        .expect("a valid literal");
         assert_eq!((c.mtu, c.ipam_type.as_str()), (1450, "calico-ipam"));
         let c = MainConfig::parse(
             br#"{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{"type":"host-local"}}"#,
             Command::Add,
         )
-        .unwrap();
+        .expect("a valid literal");
         assert_eq!(c.mtu, DEFAULT_MTU);
         for bad in [
             r#"{"cniVersion":"1.0.0","name":"n","type":"calico","ipam":{}}"#,

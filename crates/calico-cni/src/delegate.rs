@@ -142,12 +142,12 @@ mod tests {
     fn results_of_every_version_give_their_addresses() {
         let v1 =
             r#"{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.5/26"},{"address":"fd00::5/122"}]}"#;
-        let a = addresses(v1).unwrap();
+        let a = addresses(v1).expect("addresses succeeds");
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].ip.to_string(), "10.0.0.5");
         assert_eq!(a[1].prefix, 122);
         let v03 = r#"{"cniVersion":"0.3.1","ips":[{"version":"4","address":"10.0.0.6/16","gateway":"10.0.0.1"}]}"#;
-        assert_eq!(addresses(v03).unwrap()[0].prefix, 16);
+        assert_eq!(addresses(v03).expect("addresses succeeds")[0].prefix, 16);
         assert_eq!(addresses(r#"{"ips":[]}"#).unwrap_err().code(), 100);
         assert_eq!(addresses("nope").unwrap_err().code(), 6);
     }

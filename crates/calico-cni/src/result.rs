@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn shapes_per_version() {
-        let ips: Vec<IpAddr> = vec!["10.244.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        let ips: Vec<IpAddr> = vec![
+            "10.244.0.5".parse().expect("a valid literal"),
+            "fd00::5".parse().expect("a valid literal"),
+        ];
         let a = |v| Attachment {
             cni_version: v,
             host: ("cali0123456789a", "ee:ee:ee:ee:ee:ee"),

@@ -317,16 +317,21 @@ mod tests {
 
     #[test]
     fn cni_args() {
-        let a =
-            CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar").unwrap();
+        let a = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar")
+            .expect("a valid literal");
         assert_eq!(a.get("K8S_POD_NAME"), Some("p"));
         assert_eq!(a.get("FOO"), Some("bar"));
         assert!(CniArgs::parse("FOO=bar").is_err());
         assert!(CniArgs::parse("IgnoreUnknown=true;FOO=bar").is_ok());
         assert!(CniArgs::parse("K8S_POD_NAME").is_err());
-        assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
         assert_eq!(
-            CniArgs::parse("IP=10.0.0.1").unwrap().get("IP"),
+            CniArgs::parse("").expect("a valid literal"),
+            CniArgs::default()
+        );
+        assert_eq!(
+            CniArgs::parse("IP=10.0.0.1")
+                .expect("a valid literal")
+                .get("IP"),
             Some("10.0.0.1")
         );
     }

@@ -399,10 +399,10 @@ mod tests {
         for (e, code) in all {
             assert_eq!(e.code(), code, "{e:?}");
             let json = e.to_json("1.1.0");
-            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&json).expect("from_str succeeds");
             assert_eq!(v["code"], code);
             assert_eq!(v["details"], "why");
-            let back: CniError = serde_json::from_str(&json).unwrap();
+            let back: CniError = serde_json::from_str(&json).expect("from_str succeeds");
             assert_eq!(back, e);
         }
     }

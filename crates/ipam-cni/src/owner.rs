@@ -97,8 +97,8 @@ mod tests {
 
     fn alloc(handle: &str, attrs: &[(&str, &str)]) -> Allocation {
         Allocation {
-            ip: "10.0.0.1".parse().unwrap(),
-            block: "10.0.0.0/26".parse().unwrap(),
+            ip: "10.0.0.1".parse().expect("a valid literal"),
+            block: "10.0.0.0/26".parse().expect("a valid literal"),
             block_affinity: None,
             handle_id: handle.into(),
             attrs: attrs

@@ -74,7 +74,7 @@ mod tests {
 
     fn config(name: &str) -> PluginConfig {
         let json = format!(r#"{{"cniVersion":"1.0.0","name":"{name}","ipam":{{}}}}"#);
-        PluginConfig::parse(json.as_bytes(), Command::Add).unwrap()
+        PluginConfig::parse(json.as_bytes(), Command::Add).expect("a valid literal")
     }
 
     #[test]

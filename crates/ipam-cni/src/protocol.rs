@@ -218,21 +218,22 @@ mod tests {
     fn requests_keep_their_wire_shape() {
         let env = BTreeMap::from([("CNI_COMMAND".to_string(), "ADD".to_string())]);
         let r = Request::cni(env, "{}".into(), Some("sled:/s".into()));
-        let v = serde_json::to_value(&r).unwrap();
+        let v = serde_json::to_value(&r).expect("to_value succeeds");
         assert_eq!(
             v,
             serde_json::json!({"version": 1, "store": "sled:/s", "kind": "cni",
                                "env": {"CNI_COMMAND": "ADD"}, "stdin": "{}"})
         );
-        let back: Request = serde_json::from_value(v).unwrap();
+        let back: Request = serde_json::from_value(v).expect("from_value succeeds");
         assert_eq!(back, r);
-        let ping = serde_json::to_value(Request::ping(None)).unwrap();
+        let ping = serde_json::to_value(Request::ping(None)).expect("to_value succeeds");
         assert_eq!(ping, serde_json::json!({"version": 1, "kind": "ping"}));
         let op = EndpointOp::Delete {
             node: "n".into(),
             id: "i".into(),
         };
-        let e = serde_json::to_value(Request::new(None, Body::Endpoint { endpoint: op })).unwrap();
+        let e = serde_json::to_value(Request::new(None, Body::Endpoint { endpoint: op }))
+            .expect("to_value succeeds");
         assert_eq!(e["kind"], "endpoint");
         assert_eq!(e["endpoint"]["delete"]["node"], "n");
         // A kind without its fields is not a request.

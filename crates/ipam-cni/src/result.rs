@@ -95,19 +95,19 @@ mod tests {
                 .as_bytes(),
             Command::Add,
         )
-        .unwrap()
+        .expect("a valid literal")
     }
 
     fn ips() -> Vec<AssignedIp> {
         vec![
             AssignedIp {
-                ip: "10.244.3.7".parse().unwrap(),
-                block: "10.244.3.0/26".parse().unwrap(),
+                ip: "10.244.3.7".parse().expect("a valid literal"),
+                block: "10.244.3.0/26".parse().expect("a valid literal"),
                 seq: 1,
             },
             AssignedIp {
-                ip: "fd00::47".parse().unwrap(),
-                block: "fd00::40/122".parse().unwrap(),
+                ip: "fd00::47".parse().expect("a valid literal"),
+                block: "fd00::40/122".parse().expect("a valid literal"),
                 seq: 1,
             },
         ]
@@ -117,7 +117,8 @@ mod tests {
     fn every_version_has_its_shape() {
         for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
             let c = cfg(v, "calico");
-            let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &[]))).unwrap();
+            let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &[])))
+                .expect("from_str succeeds");
             assert_eq!(j["cniVersion"], v);
             assert_eq!(j["ips"][0]["address"], "10.244.3.7/26");
             assert_eq!(j["ips"][0]["gateway"], "169.254.1.1");
@@ -139,7 +140,8 @@ mod tests {
     #[test]
     fn bridge_gets_no_gateway_or_routes() {
         let c = cfg("1.0.0", "bridge");
-        let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &[]))).unwrap();
+        let j: Value =
+            serde_json::from_str(&to_json(&c, build(&c, &ips(), &[]))).expect("from_str succeeds");
         assert!(j["ips"][0].get("gateway").is_none());
         assert!(j.get("routes").is_none());
         assert_eq!(j["ips"][0]["address"], "10.244.3.7/26");
@@ -149,10 +151,11 @@ mod tests {
     fn ptp_gets_the_pool_prefix_and_the_link_local_gateway() {
         let c = cfg("1.0.0", "ptp");
         let pools = [
-            "10.244.0.0/16".parse().unwrap(),
-            "fd00::/64".parse().unwrap(),
+            "10.244.0.0/16".parse().expect("a valid literal"),
+            "fd00::/64".parse().expect("a valid literal"),
         ];
-        let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &pools))).unwrap();
+        let j: Value = serde_json::from_str(&to_json(&c, build(&c, &ips(), &pools)))
+            .expect("from_str succeeds");
         assert_eq!(j["ips"][0]["address"], "10.244.3.7/16");
         assert_eq!(j["ips"][0]["gateway"], "169.254.1.1");
         assert_eq!(j["ips"][1]["address"], "fd00::47/64");

@@ -172,20 +172,26 @@ mod tests {
     use super::*;
 
     fn n(s: &str) -> IpNetwork {
-        s.parse().unwrap()
+        s.parse().expect("a valid literal")
     }
 
     #[test]
     fn ordinals_and_blocks() {
         let b = n("10.244.1.64/26");
-        let ip: IpAddr = "10.244.1.70".parse().unwrap();
+        let ip: IpAddr = "10.244.1.70".parse().expect("a valid literal");
         assert_eq!(ordinal(&b, ip), Some(6));
         assert_eq!(nth(&b, 6), ip);
-        assert_eq!(ordinal(&b, "10.244.1.128".parse().unwrap()), None);
+        assert_eq!(
+            ordinal(&b, "10.244.1.128".parse().expect("a valid literal")),
+            None
+        );
         assert_eq!(block_containing(ip, 26), Some(b));
         assert_eq!(size_u32(&b), Some(64));
         let v6 = n("fd00::40/122");
-        assert_eq!(nth(&v6, 1), "fd00::41".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            nth(&v6, 1),
+            "fd00::41".parse::<IpAddr>().expect("a valid literal")
+        );
         assert_eq!(masked(n("10.0.0.5/24")), n("10.0.0.0/24"));
         assert!(!is_masked(&n("10.0.0.5/24")));
     }

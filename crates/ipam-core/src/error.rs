@@ -347,7 +347,7 @@ mod tests {
         let cases: [(IpamError, bool); 5] = [
             (AssignError::from(contention.clone()).into(), true),
             (
-                ReleaseError::NotAllocated("10.0.0.1".parse().unwrap()).into(),
+                ReleaseError::NotAllocated("10.0.0.1".parse().expect("a valid literal")).into(),
                 false,
             ),
             (
@@ -370,7 +370,9 @@ mod tests {
         }
         let e: IpamError = AssignError::from(contention.clone()).into();
         assert_eq!(e.to_string(), contention.to_string());
-        let undo = AssignError::from(ReleaseError::NotAllocated("10.0.0.1".parse().unwrap()));
+        let undo = AssignError::from(ReleaseError::NotAllocated(
+            "10.0.0.1".parse().expect("a valid literal"),
+        ));
         assert_eq!(
             undo.to_string(),
             "undoing a partly done assignment failed: 10.0.0.1 is not allocated"

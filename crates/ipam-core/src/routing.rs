@@ -128,21 +128,21 @@ mod tests {
     fn aff(node: &str, cidr: &str, state: AffinityState) -> Affinity {
         Affinity {
             node: node.into(),
-            cidr: cidr.parse().unwrap(),
+            cidr: cidr.parse().expect("a valid literal"),
             state,
         }
     }
 
     fn node(name: &str, addr: &str) -> Node {
-        let mut n = Node::new(name).unwrap();
-        n.set_address(addr.parse().unwrap());
+        let mut n = Node::new(name).expect("a valid fixture");
+        n.set_address(addr.parse().expect("a valid literal"));
         n
     }
 
     fn ep(node: &str, ip: &str) -> Endpoint {
         Endpoint {
             node: node.into(),
-            addresses: vec![format!("{ip}/32").parse().unwrap()],
+            addresses: vec![format!("{ip}/32").parse().expect("a valid literal")],
             ..Endpoint::default()
         }
     }
@@ -192,7 +192,9 @@ mod tests {
         );
         assert_eq!(
             borrowed_by("b", &affs, &eps),
-            vec!["10.244.0.70/32".parse::<IpNetwork>().unwrap()]
+            vec!["10.244.0.70/32"
+                .parse::<IpNetwork>()
+                .expect("a valid literal")]
         );
         assert!(borrowed_by("a", &affs, &eps).is_empty());
     }

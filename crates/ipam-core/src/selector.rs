@@ -328,7 +328,9 @@ mod tests {
     }
 
     fn m(sel: &str, kv: &[(&str, &str)]) -> bool {
-        Selector::parse(sel).unwrap().matches(&labels(kv))
+        Selector::parse(sel)
+            .expect("a valid literal")
+            .matches(&labels(kv))
     }
 
     #[test]
@@ -379,7 +381,7 @@ mod tests {
 
     #[test]
     fn serialises_as_text() {
-        let s = Selector::parse("has(x)").unwrap();
+        let s = Selector::parse("has(x)").expect("a valid literal");
         assert_eq!(String::from(s.clone()), "has(x)");
         assert!(Selector::try_from("has(".to_string()).is_err());
     }

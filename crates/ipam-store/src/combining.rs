@@ -264,10 +264,11 @@ mod tests {
         let mut writes = vec![Write::Create(Record::Config(IpamConfig::default()))];
         for i in 0..10u32 {
             let mut h = Handle::new(&format!("h{i}"));
-            h.add("10.244.0.0/26".parse().unwrap(), i + 1);
+            h.add("10.244.0.0/26".parse().expect("a valid literal"), i + 1);
             writes.push(Write::Create(Record::Handle(h)));
         }
-        s.commit(writes).unwrap();
+        s.commit(writes)
+            .expect("the store takes a write the contract allows");
         s
     }
 
@@ -317,11 +318,14 @@ mod tests {
             ]
         });
         s.inner().closed.store(false, Ordering::SeqCst);
-        let lead = lead.join().unwrap().unwrap();
+        let lead = lead
+            .join()
+            .expect("the thread ends")
+            .expect("the record is there");
         assert_eq!(count_of(&lead[0]), Some(1));
         for c in callers {
-            let (i, answers) = c.join().unwrap();
-            let answers = answers.unwrap();
+            let (i, answers) = c.join().expect("the thread ends");
+            let answers = answers.expect("answers succeeds");
             assert_eq!(answers.len(), 3);
             assert!(matches!(answers[0][0].value, Record::Config(_)));
             assert_eq!(
@@ -346,10 +350,12 @@ mod tests {
         let (lead, callers) =
             queued_behind_a_lead(&s, 3, |i| (0..30).map(|_| Read::Get(handle(i))).collect());
         s.inner().closed.store(false, Ordering::SeqCst);
-        lead.join().unwrap().unwrap();
+        lead.join()
+            .expect("the thread ends")
+            .expect("the record is there");
         for c in callers {
-            let (i, answers) = c.join().unwrap();
-            let answers = answers.unwrap();
+            let (i, answers) = c.join().expect("the thread ends");
+            let answers = answers.expect("answers succeeds");
             assert_eq!(answers.len(), 30);
             assert!(answers.iter().all(|a| count_of(a) == Some(i + 1)));
         }
@@ -363,16 +369,21 @@ mod tests {
         let (lead, callers) = queued_behind_a_lead(&s, 4, |i| vec![Read::Get(handle(i))]);
         s.inner().fail.store(true, Ordering::SeqCst);
         s.inner().closed.store(false, Ordering::SeqCst);
-        assert!(lead.join().unwrap().is_err());
+        assert!(lead.join().expect("the thread ends").is_err());
         for c in callers {
             assert!(
-                matches!(c.join().unwrap().1, Err(StoreError::Unavailable { .. })),
+                matches!(
+                    c.join().expect("the thread ends").1,
+                    Err(StoreError::Unavailable { .. })
+                ),
                 "each caller of the combined read gets its failure"
             );
         }
         assert_eq!(s.inner().calls.load(Ordering::SeqCst), 2);
         s.inner().fail.store(false, Ordering::SeqCst);
-        let again = s.read(&[Read::Get(handle(3))]).unwrap();
+        let again = s
+            .read(&[Read::Get(handle(3))])
+            .expect("the store answers a batch of reads");
         assert_eq!(
             count_of(&again[0]),
             Some(4),

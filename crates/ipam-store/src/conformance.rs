@@ -28,7 +28,10 @@ fn handle(id: &str, n: u32) -> Record {
 }
 
 fn block(cidr: &str) -> Record {
-    Record::Block(Block::new(net(cidr), Some("n1".into()), HostReserved::default(), 7).unwrap())
+    Record::Block(
+        Block::new(net(cidr), Some("n1".into()), HostReserved::default(), 7)
+            .expect("a valid fixture"),
+    )
 }
 
 fn affinity(node: &str, cidr: &str) -> Record {
@@ -39,19 +42,21 @@ fn affinity(node: &str, cidr: &str) -> Record {
 /// stored compressed.
 pub fn sample_records() -> Vec<Record> {
     let mut pool = Pool::with_block_size("pool-a", net("10.244.0.0/16"), 28)
-        .unwrap()
+        .expect("a valid fixture")
         .to_parts();
-    pool.node_selector = "zone in {'a','b'} && !has(gpu)".parse().unwrap();
+    pool.node_selector = "zone in {'a','b'} && !has(gpu)"
+        .parse()
+        .expect("a valid literal");
     pool.allowed_uses = vec![AllowedUse::Workload];
     pool.disabled = true;
-    let pool = Pool::try_from(pool).unwrap();
+    let pool = Pool::try_from(pool).expect("a valid fixture");
     let mut b = Block::new(
         net("fd00::40/122"),
         Some("node-1".into()),
         HostReserved { first: 3, last: 1 },
         1_700_000_000_000_000_000,
     )
-    .unwrap();
+    .expect("a valid fixture");
     let a1 = Arc::new(AllocAttrs {
         handle_id: "k8s-pod-network.abc".into(),
         attrs: BTreeMap::from([
@@ -85,9 +90,9 @@ pub fn sample_records() -> Vec<Record> {
             Node::from_parts(
                 "node-1".into(),
                 BTreeMap::from([("zone".into(), "a".into())]),
-                vec!["172.18.0.3".parse().unwrap()],
+                vec!["172.18.0.3".parse().expect("a valid literal")],
             )
-            .unwrap(),
+            .expect("a valid fixture"),
         ),
         Record::Block(b),
         Record::Affinity(Affinity::new(
@@ -111,7 +116,7 @@ pub fn crowded_block() -> Record {
         HostReserved::default(),
         1_700_000_000_000_000_000,
     )
-    .unwrap();
+    .expect("a valid fixture");
     for i in 0..64u64 {
         let cid = format!("{:016x}{:016x}", i * 7919 + 1, i * 104_729 + 3);
         let attrs = [
@@ -154,18 +159,28 @@ fn expect_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, key: &Key, kind
 /// Every record kind survives a round trip unchanged.
 pub fn round_trip<S: Datastore>(s: &S) {
     for r in sample_records() {
-        let rev = s.commit(vec![Write::Create(r.clone())]).unwrap();
-        let got = s.get(&r.key()).unwrap().expect("stored record is found");
+        let rev = s
+            .commit(vec![Write::Create(r.clone())])
+            .expect("the store takes a write the contract allows");
+        let got = s
+            .get(&r.key())
+            .expect("the store answers a read")
+            .expect("stored record is found");
         assert_eq!(got.value, r, "round trip of {}", r.key());
         assert_eq!(got.revision, rev, "get returns the commit's revision");
     }
-    assert!(s.get(&Key::Pool("missing".into())).unwrap().is_none());
+    assert!(s
+        .get(&Key::Pool("missing".into()))
+        .expect("the store answers a read")
+        .is_none());
 }
 
 /// Create-if-absent, update-if-revision, delete-if-revision, and their conflicts.
 pub fn compare_and_swap<S: Datastore>(s: &S) {
     let k = Key::Handle("h".into());
-    let r1 = s.commit(vec![Write::Create(handle("h", 1))]).unwrap();
+    let r1 = s
+        .commit(vec![Write::Create(handle("h", 1))])
+        .expect("the store takes a write the contract allows");
     expect_conflict(
         s.commit(vec![Write::Create(handle("h", 2))]),
         &k,
@@ -176,7 +191,7 @@ pub fn compare_and_swap<S: Datastore>(s: &S) {
             record: handle("h", 2),
             expected: r1,
         }])
-        .unwrap();
+        .expect("the store takes a write the contract allows");
     assert_ne!(r1, r2, "every write changes the revision");
     expect_conflict(
         s.commit(vec![Write::Update {
@@ -192,7 +207,7 @@ pub fn compare_and_swap<S: Datastore>(s: &S) {
             record: handle("h", 2),
             expected: r2,
         }])
-        .unwrap();
+        .expect("the store takes a write the contract allows");
     assert_ne!(r2, r3);
     expect_conflict(
         s.commit(vec![Write::Delete {
@@ -202,13 +217,19 @@ pub fn compare_and_swap<S: Datastore>(s: &S) {
         &k,
         ConflictKind::Changed,
     );
-    assert_eq!(s.get(&k).unwrap().unwrap().value, handle("h", 2));
+    assert_eq!(
+        s.get(&k)
+            .expect("the store answers a read")
+            .expect("the record is there")
+            .value,
+        handle("h", 2)
+    );
     s.commit(vec![Write::Delete {
         key: k.clone(),
         expected: r3,
     }])
-    .unwrap();
-    assert!(s.get(&k).unwrap().is_none());
+    .expect("the store takes a write the contract allows");
+    assert!(s.get(&k).expect("the store answers a read").is_none());
     expect_conflict(
         s.commit(vec![Write::Delete {
             key: k.clone(),
@@ -226,12 +247,15 @@ pub fn compare_and_swap<S: Datastore>(s: &S) {
         ConflictKind::Missing,
     );
     // A deleted key can be created again.
-    s.commit(vec![Write::Create(handle("h", 9))]).unwrap();
+    s.commit(vec![Write::Create(handle("h", 9))])
+        .expect("the store takes a write the contract allows");
 }
 
 /// A commit applies every write or none.
 pub fn atomic_commits<S: Datastore>(s: &S) {
-    let rb = s.commit(vec![Write::Create(block("10.0.0.0/26"))]).unwrap();
+    let rb = s
+        .commit(vec![Write::Create(block("10.0.0.0/26"))])
+        .expect("the store takes a write the contract allows");
     let stale = ipam_core::Revision(rb.0.wrapping_add(1_000_000));
     let r = s.commit(vec![
         Write::Create(handle("a", 1)),
@@ -243,13 +267,15 @@ pub fn atomic_commits<S: Datastore>(s: &S) {
     ]);
     expect_conflict(r, &Key::Block(net("10.0.0.0/26")), ConflictKind::Changed);
     assert!(
-        s.get(&Key::Handle("a".into())).unwrap().is_none(),
+        s.get(&Key::Handle("a".into()))
+            .expect("the store answers a read")
+            .is_none(),
         "nothing applied"
     );
     assert_eq!(
         s.get(&Key::Block(net("10.0.0.0/26")))
-            .unwrap()
-            .unwrap()
+            .expect("the store answers a read")
+            .expect("the record is there")
             .revision,
         rb
     );
@@ -262,7 +288,7 @@ pub fn atomic_commits<S: Datastore>(s: &S) {
                 expected: rb,
             },
         ])
-        .unwrap();
+        .expect("the store takes a write the contract allows");
     for k in [
         Key::Handle("a".into()),
         Key::Block(net("10.0.0.0/26")),
@@ -272,7 +298,10 @@ pub fn atomic_commits<S: Datastore>(s: &S) {
         },
     ] {
         assert_eq!(
-            s.get(&k).unwrap().unwrap().revision,
+            s.get(&k)
+                .expect("the store answers a read")
+                .expect("the record is there")
+                .revision,
             rev,
             "{k} carries the commit revision"
         );
@@ -283,16 +312,23 @@ pub fn atomic_commits<S: Datastore>(s: &S) {
         Write::Create(handle("b", 2)),
     ]);
     assert!(r.is_err(), "duplicate key in one commit");
-    assert!(s.get(&Key::Handle("b".into())).unwrap().is_none());
+    assert!(s
+        .get(&Key::Handle("b".into()))
+        .expect("the store answers a read")
+        .is_none());
     // Likewise in a large commit, the repeat last.
     let mut many: Vec<Write> = (0..40)
         .map(|i| Write::Create(handle(&format!("many{i}"), 1)))
         .collect();
     many.push(Write::Create(handle("many7", 2)));
     assert!(s.commit(many).is_err(), "duplicate key in a large commit");
-    assert!(s.get(&Key::Handle("many0".into())).unwrap().is_none());
+    assert!(s
+        .get(&Key::Handle("many0".into()))
+        .expect("the store answers a read")
+        .is_none());
     // An empty commit is a no-op.
-    s.commit(Vec::new()).unwrap();
+    s.commit(Vec::new())
+        .expect("the store takes a write the contract allows");
 }
 
 /// Listing returns exactly the range, in key order (blocks by address).
@@ -306,7 +342,8 @@ pub fn listing<S: Datastore>(s: &S) {
         "9.255.255.192/26",
     ];
     for b in blocks {
-        s.commit(vec![Write::Create(block(b))]).unwrap();
+        s.commit(vec![Write::Create(block(b))])
+            .expect("the store takes a write the contract allows");
     }
     for (n, c) in [
         ("a-b", "10.0.0.0/26"),
@@ -314,10 +351,12 @@ pub fn listing<S: Datastore>(s: &S) {
         ("a", "10.0.0.64/26"),
         ("b", "10.0.0.0/26"),
     ] {
-        s.commit(vec![Write::Create(affinity(n, c))]).unwrap();
+        s.commit(vec![Write::Create(affinity(n, c))])
+            .expect("the store takes a write the contract allows");
     }
     for h in ["z", "a", "m"] {
-        s.commit(vec![Write::Create(handle(h, 1))]).unwrap();
+        s.commit(vec![Write::Create(handle(h, 1))])
+            .expect("the store takes a write the contract allows");
     }
     for name in ["pool-b", "pool-a"] {
         let p = Pool::new(
@@ -328,22 +367,22 @@ pub fn listing<S: Datastore>(s: &S) {
                 "10.1.0.0/16"
             }),
         )
-        .unwrap();
+        .expect("a valid fixture");
         s.commit(vec![Write::Create(Record::Pool(Box::new(p)))])
-            .unwrap();
+            .expect("the store takes a write the contract allows");
     }
     for c in [3u64, 0, 300] {
         let ch = IndexChunk::new(net("10.0.0.0/16"), c, 4096);
         s.commit(vec![Write::Create(Record::IndexChunk(ch))])
-            .unwrap();
+            .expect("the store takes a write the contract allows");
     }
     let ch = IndexChunk::new(net("10.1.0.0/16"), 0, 4096);
     s.commit(vec![Write::Create(Record::IndexChunk(ch))])
-        .unwrap();
+        .expect("the store takes a write the contract allows");
 
     let keys = |r: Range| -> Vec<String> {
         s.list(&r)
-            .unwrap()
+            .expect("the store answers a listing")
             .into_iter()
             .map(|v| v.value.key().to_string())
             .collect()
@@ -393,17 +432,28 @@ pub fn listing<S: Datastore>(s: &S) {
     );
     assert!(keys(Range::Nodes).is_empty());
     // Listed revisions are the stored ones.
-    for v in s.list(&Range::Handles).unwrap() {
-        assert_eq!(s.get(&v.value.key()).unwrap().unwrap().revision, v.revision);
+    for v in s
+        .list(&Range::Handles)
+        .expect("the store answers a listing")
+    {
+        assert_eq!(
+            s.get(&v.value.key())
+                .expect("the store answers a read")
+                .expect("the record is there")
+                .revision,
+            v.revision
+        );
     }
 }
 
 /// A batch of reads answers each read as `get` and `list` do, in order.
 pub fn batched_reads<S: Datastore>(s: &S) {
     for r in sample_records() {
-        s.commit(vec![Write::Create(r)]).unwrap();
+        s.commit(vec![Write::Create(r)])
+            .expect("the store takes a write the contract allows");
     }
-    s.commit(vec![Write::Create(block("10.0.1.0/26"))]).unwrap();
+    s.commit(vec![Write::Create(block("10.0.1.0/26"))])
+        .expect("the store takes a write the contract allows");
     let mut reads = vec![
         Read::List(Range::Blocks),
         Read::Get(Key::Handle("absent".into())),
@@ -413,23 +463,31 @@ pub fn batched_reads<S: Datastore>(s: &S) {
     for r in sample_records() {
         reads.push(Read::Get(r.key()));
     }
-    let answers = s.read(&reads).unwrap();
+    let answers = s.read(&reads).expect("the store answers a batch of reads");
     assert_eq!(answers.len(), reads.len(), "one answer per read");
     for (read, answer) in reads.iter().zip(&answers) {
         let want = match read {
-            Read::Get(k) => s.get(k).unwrap().into_iter().collect(),
-            Read::List(r) => s.list(r).unwrap(),
+            Read::Get(k) => s
+                .get(k)
+                .expect("the store answers a read")
+                .into_iter()
+                .collect(),
+            Read::List(r) => s.list(r).expect("the store answers a listing"),
         };
         assert_eq!(answer, &want, "{read:?}");
     }
     assert!(answers[1].is_empty(), "an absent key reads as nothing");
     assert_eq!(answers[0].len(), 3, "the samples' two blocks and one more");
-    assert!(s.read(&[]).unwrap().is_empty());
+    assert!(s
+        .read(&[])
+        .expect("the store answers a batch of reads")
+        .is_empty());
 }
 
 /// Threads racing read-modify-commit on one record lose no update.
 pub fn concurrent_increments<S: Datastore + 'static>(s: Arc<S>) {
-    s.commit(vec![Write::Create(handle("ctr", 1))]).unwrap();
+    s.commit(vec![Write::Create(handle("ctr", 1))])
+        .expect("the store takes a write the contract allows");
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let s = s.clone();
@@ -437,7 +495,10 @@ pub fn concurrent_increments<S: Datastore + 'static>(s: Arc<S>) {
                 let mut conflicts = 0u32;
                 for _ in 0..25 {
                     loop {
-                        let v = s.get(&Key::Handle("ctr".into())).unwrap().unwrap();
+                        let v = s
+                            .get(&Key::Handle("ctr".into()))
+                            .expect("the store answers a read")
+                            .expect("the record is there");
                         let Record::Handle(mut h) = v.value else {
                             panic!("wrong kind")
                         };
@@ -457,9 +518,14 @@ pub fn concurrent_increments<S: Datastore + 'static>(s: Arc<S>) {
         })
         .collect();
     for t in threads {
-        t.join().unwrap();
+        t.join().expect("the thread ends");
     }
-    let Record::Handle(h) = s.get(&Key::Handle("ctr".into())).unwrap().unwrap().value else {
+    let Record::Handle(h) = s
+        .get(&Key::Handle("ctr".into()))
+        .expect("the store answers a read")
+        .expect("the record is there")
+        .value
+    else {
         panic!("wrong kind")
     };
     assert_eq!(h.total(), 101, "no lost update");

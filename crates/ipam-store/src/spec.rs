@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_read_only_spec_never_creates_a_store() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().expect("a temporary directory");
         let p = d.path().join("nothing-here");
         let spec = StoreSpec::Sled {
             path: p.clone(),
@@ -180,13 +180,17 @@ mod tests {
             Err(SpecOpenError::Missing(_))
         ));
         assert!(!p.exists());
-        drop(StoreSpec::sled(&p).open(Duration::from_secs(1)).unwrap());
+        drop(
+            StoreSpec::sled(&p)
+                .open(Duration::from_secs(1))
+                .expect("the store opens"),
+        );
         assert!(spec.open(Duration::from_secs(1)).is_ok());
     }
 
     #[test]
     fn identities_name_one_store() {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().expect("a temporary directory");
         let a = StoreSpec::sled(d.path());
         let b = StoreSpec::sled(d.path().join("."));
         assert_eq!(a.identity(), b.identity());

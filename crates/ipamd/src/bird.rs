@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn renders_the_mesh_the_blocks_and_the_borrowed_addresses() {
         let r = |dst: &str, target: Target, owner: &str| Route {
-            dst: dst.parse().unwrap(),
+            dst: dst.parse().expect("a valid literal"),
             target,
             owner: owner.into(),
         };
@@ -127,21 +127,30 @@ mod tests {
             r("10.244.0.0/26", Target::Blackhole, "a"),
             r(
                 "10.244.1.0/26",
-                Target::Via("172.18.0.3".parse().unwrap()),
+                Target::Via("172.18.0.3".parse().expect("a valid literal")),
                 "b",
             ),
         ];
         let peers = [
-            ("a".to_string(), "172.18.0.4".parse().unwrap()),
-            ("b".to_string(), "172.18.0.3".parse().unwrap()),
-            ("c".to_string(), "172.18.0.2".parse().unwrap()),
+            (
+                "a".to_string(),
+                "172.18.0.4".parse().expect("a valid literal"),
+            ),
+            (
+                "b".to_string(),
+                "172.18.0.3".parse().expect("a valid literal"),
+            ),
+            (
+                "c".to_string(),
+                "172.18.0.2".parse().expect("a valid literal"),
+            ),
         ];
         let c = render(
             "a",
-            "172.18.0.4".parse().unwrap(),
+            "172.18.0.4".parse().expect("a valid literal"),
             DEFAULT_AS,
             &routes,
-            &["10.244.5.7/32".parse().unwrap()],
+            &["10.244.5.7/32".parse().expect("a valid literal")],
             &peers,
         );
         assert!(c.contains("router id 172.18.0.4;"), "{c}");
@@ -157,15 +166,15 @@ mod tests {
             .output()
             .is_ok()
         {
-            let d = tempfile::tempdir().unwrap();
+            let d = tempfile::tempdir().expect("a temporary directory");
             let f = d.path().join("bird.conf");
-            std::fs::write(&f, &c).unwrap();
+            std::fs::write(&f, &c).expect("write succeeds");
             let o = std::process::Command::new("bird")
                 .arg("-p")
                 .arg("-c")
                 .arg(&f)
                 .output()
-                .unwrap();
+                .expect("output succeeds");
             assert!(
                 o.status.success(),
                 "{}{}",

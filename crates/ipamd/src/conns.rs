@@ -240,9 +240,9 @@ mod tests {
         for i in 0..5u8 {
             let (a, mut b) = pair();
             assert!(conns.submit(a));
-            b.write_all(&[i]).unwrap();
+            b.write_all(&[i]).expect("write_all succeeds");
             let mut got = [0u8; 1];
-            b.read_exact(&mut got).unwrap();
+            b.read_exact(&mut got).expect("read_exact succeeds");
             assert_eq!(got[0], i);
         }
         assert_eq!(served.load(Ordering::SeqCst), 5);
@@ -260,9 +260,9 @@ mod tests {
         let s2 = Arc::clone(&served);
         let conns = Conns::new(2, move |_c: UnixStream| {
             let (m, cv) = &*g2;
-            let mut open = m.lock().unwrap();
+            let mut open = m.lock().expect("the lock");
             while !*open {
-                open = cv.wait(open).unwrap();
+                open = cv.wait(open).expect("wait succeeds");
             }
             s2.fetch_add(1, Ordering::SeqCst);
         });
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(conns.threads(), 2);
         {
             let (m, cv) = &*gate;
-            *m.lock().unwrap() = true;
+            *m.lock().expect("the lock") = true;
             cv.notify_all();
         }
         conns.finish();
@@ -314,7 +314,7 @@ mod tests {
             })
             .collect();
         for t in threads {
-            t.join().unwrap();
+            t.join().expect("the thread ends");
         }
         let most = most.load(Ordering::SeqCst);
         assert!((1..=2).contains(&most), "{most} held at once");

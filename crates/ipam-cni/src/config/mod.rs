@@ -559,7 +559,7 @@ mod tests {
                         "ipv4_pools":["10.244.0.0/16","default-pool"],"nodename":"inner"}}"#,
             Command::Add,
         )
-        .unwrap();
+        .expect("a valid literal");
         assert!(c.assign_ipv4 && !c.assign_ipv6);
         let pools: Vec<&str> = c.ipv4_pools.iter().map(PoolRef::as_str).collect();
         assert_eq!(pools, ["10.244.0.0/16", "default-pool"]);
@@ -580,7 +580,7 @@ mod tests {
                 "ipam":{"type":"calico-ipam","assign_ipv4":true,"assign_ipv6":true}}"#,
             Command::Add,
         )
-        .unwrap();
+        .expect("a valid literal");
         assert!(c.assign_ipv6);
         assert_eq!(c.gateway, Gateway::None);
         assert!(c.routes.is_empty());
@@ -589,7 +589,7 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"n","type":"ptp"}"#,
             Command::Add,
         )
-        .unwrap();
+        .expect("a valid literal");
         assert_eq!(
             (c.gateway.clone(), c.result_prefix),
             (Gateway::LinkLocal, ResultPrefix::Pool)
@@ -689,7 +689,7 @@ mod tests {
                         "assign_ipv6":true,"ipamd_autostart":null}}"#,
             Command::Add,
         )
-        .unwrap();
+        .expect("a valid literal");
         assert_eq!(c.datastore, StoreSpec::sled("/inner"));
         assert_eq!(c.log_level, "info", "an empty inner value is no value");
         assert_eq!(c.reserve, (3, 0));
@@ -706,9 +706,15 @@ mod tests {
                 "cni.dev/attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
             Command::Add,
         )
-        .unwrap();
-        assert_eq!(c.requested_ips, ["10.244.1.7".parse::<IpAddr>().unwrap()]);
-        assert_eq!(c.prev_result_ips, ["10.244.1.7".parse::<IpAddr>().unwrap()]);
+        .expect("a valid literal");
+        assert_eq!(
+            c.requested_ips,
+            ["10.244.1.7".parse::<IpAddr>().expect("a valid literal")]
+        );
+        assert_eq!(
+            c.prev_result_ips,
+            ["10.244.1.7".parse::<IpAddr>().expect("a valid literal")]
+        );
         assert_eq!(
             c.valid_attachments,
             Some(vec![("c1".into(), "eth0".into())])
@@ -718,8 +724,11 @@ mod tests {
                 "cni.dev/valid-attachments":[]}"#,
             Command::Gc,
         )
-        .unwrap();
-        assert_eq!(c.requested_ips, ["10.244.9.9".parse::<IpAddr>().unwrap()]);
+        .expect("a valid literal");
+        assert_eq!(
+            c.requested_ips,
+            ["10.244.9.9".parse::<IpAddr>().expect("a valid literal")]
+        );
         assert_eq!(c.valid_attachments, Some(vec![]));
     }
 }

@@ -790,7 +790,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(!woke.is_finished());
         drop(t);
-        assert_eq!(woke.join().unwrap(), Some(7));
+        assert_eq!(woke.join().expect("the thread ends"), Some(7));
     }
 
     #[test]
@@ -800,7 +800,7 @@ mod tests {
         let t = Ticket::new(&slot);
         let woke = sleeper(&slot);
         drop(t);
-        assert_eq!(woke.join().unwrap(), None);
+        assert_eq!(woke.join().expect("the thread ends"), None);
     }
 
     #[test]
@@ -808,12 +808,12 @@ mod tests {
         let slot = Slot::<u32>::new();
         slot.nudge();
         // Returns at once: the wake-up came between the caller's check and its sleep.
-        sleeper(&slot).join().unwrap();
+        sleeper(&slot).join().expect("the thread ends");
         // Slept through: the next sleep waits for the next wake-up.
         let woke = sleeper(&slot);
         std::thread::sleep(Duration::from_millis(20));
         assert!(!woke.is_finished());
         slot.nudge();
-        woke.join().unwrap();
+        woke.join().expect("the thread ends");
     }
 }

@@ -722,12 +722,12 @@ mod tests {
 
     fn block() -> Block {
         Block::new(
-            "10.244.0.0/26".parse().unwrap(),
+            "10.244.0.0/26".parse().expect("a valid literal"),
             Some("n1".into()),
             HostReserved::default(),
             1_000,
         )
-        .unwrap()
+        .expect("a valid fixture")
     }
 
     #[test]
@@ -735,15 +735,22 @@ mod tests {
         let mut b = block();
         let a = attrs("h1");
         assert_eq!(b.allocate(3, &a)[..], [0, 1, 2]);
-        assert_eq!(b.release(1, 5, 0).unwrap().handle_id, "h1");
+        assert_eq!(
+            b.release(1, 5, 0).expect("release succeeds").handle_id,
+            "h1"
+        );
         // The freed ordinal 1 is behind the cursor: next come 3, 4, ...
         assert_eq!(b.allocate(2, &a)[..], [3, 4]);
         let rest = b.allocate(100, &a);
         assert_eq!(rest.len(), 64 - 4);
-        assert_eq!(*rest.last().unwrap(), 1, "freed ordinal comes last");
+        assert_eq!(
+            *rest.last().expect("last succeeds"),
+            1,
+            "freed ordinal comes last"
+        );
         assert_eq!(b.free_count(), 0);
         assert!(b.allocate(1, &a).is_empty());
-        b.validate().unwrap();
+        b.validate().expect("validate succeeds");
     }
 
     #[test]
@@ -751,14 +758,14 @@ mod tests {
         let mut b = block();
         let s0 = b.seq;
         let o = b.allocate(1, &attrs("h1"))[0];
-        assert_eq!(b.holder(o).unwrap().1, s0);
+        assert_eq!(b.holder(o).expect("holder succeeds").1, s0);
         assert!(b.seq > s0);
         b.release(o, 10, 0);
         b.touch();
         b.cursor = o; // force immediate reuse to prove the number differs
         let o2 = b.allocate(1, &attrs("h2"))[0];
         assert_eq!(o2, o);
-        assert_ne!(b.holder(o2).unwrap().1, s0);
+        assert_ne!(b.holder(o2).expect("holder succeeds").1, s0);
     }
 
     #[test]
@@ -777,40 +784,42 @@ mod tests {
         assert_eq!(b.attrs.len(), 2, "h1 still holds one address");
         b.release(b.ordinals_of("h1")[0], 1, 0);
         assert_eq!(b.attrs.len(), 1);
-        assert_eq!(b.holder(y[0]).unwrap().0.handle_id, "h2");
-        b.validate().unwrap();
+        assert_eq!(b.holder(y[0]).expect("holder succeeds").0.handle_id, "h2");
+        b.validate().expect("validate succeeds");
     }
 
     #[test]
     fn host_reserved_and_cooldown() {
         let mut b = Block::new(
-            "10.0.0.0/29".parse().unwrap(),
+            "10.0.0.0/29".parse().expect("a valid literal"),
             None,
             HostReserved { first: 3, last: 1 },
             0,
         )
-        .unwrap();
+        .expect("a valid fixture");
         assert_eq!(b.reserved_count(), 4);
         assert_eq!(b.host_reserved(), HostReserved { first: 3, last: 1 });
         let a = attrs("h");
         assert_eq!(b.allocate(10, &a)[..], [3, 4, 5, 6]);
         assert_eq!(
-            b.allocate_ip("10.0.0.0".parse().unwrap(), &a),
-            Err(BlockError::Reserved("10.0.0.0".parse().unwrap()))
+            b.allocate_ip("10.0.0.0".parse().expect("a valid literal"), &a),
+            Err(BlockError::Reserved(
+                "10.0.0.0".parse().expect("a valid literal")
+            ))
         );
         b.release(4, 100, 50);
         assert_eq!(b.cooling_count(), 1);
         assert!(b.allocate(1, &a).is_empty(), "cooling address not reusable");
         assert!(matches!(
-            b.allocate_ip("10.0.0.4".parse().unwrap(), &a),
+            b.allocate_ip("10.0.0.4".parse().expect("a valid literal"), &a),
             Err(BlockError::Cooling(_))
         ));
-        b.validate().unwrap();
+        b.validate().expect("validate succeeds");
         assert!(!b.expire_cooling(149));
         assert!(b.expire_cooling(150));
         assert_eq!(b.allocate(1, &a)[..], [4]);
         assert!(Block::new(
-            "10.0.0.0/30".parse().unwrap(),
+            "10.0.0.0/30".parse().expect("a valid literal"),
             None,
             HostReserved { first: 3, last: 1 },
             0
@@ -822,7 +831,7 @@ mod tests {
     fn validate_catches_inconsistency() {
         let mut b = block();
         b.allocate(2, &attrs("h"));
-        b.validate().unwrap();
+        b.validate().expect("validate succeeds");
         let mut broken = b.clone();
         broken.taken.clear(0);
         assert!(broken.validate().is_err());
@@ -837,9 +846,9 @@ mod tests {
     #[test]
     fn blocks_past_the_holder_index_are_refused() {
         // The largest block every holder index fits, and one twice as large.
-        let ok: IpNetwork = "10.0.0.0/17".parse().unwrap();
+        let ok: IpNetwork = "10.0.0.0/17".parse().expect("a valid literal");
         assert!(Block::new(ok, None, HostReserved::default(), 1).is_ok());
-        let big: IpNetwork = "10.0.0.0/16".parse().unwrap();
+        let big: IpNetwork = "10.0.0.0/16".parse().expect("a valid literal");
         assert!(matches!(
             Block::new(big, None, HostReserved::default(), 1),
             Err(BlockError::Inconsistent { .. })

@@ -208,7 +208,7 @@ mod tests {
     }
 
     fn net(i: u8) -> IpNetwork {
-        format!("10.0.{i}.0/26").parse().unwrap()
+        format!("10.0.{i}.0/26").parse().expect("a valid literal")
     }
 
     proptest! {
@@ -238,11 +238,11 @@ mod tests {
                 prop_assert_eq!(mine, want);
                 prop_assert!(h.validate().is_ok());
             }
-            let back = Handle::from_parts("h".into(), m.clone()).unwrap();
+            let back = Handle::from_parts("h".into(), m.clone()).expect("a valid fixture");
             prop_assert_eq!(&back, &h);
-            let text = toml::to_string(&Wrap { blocks: &m }).unwrap();
-            prop_assert_eq!(&toml::to_string(&Wrap { blocks: h.blocks() }).unwrap(), &text);
-            let read: Read = toml::from_str(&text).unwrap();
+            let text = toml::to_string(&Wrap { blocks: &m }).expect("to_string succeeds");
+            prop_assert_eq!(&toml::to_string(&Wrap { blocks: h.blocks() }).expect("to_string succeeds"), &text);
+            let read: Read = toml::from_str(&text).expect("from_str succeeds");
             prop_assert_eq!(&read.blocks, h.blocks());
         }
     }

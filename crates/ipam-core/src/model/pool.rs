@@ -367,7 +367,8 @@ mod tests {
 
     #[test]
     fn a_pool_ref_matches_by_name_or_by_cidr() {
-        let pool = Pool::new("blue", "10.244.0.0/16".parse().unwrap()).unwrap();
+        let pool = Pool::new("blue", "10.244.0.0/16".parse().expect("a valid literal"))
+            .expect("a valid fixture");
         assert!(PoolRef::new("blue").matches(&pool));
         assert!(PoolRef::new("10.244.0.0/16").matches(&pool));
         assert!(!PoolRef::new("10.245.0.0/16").matches(&pool));
@@ -378,7 +379,7 @@ mod tests {
 
     #[test]
     fn validation_rules() {
-        let n = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let n = |s: &str| s.parse::<IpNetwork>().expect("a valid literal");
         assert!(Pool::new("default", n("192.168.0.0/16")).is_ok());
         assert!(matches!(
             Pool::new("p", n("192.168.0.1/16")),
@@ -405,7 +406,9 @@ mod tests {
             Pool::new("Bad Name", n("10.0.0.0/24")),
             Err(PoolError::Name(_))
         ));
-        let mut p = Pool::new("p", n("10.0.0.0/24")).unwrap().to_parts();
+        let mut p = Pool::new("p", n("10.0.0.0/24"))
+            .expect("a valid fixture")
+            .to_parts();
         p.allowed_uses = vec![AllowedUse::LoadBalancer, AllowedUse::Workload];
         assert!(matches!(Pool::try_from(p.clone()), Err(PoolError::Uses(_))));
         p.allowed_uses = vec![AllowedUse::LoadBalancer];
@@ -414,18 +417,25 @@ mod tests {
 
     #[test]
     fn slots_map_to_blocks() {
-        let p = Pool::new("p", "10.244.0.0/16".parse().unwrap()).unwrap();
+        let p = Pool::new("p", "10.244.0.0/16".parse().expect("a valid literal"))
+            .expect("a valid fixture");
         assert_eq!(p.block_count(), 1024);
         assert_eq!(p.block_at(0).to_string(), "10.244.0.0/26");
         assert_eq!(p.block_at(5).to_string(), "10.244.1.64/26");
         assert_eq!(p.slot_of(&p.block_at(1023)), Some(1023));
-        assert_eq!(p.slot_of(&"10.245.0.0/26".parse().unwrap()), None);
-        assert_eq!(p.slot_of(&"10.244.0.0/27".parse().unwrap()), None);
         assert_eq!(
-            Pool::name_for(&"10.244.0.0/16".parse().unwrap()),
+            p.slot_of(&"10.245.0.0/26".parse().expect("a valid literal")),
+            None
+        );
+        assert_eq!(
+            p.slot_of(&"10.244.0.0/27".parse().expect("a valid literal")),
+            None
+        );
+        assert_eq!(
+            Pool::name_for(&"10.244.0.0/16".parse().expect("a valid literal")),
             "pool-10.244.0.0-16"
         );
-        let v6 = "fd00:1::/112".parse().unwrap();
+        let v6 = "fd00:1::/112".parse().expect("a valid literal");
         let name = Pool::name_for(&v6);
         assert!(Pool::new(&name, v6).is_ok(), "{name}");
     }

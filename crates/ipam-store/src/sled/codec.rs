@@ -205,7 +205,7 @@ mod tests {
         let mut v = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 7];
         v.extend_from_slice(&[2, b'n', b'1', 1, 4, b'z', b'o', b'n', b'e', 1, b'a']);
         let key = keys::encode(&Key::Node("n1".into()));
-        let got = decode(&key, &v).unwrap();
+        let got = decode(&key, &v).expect("decode succeeds");
         let Record::Node(n) = got.value else {
             panic!("not a node")
         };
@@ -215,9 +215,12 @@ mod tests {
         assert_eq!(got.revision, Revision(7));
         // And a node with an address round-trips.
         let mut with = n.clone();
-        with.set_address("172.18.0.3".parse().unwrap());
-        let bytes = encode(&Record::Node(with.clone()), Revision(8)).unwrap();
-        assert_eq!(decode(&key, &bytes).unwrap().value, Record::Node(with));
+        with.set_address("172.18.0.3".parse().expect("a valid literal"));
+        let bytes = encode(&Record::Node(with.clone()), Revision(8)).expect("encode succeeds");
+        assert_eq!(
+            decode(&key, &bytes).expect("decode succeeds").value,
+            Record::Node(with)
+        );
     }
     use ipam_core::Block;
     use ipam_core::{AllocAttrs, HostReserved};
@@ -233,20 +236,20 @@ mod tests {
     #[test]
     fn blocks_round_trip_including_extreme_sequence_numbers() {
         let mut b = Block::new(
-            "10.0.0.0/26".parse().unwrap(),
+            "10.0.0.0/26".parse().expect("a valid literal"),
             None,
             HostReserved::default(),
             1,
         )
-        .unwrap();
+        .expect("a valid fixture");
         b.seq = u64::MAX - 3;
         b.allocate(2, &attrs("a"));
         b.seq = 5;
         b.allocate(1, &attrs("b"));
         let rec = Record::Block(b);
         let key = keys::encode(&rec.key());
-        let v = encode(&rec, Revision(42)).unwrap();
-        let back = decode(&key, &v).unwrap();
+        let v = encode(&rec, Revision(42)).expect("encode succeeds");
+        let back = decode(&key, &v).expect("decode succeeds");
         assert_eq!(back.value, rec);
         assert_eq!(back.revision, Revision(42));
     }
@@ -254,16 +257,16 @@ mod tests {
     #[test]
     fn a_used_block_encodes_compactly() {
         let mut b = Block::new(
-            "10.0.0.0/26".parse().unwrap(),
+            "10.0.0.0/26".parse().expect("a valid literal"),
             Some("node-1".into()),
             HostReserved::default(),
             1_700_000_000_000_000_000,
         )
-        .unwrap();
+        .expect("a valid fixture");
         for i in 0..64 {
             b.allocate(1, &attrs(&format!("k8s-pod-network.{i:064}")));
         }
-        let v = encode_plain(&Record::Block(b), Revision(1)).unwrap();
+        let v = encode_plain(&Record::Block(b), Revision(1)).expect("encode_plain succeeds");
         // 64 handles of 81 bytes dominate; the per-address bookkeeping stays small (before
         // any compression).
         assert!(v.len() < 64 * 83 + 400, "{} bytes", v.len());
@@ -275,8 +278,8 @@ mod tests {
     fn large_records_are_stored_compressed_and_read_back() {
         let rec = full_block();
         let key = keys::encode(&rec.key());
-        let plain = encode_plain(&rec, Revision(9)).unwrap();
-        let packed = encode(&rec, Revision(9)).unwrap();
+        let plain = encode_plain(&rec, Revision(9)).expect("encode_plain succeeds");
+        let packed = encode(&rec, Revision(9)).expect("encode succeeds");
         assert_eq!((plain[0], packed[0]), (PLAIN, COMPRESSED));
         assert!(
             packed.len() * 3 < plain.len(),
@@ -286,7 +289,7 @@ mod tests {
         );
         assert_eq!(revision(&packed), Some(Revision(9)));
         for v in [&plain, &packed] {
-            let back = decode(&key, v).unwrap();
+            let back = decode(&key, v).expect("decode succeeds");
             assert_eq!((back.value, back.revision), (rec.clone(), Revision(9)));
         }
     }
@@ -294,8 +297,8 @@ mod tests {
     #[test]
     fn small_records_stay_plain() {
         let mut h = ipam_core::Handle::new("k8s-pod-network.abc");
-        h.add("10.0.0.0/26".parse().unwrap(), 1);
-        let v = encode(&Record::Handle(h), Revision(1)).unwrap();
+        h.add("10.0.0.0/26".parse().expect("a valid literal"), 1);
+        let v = encode(&Record::Handle(h), Revision(1)).expect("encode succeeds");
         assert_eq!(v[0], PLAIN);
         assert!(v.len() - HEADER < COMPRESS_FROM);
     }
@@ -304,7 +307,7 @@ mod tests {
     fn damaged_compressed_values_are_corrupt() {
         let rec = full_block();
         let key = keys::encode(&rec.key());
-        let packed = encode(&rec, Revision(1)).unwrap();
+        let packed = encode(&rec, Revision(1)).expect("encode succeeds");
         let corrupt = |v: &[u8]| matches!(decode(&key, v), Err(StoreError::Corrupt { .. }));
         // Cut short: in the length, in the data.
         assert!(corrupt(&packed[..HEADER + 2]));
@@ -315,14 +318,18 @@ mod tests {
         huge[HEADER..HEADER + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(corrupt(&huge));
         let mut short = packed.clone();
-        let len = u32::from_le_bytes(packed[HEADER..HEADER + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(
+            packed[HEADER..HEADER + 4]
+                .try_into()
+                .expect("a valid fixture"),
+        );
         short[HEADER..HEADER + 4].copy_from_slice(&(len - 1).to_le_bytes());
         assert!(corrupt(&short));
         let mut long = packed.clone();
         long[HEADER..HEADER + 4].copy_from_slice(&(len + 1).to_le_bytes());
         assert!(corrupt(&long));
         // Plain bytes labelled compressed.
-        let mut relabelled = encode_plain(&rec, Revision(1)).unwrap();
+        let mut relabelled = encode_plain(&rec, Revision(1)).expect("encode_plain succeeds");
         relabelled[0] = COMPRESSED;
         assert!(corrupt(&relabelled));
     }
@@ -331,7 +338,7 @@ mod tests {
     fn wrong_version_and_truncation_are_corrupt() {
         let rec = Record::Handle(ipam_core::Handle::new("h"));
         let key = keys::encode(&rec.key());
-        let mut v = encode(&rec, Revision(1)).unwrap();
+        let mut v = encode(&rec, Revision(1)).expect("encode succeeds");
         v[0] = 9;
         assert!(matches!(decode(&key, &v), Err(StoreError::Corrupt { .. })));
         assert!(matches!(

@@ -260,7 +260,7 @@ mod tests {
     use super::*;
 
     fn n(s: &str) -> IpNetwork {
-        s.parse().unwrap()
+        s.parse().expect("a valid literal")
     }
 
     fn keys() -> Vec<Key> {
