@@ -430,6 +430,74 @@ pub trait Datastore: Send + Sync {
     fn writable(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// For a store whose writers agree on a [`RecordLayout`] (the etcd store, shared by nodes
+    /// that may run different builds): the layout records are written in now, and how many
+    /// stored records are in each (a scan of every record). `None` for stores with no choice.
+    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
+        Ok(None)
+    }
+
+    /// Makes `layout` the one every writer of the store uses from now on, then rewrites each
+    /// stored record that is in another layout, by compare-and-swap (a record written in the
+    /// meantime is already in `layout`). Refused by stores with no choice.
+    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
+        let _ = layout;
+        Err(StoreError::Rejected(
+            "this store has a single record layout".into(),
+        ))
+    }
+}
+
+/// How a store lays out the bytes of a record, where its writers must agree on it: a build
+/// that does not know a layout cannot read the records written in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordLayout {
+    /// Every record as it is: readable by every build.
+    Plain,
+    /// Large records compressed (smaller writes; readable by builds that know the layout).
+    Compressed,
+}
+
+impl RecordLayout {
+    /// The layout's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordLayout::Plain => "plain",
+            RecordLayout::Compressed => "compressed",
+        }
+    }
+
+    /// The layout named `s`, if this build knows it.
+    pub fn from_name(s: &str) -> Option<RecordLayout> {
+        match s {
+            "plain" => Some(RecordLayout::Plain),
+            "compressed" => Some(RecordLayout::Compressed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RecordLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`Datastore::layout`] and [`Datastore::set_layout`] report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayoutStatus {
+    /// The layout records are written in (`None`: one this build does not know).
+    pub layout: Option<RecordLayout>,
+    /// Stored records in the plain layout (small records stay plain in every layout).
+    pub plain: u64,
+    /// Stored records compressed.
+    pub compressed: u64,
+    /// Records that did not decode (left as they are).
+    pub corrupt: u64,
+    /// Records [`Datastore::set_layout`] rewrote.
+    pub rewritten: u64,
 }
 
 /// One read of a [`Datastore::read`] batch.
@@ -469,6 +537,12 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     fn writable(&self) -> Result<(), StoreError> {
         (**self).writable()
     }
+    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
+        (**self).layout()
+    }
+    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
+        (**self).set_layout(layout)
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
@@ -490,6 +564,12 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     fn writable(&self) -> Result<(), StoreError> {
         (**self).writable()
     }
+    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
+        (**self).layout()
+    }
+    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
+        (**self).set_layout(layout)
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for Box<T> {
@@ -510,6 +590,12 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     }
     fn writable(&self) -> Result<(), StoreError> {
         (**self).writable()
+    }
+    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
+        (**self).layout()
+    }
+    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
+        (**self).set_layout(layout)
     }
 }
 

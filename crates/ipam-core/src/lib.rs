@@ -59,8 +59,8 @@ pub use bitmap::Bitmap;
 pub use cidr::Family;
 pub use clock::{Clock, ManualClock};
 pub use datastore::{
-    all, one, put, ConflictKind, Datastore, Key, Lenient, Range, Read, Record, RecordKind,
-    Revision, StoreError, StoreExt, Versioned, Write,
+    all, one, put, ConflictKind, Datastore, Key, LayoutStatus, Lenient, Range, Read, Record,
+    RecordKind, RecordLayout, Revision, StoreError, StoreExt, Versioned, Write,
 };
 pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, ReleaseError};
 pub use ipam::{

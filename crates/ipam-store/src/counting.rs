@@ -77,4 +77,13 @@ impl<S: Datastore> Datastore for Counting<S> {
     fn writable(&self) -> Result<(), StoreError> {
         self.inner.writable()
     }
+    fn layout(&self) -> Result<Option<ipam_core::LayoutStatus>, StoreError> {
+        self.inner.layout()
+    }
+    fn set_layout(
+        &self,
+        layout: ipam_core::RecordLayout,
+    ) -> Result<ipam_core::LayoutStatus, StoreError> {
+        self.inner.set_layout(layout)
+    }
 }

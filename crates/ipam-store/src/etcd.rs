@@ -25,7 +25,7 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
     TxnOp, TxnOpResponse,
 };
-use ipam_core::{ConflictKind, Lenient};
+use ipam_core::{ConflictKind, LayoutStatus, Lenient, RecordLayout};
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,22 @@ pub enum EtcdOpenError {
         /// Last error.
         reason: String,
     },
+    /// The records are written in a layout this build cannot read.
+    #[error("the records under {prefix} are written in the layout {found:?}, which this build cannot read; use a newer release")]
+    UnknownLayout {
+        /// Key prefix.
+        prefix: String,
+        /// The layout's name as stored.
+        found: String,
+    },
+    /// The layout could not be settled (etcd failed while the first node marked it).
+    #[error("cannot settle the record layout under {prefix}: {source}")]
+    Layout {
+        /// Key prefix.
+        prefix: String,
+        /// Cause.
+        source: StoreError,
+    },
 }
 
 /// A [`Datastore`] on etcd v3.
@@ -115,6 +131,55 @@ pub struct EtcdStore {
     opts: EtcdOptions,
     /// Listings started again because etcd compacted their revision under them.
     restarts: std::sync::atomic::AtomicU64,
+    /// The layout mark as this store last read it.
+    seen: parking_lot::Mutex<Seen>,
+}
+
+/// Under the prefix, the key naming the layout every writer uses (outside the records' keys,
+/// which start at 0x01, as the sled store's metadata).
+const LAYOUT_KEY: &[u8] = b"\x00layout";
+
+/// How many times a commit is encoded again because the layout changed under it.
+const LAYOUT_RETRIES: usize = 3;
+
+/// The layout mark: its layout (`None`: a name this build does not know) and its
+/// `mod_revision` (0: no mark; etcd compares a missing key's revisions as 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    layout: Option<RecordLayout>,
+    revision: i64,
+}
+
+impl Seen {
+    /// The mark as a read found it; no mark reads as plain, which every build reads.
+    fn from_kv(kv: Option<&etcd_client::KeyValue>) -> Seen {
+        match kv {
+            Some(kv) => Seen {
+                layout: std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(RecordLayout::from_name),
+                revision: kv.mod_revision(),
+            },
+            None => Seen {
+                layout: Some(RecordLayout::Plain),
+                revision: 0,
+            },
+        }
+    }
+
+    fn from_get(r: Option<&TxnOpResponse>) -> Seen {
+        match r {
+            Some(TxnOpResponse::Get(g)) => Seen::from_kv(g.kvs().first()),
+            _ => Seen::from_kv(None),
+        }
+    }
+}
+
+/// The refusal to write in a layout this build does not know.
+fn unknown_layout() -> StoreError {
+    StoreError::Rejected(
+        "the etcd store's records are now written in a layout this build does not know; upgrade this node".into(),
+    )
 }
 
 fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
@@ -152,11 +217,13 @@ impl EtcdStore {
         }
         let start = Instant::now();
         let mut pause = Duration::from_millis(50);
-        let client = loop {
+        let mark = [opts.prefix.as_bytes(), LAYOUT_KEY].concat();
+        // The first read, which proves etcd answers, is the layout mark's.
+        let (client, found) = loop {
             let attempt = rt.block_on(async {
                 let mut c = Client::connect(opts.endpoints.clone(), Some(co.clone())).await?;
-                c.get("health-probe", None).await?;
-                Ok::<_, etcd_client::Error>(c)
+                let r = c.get(mark.clone(), None).await?;
+                Ok::<_, etcd_client::Error>((c, r.kvs().first().cloned()))
             });
             match attempt {
                 Ok(c) => break c,
@@ -172,12 +239,118 @@ impl EtcdStore {
                 }
             }
         };
-        Ok(EtcdStore {
+        let store = EtcdStore {
             rt,
             client,
             opts,
             restarts: Default::default(),
-        })
+            seen: parking_lot::Mutex::new(Seen::from_kv(found.as_ref())),
+        };
+        let seen = match found {
+            Some(_) => store.seen(),
+            None => store.first_mark().map_err(|source| EtcdOpenError::Layout {
+                prefix: store.opts.prefix.clone(),
+                source,
+            })?,
+        };
+        if seen.layout.is_none() {
+            let found = found.map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            return Err(EtcdOpenError::UnknownLayout {
+                prefix: store.opts.prefix.clone(),
+                found: found.unwrap_or_default(),
+            });
+        }
+        Ok(store)
+    }
+
+    fn seen(&self) -> Seen {
+        *self.seen.lock()
+    }
+
+    fn mark_key(&self) -> Vec<u8> {
+        self.full_key(LAYOUT_KEY)
+    }
+
+    /// Marks the layout of a prefix that has no mark: compressed when nothing is stored
+    /// under it (a new cluster), plain when records are (written by builds that may not read
+    /// compressed ones; `ipamctl layout --set compressed` switches once every node is
+    /// upgraded). The first node to mark wins; the others read its mark.
+    fn first_mark(&self) -> Result<Seen, StoreError> {
+        let prefix = self.opts.prefix.as_bytes().to_vec();
+        let any = self.retry(false, |mut c| {
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_keys_only()
+                .with_limit(1);
+            let p = prefix.clone();
+            async move { c.get(p, Some(opts)).await }
+        })?;
+        let layout = if any.kvs().is_empty() {
+            RecordLayout::Compressed
+        } else {
+            RecordLayout::Plain
+        };
+        let mark = self.mark_key();
+        let resp = self.retry(true, |mut c| {
+            let txn = Txn::new()
+                .when([Compare::create_revision(mark.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(mark.clone(), layout.as_str(), None)])
+                .or_else([TxnOp::get(mark.clone(), None)]);
+            async move { c.txn(txn).await }
+        })?;
+        let seen = if resp.succeeded() {
+            Seen {
+                layout: Some(layout),
+                revision: resp.header().map_or(0, |h| h.revision()),
+            }
+        } else {
+            Seen::from_get(resp.op_responses().first())
+        };
+        *self.seen.lock() = seen;
+        Ok(seen)
+    }
+
+    /// Calls `f` with each stored record's full key, value and revision, in pages of
+    /// [`RANGE_PAGE`] keys (not one snapshot: for scans whose every write is guarded).
+    fn each_record(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8], i64) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Records' keys start at 0x01 and are never 0xff all through.
+        let end = self.full_key(&[0xff]);
+        let mut from = self.full_key(&[0x01]);
+        loop {
+            let page = self.retry(false, |c| {
+                let (s, e) = (from.clone(), end.clone());
+                let opts = GetOptions::new()
+                    .with_range(e)
+                    .with_limit(self.opts.range_page.clamp(1, RANGE_PAGE));
+                let mut kv = c.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
+                async move { kv.get(s, Some(opts)).await }
+            })?;
+            for kv in page.kvs() {
+                f(kv.key(), kv.value(), kv.mod_revision())?;
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads the layout mark afresh.
+    fn read_mark(&self) -> Result<Seen, StoreError> {
+        let mark = self.mark_key();
+        let resp = self.retry(false, |mut c| {
+            let k = mark.clone();
+            async move { c.get(k, None).await }
+        })?;
+        let seen = Seen::from_kv(resp.kvs().first());
+        *self.seen.lock() = seen;
+        Ok(seen)
     }
 
     fn full_key(&self, k: &[u8]) -> Vec<u8> {
@@ -376,76 +549,197 @@ impl Datastore for EtcdStore {
         if writes.is_empty() {
             return Ok(Revision(0));
         }
-        let mut compares = Vec::with_capacity(writes.len());
-        let mut ops = Vec::with_capacity(writes.len());
-        let mut reads = Vec::with_capacity(writes.len());
-        let mut seen = std::collections::HashSet::new();
+        let mut keys = Vec::with_capacity(writes.len());
+        let mut seen_keys = std::collections::HashSet::new();
         for w in &writes {
             let key = w.key();
             let k = self.full_key(&keys::encode(&key));
-            if !seen.insert(k.clone()) {
+            if !seen_keys.insert(k.clone()) {
                 return Err(StoreError::Rejected(format!(
                     "{key} written twice in one commit"
                 )));
             }
-            match w {
-                Write::Create(r) => {
-                    compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
-                    ops.push(TxnOp::put(k.clone(), codec::encode(r, Revision(0))?, None));
+            keys.push(k);
+        }
+        let mark = self.mark_key();
+        let mut attempt = 0;
+        loop {
+            // Written in the layout of the mark as last read, and only while the mark is
+            // still that one: a commit never lands in a layout an operator has switched away
+            // from (some node may not read it).
+            let seen = self.seen();
+            let layout = seen.layout.ok_or_else(unknown_layout)?;
+            let mut compares = Vec::with_capacity(writes.len() + 1);
+            let mut ops = Vec::with_capacity(writes.len());
+            let mut reads = Vec::with_capacity(writes.len() + 1);
+            for (w, k) in writes.iter().zip(&keys) {
+                match w {
+                    Write::Create(r) => {
+                        compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
+                        ops.push(TxnOp::put(
+                            k.clone(),
+                            codec::encode_in(r, Revision(0), layout)?,
+                            None,
+                        ));
+                    }
+                    Write::Update { record, expected } => {
+                        let rev = i64::try_from(expected.0).unwrap_or(i64::MAX);
+                        compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, rev));
+                        ops.push(TxnOp::put(
+                            k.clone(),
+                            codec::encode_in(record, Revision(0), layout)?,
+                            None,
+                        ));
+                    }
+                    Write::Delete { expected, .. } => {
+                        let rev = i64::try_from(expected.0).unwrap_or(i64::MAX);
+                        compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, rev));
+                        ops.push(TxnOp::delete(k.clone(), None));
+                    }
                 }
-                Write::Update { record, expected } => {
-                    let rev = i64::try_from(expected.0).unwrap_or(i64::MAX);
-                    compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, rev));
-                    ops.push(TxnOp::put(
-                        k.clone(),
-                        codec::encode(record, Revision(0))?,
-                        None,
-                    ));
-                }
-                Write::Delete { expected, .. } => {
-                    let rev = i64::try_from(expected.0).unwrap_or(i64::MAX);
-                    compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, rev));
-                    ops.push(TxnOp::delete(k.clone(), None));
+                reads.push(TxnOp::get(k.clone(), None));
+            }
+            compares.push(Compare::mod_revision(
+                mark.clone(),
+                CompareOp::Equal,
+                seen.revision,
+            ));
+            reads.push(TxnOp::get(mark.clone(), None));
+            let resp = self.retry(true, |mut c| {
+                let txn = Txn::new()
+                    .when(compares.clone())
+                    .and_then(ops.clone())
+                    .or_else(reads.clone());
+                async move { c.txn(txn).await }
+            })?;
+            if resp.succeeded() {
+                let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                return Ok(Revision(u64::try_from(rev).unwrap_or(0)));
+            }
+            let answers = resp.op_responses();
+            let now = Seen::from_get(answers.get(writes.len()));
+            *self.seen.lock() = now;
+            // Which condition failed: compare each write with what the else-branch read.
+            for (w, r) in writes.iter().zip(&answers) {
+                let cur = match r {
+                    TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+                    _ => None,
+                };
+                let kind = match (w, cur) {
+                    (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
+                    (Write::Update { .. } | Write::Delete { .. }, None) => {
+                        Some(ConflictKind::Missing)
+                    }
+                    (Write::Update { expected, .. } | Write::Delete { expected, .. }, Some(m))
+                        if u64::try_from(m).ok() != Some(expected.0) =>
+                    {
+                        Some(ConflictKind::Changed)
+                    }
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    return Err(StoreError::Conflict { key: w.key(), kind });
                 }
             }
-            reads.push(TxnOp::get(k, None));
+            // Only the mark moved: the same writes again, in its layout.
+            if now.revision != seen.revision && attempt < LAYOUT_RETRIES {
+                attempt += 1;
+                continue;
+            }
+            // Every condition holds now: another writer changed and restored a key in between.
+            return Err(StoreError::Conflict {
+                key: writes[0].key(),
+                kind: ConflictKind::Changed,
+            });
         }
-        let resp = self.retry(true, |mut c| {
-            let txn = Txn::new()
-                .when(compares.clone())
-                .and_then(ops.clone())
-                .or_else(reads.clone());
-            async move { c.txn(txn).await }
+    }
+
+    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
+        let seen = self.read_mark()?;
+        let mut status = LayoutStatus {
+            layout: seen.layout,
+            ..Default::default()
+        };
+        self.each_record(|key, value, _| {
+            tally(&mut status, self.strip(key), value);
+            Ok(())
         })?;
-        if resp.succeeded() {
-            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            return Ok(Revision(u64::try_from(rev).unwrap_or(0)));
-        }
-        // Which condition failed: compare each write with what the else-branch read.
-        for (w, r) in writes.iter().zip(resp.op_responses()) {
-            let cur = match r {
-                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
-                _ => None,
-            };
-            let kind = match (w, cur) {
-                (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
-                (Write::Update { .. } | Write::Delete { .. }, None) => Some(ConflictKind::Missing),
-                (Write::Update { expected, .. } | Write::Delete { expected, .. }, Some(m))
-                    if u64::try_from(m).ok() != Some(expected.0) =>
-                {
-                    Some(ConflictKind::Changed)
-                }
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                return Err(StoreError::Conflict { key: w.key(), kind });
+        Ok(Some(status))
+    }
+
+    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
+        let mark = self.mark_key();
+        // The mark first, by compare-and-swap on the mark as read: from its revision on, a
+        // commit in another layout fails its comparison and is encoded again.
+        let seen = loop {
+            let before = self.read_mark()?;
+            let resp = self.retry(true, |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        mark.clone(),
+                        CompareOp::Equal,
+                        before.revision,
+                    )])
+                    .and_then([TxnOp::put(mark.clone(), layout.as_str(), None)]);
+                async move { c.txn(txn).await }
+            })?;
+            if resp.succeeded() {
+                let seen = Seen {
+                    layout: Some(layout),
+                    revision: resp.header().map_or(0, |h| h.revision()),
+                };
+                *self.seen.lock() = seen;
+                break seen;
             }
-        }
-        // Every condition holds now: another writer changed and restored a key in between.
-        Err(StoreError::Conflict {
-            key: writes[0].key(),
-            kind: ConflictKind::Changed,
-        })
+        };
+        // Then every record in another layout, each guarded by its own revision and the
+        // mark's: one written meanwhile was written in `layout` already.
+        let mut status = LayoutStatus {
+            layout: Some(layout),
+            ..Default::default()
+        };
+        self.each_record(|key, value, revision| {
+            let new = match codec::transcode(self.strip(key), value, layout) {
+                Ok(Some(new)) => new,
+                Ok(None) | Err(StoreError::Corrupt { .. }) => {
+                    tally(&mut status, self.strip(key), value);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let resp = self.retry(true, |mut c| {
+                let txn = Txn::new()
+                    .when([
+                        Compare::mod_revision(key.to_vec(), CompareOp::Equal, revision),
+                        Compare::mod_revision(mark.clone(), CompareOp::Equal, seen.revision),
+                    ])
+                    .and_then([TxnOp::put(key.to_vec(), new.clone(), None)])
+                    .or_else([TxnOp::get(mark.clone(), None)]);
+                async move { c.txn(txn).await }
+            })?;
+            if resp.succeeded() {
+                status.rewritten += 1;
+                tally(&mut status, self.strip(key), &new);
+                return Ok(());
+            }
+            if Seen::from_get(resp.op_responses().first()) != seen {
+                return Err(StoreError::Rejected(
+                    "the record layout was changed again while records were being rewritten".into(),
+                ));
+            }
+            // Written or deleted meanwhile, in `layout`.
+            Ok(())
+        })?;
+        Ok(status)
+    }
+}
+
+/// Counts a stored value by its layout; one that does not decode counts as corrupt.
+fn tally(status: &mut LayoutStatus, key: &[u8], value: &[u8]) {
+    match (codec::decode(key, value), codec::layout_of(value)) {
+        (Ok(_), Some(RecordLayout::Plain)) => status.plain += 1,
+        (Ok(_), Some(RecordLayout::Compressed)) => status.compressed += 1,
+        _ => status.corrupt += 1,
     }
 }
 

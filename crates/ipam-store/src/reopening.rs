@@ -118,4 +118,13 @@ impl Datastore for Reopening {
     fn writable(&self) -> Result<(), StoreError> {
         self.with(|s| s.writable())
     }
+    fn layout(&self) -> Result<Option<ipam_core::LayoutStatus>, StoreError> {
+        self.with(|s| s.layout())
+    }
+    fn set_layout(
+        &self,
+        layout: ipam_core::RecordLayout,
+    ) -> Result<ipam_core::LayoutStatus, StoreError> {
+        self.with(|s| s.set_layout(layout))
+    }
 }

@@ -277,3 +277,205 @@ fn a_listing_whose_revision_is_compacted_under_it_starts_again_and_is_whole() {
         assert_eq!(keys.len(), 60, "try {tries}: no block twice");
     }
 }
+
+/// A prefix of the test's own, the raw client and a runtime to drive it.
+struct Raw {
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+    etcd: etcd_client::Client,
+}
+
+impl Raw {
+    fn new(ep: &str) -> Raw {
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let etcd = rt
+            .block_on(etcd_client::Client::connect([ep], None))
+            .expect("etcd answers");
+        Raw {
+            prefix: format!("/ipam-test/{}-{n}/", std::process::id()),
+            rt,
+            etcd,
+        }
+    }
+
+    fn store(&self, ep: &str) -> Result<EtcdStore, ipam_store::etcd::EtcdOpenError> {
+        EtcdStore::connect(EtcdOptions {
+            endpoints: vec![ep.to_string()],
+            prefix: self.prefix.clone(),
+            ..Default::default()
+        })
+    }
+
+    fn key(&self, key: &ipam_core::Key) -> Vec<u8> {
+        [self.prefix.as_bytes(), &ipam_store::sled::keys::encode(key)].concat()
+    }
+
+    fn get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
+        let r = self
+            .rt
+            .block_on(self.etcd.get(key, None))
+            .expect("etcd answers");
+        r.kvs().first().map(|kv| kv.value().to_vec())
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.rt
+            .block_on(self.etcd.put(key, value, None))
+            .expect("etcd takes the put");
+    }
+
+    fn mark(&mut self) -> Option<String> {
+        let k = [self.prefix.as_bytes(), b"\x00layout"].concat();
+        self.get(k)
+            .map(|v| String::from_utf8(v).expect("a textual mark"))
+    }
+
+    /// The layout byte of the value stored under `key`.
+    fn layout_byte(&mut self, key: &ipam_core::Key) -> u8 {
+        let k = self.key(key);
+        self.get(k).expect("the record is stored")[0]
+    }
+}
+
+/// Replaces the crowded fixture block with a copy holding one more address, by `s`.
+fn touch_crowded(s: &EtcdStore) {
+    use ipam_core::{Record, Write};
+    let key = conformance::crowded_block().key();
+    let cur = s.get(&key).expect("readable").expect("stored");
+    let Record::Block(mut b) = cur.value else {
+        panic!("a block")
+    };
+    b.release(7, 1_700_000_000_000_000_001, 0)
+        .expect("address 7 is held");
+    s.commit(vec![Write::Update {
+        record: Record::Block(b),
+        expected: cur.revision,
+    }])
+    .expect("the update lands");
+}
+
+#[test]
+fn a_new_prefix_is_marked_compressed_and_an_old_clusters_stays_plain() {
+    use ipam_core::{Record, RecordLayout, Write};
+    let Some(ep) = endpoint() else { return };
+    let crowded = conformance::crowded_block();
+    let key = crowded.key();
+
+    // Nothing stored: the first node marks the prefix compressed, and writes so.
+    let mut fresh = Raw::new(&ep);
+    let s = fresh.store(&ep).expect("connects");
+    assert_eq!(fresh.mark().as_deref(), Some("compressed"));
+    s.commit(vec![Write::Create(crowded.clone())])
+        .expect("created");
+    assert_eq!(fresh.layout_byte(&key), ipam_store::sled::codec::COMPRESSED);
+    let st = s.layout().expect("scanned").expect("etcd has layouts");
+    assert_eq!(st.layout, Some(RecordLayout::Compressed));
+    assert_eq!((st.compressed, st.corrupt), (1, 0));
+
+    // Records written by a build before the mark: the prefix stays plain, which that build
+    // reads, however large the records written from now on.
+    let mut old = Raw::new(&ep);
+    let v =
+        ipam_store::sled::codec::encode_plain(&crowded, ipam_core::Revision(0)).expect("encodes");
+    old.put(old.key(&key), v);
+    let s = old.store(&ep).expect("connects");
+    assert_eq!(old.mark().as_deref(), Some("plain"));
+    touch_crowded(&s);
+    assert_eq!(old.layout_byte(&key), ipam_store::sled::codec::PLAIN);
+    let Record::Block(b) = s.get(&key).expect("readable").expect("stored").value else {
+        panic!("a block")
+    };
+    assert_eq!(b.free_count(), 1, "the update was read back");
+    // A second node finds the mark and keeps it.
+    let again = old.store(&ep).expect("connects");
+    assert_eq!(
+        again
+            .layout()
+            .expect("scanned")
+            .expect("etcd has layouts")
+            .layout,
+        Some(RecordLayout::Plain)
+    );
+}
+
+#[test]
+fn switching_the_layout_rewrites_the_records_and_binds_every_writer() {
+    use ipam_core::{Record, RecordLayout, Write};
+    use ipam_store::sled::codec::{COMPRESSED, PLAIN};
+    let Some(ep) = endpoint() else { return };
+    let crowded = conformance::crowded_block();
+    let key = crowded.key();
+    let mut raw = Raw::new(&ep);
+    let v =
+        ipam_store::sled::codec::encode_plain(&crowded, ipam_core::Revision(0)).expect("encodes");
+    raw.put(raw.key(&key), v);
+    let operator = raw.store(&ep).expect("connects");
+    let node = raw.store(&ep).expect("connects");
+    // A small record, plain in either layout.
+    let small = Record::Node(ipam_core::Node::new("node-1").expect("a valid name"));
+    node.commit(vec![Write::Create(small.clone())])
+        .expect("created");
+
+    let st = operator
+        .set_layout(RecordLayout::Compressed)
+        .expect("switched");
+    assert_eq!(st.layout, Some(RecordLayout::Compressed));
+    assert_eq!((st.rewritten, st.compressed, st.plain), (1, 1, 1));
+    assert_eq!(raw.mark().as_deref(), Some("compressed"));
+    assert_eq!(raw.layout_byte(&key), COMPRESSED);
+    assert_eq!(raw.layout_byte(&small.key()), PLAIN);
+
+    // The node read the plain mark before the switch: its next write of the block fails the
+    // mark's comparison inside the store, is encoded again and lands compressed.
+    touch_crowded(&node);
+    assert_eq!(raw.layout_byte(&key), COMPRESSED);
+
+    // And back, as before returning to a build that reads only plain records.
+    let st = operator.set_layout(RecordLayout::Plain).expect("switched");
+    assert_eq!((st.rewritten, st.compressed, st.plain), (1, 0, 2));
+    assert_eq!(raw.layout_byte(&key), PLAIN);
+    let cur = node.get(&key).expect("readable").expect("stored");
+    let Record::Block(mut b) = cur.value else {
+        panic!("a block")
+    };
+    assert_eq!(b.free_count(), 1, "the node's write survived both rewrites");
+    b.release(8, 1_700_000_000_000_000_002, 0)
+        .expect("address 8 is held");
+    node.commit(vec![Write::Update {
+        record: Record::Block(b),
+        expected: cur.revision,
+    }])
+    .expect("the update lands");
+    assert_eq!(raw.layout_byte(&key), PLAIN);
+    // A switch to the layout already in force rewrites nothing.
+    let st = operator.set_layout(RecordLayout::Plain).expect("switched");
+    assert_eq!(st.rewritten, 0);
+}
+
+#[test]
+fn a_layout_this_build_does_not_know_is_refused_at_open_and_at_commit() {
+    use ipam_core::{Record, Write};
+    let Some(ep) = endpoint() else { return };
+    let mut raw = Raw::new(&ep);
+    let s = raw.store(&ep).expect("connects");
+    let mark = [raw.prefix.as_bytes(), b"\x00layout"].concat();
+    raw.put(mark, b"zstd-v9".to_vec());
+    let e = raw.store(&ep).err().expect("refused");
+    assert!(
+        matches!(&e, ipam_store::etcd::EtcdOpenError::UnknownLayout { found, .. } if found == "zstd-v9"),
+        "{e}"
+    );
+    let small = Record::Node(ipam_core::Node::new("node-1").expect("a valid name"));
+    let e = s
+        .commit(vec![Write::Create(small.clone())])
+        .expect_err("refused");
+    assert!(
+        matches!(&e, StoreError::Rejected(why) if why.contains("layout")),
+        "{e}"
+    );
+    assert!(raw.get(raw.key(&small.key())).is_none(), "nothing written");
+}

@@ -4,7 +4,7 @@
 use ipam_core::{AutoAssignArgs, Ipam, Key, Pool};
 use ipam_store::{SledOptions, SledStore, SystemClock};
 use ipamctl::cli::run_args;
-use ipamctl::{EXIT_OK, EXIT_PROBLEMS};
+use ipamctl::{Outcome, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -759,5 +759,106 @@ fn check_flags_allocations_older_than_a_limit() {
         o.exit_code, EXIT_OK,
         "without the flag nothing is reported: {}",
         o.stdout
+    );
+}
+
+#[test]
+fn a_sled_store_has_one_layout_to_show_and_none_to_switch_to() {
+    let d = tempfile::tempdir().expect("a temporary directory");
+    let a = d.path().join("a");
+    prepare(&a);
+    let o = run_args(args(&a, &["layout"]));
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(o.stdout.contains("single record layout"), "{}", o.stdout);
+    let o = run_args(args(&a, &["layout", "--set", "plain"]));
+    assert_eq!(o.exit_code, EXIT_ERROR, "{}", o.stdout);
+    assert!(o.stdout.contains("single record layout"), "{}", o.stdout);
+    let o = run_args(args(&a, &["layout", "--set", "zstd"]));
+    assert_eq!(
+        o.exit_code, 2,
+        "a layout the command line does not know: {}",
+        o.stdout
+    );
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn layout_switches_on_etcd_keep_the_state_whole() {
+    let Ok(ep) = std::env::var("IPAM_TEST_ETCD") else {
+        assert!(
+            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+            "IPAM_TEST_ETCD not set"
+        );
+        return;
+    };
+    let d = tempfile::tempdir().expect("a temporary directory");
+    let a = d.path().join("a");
+    prepare(&a);
+    {
+        // A fuller block, large enough to be stored compressed.
+        let ipam = Ipam::new(
+            SledStore::open(&a, &SledOptions::default()).expect("opens"),
+            Arc::new(SystemClock),
+        );
+        for i in 3..50 {
+            ipam.auto_assign(&AutoAssignArgs::v4("n1", &format!("pod-handle-{i}"), 1))
+                .expect("assigned");
+        }
+    }
+    let f = d.path().join("state.json");
+    let f = f.to_str().expect("a UTF-8 path");
+    assert_eq!(run_args(args(&a, &["export", "-f", f])).exit_code, EXIT_OK);
+    let original = state_of(&std::fs::read_to_string(f).expect("exported"));
+    let conf = d.path().join("etcd.conf");
+    std::fs::write(
+        &conf,
+        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
+            "datastore_type": "etcdv3", "etcd_endpoints": ep,
+            "etcd_prefix": format!("/ipamctl-layout-{}/", std::process::id()),
+            "ipamd_socket": d.path().join("none.sock"), "ipam": {"type": "calico-ipam"}})
+        .to_string(),
+    )
+    .expect("written");
+    let etcd = |rest: &[&str]| {
+        let mut v = vec![
+            "ipamctl",
+            "--cni-config",
+            conf.to_str().expect("a UTF-8 path"),
+        ];
+        v.extend(rest);
+        run_args(v)
+    };
+    let o = etcd(&["layout"]);
+    assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+    assert!(
+        o.stdout.starts_with("layout: compressed\n"),
+        "a new prefix: {}",
+        o.stdout
+    );
+    assert_eq!(etcd(&["import", f]).exit_code, EXIT_OK);
+    let status = |o: Outcome| -> serde_json::Value {
+        assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
+        serde_json::from_str(&o.stdout).expect("JSON")
+    };
+    let s = status(etcd(&["-o", "json", "layout", "--set", "plain"]));
+    assert_eq!(s["layout"], "plain");
+    assert_eq!(
+        (s["compressed"].as_u64(), s["corrupt"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let records = s["plain"].as_u64().expect("a count");
+    assert!(records > 0);
+    let s = status(etcd(&["-o", "json", "layout", "--set", "compressed"]));
+    assert_eq!(s["layout"], "compressed");
+    assert_eq!(
+        s["plain"].as_u64().expect("a count") + s["compressed"].as_u64().expect("a count"),
+        records
+    );
+    assert!(s["compressed"].as_u64() > Some(0), "{s}");
+    assert_eq!(s["rewritten"], s["compressed"]);
+    assert_eq!(
+        state_of(&etcd(&["export"]).stdout),
+        original,
+        "both rewrites kept every record"
     );
 }

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod configure;
 pub mod gc;
+pub mod layout;
 pub mod map;
 pub mod node;
 pub mod pool;
@@ -45,6 +46,8 @@ pub enum Command {
     Export(transfer::ExportArgs),
     /// Write an exported document into this store (refused over a non-empty one unless --force).
     Import(transfer::ImportArgs),
+    /// How the store lays out records for nodes of different builds; `--set` switches it.
+    Layout(layout::LayoutArgs),
 }
 
 impl Command {
@@ -56,6 +59,7 @@ impl Command {
                 | Command::Check(_)
                 | Command::Map(_)
                 | Command::Export(_)
+                | Command::Layout(layout::LayoutArgs { set: None })
                 | Command::Reservation(reservation::ReservationCmd::List)
                 | Command::Pool(pool::PoolCmd::List)
         )
@@ -76,6 +80,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &Command, json: bool) -> Result<Ou
         Command::Export(a) => transfer::export(ipam, a),
         Command::Reservation(c) => reservation::run(ipam, c, json),
         Command::Import(a) => transfer::import(ipam, a, json),
+        Command::Layout(a) => layout::run(ipam, a, json),
     }
 }
 

@@ -287,6 +287,21 @@ impl<S: Datastore> Ipam<S> {
         self.store.writable()
     }
 
+    /// The store's record layout, where its writers must agree on one
+    /// ([`Datastore::layout`]).
+    pub fn layout(&self) -> Result<Option<crate::LayoutStatus>, StoreError> {
+        self.store.layout()
+    }
+
+    /// Switches the store's record layout and rewrites its records into it
+    /// ([`Datastore::set_layout`]).
+    pub fn set_layout(
+        &self,
+        layout: crate::RecordLayout,
+    ) -> Result<crate::LayoutStatus, StoreError> {
+        self.store.set_layout(layout)
+    }
+
     fn now(&self) -> u64 {
         self.clock.now_ns()
     }

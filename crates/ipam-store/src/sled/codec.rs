@@ -24,7 +24,7 @@
 
 use super::keys;
 use crate::stored;
-use ipam_core::{Key, Record, Revision, StoreError, Versioned};
+use ipam_core::{Key, Record, RecordLayout, Revision, StoreError, Versioned};
 
 /// Layout byte of a value whose record is stored as is (format 1 of the record encodings).
 pub const PLAIN: u8 = 1;
@@ -43,11 +43,42 @@ const HEADER: usize = 9;
 
 /// Encodes a record with its revision, compressed when that pays (see the module docs).
 pub fn encode(record: &Record, rev: Revision) -> Result<Vec<u8>, StoreError> {
+    encode_in(record, rev, RecordLayout::Compressed)
+}
+
+/// Encodes a record with its revision in `layout`: plain, or compressed when that pays.
+pub fn encode_in(
+    record: &Record,
+    rev: Revision,
+    layout: RecordLayout,
+) -> Result<Vec<u8>, StoreError> {
     let out = encode_plain(record, rev)?;
-    if out.len() - HEADER < COMPRESS_FROM {
+    if layout == RecordLayout::Plain || out.len() - HEADER < COMPRESS_FROM {
         return Ok(out);
     }
     Ok(compressed(&out).unwrap_or(out))
+}
+
+/// The layout a stored value is in, from its first byte (`None`: not a value of this codec).
+pub fn layout_of(value: &[u8]) -> Option<RecordLayout> {
+    match value.first() {
+        Some(&PLAIN) => Some(RecordLayout::Plain),
+        Some(&COMPRESSED) => Some(RecordLayout::Compressed),
+        _ => None,
+    }
+}
+
+/// The value stored under `key` as it is written in `layout`, or `None` when it is written
+/// so already (a small record is plain in every layout). The value is decoded and validated
+/// first: a corrupt one is an error and is never rewritten.
+pub fn transcode(
+    key: &[u8],
+    value: &[u8],
+    layout: RecordLayout,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let v = decode(key, value)?;
+    let out = encode_in(&v.value, v.revision, layout)?;
+    Ok((layout_of(&out) != layout_of(value)).then_some(out))
 }
 
 /// The compressed layout of the plain value `plain`, if it saves at least an eighth.
@@ -292,6 +323,41 @@ mod tests {
             let back = decode(&key, v).expect("decode succeeds");
             assert_eq!((back.value, back.revision), (rec.clone(), Revision(9)));
         }
+    }
+
+    #[test]
+    fn records_are_transcoded_between_layouts_and_corrupt_ones_are_left() {
+        let rec = full_block();
+        let key = keys::encode(&rec.key());
+        let plain = encode_in(&rec, Revision(4), RecordLayout::Plain).expect("encodes");
+        let packed = encode_in(&rec, Revision(4), RecordLayout::Compressed).expect("encodes");
+        assert_eq!(layout_of(&plain), Some(RecordLayout::Plain));
+        assert_eq!(layout_of(&packed), Some(RecordLayout::Compressed));
+        let t = |v: &[u8], l| transcode(&key, v, l).expect("a valid value");
+        assert_eq!(
+            t(&plain, RecordLayout::Compressed).as_deref(),
+            Some(&packed[..])
+        );
+        assert_eq!(t(&packed, RecordLayout::Plain).as_deref(), Some(&plain[..]));
+        assert_eq!(t(&plain, RecordLayout::Plain), None);
+        assert_eq!(t(&packed, RecordLayout::Compressed), None);
+        // A small record is plain in either layout.
+        let h = Record::Handle(ipam_core::Handle::new("k8s-pod-network.abc"));
+        let hk = keys::encode(&h.key());
+        let small = encode_in(&h, Revision(1), RecordLayout::Compressed).expect("encodes");
+        assert_eq!(
+            transcode(&hk, &small, RecordLayout::Compressed).expect("valid"),
+            None
+        );
+        // A value that does not decode is an error, never rewritten.
+        let mut bad = packed.clone();
+        bad.truncate(packed.len() - 5);
+        assert!(matches!(
+            transcode(&key, &bad, RecordLayout::Plain),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(layout_of(&[9, 0, 0]), None);
+        assert_eq!(layout_of(&[]), None);
     }
 
     #[test]
