@@ -479,3 +479,89 @@ fn a_layout_this_build_does_not_know_is_refused_at_open_and_at_commit() {
     );
     assert!(raw.get(raw.key(&small.key())).is_none(), "nothing written");
 }
+
+#[test]
+fn no_write_lands_in_a_layout_switched_away_from_while_nodes_allocate() {
+    use ipam_core::RecordLayout;
+    use std::sync::atomic::AtomicBool;
+    let Some(ep) = endpoint() else { return };
+    let raw = Raw::new(&ep);
+    let operator = raw.store(&ep).expect("connects");
+    let setup = Ipam::new(raw.store(&ep).expect("connects"), Arc::new(SystemClock));
+    setup
+        .create_pool(
+            Pool::new("p", "10.244.0.0/22".parse().expect("a valid literal"))
+                .expect("a valid pool"),
+        )
+        .expect("created");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Three nodes, each with its own store (its own reading of the mark), two threads each:
+    // pods with a CNI ADD's attributes (so blocks are large enough to compress), every
+    // third released again.
+    let nodes: Vec<_> = (0..3)
+        .map(|_| {
+            Arc::new(Ipam::new(
+                raw.store(&ep).expect("connects"),
+                Arc::new(SystemClock),
+            ))
+        })
+        .collect();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let ipam = Arc::clone(&nodes[t % 3]);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) && i < 400 {
+                    let handle = format!("k8s-pod-network.{t:04}{i:060}");
+                    let mut a = AutoAssignArgs::v4(&format!("node-{}", t % 3), &handle, 1);
+                    a.attrs.insert("namespace".into(), "default".into());
+                    a.attrs.insert("pod".into(), format!("web-{t}-{i}"));
+                    ipam.auto_assign(&a).expect("assigned");
+                    held.push(handle);
+                    if i % 3 == 2 {
+                        let h = held.remove(0);
+                        assert_eq!(ipam.release_by_handle(&h).expect("released"), 1);
+                    }
+                    i += 1;
+                }
+                held.len()
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(40));
+        let to = if round % 2 == 0 {
+            RecordLayout::Compressed
+        } else {
+            RecordLayout::Plain
+        };
+        let st = operator.set_layout(to).expect("switched");
+        assert_eq!(st.corrupt, 0);
+        // Scanned while the nodes write: after a switch to plain, nothing compressed is
+        // left or newly written.
+        let now = operator
+            .layout()
+            .expect("scanned")
+            .expect("etcd has layouts");
+        assert_eq!((now.layout, now.corrupt), (Some(to), 0));
+        if to == RecordLayout::Plain {
+            assert_eq!(now.compressed, 0, "round {round}: {now:?}");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let held: usize = threads
+        .into_iter()
+        .map(|t| t.join().expect("no panic"))
+        .sum();
+    assert!(audit(&operator).expect("audited").is_empty());
+    let in_use: u64 = setup
+        .utilisation()
+        .expect("read")
+        .nodes
+        .iter()
+        .map(|n| n.in_use)
+        .sum();
+    assert_eq!(in_use, held as u64, "every held address, and no other");
+}
