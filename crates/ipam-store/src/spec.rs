@@ -62,6 +62,10 @@ pub enum SpecOpenError {
     /// etcd could not be reached or its TLS files read.
     #[error("{0}")]
     Etcd(String),
+    /// The store answered but refuses this build (its records are in a layout this build
+    /// cannot read): waiting does not help.
+    #[error("{0}")]
+    Refused(String),
     /// This build has no etcd support.
     #[error("this build has no etcd support (built without the etcd feature); use the sled store")]
     NoEtcd,
@@ -155,7 +159,12 @@ fn open_etcd(e: &EtcdSpec, wait: Duration) -> Result<Box<dyn Datastore>, SpecOpe
     // Concurrent reads share one request (a node's burst of DELs reads its handles at once).
     EtcdStore::connect(o)
         .map(|s| Box::new(crate::Combining::new(s)) as Box<dyn Datastore>)
-        .map_err(|e| SpecOpenError::Etcd(e.to_string()))
+        .map_err(|e| match e {
+            crate::etcd::EtcdOpenError::UnknownLayout { .. } => {
+                SpecOpenError::Refused(e.to_string())
+            }
+            e => SpecOpenError::Etcd(e.to_string()),
+        })
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -469,6 +469,17 @@ fn a_layout_this_build_does_not_know_is_refused_at_open_and_at_commit() {
         matches!(&e, ipam_store::etcd::EtcdOpenError::UnknownLayout { found, .. } if found == "zstd-v9"),
         "{e}"
     );
+    // Opened as the plugin and the tools open it: refused at once, not waited on.
+    let spec = ipam_store::StoreSpec::Etcd(ipam_store::EtcdSpec {
+        endpoints: vec![ep.clone()],
+        prefix: Some(raw.prefix.clone()),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let e = spec.open(Duration::from_secs(30)).err().expect("refused");
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("newer release"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
     let small = Record::Node(ipam_core::Node::new("node-1").expect("a valid name"));
     let e = s
         .commit(vec![Write::Create(small.clone())])
