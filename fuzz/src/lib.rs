@@ -63,6 +63,7 @@ pub fn engine() -> Ipam<MemoryStore> {
 /// Decodes stored bytes under a key chosen by `kind`; a record that decodes must re-encode to
 /// something that decodes to the same record.
 pub fn check_record(kind: u8, value: &[u8]) {
+    use ipam_core::RecordLayout;
     use ipam_store::sled::{codec, keys};
     static KEYS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
     let all = KEYS.get_or_init(|| {
@@ -76,6 +77,18 @@ pub fn check_record(kind: u8, value: &[u8]) {
         let again = codec::encode(&v.value, v.revision).expect("decoded records encode");
         let back = codec::decode(k, &again).expect("re-encoded records decode");
         assert_eq!(back.value, v.value);
+        // Rewritten into either layout (what a layout switch on etcd does), the record and
+        // its revision are the same, and the value is in that layout or plain.
+        for layout in [RecordLayout::Plain, RecordLayout::Compressed] {
+            let new = codec::transcode(k, value, layout).expect("a value that decodes transcodes");
+            let new = new.unwrap_or_else(|| value.to_vec());
+            let back = codec::decode(k, &new).expect("a transcoded value decodes");
+            assert_eq!((&back.value, back.revision), (&v.value, v.revision));
+            let to = codec::layout_of(&new);
+            assert!(to == Some(layout) || to == Some(RecordLayout::Plain), "{to:?}");
+        }
+    } else {
+        assert!(codec::transcode(k, value, RecordLayout::Plain).is_err());
     }
     // Raw keys: anything that decodes encodes back to the same bytes.
     if let Some(key) = keys::decode(value) {
