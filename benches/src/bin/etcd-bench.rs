@@ -205,17 +205,36 @@ impl Cpu {
     }
 }
 
+/// How [`raw_writes`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Raw {
+    /// Plain puts.
+    Put,
+    /// Transactions that create the key only if it is absent.
+    Guarded,
+    /// The same, also comparing one shared key's revision (as every commit of the etcd store
+    /// compares its layout mark's).
+    GuardedAndMark,
+}
+
 /// PER_NODE writes of 600 bytes from each of three clients, CONCURRENCY at a time, under
-/// `prefix`: plain puts, or (`guarded`) transactions that create the key only if it is absent.
-/// The wall time.
+/// `prefix`, as `how` says. The wall time.
 fn raw_writes(
     rt: &tokio::runtime::Runtime,
     ep: &str,
     prefix: &str,
     per_node: usize,
-    guarded: bool,
+    how: Raw,
 ) -> Duration {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let mark = format!("{prefix}mark");
+    let mark_rev = rt.block_on(async {
+        let mut c = etcd_client::Client::connect([ep.to_string()], None)
+            .await
+            .expect("connect");
+        let r = c.put(mark.clone(), "compressed", None).await.expect("put");
+        r.header().map_or(0, |h| h.revision())
+    });
     let t = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -226,13 +245,25 @@ fn raw_writes(
             for th in 0..concurrency() {
                 let mut c = client.clone();
                 let prefix = prefix.to_string();
+                let mark = mark.clone();
                 tasks.push(tokio::spawn(async move {
                     for i in 0..per_node / concurrency() {
                         let key = format!("{prefix}{node}/{th}/{i}");
-                        if guarded {
-                            let txn = Txn::new()
-                                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                                .and_then([TxnOp::put(key, vec![0u8; 600], None)]);
+                        if how != Raw::Put {
+                            let mut when =
+                                vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
+                            if how == Raw::GuardedAndMark {
+                                when.push(Compare::mod_revision(
+                                    mark.clone(),
+                                    CompareOp::Equal,
+                                    mark_rev,
+                                ));
+                            }
+                            let txn = Txn::new().when(when).and_then([TxnOp::put(
+                                key,
+                                vec![0u8; 600],
+                                None,
+                            )]);
                             let r = c.txn(txn).await.expect("txn");
                             assert!(r.succeeded(), "a fresh key exists already");
                         } else {
@@ -433,17 +464,40 @@ fn main() {
     }
     let puts = (per_node / concurrency()) * concurrency() * 3;
     let cpu = Cpu::now(&ep, &[]);
-    let put_rate =
-        puts as f64 / raw_writes(&rt, &ep, &format!("{prefix}raw/"), per_node, false).as_secs_f64();
+    let put_rate = puts as f64
+        / raw_writes(&rt, &ep, &format!("{prefix}raw/"), per_node, Raw::Put).as_secs_f64();
     let after_puts = Cpu::now(&ep, &[]);
     cpu_rows.push(cpu.row(&after_puts, "raw puts", puts, put_rate));
     let guarded_rate = puts as f64
-        / raw_writes(&rt, &ep, &format!("{prefix}guarded/"), per_node, true).as_secs_f64();
+        / raw_writes(
+            &rt,
+            &ep,
+            &format!("{prefix}guarded/"),
+            per_node,
+            Raw::Guarded,
+        )
+        .as_secs_f64();
+    let after_guarded = Cpu::now(&ep, &[]);
     cpu_rows.push(after_puts.row(
-        &Cpu::now(&ep, &[]),
+        &after_guarded,
         "raw guarded creates (one key per transaction)",
         puts,
         guarded_rate,
+    ));
+    let marked_rate = puts as f64
+        / raw_writes(
+            &rt,
+            &ep,
+            &format!("{prefix}marked/"),
+            per_node,
+            Raw::GuardedAndMark,
+        )
+        .as_secs_f64();
+    cpu_rows.push(after_guarded.row(
+        &Cpu::now(&ep, &[]),
+        "raw guarded creates also comparing a shared mark",
+        puts,
+        marked_rate,
     ));
 
     // Assigns: three nodes, CONCURRENCY concurrent requests each.
@@ -492,6 +546,7 @@ fn main() {
     println!("|---|---|---|");
     println!("| raw etcd puts (3 clients x {c} concurrent) | {puts} | {put_rate:.0}/s |");
     println!("| raw guarded creates, a transaction each (3 clients x {c} concurrent) | {puts} | {guarded_rate:.0}/s |");
+    println!("| the same, also comparing a shared mark's revision (3 clients x {c} concurrent) | {puts} | {marked_rate:.0}/s |");
     println!("| assigns (3 nodes x {c} concurrent) | {assigns} | {assign_rate:.0}/s |");
     println!(
         "| assign rate / put rate | | {:.2} |",
