@@ -8,6 +8,13 @@
 //!   `Delete` compare `mod_revision == expected`; all puts and deletes run only if every
 //!   comparison holds. When one fails, the transaction's else-branch reads the keys, and the
 //!   conflict names the first key whose condition failed.
+//! - Layout: the prefix's mark (`<prefix>\x00layout`, `plain` or `compressed`) names the
+//!   value layout every writer uses, so nodes on builds that read only plain values keep
+//!   working until the operator switches (`Datastore::set_layout`, `ipamctl layout`). A new
+//!   prefix is marked compressed, one that already holds records plain. Every commit also
+//!   compares the mark's revision: a writer that read the mark before a switch fails that
+//!   comparison and encodes its writes again, so none lands in a layout switched away from.
+//!   A mark this build does not know is refused at connect and at commit.
 //! - Reads are serializable (served by the member asked, without a consensus round): a stale
 //!   read can only make the following compare-and-swap fail and be retried, never let a write
 //!   through, because every write compares revisions.
@@ -138,6 +145,11 @@ pub struct EtcdStore {
 /// Under the prefix, the key naming the layout every writer uses (outside the records' keys,
 /// which start at 0x01, as the sled store's metadata).
 const LAYOUT_KEY: &[u8] = b"\x00layout";
+
+/// A record's key starts with its kind, a control byte (metadata 0x00, records from 0x01), so
+/// a store's records lie from `prefix 0x01` up to `prefix 0x20`; a longer prefix nested in
+/// this one goes on with text and is another store's.
+pub const RECORD_KEYS: std::ops::Range<u8> = 0x01..0x20;
 
 /// How many times a commit is encoded again because the layout changed under it.
 const LAYOUT_RETRIES: usize = 3;
@@ -276,14 +288,14 @@ impl EtcdStore {
     /// compressed ones; `ipamctl layout --set compressed` switches once every node is
     /// upgraded). The first node to mark wins; the others read its mark.
     fn first_mark(&self) -> Result<Seen, StoreError> {
-        let prefix = self.opts.prefix.as_bytes().to_vec();
+        let (start, end) = self.record_keys();
         let any = self.retry(false, |mut c| {
             let opts = GetOptions::new()
-                .with_prefix()
+                .with_range(end.clone())
                 .with_keys_only()
                 .with_limit(1);
-            let p = prefix.clone();
-            async move { c.get(p, Some(opts)).await }
+            let s = start.clone();
+            async move { c.get(s, Some(opts)).await }
         })?;
         let layout = if any.kvs().is_empty() {
             RecordLayout::Compressed
@@ -316,9 +328,7 @@ impl EtcdStore {
         &self,
         mut f: impl FnMut(&[u8], &[u8], i64) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        // Records' keys start at 0x01 and are never 0xff all through.
-        let end = self.full_key(&[0xff]);
-        let mut from = self.full_key(&[0x01]);
+        let (mut from, end) = self.record_keys();
         loop {
             let page = self.retry(false, |c| {
                 let (s, e) = (from.clone(), end.clone());
@@ -339,6 +349,14 @@ impl EtcdStore {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// The range of this store's record keys ([`RECORD_KEYS`]).
+    fn record_keys(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.full_key(&[RECORD_KEYS.start]),
+            self.full_key(&[RECORD_KEYS.end]),
+        )
     }
 
     /// Reads the layout mark afresh.

@@ -457,6 +457,46 @@ fn switching_the_layout_rewrites_the_records_and_binds_every_writer() {
 }
 
 #[test]
+fn every_record_key_lies_in_the_range_a_layout_scan_reads() {
+    for r in conformance::sample_records() {
+        let k = ipam_store::sled::keys::encode(&r.key());
+        assert!(ipam_store::etcd::RECORD_KEYS.contains(&k[0]), "{}", r.key());
+    }
+}
+
+#[test]
+fn a_nested_prefix_is_another_store() {
+    use ipam_core::{RecordLayout, Write};
+    let Some(ep) = endpoint() else { return };
+    let outer = Raw::new(&ep);
+    let inner = Raw {
+        prefix: format!("{}inner/", outer.prefix),
+        ..Raw::new(&ep)
+    };
+    let s = inner.store(&ep).expect("connects");
+    s.commit(vec![Write::Create(conformance::crowded_block())])
+        .expect("created");
+    // The outer prefix holds no record of its own: a new store, compressed; its scan and
+    // its rewrite see nothing of the inner store's.
+    let o = outer.store(&ep).expect("connects");
+    let st = o.layout().expect("scanned").expect("etcd has layouts");
+    assert_eq!(
+        (st.layout, st.plain + st.compressed),
+        (Some(RecordLayout::Compressed), 0)
+    );
+    let st = o.set_layout(RecordLayout::Plain).expect("switched");
+    assert_eq!(
+        (st.plain, st.compressed, st.corrupt, st.rewritten),
+        (0, 0, 0, 0)
+    );
+    let st = s.layout().expect("scanned").expect("etcd has layouts");
+    assert_eq!(
+        (st.layout, st.compressed),
+        (Some(RecordLayout::Compressed), 1)
+    );
+}
+
+#[test]
 fn a_layout_this_build_does_not_know_is_refused_at_open_and_at_commit() {
     use ipam_core::{Record, Write};
     let Some(ep) = endpoint() else { return };
