@@ -701,6 +701,11 @@ impl Datastore for EtcdStore {
         // commit in another layout fails its comparison and is encoded again.
         let seen = loop {
             let before = self.read_mark()?;
+            if before.layout == Some(layout) && before.revision != 0 {
+                // In force already (a switch run again to finish): the writers' marks stay
+                // valid, none pays a failed comparison for nothing.
+                break before;
+            }
             let resp = self.retry(true, |mut c| {
                 let txn = Txn::new()
                     .when([Compare::mod_revision(

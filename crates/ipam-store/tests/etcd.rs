@@ -334,6 +334,16 @@ impl Raw {
             .map(|v| String::from_utf8(v).expect("a textual mark"))
     }
 
+    /// The mark's revision (0: no mark).
+    fn mark_revision(&mut self) -> i64 {
+        let k = [self.prefix.as_bytes(), b"\x00layout"].concat();
+        let r = self
+            .rt
+            .block_on(self.etcd.get(k, None))
+            .expect("etcd answers");
+        r.kvs().first().map_or(0, |kv| kv.mod_revision())
+    }
+
     /// The layout byte of the value stored under `key`.
     fn layout_byte(&mut self, key: &ipam_core::Key) -> u8 {
         let k = self.key(key);
@@ -451,9 +461,12 @@ fn switching_the_layout_rewrites_the_records_and_binds_every_writer() {
     }])
     .expect("the update lands");
     assert_eq!(raw.layout_byte(&key), PLAIN);
-    // A switch to the layout already in force rewrites nothing.
+    // A switch to the layout already in force rewrites nothing, and leaves the mark as it
+    // is (no writer's next commit fails its comparison for nothing).
+    let before = raw.mark_revision();
     let st = operator.set_layout(RecordLayout::Plain).expect("switched");
     assert_eq!(st.rewritten, 0);
+    assert_eq!(raw.mark_revision(), before);
 }
 
 #[test]
