@@ -773,6 +773,11 @@ fn a_sled_store_has_one_layout_to_show_and_none_to_switch_to() {
     let o = run_args(args(&a, &["layout", "--set", "plain"]));
     assert_eq!(o.exit_code, EXIT_ERROR, "{}", o.stdout);
     assert!(o.stdout.contains("single record layout"), "{}", o.stdout);
+    // Nor is a sled store created to be told so.
+    let none = d.path().join("none");
+    let o = run_args(args(&none, &["layout", "--set", "compressed"]));
+    assert_eq!(o.exit_code, EXIT_ERROR, "{}", o.stdout);
+    assert!(!none.exists(), "no store made at {}", none.display());
     let o = run_args(args(&a, &["layout", "--set", "zstd"]));
     assert_eq!(
         o.exit_code, 2,

@@ -51,7 +51,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// True when the command may change the store; read-only commands never create one.
+    /// True when the command may change a sled store; the others never create one.
     pub fn writes(&self) -> bool {
         !matches!(
             self,
@@ -59,7 +59,8 @@ impl Command {
                 | Command::Check(_)
                 | Command::Map(_)
                 | Command::Export(_)
-                | Command::Layout(layout::LayoutArgs { set: None })
+                // Switches only stores with a choice of layouts: never a sled store.
+                | Command::Layout(_)
                 | Command::Reservation(reservation::ReservationCmd::List)
                 | Command::Pool(pool::PoolCmd::List)
         )
