@@ -260,10 +260,22 @@ impl EtcdStore {
         };
         let seen = match found {
             Some(_) => store.seen(),
-            None => store.first_mark().map_err(|source| EtcdOpenError::Layout {
-                prefix: store.opts.prefix.clone(),
-                source,
-            })?,
+            None => match store.first_mark() {
+                Ok(seen) => seen,
+                // Credentials that may read but not write (a monitoring user's `ipamctl
+                // show`): no mark reads as plain, and any commit of theirs compares the
+                // mark's absence, so nothing is written in a layout not agreed on.
+                Err(StoreError::Rejected(why)) => {
+                    tracing::debug!(%why, "the layout mark could not be written; reading as plain");
+                    store.seen()
+                }
+                Err(source) => {
+                    return Err(EtcdOpenError::Layout {
+                        prefix: store.opts.prefix.clone(),
+                        source,
+                    })
+                }
+            },
         };
         if seen.layout.is_none() {
             let found = found.map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
