@@ -74,16 +74,5 @@ impl<S: Datastore> Datastore for Counting<S> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         self.inner.commit(writes)
     }
-    fn writable(&self) -> Result<(), StoreError> {
-        self.inner.writable()
-    }
-    fn layout(&self) -> Result<Option<ipam_core::LayoutStatus>, StoreError> {
-        self.inner.layout()
-    }
-    fn set_layout(
-        &self,
-        layout: ipam_core::RecordLayout,
-    ) -> Result<ipam_core::LayoutStatus, StoreError> {
-        self.inner.set_layout(layout)
-    }
+    pass_to_inner!();
 }

@@ -138,6 +138,8 @@ pub struct EtcdStore {
     opts: EtcdOptions,
     /// Listings started again because etcd compacted their revision under them.
     restarts: std::sync::atomic::AtomicU64,
+    /// The layout mark's full key.
+    mark: Vec<u8>,
     /// The layout mark as this store last read it.
     seen: parking_lot::Mutex<Seen>,
 }
@@ -256,6 +258,7 @@ impl EtcdStore {
             client,
             opts,
             restarts: Default::default(),
+            mark,
             seen: parking_lot::Mutex::new(Seen::from_kv(found.as_ref())),
         };
         let seen = match found {
@@ -291,10 +294,6 @@ impl EtcdStore {
         *self.seen.lock()
     }
 
-    fn mark_key(&self) -> Vec<u8> {
-        self.full_key(LAYOUT_KEY)
-    }
-
     /// Marks the layout of a prefix that has no mark: compressed when nothing is stored
     /// under it (a new cluster), plain when records are (written by builds that may not read
     /// compressed ones; `ipamctl layout --set compressed` switches once every node is
@@ -314,7 +313,7 @@ impl EtcdStore {
         } else {
             RecordLayout::Plain
         };
-        let mark = self.mark_key();
+        let mark = &self.mark;
         let resp = self.retry(true, |mut c| {
             let txn = Txn::new()
                 .when([Compare::create_revision(mark.clone(), CompareOp::Equal, 0)])
@@ -383,7 +382,7 @@ impl EtcdStore {
 
     /// Reads the layout mark afresh.
     fn read_mark(&self) -> Result<Seen, StoreError> {
-        let mark = self.mark_key();
+        let mark = &self.mark;
         let resp = self.retry(false, |mut c| {
             let k = mark.clone();
             async move { c.get(k, None).await }
@@ -589,19 +588,18 @@ impl Datastore for EtcdStore {
         if writes.is_empty() {
             return Ok(Revision(0));
         }
-        let mut keys = Vec::with_capacity(writes.len());
-        let mut seen_keys = std::collections::HashSet::new();
-        for w in &writes {
-            let key = w.key();
-            let k = self.full_key(&keys::encode(&key));
-            if !seen_keys.insert(k.clone()) {
-                return Err(StoreError::Rejected(format!(
-                    "{key} written twice in one commit"
-                )));
-            }
-            keys.push(k);
+        let keys: Vec<Vec<u8>> = writes
+            .iter()
+            .map(|w| self.full_key(&keys::encode(&w.key())))
+            .collect();
+        let mut distinct = std::collections::HashSet::with_capacity(keys.len());
+        if let Some(i) = keys.iter().position(|k| !distinct.insert(k.as_slice())) {
+            return Err(StoreError::Rejected(format!(
+                "{} written twice in one commit",
+                writes[i].key()
+            )));
         }
-        let mark = self.mark_key();
+        let mark = &self.mark;
         let mut attempt = 0;
         loop {
             // Written in the layout of the mark as last read, and only while the mark is
@@ -708,7 +706,7 @@ impl Datastore for EtcdStore {
     }
 
     fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
-        let mark = self.mark_key();
+        let mark = &self.mark;
         // The mark first, by compare-and-swap on the mark as read: from its revision on, a
         // commit in another layout fails its comparison and is encoded again.
         let seen = loop {

@@ -145,18 +145,7 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
         self.inner.list_lenient(range)
     }
 
-    fn writable(&self) -> Result<(), StoreError> {
-        self.inner.writable()
-    }
-    fn layout(&self) -> Result<Option<ipam_core::LayoutStatus>, StoreError> {
-        self.inner.layout()
-    }
-    fn set_layout(
-        &self,
-        layout: ipam_core::RecordLayout,
-    ) -> Result<ipam_core::LayoutStatus, StoreError> {
-        self.inner.set_layout(layout)
-    }
+    pass_to_inner!();
 
     fn read(&self, reads: &[ipam_core::Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
         self.read_fault()?;

@@ -21,6 +21,25 @@
 // Bad input and store faults are errors, never panics: no `unwrap` outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// Inside a wrapper's `impl Datastore`: the provided methods that concern the wrapped store
+/// itself (whether it can write, its record layout), passed to `self.inner` as they are.
+macro_rules! pass_to_inner {
+    () => {
+        fn writable(&self) -> Result<(), ipam_core::StoreError> {
+            self.inner.writable()
+        }
+        fn layout(&self) -> Result<Option<ipam_core::LayoutStatus>, ipam_core::StoreError> {
+            self.inner.layout()
+        }
+        fn set_layout(
+            &self,
+            layout: ipam_core::RecordLayout,
+        ) -> Result<ipam_core::LayoutStatus, ipam_core::StoreError> {
+            self.inner.set_layout(layout)
+        }
+    };
+}
+
 mod combining;
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -351,21 +351,24 @@ impl Raw {
     }
 }
 
-/// Replaces the crowded fixture block with a copy holding one more address, by `s`.
-fn touch_crowded(s: &EtcdStore) {
+/// Releases address `ord` of the crowded fixture block, by `s`; the block's free addresses
+/// as read before.
+fn touch_crowded(s: &EtcdStore, ord: u32) -> u32 {
     use ipam_core::{Record, Write};
     let key = conformance::crowded_block().key();
     let cur = s.get(&key).expect("readable").expect("stored");
     let Record::Block(mut b) = cur.value else {
         panic!("a block")
     };
-    b.release(7, 1_700_000_000_000_000_001, 0)
-        .expect("address 7 is held");
+    let free = b.free_count();
+    b.release(ord, 1_700_000_000_000_000_001 + u64::from(ord), 0)
+        .expect("the address is held");
     s.commit(vec![Write::Update {
         record: Record::Block(b),
         expected: cur.revision,
     }])
     .expect("the update lands");
+    free
 }
 
 #[test]
@@ -394,7 +397,7 @@ fn a_new_prefix_is_marked_compressed_and_an_old_clusters_stays_plain() {
     old.put(old.key(&key), v);
     let s = old.store(&ep).expect("connects");
     assert_eq!(old.mark().as_deref(), Some("plain"));
-    touch_crowded(&s);
+    touch_crowded(&s, 7);
     assert_eq!(old.layout_byte(&key), ipam_store::sled::codec::PLAIN);
     let Record::Block(b) = s.get(&key).expect("readable").expect("stored").value else {
         panic!("a block")
@@ -441,25 +444,18 @@ fn switching_the_layout_rewrites_the_records_and_binds_every_writer() {
 
     // The node read the plain mark before the switch: its next write of the block fails the
     // mark's comparison inside the store, is encoded again and lands compressed.
-    touch_crowded(&node);
+    touch_crowded(&node, 7);
     assert_eq!(raw.layout_byte(&key), COMPRESSED);
 
     // And back, as before returning to a build that reads only plain records.
     let st = operator.set_layout(RecordLayout::Plain).expect("switched");
     assert_eq!((st.rewritten, st.compressed, st.plain), (1, 0, 2));
     assert_eq!(raw.layout_byte(&key), PLAIN);
-    let cur = node.get(&key).expect("readable").expect("stored");
-    let Record::Block(mut b) = cur.value else {
-        panic!("a block")
-    };
-    assert_eq!(b.free_count(), 1, "the node's write survived both rewrites");
-    b.release(8, 1_700_000_000_000_000_002, 0)
-        .expect("address 8 is held");
-    node.commit(vec![Write::Update {
-        record: Record::Block(b),
-        expected: cur.revision,
-    }])
-    .expect("the update lands");
+    assert_eq!(
+        touch_crowded(&node, 8),
+        1,
+        "the node's write survived both rewrites"
+    );
     assert_eq!(raw.layout_byte(&key), PLAIN);
     // A switch to the layout already in force rewrites nothing, and leaves the mark as it
     // is (no writer's next commit fails its comparison for nothing).

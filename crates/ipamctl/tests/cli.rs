@@ -35,6 +35,43 @@ fn args(store: &Path, rest: &[&str]) -> Vec<String> {
     v
 }
 
+/// The etcd endpoint of the run (`IPAM_TEST_ETCD`); `None` skips the test, unless etcd is
+/// required.
+#[cfg(feature = "etcd")]
+fn etcd_endpoint() -> Option<String> {
+    let ep = std::env::var("IPAM_TEST_ETCD").ok();
+    assert!(
+        ep.is_some() || std::env::var("IPAM_ETCD_REQUIRED").is_err(),
+        "IPAM_TEST_ETCD not set"
+    );
+    ep
+}
+
+/// `ipamctl` with a CNI config, written in `dir`, that names etcd at `ep` under a prefix of
+/// the test's own (`name`).
+#[cfg(feature = "etcd")]
+fn etcd_ctl(dir: &Path, ep: &str, name: &str) -> impl Fn(&[&str]) -> Outcome {
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
+            "datastore_type": "etcdv3", "etcd_endpoints": ep,
+            "etcd_prefix": format!("/ipamctl-{name}-{}/", std::process::id()),
+            "ipamd_socket": dir.join("none.sock"), "ipam": {"type": "calico-ipam"}})
+        .to_string(),
+    )
+    .expect("the config is written");
+    move |rest: &[&str]| {
+        let mut v = vec![
+            "ipamctl",
+            "--cni-config",
+            conf.to_str().expect("a UTF-8 path"),
+        ];
+        v.extend(rest);
+        run_args(v)
+    }
+}
+
 #[test]
 fn commands_on_a_sled_store_and_through_a_cni_config() {
     let d = tempfile::tempdir().unwrap();
@@ -550,13 +587,7 @@ fn export_and_import_round_trip_between_stores() {
 #[cfg(feature = "etcd")]
 #[test]
 fn export_and_import_through_etcd() {
-    let Ok(ep) = std::env::var("IPAM_TEST_ETCD") else {
-        assert!(
-            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-            "IPAM_TEST_ETCD not set"
-        );
-        return;
-    };
+    let Some(ep) = etcd_endpoint() else { return };
     let d = tempfile::tempdir().unwrap();
     let a = d.path().join("a");
     prepare(&a);
@@ -564,22 +595,7 @@ fn export_and_import_through_etcd() {
     let f = f.to_str().unwrap();
     assert_eq!(run_args(args(&a, &["export", "-f", f])).exit_code, EXIT_OK);
     let original = state_of(&std::fs::read_to_string(f).unwrap());
-    let conf = d.path().join("etcd.conf");
-    std::fs::write(
-        &conf,
-        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
-            "datastore_type": "etcdv3", "etcd_endpoints": ep,
-            "etcd_prefix": format!("/ipamctl-export-{}/", std::process::id()),
-            "ipamd_socket": d.path().join("none.sock"),
-            "ipam": {"type": "calico-ipam"}})
-        .to_string(),
-    )
-    .unwrap();
-    let etcd = |rest: &[&str]| {
-        let mut v = vec!["ipamctl", "--cni-config", conf.to_str().unwrap()];
-        v.extend(rest);
-        run_args(v)
-    };
+    let etcd = etcd_ctl(d.path(), &ep, "export");
     let o = etcd(&["import", f]);
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
     let o = etcd(&["export"]);
@@ -668,13 +684,7 @@ fn pool_split_keeps_every_allocation_on_sled() {
 #[cfg(feature = "etcd")]
 #[test]
 fn pool_split_keeps_every_allocation_on_etcd() {
-    let Ok(ep) = std::env::var("IPAM_TEST_ETCD") else {
-        assert!(
-            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-            "IPAM_TEST_ETCD not set"
-        );
-        return;
-    };
+    let Some(ep) = etcd_endpoint() else { return };
     let d = tempfile::tempdir().unwrap();
     let a = d.path().join("a");
     prepare(&a);
@@ -683,21 +693,7 @@ fn pool_split_keeps_every_allocation_on_etcd() {
         run_args(args(&a, &["export", "-f", f.to_str().unwrap()])).exit_code,
         EXIT_OK
     );
-    let conf = d.path().join("etcd.conf");
-    std::fs::write(
-        &conf,
-        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
-            "datastore_type": "etcdv3", "etcd_endpoints": ep,
-            "etcd_prefix": format!("/ipamctl-split-{}/", std::process::id()),
-            "ipamd_socket": d.path().join("none.sock"), "ipam": {"type": "calico-ipam"}})
-        .to_string(),
-    )
-    .unwrap();
-    let etcd = |rest: &[&str]| {
-        let mut v = vec!["ipamctl", "--cni-config", conf.to_str().unwrap()];
-        v.extend(rest);
-        run_args(v)
-    };
+    let etcd = etcd_ctl(d.path(), &ep, "split");
     assert_eq!(etcd(&["import", f.to_str().unwrap()]).exit_code, EXIT_OK);
     split_and_check(&etcd);
 }
@@ -789,13 +785,7 @@ fn a_sled_store_has_one_layout_to_show_and_none_to_switch_to() {
 #[cfg(feature = "etcd")]
 #[test]
 fn layout_switches_on_etcd_keep_the_state_whole() {
-    let Ok(ep) = std::env::var("IPAM_TEST_ETCD") else {
-        assert!(
-            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-            "IPAM_TEST_ETCD not set"
-        );
-        return;
-    };
+    let Some(ep) = etcd_endpoint() else { return };
     let d = tempfile::tempdir().expect("a temporary directory");
     let a = d.path().join("a");
     prepare(&a);
@@ -814,25 +804,7 @@ fn layout_switches_on_etcd_keep_the_state_whole() {
     let f = f.to_str().expect("a UTF-8 path");
     assert_eq!(run_args(args(&a, &["export", "-f", f])).exit_code, EXIT_OK);
     let original = state_of(&std::fs::read_to_string(f).expect("exported"));
-    let conf = d.path().join("etcd.conf");
-    std::fs::write(
-        &conf,
-        serde_json::json!({"cniVersion": "1.0.0", "name": "k", "type": "calico",
-            "datastore_type": "etcdv3", "etcd_endpoints": ep,
-            "etcd_prefix": format!("/ipamctl-layout-{}/", std::process::id()),
-            "ipamd_socket": d.path().join("none.sock"), "ipam": {"type": "calico-ipam"}})
-        .to_string(),
-    )
-    .expect("written");
-    let etcd = |rest: &[&str]| {
-        let mut v = vec![
-            "ipamctl",
-            "--cni-config",
-            conf.to_str().expect("a UTF-8 path"),
-        ];
-        v.extend(rest);
-        run_args(v)
-    };
+    let etcd = etcd_ctl(d.path(), &ep, "layout");
     let o = etcd(&["layout"]);
     assert_eq!(o.exit_code, EXIT_OK, "{}", o.stdout);
     assert!(

@@ -134,18 +134,18 @@ fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
 /// Decodes and validates the value stored under `key`.
 pub fn decode(key: &[u8], value: &[u8]) -> Result<Versioned<Record>, StoreError> {
     let k = keys::decode(key).ok_or_else(|| corrupt(key, "key does not follow the layout"))?;
-    let Some(&layout) = value.first() else {
+    let Some(&byte) = value.first() else {
         return Err(corrupt(key, "empty value"));
     };
-    if layout != PLAIN && layout != COMPRESSED {
+    let Some(layout) = layout_of(value) else {
         return Err(corrupt(
             key,
-            format!("record layout {layout}, this build reads {PLAIN} and {COMPRESSED}"),
+            format!("record layout {byte}, this build reads {PLAIN} and {COMPRESSED}"),
         ));
-    }
+    };
     let revision = revision(value).ok_or_else(|| corrupt(key, "value shorter than its header"))?;
     let unpacked;
-    let body = if layout == COMPRESSED {
+    let body = if layout == RecordLayout::Compressed {
         unpacked = decompress(key, &value[HEADER..])?;
         &unpacked[..]
     } else {
