@@ -1,21 +1,28 @@
-//! The service's connection threads: an elastic pool in which one thread reads a connection's
-//! request and answers it, with no hand-over between threads on the way.
+//! The service's connection threads: an elastic pool in which each waiting thread blocks in
+//! `accept` on the listener itself, then reads the connection's request and answers it, with
+//! no hand-over between threads on the way.
 //!
-//! The accept loop queues each connection ([`Conns::submit`]); a waiting thread takes it, or,
-//! when none waits, the loop starts one more, up to [`MAX_READERS`](crate::MAX_READERS)
-//! threads. So a client that is slow to send (or sends nothing) holds only its own thread
-//! until the read deadline, never another client's. Threads past the [`KEEP`] kept warm leave
-//! after [`IDLE_EXIT`] without work. How many requests run against the store at once is the
-//! handler's business (the service bounds it with [`Permits`]).
+//! The kernel wakes one waiting thread per connection (a blocking `accept` waits exclusively).
+//! A thread that takes the last waiting place starts one more, up to the pool's limit, so a
+//! client that is slow to send (or sends nothing) holds only its own thread until the read
+//! deadline, never another client's; past the limit a connection waits in the listen backlog
+//! until a thread is free. Threads past the [`KEEP`] kept warm leave after [`IDLE_EXIT`]
+//! without work. How many requests run against the store at once is the handler's business
+//! (the service bounds it with [`Permits`]).
 //!
-//! Before this pool, each connection got a freshly spawned reader thread that passed the
-//! request to one of a fixed set of workers: a thread start and a second wake-up on every
-//! request (docs/benchmarks.md, "The service's exchange").
+//! History (docs/benchmarks.md): each connection first got a freshly spawned reader thread
+//! that passed the request to one of a fixed set of workers; then one accepting thread queued
+//! connections for a pool. Both cost a second thread's wake-up per request, which on two
+//! cores under load was a fifth of the service's CPU.
 
-use std::collections::VecDeque;
-use std::os::unix::net::UnixStream;
+use nix::sys::socket::{setsockopt, shutdown, sockopt::ReceiveTimeout, Shutdown};
+use nix::sys::time::TimeVal;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Threads kept waiting for work however quiet the node is.
 pub const KEEP: usize = 16;
@@ -29,82 +36,114 @@ const STACK: usize = 1 << 20;
 
 type Handler = dyn Fn(UnixStream) + Send + Sync;
 
+/// How many threads a pool keeps and for how long ([`Conns::start`] uses [`KEEP`] and
+/// [`IDLE_EXIT`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing {
+    /// Threads at most; past them a connection waits in the listen backlog.
+    pub limit: usize,
+    /// Threads kept however quiet the node is.
+    pub keep: usize,
+    /// How long a thread beyond `keep` waits for a connection before it leaves.
+    pub idle_exit: Duration,
+}
+
 struct State {
-    queue: VecDeque<UnixStream>,
-    /// Threads waiting for a connection.
+    /// Threads waiting in `accept`, or started and about to.
     idle: usize,
     /// Threads alive.
     threads: usize,
     closing: bool,
+    last_warning: Option<Instant>,
 }
 
 struct Shared {
+    listener: UnixListener,
     state: Mutex<State>,
-    /// A connection was queued, or the pool is closing.
-    work: Condvar,
-    /// A thread left.
-    left: Condvar,
+    /// A thread left, or one saw the stop flag.
+    changed: Condvar,
     handler: Box<Handler>,
-    limit: usize,
+    sizing: Sizing,
+    stop: Arc<AtomicBool>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is a queue and counters, consistent at every unlock: a panic elsewhere
-        // while holding the lock leaves nothing half-done to hide.
+        // The state is counters, consistent at every unlock: a panic elsewhere while holding
+        // the lock leaves nothing half-done to hide.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The pool. [`Conns::finish`] waits for every queued and running connection.
+/// The pool. [`Conns::finish`] serves what the listener has queued, then waits for every
+/// running connection.
 pub struct Conns {
     shared: Arc<Shared>,
 }
 
 impl Conns {
-    /// A pool of at most `limit` threads, each running `handler` on the connections it takes.
-    pub fn new(limit: usize, handler: impl Fn(UnixStream) + Send + Sync + 'static) -> Self {
-        Conns {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    queue: VecDeque::new(),
-                    idle: 0,
-                    threads: 0,
-                    closing: false,
-                }),
-                work: Condvar::new(),
-                left: Condvar::new(),
-                handler: Box::new(handler),
-                limit: limit.max(1),
-            }),
-        }
+    /// Starts serving `listener` with [`KEEP`] and [`IDLE_EXIT`] and at most `limit`
+    /// threads, each running `handler` on the connections it accepts. A connection accepted
+    /// while `stop` is set (the service's shutdown, or its wake-up) is still served, and
+    /// [`Conns::wait_stop`] returns.
+    pub fn start(
+        listener: UnixListener,
+        limit: usize,
+        stop: Arc<AtomicBool>,
+        handler: impl Fn(UnixStream) + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let sizing = Sizing {
+            limit,
+            keep: KEEP,
+            idle_exit: IDLE_EXIT,
+        };
+        Self::start_sized(listener, sizing, stop, handler)
     }
 
-    /// Queues a connection. False (and the connection is dropped, so its client sees the
-    /// service fail and retries) when every thread is busy and no more may start.
-    pub fn submit(&self, conn: UnixStream) -> bool {
-        let mut s = self.shared.lock();
-        if s.queue.len() >= s.idle {
-            // No waiting thread is free for this one.
-            if s.threads >= self.shared.limit {
-                return false;
-            }
-            let shared = Arc::clone(&self.shared);
-            let started = std::thread::Builder::new()
-                .name("ipamd-conn".into())
-                .stack_size(STACK)
-                .spawn(move || run(&shared));
-            match started {
-                Ok(_) => s.threads += 1,
-                // Queue it anyway when some thread will get to it.
-                Err(_) if s.threads > 0 => {}
-                Err(_) => return false,
-            }
+    /// [`Conns::start`] with its sizing spelled out.
+    pub fn start_sized(
+        listener: UnixListener,
+        sizing: Sizing,
+        stop: Arc<AtomicBool>,
+        handler: impl Fn(UnixStream) + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let sizing = Sizing {
+            limit: sizing.limit.max(1),
+            ..sizing
+        };
+        // A waiting thread's `accept` returns after this long, so threads past `keep` can
+        // leave; it is the listener's option, so it never applies to accepted connections.
+        let wait = TimeVal::new(
+            i64::try_from(sizing.idle_exit.as_secs()).unwrap_or(i64::MAX),
+            i64::from(sizing.idle_exit.subsec_micros()),
+        );
+        setsockopt(&listener, ReceiveTimeout, &wait).map_err(std::io::Error::from)?;
+        let shared = Arc::new(Shared {
+            listener,
+            state: Mutex::new(State {
+                idle: 0,
+                threads: 0,
+                closing: false,
+                last_warning: None,
+            }),
+            changed: Condvar::new(),
+            handler: Box::new(handler),
+            sizing,
+            stop,
+        });
+        // The first thread, started here so a process out of threads hears of it (counted
+        // before it runs, as every thread is).
+        {
+            let mut s = shared.lock();
+            s.threads += 1;
+            s.idle += 1;
         }
-        s.queue.push_back(conn);
-        drop(s);
-        self.shared.work.notify_one();
-        true
+        let for_thread = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("ipamd-conn".into())
+            .stack_size(STACK)
+            .spawn(move || run(&for_thread))?;
+        Ok(Conns { shared })
     }
 
     /// Threads alive now (waiting or serving).
@@ -112,18 +151,51 @@ impl Conns {
         self.shared.lock().threads
     }
 
-    /// Serves what is queued, then waits until every thread has finished its connection and
-    /// left.
+    /// Returns once the stop flag is set (seen by a thread that accepted a connection or
+    /// whose listener was shut down, or within a second otherwise).
+    pub fn wait_stop(&self) {
+        let mut s = self.shared.lock();
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            s = self
+                .shared
+                .changed
+                .wait_timeout(s, Duration::from_secs(1))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Shuts the listener down for new connections, serves the ones it has queued already,
+    /// and waits until every thread has finished its connection and left.
     pub fn finish(self) {
         let mut s = self.shared.lock();
         s.closing = true;
-        self.shared.work.notify_all();
+        // A shut-down listener still hands out the connections queued on it, then fails
+        // every waiting `accept` at once; new clients are refused and serve themselves.
+        let _ = shutdown(self.shared.listener.as_raw_fd(), Shutdown::Read);
         while s.threads > 0 {
             s = self
                 .shared
-                .left
+                .changed
                 .wait(s)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Starts `n` threads, already counted alive and waiting; those that cannot start (the
+/// process is out of threads) are counted out again, and the connections wait for the others.
+fn spawn(shared: &Arc<Shared>, n: usize) {
+    for _ in 0..n {
+        let for_thread = Arc::clone(shared);
+        let started = std::thread::Builder::new()
+            .name("ipamd-conn".into())
+            .stack_size(STACK)
+            .spawn(move || run(&for_thread));
+        if started.is_err() {
+            let mut s = shared.lock();
+            s.threads -= 1;
+            s.idle -= 1;
         }
     }
 }
@@ -137,37 +209,81 @@ impl Drop for Alive<'_> {
         let mut s = self.0.lock();
         s.threads -= 1;
         drop(s);
-        self.0.left.notify_all();
+        self.0.changed.notify_all();
     }
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Arc<Shared>) {
     let _alive = Alive(shared);
+    let mut last_work = Instant::now();
+    let mut pause = Duration::from_millis(10);
     loop {
-        let next = {
-            let mut s = shared.lock();
-            loop {
-                if let Some(c) = s.queue.pop_front() {
-                    break Some(c);
+        match shared.listener.accept() {
+            Ok((conn, _)) => {
+                pause = Duration::from_millis(10);
+                let more = {
+                    let mut s = shared.lock();
+                    s.idle -= 1;
+                    if s.idle == 0 && s.threads < shared.sizing.limit && !s.closing {
+                        // Half as many again: a burst of clients that send nothing gets
+                        // its threads in a few rounds instead of one thread start after
+                        // another, which costs about a millisecond each (a new thread's
+                        // first run).
+                        let n = (s.threads / 2).clamp(1, shared.sizing.limit - s.threads);
+                        s.threads += n;
+                        s.idle += n;
+                        n
+                    } else {
+                        0
+                    }
+                };
+                if more > 0 {
+                    spawn(shared, more);
                 }
-                if s.closing {
-                    break None;
+                if shared.stop.load(Ordering::SeqCst) {
+                    // Under the lock, so a waiter between its look at the flag and its
+                    // wait cannot miss this.
+                    let _s = shared.lock();
+                    shared.changed.notify_all();
                 }
-                s.idle += 1;
-                let (g, waited) = shared
-                    .work
-                    .wait_timeout(s, IDLE_EXIT)
-                    .unwrap_or_else(PoisonError::into_inner);
-                s = g;
-                s.idle -= 1;
-                if waited.timed_out() && s.queue.is_empty() && s.threads > KEEP {
-                    break None;
-                }
+                // Blocking again whatever the listener is (its flags are not inherited).
+                let _ = conn.set_nonblocking(false);
+                (shared.handler)(conn);
+                shared.lock().idle += 1;
+                last_work = Instant::now();
             }
-        };
-        match next {
-            Some(conn) => (shared.handler)(conn),
-            None => return,
+            Err(e) => {
+                let mut s = shared.lock();
+                if s.closing {
+                    s.idle -= 1;
+                    return;
+                }
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    if last_work.elapsed() >= shared.sizing.idle_exit
+                        && s.threads > shared.sizing.keep
+                    {
+                        s.idle -= 1;
+                        return;
+                    }
+                    continue;
+                }
+                if shared.stop.load(Ordering::SeqCst) {
+                    // The listener was shut down under us: wait for finish, quietly.
+                    drop(s);
+                    shared.changed.notify_all();
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                // Out of descriptors or memory: back off instead of spinning (and logging)
+                // in a hot loop; one warning a second at most.
+                if s.last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "accept failed; backing off");
+                    s.last_warning = Some(Instant::now());
+                }
+                drop(s);
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
         }
     }
 }
@@ -214,83 +330,163 @@ impl Drop for Permit<'_> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
-    fn pair() -> (UnixStream, UnixStream) {
-        UnixStream::pair().expect("socketpair")
+    /// A listener on a fresh path in a directory removed with the returned guard.
+    fn listener() -> (UnixListener, std::path::PathBuf, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("s.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        (l, path, dir)
+    }
+
+    fn sized(limit: usize, keep: usize, idle_exit: Duration) -> Sizing {
+        Sizing {
+            limit,
+            keep,
+            idle_exit,
+        }
+    }
+
+    /// Echoes one byte, counting the connection before answering.
+    fn echo(served: &Arc<AtomicUsize>) -> impl Fn(UnixStream) + Send + Sync + 'static {
+        let served = Arc::clone(served);
+        move |mut c: UnixStream| {
+            let mut b = [0u8; 1];
+            // Blocks until the client sends a byte or closes.
+            let n = c.read(&mut b).unwrap_or(0);
+            served.fetch_add(1, Ordering::SeqCst);
+            if n == 1 {
+                let _ = c.write_all(&b);
+            }
+        }
+    }
+
+    fn ask(path: &std::path::Path, byte: u8) -> u8 {
+        let mut c = UnixStream::connect(path).expect("connect");
+        c.write_all(&[byte]).expect("write_all succeeds");
+        let mut got = [0u8; 1];
+        c.read_exact(&mut got).expect("read_exact succeeds");
+        got[0]
     }
 
     #[test]
     fn a_stuck_connection_holds_only_its_own_thread() {
+        let (l, path, _dir) = listener();
         let served = Arc::new(AtomicUsize::new(0));
-        let s2 = Arc::clone(&served);
-        let conns = Conns::new(8, move |mut c: UnixStream| {
-            let mut b = [0u8; 1];
-            // Blocks until the client sends a byte or closes.
-            let n = c.read(&mut b).unwrap_or(0);
-            // Counted before the answer, so a client that has its answer sees it counted.
-            s2.fetch_add(1, Ordering::SeqCst);
-            if n == 1 {
-                let _ = c.write_all(&b);
-            }
-        });
-        let (stuck, stuck_peer) = pair();
-        assert!(conns.submit(stuck));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Conns::start(l, 8, stop, echo(&served)).expect("start");
+        let stuck = UnixStream::connect(&path).expect("connect");
         // Others are answered while the first waits for its client.
         for i in 0..5u8 {
-            let (a, mut b) = pair();
-            assert!(conns.submit(a));
-            b.write_all(&[i]).expect("write_all succeeds");
-            let mut got = [0u8; 1];
-            b.read_exact(&mut got).expect("read_exact succeeds");
-            assert_eq!(got[0], i);
+            assert_eq!(ask(&path, i), i);
         }
         assert_eq!(served.load(Ordering::SeqCst), 5);
         assert!(conns.threads() >= 2, "the stuck one and at least one more");
-        drop(stuck_peer);
+        drop(stuck);
         conns.finish();
         assert_eq!(served.load(Ordering::SeqCst), 6);
     }
 
     #[test]
-    fn past_the_limit_a_connection_is_refused_and_finish_serves_the_queue() {
+    fn past_the_limit_a_connection_waits_for_a_thread_and_finish_serves_the_queue() {
+        let (l, path, _dir) = listener();
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let g2 = Arc::clone(&gate);
         let served = Arc::new(AtomicUsize::new(0));
         let s2 = Arc::clone(&served);
-        let conns = Conns::new(2, move |_c: UnixStream| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Conns::start_sized(l, sized(2, 2, IDLE_EXIT), stop, move |_c| {
             let (m, cv) = &*g2;
             let mut open = m.lock().expect("the lock");
             while !*open {
                 open = cv.wait(open).expect("wait succeeds");
             }
             s2.fetch_add(1, Ordering::SeqCst);
-        });
-        let mut peers = Vec::new();
-        for _ in 0..2 {
-            let (a, b) = pair();
-            assert!(conns.submit(a));
-            peers.push(b);
+        })
+        .expect("start");
+        let clients: Vec<_> = (0..4)
+            .map(|_| UnixStream::connect(&path).expect("connect"))
+            .collect();
+        // Two threads hold two connections; no third thread starts for the others.
+        let t = Instant::now();
+        while conns.threads() < 2 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        // Both threads are held (or about to be): a third has no thread to run on.
-        let (a, _b) = pair();
-        assert!(!conns.submit(a));
+        std::thread::sleep(Duration::from_millis(100));
         assert_eq!(conns.threads(), 2);
+        assert_eq!(served.load(Ordering::SeqCst), 0);
         {
             let (m, cv) = &*gate;
             *m.lock().expect("the lock") = true;
             cv.notify_all();
         }
+        // The two waiting in the backlog are served too, then nobody gets in.
         conns.finish();
-        assert_eq!(served.load(Ordering::SeqCst), 2);
+        assert_eq!(served.load(Ordering::SeqCst), 4);
+        assert!(UnixStream::connect(&path).is_err(), "a finished pool takes no one");
+        drop(clients);
+    }
+
+    #[test]
+    fn threads_past_keep_leave_when_idle() {
+        let (l, path, _dir) = listener();
+        let served = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sizing = sized(64, 1, Duration::from_millis(200));
+        let conns = Conns::start_sized(l, sizing, stop, echo(&served)).expect("start");
+        let stuck: Vec<_> = (0..6)
+            .map(|_| UnixStream::connect(&path).expect("connect"))
+            .collect();
+        let t = Instant::now();
+        while conns.threads() < 7 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(conns.threads() >= 7, "one thread per stuck client and one waiting");
+        drop(stuck);
+        let t = Instant::now();
+        while conns.threads() > 1 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(conns.threads(), 1, "idle threads past keep left");
+        assert_eq!(ask(&path, 7), 7, "the one kept still serves");
+        conns.finish();
+        assert_eq!(served.load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn wait_stop_returns_on_the_wake_up_connection() {
+        let (l, path, _dir) = listener();
+        let served = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Conns::start(l, 8, Arc::clone(&stop), echo(&served)).expect("start");
+        let waiter = std::thread::spawn(move || {
+            let t = Instant::now();
+            conns.wait_stop();
+            let took = t.elapsed();
+            conns.finish();
+            took
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::SeqCst);
+        drop(UnixStream::connect(&path).expect("connect"));
+        let took = waiter.join().expect("the waiter ends");
+        assert!(took >= Duration::from_millis(50), "returned before the flag: {took:?}");
+        assert_eq!(served.load(Ordering::SeqCst), 1, "the wake-up is served as a connection");
     }
 
     #[test]
     fn a_handler_that_panics_does_not_hold_finish() {
-        let conns = Conns::new(4, |_c: UnixStream| panic!("handler failed"));
-        let (a, _b) = pair();
-        assert!(conns.submit(a));
-        // Returns once the thread is gone, although it never finished its loop.
+        let (l, path, _dir) = listener();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns =
+            Conns::start(l, 4, stop, |_c: UnixStream| panic!("handler failed")).expect("start");
+        let _c = UnixStream::connect(&path).expect("connect");
+        let t = Instant::now();
+        while conns.threads() > 1 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Returns once the threads are gone, although one never finished its loop.
         conns.finish();
     }
 

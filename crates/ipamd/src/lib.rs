@@ -49,7 +49,7 @@ pub struct Stats {
 pub const IO_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Connections being read or answered at once, at most (a thread each); past this a new
-/// connection is closed unread (its client sees the service fail and retries, CNI code 11).
+/// connection waits in the listen backlog until a thread is free (at most [`IO_DEADLINE`]).
 pub const MAX_READERS: usize = 8192;
 
 /// Reads one request within [`IO_DEADLINE`]. A frame that is not a request of this protocol
@@ -246,69 +246,28 @@ pub fn serve_store<S: Datastore + 'static>(
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let socket_id = socket_path.as_deref().and_then(file_id);
-    // One thread reads a connection and answers it; at most WORKERS requests run at once.
+    // One thread accepts a connection, reads it and answers it; at most WORKERS requests run
+    // at once.
     let permits = conns::Permits::new(WORKERS);
-    let conns = conns::Conns::new(MAX_READERS, move |conn| {
+    let conns = conns::Conns::start(listener, MAX_READERS, shutdown, move |conn| {
+        stats_c.connections.fetch_add(1, Ordering::Relaxed);
         if let Some((conn, req)) = read_request(conn) {
             let _permit = permits.take();
             handle_conn(&ipam, conn, req, &stats_c, identity.as_deref());
         }
-    });
-    let read = |conn: UnixStream| {
-        if !conns.submit(conn) {
-            tracing::warn!(
-                limit = MAX_READERS,
-                "too many connections being read; closing one"
-            );
-        }
-    };
-    let mut pause = Duration::from_millis(10);
-    let mut last_warning: Option<std::time::Instant> = None;
-    for conn in listener.incoming() {
-        // An accepted connection is always served, even the one that arrives with the
-        // shutdown (it may be a client's, not the wake-up).
-        match conn {
-            Ok(c) => {
-                stats.connections.fetch_add(1, Ordering::Relaxed);
-                pause = Duration::from_millis(10);
-                read(c);
-            }
-            Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning (and logging)
-                // in a hot loop; one warning a second at most.
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "accept failed; backing off");
-                    last_warning = Some(std::time::Instant::now());
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-        if shutdown.load(Ordering::SeqCst) {
-            break;
-        }
-    }
+    })?;
+    conns.wait_stop();
     // Stop taking new work: clients that connect from now on find no socket and serve
-    // themselves. Connections the kernel already queued are still served. The path is
-    // removed only while it is still this listener's: a successor may have bound it already.
+    // themselves. The path is removed only while it is still this listener's: a successor
+    // may have bound it already. A client that looked the path up just before it went can
+    // still land in the queue a moment later, so the pool serves on a little before it shuts
+    // the listener (and then serves what is queued).
     if let (Some(path), Some(ours)) = (&socket_path, socket_id) {
         if file_id(path) == Some(ours) {
             let _ = std::fs::remove_file(path);
         }
     }
-    listener.set_nonblocking(true)?;
-    // Drain twice: a client that looked the path up just before it was removed can still land
-    // in the queue a moment later.
-    for round in 0..2 {
-        while let Ok((conn, _)) = listener.accept() {
-            let _ = conn.set_nonblocking(false);
-            read(conn);
-        }
-        if round == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-    drop(listener);
+    std::thread::sleep(Duration::from_millis(50));
     // Threads leave once every queued connection is answered or has given up (at most
     // IO_DEADLINE from now), so a stuck client cannot hold the shutdown.
     conns.finish();
