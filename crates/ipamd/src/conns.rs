@@ -276,7 +276,9 @@ fn run(shared: &Arc<Shared>) {
                 }
                 // Out of descriptors or memory: back off instead of spinning (and logging)
                 // in a hot loop; one warning a second at most.
-                if s.last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                if s.last_warning
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                {
                     tracing::warn!(error = %e, pause_ms = pause.as_millis(), "accept failed; backing off");
                     s.last_warning = Some(Instant::now());
                 }
@@ -424,7 +426,10 @@ mod tests {
         // The two waiting in the backlog are served too, then nobody gets in.
         conns.finish();
         assert_eq!(served.load(Ordering::SeqCst), 4);
-        assert!(UnixStream::connect(&path).is_err(), "a finished pool takes no one");
+        assert!(
+            UnixStream::connect(&path).is_err(),
+            "a finished pool takes no one"
+        );
         drop(clients);
     }
 
@@ -442,7 +447,10 @@ mod tests {
         while conns.threads() < 7 && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(conns.threads() >= 7, "one thread per stuck client and one waiting");
+        assert!(
+            conns.threads() >= 7,
+            "one thread per stuck client and one waiting"
+        );
         drop(stuck);
         let t = Instant::now();
         while conns.threads() > 1 && t.elapsed() < Duration::from_secs(10) {
@@ -471,8 +479,15 @@ mod tests {
         stop.store(true, Ordering::SeqCst);
         drop(UnixStream::connect(&path).expect("connect"));
         let took = waiter.join().expect("the waiter ends");
-        assert!(took >= Duration::from_millis(50), "returned before the flag: {took:?}");
-        assert_eq!(served.load(Ordering::SeqCst), 1, "the wake-up is served as a connection");
+        assert!(
+            took >= Duration::from_millis(50),
+            "returned before the flag: {took:?}"
+        );
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            1,
+            "the wake-up is served as a connection"
+        );
     }
 
     #[test]

@@ -76,9 +76,20 @@ struct Args {
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. 127.0.0.1:9091.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// What the metrics' utilisation covers: node (the nodes this service serves and
+    /// --node-name, from their own blocks) or cluster (every pool and node, reading every
+    /// block: for one service of a cluster, not every node's).
+    #[arg(long, value_enum, default_value = "node")]
+    metrics_scope: MetricsScope,
     /// AS number of the iBGP mesh (bgp mode).
     #[arg(long, default_value_t = ipamd::bird::DEFAULT_AS)]
     bgp_as: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MetricsScope {
+    Node,
+    Cluster,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -216,7 +227,11 @@ fn main() -> anyhow::Result<()> {
         Some(addr) => {
             let server = tiny_http::Server::http(addr)
                 .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?;
-            let m = Arc::new(ipamd::metrics::Metrics::new().context("defining the metrics")?);
+            let scope = match args.metrics_scope {
+                MetricsScope::Node => ipamd::metrics::Scope::Node(args.node_name.clone()),
+                MetricsScope::Cluster => ipamd::metrics::Scope::Cluster,
+            };
+            let m = Arc::new(ipamd::metrics::Metrics::new(scope).context("defining the metrics")?);
             let _ = stats.metrics.set(m.clone());
             tracing::info!(listen = %addr, "metrics on /metrics");
             let (ipam, shutdown) = (ipam.clone(), shutdown.clone());

@@ -2,8 +2,11 @@
 //! `/metrics`): requests by verb and CNI code, latency histograms by verb, commits retried
 //! after a lost compare-and-swap, assignments served in a group commit, and per pool and per node utilisation.
 //!
-//! Utilisation reads every block, so it is computed at most once per [`UTILISATION_TTL`] and
-//! served from that snapshot in between: a scrape every second costs one scan per ten seconds.
+//! Utilisation is a snapshot taken at most once per [`UTILISATION_TTL`]. Its [`Scope`] says
+//! what it reads: by default the nodes this service serves, from their affinities and blocks
+//! (a few records per node); with [`Scope::Cluster`] every pool and node, from every block of
+//! the store, which is meant for one service of a cluster (on etcd, a thousand nodes each
+//! scanning every block on every scrape would be the heaviest read etcd serves).
 
 use ipam_core::{Datastore, Ipam};
 use prometheus::{
@@ -17,8 +20,19 @@ use std::time::{Duration, Instant};
 /// How long a utilisation snapshot is served before the blocks are read again.
 pub const UTILISATION_TTL: Duration = Duration::from_secs(10);
 
+/// Which utilisation a service's metrics report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Per node (`calico_ipam_node`), for the nodes this service has assigned addresses for
+    /// and the node named here: their affinities and blocks are read, nothing else.
+    Node(Option<String>),
+    /// Every pool (`calico_ipam_pool_addresses`) and every node, from every block.
+    Cluster,
+}
+
 /// The service's metrics.
 pub struct Metrics {
+    scope: Scope,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -42,8 +56,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// The metric families, registered.
-    pub fn new() -> prometheus::Result<Metrics> {
+    /// The metric families, registered; utilisation as `scope` says.
+    pub fn new(scope: Scope) -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -105,6 +119,7 @@ impl Metrics {
             registry.register(c)?;
         }
         Ok(Metrics {
+            scope,
             registry,
             requests,
             duration,
@@ -160,11 +175,42 @@ impl Metrics {
         if last.is_some_and(|t| t.elapsed() < UTILISATION_TTL) {
             return;
         }
-        let Ok(u) = ipam.utilisation() else {
-            return;
+        let g = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
+        let nodes = match &self.scope {
+            Scope::Cluster => {
+                let Ok(u) = ipam.utilisation() else {
+                    return;
+                };
+                self.pool.reset();
+                self.set_pools(&u);
+                u.nodes
+            }
+            Scope::Node(named) => {
+                let mut names = ipam.served_nodes();
+                if let Some(n) = named.as_ref().filter(|n| !names.contains(n)) {
+                    names.push(n.clone());
+                }
+                let read: Result<Vec<_>, _> =
+                    names.iter().map(|n| ipam.node_utilisation(n)).collect();
+                let Ok(nodes) = read else {
+                    return;
+                };
+                nodes
+            }
         };
-        self.pool.reset();
         self.node.reset();
+        for n in &nodes {
+            self.node
+                .with_label_values(&[n.node.as_str(), "blocks"])
+                .set(g(n.blocks.len() as u128));
+            self.node
+                .with_label_values(&[n.node.as_str(), "addresses"])
+                .set(g(u128::from(n.in_use)));
+        }
+        *last = Some(Instant::now());
+    }
+
+    fn set_pools(&self, u: &ipam_core::Utilisation) {
         let g = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
         for p in &u.pools {
             let cidr = p.cidr.map(|c| c.to_string()).unwrap_or_default();
@@ -187,15 +233,6 @@ impl Metrics {
                     .set(g(v));
             }
         }
-        for n in &u.nodes {
-            self.node
-                .with_label_values(&[n.node.as_str(), "blocks"])
-                .set(g(n.blocks.len() as u128));
-            self.node
-                .with_label_values(&[n.node.as_str(), "addresses"])
-                .set(g(u128::from(n.in_use)));
-        }
-        *last = Some(Instant::now());
     }
 
     /// The exposition text.

@@ -1,7 +1,7 @@
 //! `calico-ipamd --metrics-listen`: a live scrape of /metrics after real requests carries the
 //! request counts by verb and CNI code, the latency histograms, the commit retries and the
-//! pool and node utilisation, and passes `promtool check metrics` (Debian's prometheus
-//! package; required when `IPAM_E2E_REQUIRED` is set).
+//! node utilisation (pool utilisation with `--metrics-scope cluster`), and passes `promtool
+//! check metrics` (Debian's prometheus package; required when `IPAM_E2E_REQUIRED` is set).
 
 use ipam_cni::protocol::{self, Request};
 use std::collections::BTreeMap;
@@ -28,8 +28,12 @@ fn free_port() -> u16 {
 }
 
 fn cni(sock: &Path, verb: &str, cid: &str, args: &str) -> i32 {
+    cni_on(sock, "node-m", verb, cid, args)
+}
+
+fn cni_on(sock: &Path, node: &str, verb: &str, cid: &str, args: &str) -> i32 {
     let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "m", "type": "calico",
-        "ipam": {"type": "calico-ipam", "nodename": "node-m", "ipv4_pools": ["10.244.0.0/16"]}});
+        "ipam": {"type": "calico-ipam", "nodename": node, "ipv4_pools": ["10.244.0.0/16"]}});
     let mut env = BTreeMap::from([
         ("CNI_COMMAND".to_string(), verb.to_string()),
         ("CNI_CONTAINERID".into(), cid.into()),
@@ -59,19 +63,20 @@ fn scrape(port: u16) -> String {
     body.to_string()
 }
 
-#[test]
-fn a_live_scrape_counts_requests_and_utilisation() {
-    let d = tempfile::tempdir().unwrap();
-    let sock = d.path().join("run/ipamd.sock");
+/// A service on the sled store in `dir` with metrics on a free port, `extra` arguments added;
+/// its socket and port once it answers.
+fn service(dir: &Path, extra: &[&str]) -> (Killed, std::path::PathBuf, u16) {
+    let sock = dir.join("run/ipamd.sock");
     let port = free_port();
-    let _svc = Killed(
+    let svc = Killed(
         Command::new(env!("CARGO_BIN_EXE_calico-ipamd"))
             .arg("--sled-path")
-            .arg(d.path().join("store"))
+            .arg(dir.join("store"))
             .arg("--socket")
             .arg(&sock)
             .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
             .args(["--log-level", "warn"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,6 +87,50 @@ fn a_live_scrape_counts_requests_and_utilisation() {
         assert!(t.elapsed() < Duration::from_secs(10), "no service");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (svc, sock, port)
+}
+
+#[test]
+fn a_node_scrape_reads_its_own_nodes_and_a_cluster_scrape_every_pool() {
+    let d = tempfile::tempdir().unwrap();
+    // Another node's pods, placed by an earlier service on the same store.
+    {
+        let (_svc, sock, _) = service(d.path(), &[]);
+        for i in 0..3 {
+            assert_eq!(cni_on(&sock, "node-o", "ADD", &format!("o{i}"), ""), 0);
+        }
+    }
+    let (svc, sock, port) = service(d.path(), &[]);
+    for i in 0..2 {
+        assert_eq!(cni(&sock, "ADD", &format!("m{i}"), ""), 0);
+    }
+    let body = scrape(port);
+    assert!(
+        body.contains(r#"calico_ipam_node{node="node-m",what="addresses"} 2"#)
+            && body.contains(r#"calico_ipam_node{node="node-m",what="blocks"} 1"#),
+        "{body}"
+    );
+    assert!(
+        !body.contains("node-o") && !body.contains("calico_ipam_pool_addresses{"),
+        "a node's scrape reads only the nodes it serves:\n{body}"
+    );
+    drop(svc);
+    let (_svc, _sock, port) = service(d.path(), &["--metrics-scope", "cluster"]);
+    let body = scrape(port);
+    for want in [
+        r#"calico_ipam_node{node="node-m",what="addresses"} 2"#,
+        r#"calico_ipam_node{node="node-o",what="addresses"} 3"#,
+        r#"state="in_use"} 5"#,
+        r#"state="blocks"} 2"#,
+    ] {
+        assert!(body.contains(want), "missing {want:?} in\n{body}");
+    }
+}
+
+#[test]
+fn a_live_scrape_counts_requests_and_utilisation() {
+    let d = tempfile::tempdir().unwrap();
+    let (_svc, sock, port) = service(d.path(), &["--metrics-scope", "cluster"]);
     for i in 0..5 {
         assert_eq!(cni(&sock, "ADD", &format!("c{i}"), ""), 0);
     }

@@ -243,6 +243,14 @@ impl<S: Datastore> Ipam<S> {
         m.entry(node.to_string()).or_default().clone()
     }
 
+    /// The nodes this engine has assigned addresses for (those it still keeps a lane for:
+    /// all of them, unless more than 4,096 were served), in name order.
+    pub fn served_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = lanes(&self.node_lanes).keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
     /// Auto-assignments this engine served together with others in one commit, since it was
     /// made (see [`Ipam::queued_assignments`]).
     pub fn batched_assignments(&self) -> u64 {

@@ -2,8 +2,8 @@
 
 use super::Ipam;
 use crate::cidr;
-use crate::datastore::{one, Datastore, Key, Range, Read, StoreError, StoreExt};
-use crate::model::{Block, Handle};
+use crate::datastore::{all, one, Datastore, Key, Range, Read, StoreError, StoreExt};
+use crate::model::{Affinity, Block, Handle};
 
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
@@ -199,6 +199,39 @@ impl<S: Datastore> Ipam<S> {
             .map(|h| h.value.id)
             .filter(|id| id.starts_with(prefix))
             .collect())
+    }
+
+    /// One node's figures from its own affinities and their blocks (two reads), where
+    /// [`Ipam::utilisation`] reads every block of the store: what a node's service can report
+    /// on every scrape of a large cluster. A block counts when its record still names the node
+    /// (an affinity being released may outlive it).
+    pub fn node_utilisation(&self, node: &str) -> Result<NodeUsage, StoreError> {
+        let mut u = NodeUsage {
+            node: node.to_string(),
+            ..Default::default()
+        };
+        let listed = self
+            .store
+            .read(&[Read::List(Range::AffinitiesOf(node.to_string()))])?;
+        let affinities = all::<Affinity>(listed.into_iter().next().unwrap_or_default())?;
+        let reads: Vec<Read> = affinities
+            .iter()
+            .map(|a| Read::Get(Key::Block(a.value.cidr)))
+            .collect();
+        if reads.is_empty() {
+            return Ok(u);
+        }
+        for answer in self.store.read(&reads)? {
+            let Some(vb) = one::<Block>(answer)? else {
+                continue;
+            };
+            if vb.value.affinity.as_deref() == Some(node) {
+                u.blocks.push(vb.value.cidr);
+                u.in_use += u64::from(vb.value.used_count());
+            }
+        }
+        u.blocks.sort();
+        Ok(u)
     }
 
     /// Utilisation per pool, block and node.
