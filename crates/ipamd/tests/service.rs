@@ -240,3 +240,44 @@ fn idle_and_slow_clients_do_not_hold_the_service() {
     eprintln!("SIGTERM with stuck clients: exited in {:?}", t.elapsed());
     drop(held);
 }
+
+#[test]
+fn a_service_whose_socket_is_taken_away_stops_and_frees_the_store() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = start(d.path());
+    let sock = d.path().join("run/ipamd.sock");
+    let r = protocol::call(&sock, &add(d.path(), "before"), Duration::from_secs(30)).unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    // Nobody can reach it any more: it stops (within its watch interval) and exits cleanly.
+    std::fs::remove_file(&sock).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the service still runs {:?} after its socket was removed",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    // The store is free for the next one, with the first one's address in it.
+    let mut next = start(d.path());
+    let r = protocol::call(&sock, &add(d.path(), "after"), Duration::from_secs(30)).unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    sigterm(&next);
+    assert!(next.wait().unwrap().success());
+    let ipam = Ipam::new(
+        SledStore::open(d.path().join("store"), &SledOptions::default()).unwrap(),
+        Arc::new(SystemClock),
+    );
+    let held: usize = ipam
+        .blocks(&Range::Blocks)
+        .unwrap()
+        .iter()
+        .map(|b| b.value.used_count() as usize)
+        .sum();
+    assert_eq!(held, 2);
+}
