@@ -110,8 +110,13 @@ pub fn sample_records() -> Vec<Record> {
 /// A full /26 block of pods with the owner attributes a CNI ADD records: large enough that
 /// the sled and etcd stores keep it compressed.
 pub fn crowded_block() -> Record {
+    crowded_block_at(net("10.244.7.0/26"))
+}
+
+/// [`crowded_block`] at `cidr` (a /26).
+pub fn crowded_block_at(cidr: IpNetwork) -> Record {
     let mut b = Block::new(
-        net("10.244.7.0/26"),
+        cidr,
         Some("node-1".into()),
         HostReserved::default(),
         1_700_000_000_000_000_000,

@@ -736,11 +736,15 @@ impl Datastore for EtcdStore {
             }
         };
         // Then every record in another layout, each guarded by its own revision and the
-        // mark's: one written meanwhile was written in `layout` already.
+        // mark's: one written meanwhile was written in `layout` already. Up to
+        // REWRITES_PER_TXN records a transaction; a batch that loses to a writer is done
+        // again one record at a time, so only the records written meanwhile are left out.
         let mut status = LayoutStatus {
             layout: Some(layout),
             ..Default::default()
         };
+        let mut batch: Vec<Rewrite> = Vec::new();
+        let mut bytes = 0;
         self.each_record(|key, value, revision| {
             let new = match codec::transcode(self.strip(key), value, layout) {
                 Ok(Some(new)) => new,
@@ -750,30 +754,95 @@ impl Datastore for EtcdStore {
                 }
                 Err(e) => return Err(e),
             };
+            bytes += key.len() + new.len();
+            batch.push(Rewrite {
+                key: key.to_vec(),
+                new,
+                revision,
+            });
+            if batch.len() >= REWRITES_PER_TXN || bytes >= REWRITE_BYTES_PER_TXN {
+                self.rewrite(&mut batch, seen, &mut status)?;
+                bytes = 0;
+            }
+            Ok(())
+        })?;
+        self.rewrite(&mut batch, seen, &mut status)?;
+        Ok(status)
+    }
+}
+
+/// Records rewritten in one transaction by a layout switch: with the mark's comparison, 65
+/// comparisons and 64 puts, under etcd's default limit of 128 operations a transaction.
+const REWRITES_PER_TXN: usize = 64;
+
+/// Bytes (keys and values) of one such transaction, at most about this many: well under
+/// etcd's default request limit of 1.5 MiB.
+const REWRITE_BYTES_PER_TXN: usize = 512 << 10;
+
+/// A record a layout switch rewrites: its key, its value in the new layout, and the revision
+/// it was read at.
+struct Rewrite {
+    key: Vec<u8>,
+    new: Vec<u8>,
+    revision: i64,
+}
+
+impl EtcdStore {
+    /// Writes `batch` (emptied) in one transaction guarded by each record's revision and the
+    /// mark's; after a lost comparison, one record a transaction.
+    fn rewrite(
+        &self,
+        batch: &mut Vec<Rewrite>,
+        seen: Seen,
+        status: &mut LayoutStatus,
+    ) -> Result<(), StoreError> {
+        let mark = &self.mark;
+        let changed_again = || {
+            StoreError::Rejected(
+                "the record layout was changed again while records were being rewritten".into(),
+            )
+        };
+        let mut put = |records: &[Rewrite]| -> Result<bool, StoreError> {
+            let mut when: Vec<Compare> = records
+                .iter()
+                .map(|r| Compare::mod_revision(r.key.clone(), CompareOp::Equal, r.revision))
+                .collect();
+            when.push(Compare::mod_revision(
+                mark.clone(),
+                CompareOp::Equal,
+                seen.revision,
+            ));
+            let puts: Vec<TxnOp> = records
+                .iter()
+                .map(|r| TxnOp::put(r.key.clone(), r.new.clone(), None))
+                .collect();
             let resp = self.retry(true, |mut c| {
                 let txn = Txn::new()
-                    .when([
-                        Compare::mod_revision(key.to_vec(), CompareOp::Equal, revision),
-                        Compare::mod_revision(mark.clone(), CompareOp::Equal, seen.revision),
-                    ])
-                    .and_then([TxnOp::put(key.to_vec(), new.clone(), None)])
+                    .when(when.clone())
+                    .and_then(puts.clone())
                     .or_else([TxnOp::get(mark.clone(), None)]);
                 async move { c.txn(txn).await }
             })?;
             if resp.succeeded() {
-                status.rewritten += 1;
-                tally(&mut status, self.strip(key), &new);
-                return Ok(());
+                for r in records {
+                    status.rewritten += 1;
+                    tally(status, self.strip(&r.key), &r.new);
+                }
+                return Ok(true);
             }
             if Seen::from_get(resp.op_responses().first()) != seen {
-                return Err(StoreError::Rejected(
-                    "the record layout was changed again while records were being rewritten".into(),
-                ));
+                return Err(changed_again());
             }
-            // Written or deleted meanwhile, in `layout`.
-            Ok(())
-        })?;
-        Ok(status)
+            Ok(false)
+        };
+        if !batch.is_empty() && !put(batch)? && batch.len() > 1 {
+            for r in batch.iter() {
+                // Written or deleted meanwhile, in the new layout, when this one fails too.
+                put(std::slice::from_ref(r))?;
+            }
+        }
+        batch.clear();
+        Ok(())
     }
 }
 

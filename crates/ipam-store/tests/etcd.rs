@@ -466,6 +466,58 @@ fn switching_the_layout_rewrites_the_records_and_binds_every_writer() {
 }
 
 #[test]
+fn a_switch_rewrites_many_records_a_transaction_at_a_time() {
+    use ipam_core::RecordLayout;
+    use ipam_store::sled::codec::{COMPRESSED, PLAIN};
+    let Some(ep) = endpoint() else { return };
+    let mut raw = Raw::new(&ep);
+    // 150 large blocks written by a build before the mark: the prefix is plain.
+    let blocks: Vec<_> = (0..150u32)
+        .map(|i| {
+            let cidr = format!("10.{}.{}.{}/26", 100 + i / 1024, i / 4 % 256, i % 4 * 64);
+            conformance::crowded_block_at(cidr.parse().expect("a /26"))
+        })
+        .collect();
+    for b in &blocks {
+        let v = ipam_store::sled::codec::encode_plain(b, ipam_core::Revision(0)).expect("encodes");
+        raw.put(raw.key(&b.key()), v);
+    }
+    let operator = raw.store(&ep).expect("connects");
+    assert_eq!(raw.mark().as_deref(), Some("plain"));
+    // Records rewritten by one transaction share its revision: 150 records, at most 64 a
+    // transaction -> three revisions.
+    let revisions = |raw: &mut Raw| {
+        let keys: Vec<Vec<u8>> = blocks.iter().map(|b| raw.key(&b.key())).collect();
+        let mut revs = std::collections::BTreeSet::new();
+        for k in keys {
+            let r = raw
+                .rt
+                .block_on(raw.etcd.get(k, None))
+                .expect("etcd answers");
+            revs.insert(r.kvs().first().expect("stored").mod_revision());
+        }
+        revs.len()
+    };
+    let st = operator
+        .set_layout(RecordLayout::Compressed)
+        .expect("switched");
+    assert_eq!((st.rewritten, st.compressed, st.plain), (150, 150, 0));
+    assert_eq!(revisions(&mut raw), 3);
+    for b in &blocks {
+        assert_eq!(raw.layout_byte(&b.key()), COMPRESSED);
+    }
+    let st = operator.set_layout(RecordLayout::Plain).expect("switched");
+    assert_eq!((st.rewritten, st.compressed, st.plain), (150, 0, 150));
+    for b in &blocks {
+        assert_eq!(raw.layout_byte(&b.key()), PLAIN);
+        assert_eq!(
+            operator.get(&b.key()).expect("readable").map(|v| v.value),
+            Some(b.clone())
+        );
+    }
+}
+
+#[test]
 fn every_record_key_lies_in_the_range_a_layout_scan_reads() {
     for r in conformance::sample_records() {
         let k = ipam_store::sled::keys::encode(&r.key());
