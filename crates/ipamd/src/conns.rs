@@ -246,8 +246,7 @@ fn run(shared: &Arc<Shared>) {
                     let _s = shared.lock();
                     shared.changed.notify_all();
                 }
-                // Blocking again whatever the listener is (its flags are not inherited).
-                let _ = conn.set_nonblocking(false);
+                // Blocking, as the listener is (accept gives no flag of its own).
                 (shared.handler)(conn);
                 shared.lock().idle += 1;
                 last_work = Instant::now();
