@@ -797,11 +797,6 @@ impl EtcdStore {
         status: &mut LayoutStatus,
     ) -> Result<(), StoreError> {
         let mark = &self.mark;
-        let changed_again = || {
-            StoreError::Rejected(
-                "the record layout was changed again while records were being rewritten".into(),
-            )
-        };
         let mut put = |records: &[Rewrite]| -> Result<bool, StoreError> {
             let mut when: Vec<Compare> = records
                 .iter()
@@ -831,7 +826,9 @@ impl EtcdStore {
                 return Ok(true);
             }
             if Seen::from_get(resp.op_responses().first()) != seen {
-                return Err(changed_again());
+                return Err(StoreError::Rejected(
+                    "the record layout was changed again while records were being rewritten".into(),
+                ));
             }
             Ok(false)
         };

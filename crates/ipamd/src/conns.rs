@@ -3,17 +3,18 @@
 //! no hand-over between threads on the way.
 //!
 //! The kernel wakes one waiting thread per connection (a blocking `accept` waits exclusively).
-//! A thread that takes the last waiting place starts one more, up to the pool's limit, so a
-//! client that is slow to send (or sends nothing) holds only its own thread until the read
-//! deadline, never another client's; past the limit a connection waits in the listen backlog
-//! until a thread is free. Threads past the [`KEEP`] kept warm leave after [`IDLE_EXIT`]
+//! A thread that takes the last waiting place starts half as many again (at least one), up to
+//! the pool's limit, so a client that is slow to send (or sends nothing) holds only its own
+//! thread until the read deadline, never another client's; past the limit a connection waits
+//! in the listen backlog until a thread is free. Threads past the [`KEEP`] kept warm leave after [`IDLE_EXIT`]
 //! without work. How many requests run against the store at once is the handler's business
 //! (the service bounds it with [`Permits`]).
 //!
-//! History (docs/benchmarks.md): each connection first got a freshly spawned reader thread
-//! that passed the request to one of a fixed set of workers; then one accepting thread queued
-//! connections for a pool. Both cost a second thread's wake-up per request, which on two
-//! cores under load was a fifth of the service's CPU.
+//! History (docs/benchmarks.md, "Connection threads that accept for themselves"): each
+//! connection first got a freshly spawned reader thread that passed the request to one of a
+//! fixed set of workers; then one accepting thread queued connections for a pool. Both cost a
+//! second thread's wake-up per request, which on a loaded VM costs more than the work around
+//! it.
 
 use nix::sys::socket::{setsockopt, shutdown, sockopt::ReceiveTimeout, Shutdown};
 use nix::sys::time::TimeVal;

@@ -240,7 +240,6 @@ pub fn serve_store<S: Datastore + 'static>(
     stats: Arc<Stats>,
     identity: Option<String>,
 ) -> std::io::Result<()> {
-    let stats_c = Arc::clone(&stats);
     let socket_path = listener
         .local_addr()
         .ok()
@@ -250,10 +249,10 @@ pub fn serve_store<S: Datastore + 'static>(
     // at once.
     let permits = conns::Permits::new(WORKERS);
     let conns = conns::Conns::start(listener, MAX_READERS, shutdown, move |conn| {
-        stats_c.connections.fetch_add(1, Ordering::Relaxed);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
         if let Some((conn, req)) = read_request(conn) {
             let _permit = permits.take();
-            handle_conn(&ipam, conn, req, &stats_c, identity.as_deref());
+            handle_conn(&ipam, conn, req, &stats, identity.as_deref());
         }
     })?;
     conns.wait_stop();

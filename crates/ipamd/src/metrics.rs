@@ -1,6 +1,7 @@
 //! Prometheus metrics of the node service (`--metrics-listen ADDR`, text format on
 //! `/metrics`): requests by verb and CNI code, latency histograms by verb, commits retried
-//! after a lost compare-and-swap, assignments served in a group commit, and per pool and per node utilisation.
+//! after a lost compare-and-swap, assignments served in a group commit, and per node (with
+//! [`Scope::Cluster`] also per pool) utilisation.
 //!
 //! Utilisation is a snapshot taken at most once per [`UTILISATION_TTL`]. Its [`Scope`] says
 //! what it reads: by default the nodes this service serves, from their affinities and blocks
@@ -19,6 +20,11 @@ use std::time::{Duration, Instant};
 
 /// How long a utilisation snapshot is served before the blocks are read again.
 pub const UTILISATION_TTL: Duration = Duration::from_secs(10);
+
+/// A count as a gauge's value (saturating: a /64 pool's size does not fit).
+fn gauge(v: u128) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
 
 /// Which utilisation a service's metrics report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,7 +181,6 @@ impl Metrics {
         if last.is_some_and(|t| t.elapsed() < UTILISATION_TTL) {
             return;
         }
-        let g = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
         let nodes = match &self.scope {
             Scope::Cluster => {
                 let Ok(u) = ipam.utilisation() else {
@@ -202,16 +207,15 @@ impl Metrics {
         for n in &nodes {
             self.node
                 .with_label_values(&[n.node.as_str(), "blocks"])
-                .set(g(n.blocks.len() as u128));
+                .set(gauge(n.blocks.len() as u128));
             self.node
                 .with_label_values(&[n.node.as_str(), "addresses"])
-                .set(g(u128::from(n.in_use)));
+                .set(gauge(u128::from(n.in_use)));
         }
         *last = Some(Instant::now());
     }
 
     fn set_pools(&self, u: &ipam_core::Utilisation) {
-        let g = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
         for p in &u.pools {
             let cidr = p.cidr.map(|c| c.to_string()).unwrap_or_default();
             let borrowed: u64 = u
@@ -230,7 +234,7 @@ impl Metrics {
             ] {
                 self.pool
                     .with_label_values(&[p.name.as_str(), cidr.as_str(), state])
-                    .set(g(v));
+                    .set(gauge(v));
             }
         }
     }
