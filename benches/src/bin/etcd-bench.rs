@@ -16,6 +16,7 @@
 //! The bench compacts etcd's history when it starts and removes its keys when it ends: point
 //! it at a dedicated etcd.
 
+use ipam_benches::{cpu_of, etcd_pids};
 use ipam_cni::protocol::{self, Request};
 use ipam_core::{AutoAssignArgs, Ipam, Pool};
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
@@ -62,31 +63,6 @@ impl Drop for Service {
             .status();
         let _ = self.child.wait();
     }
-}
-
-/// CPU time (user + system, all threads) of process `pid`, from `/proc/PID/stat` in clock ticks
-/// of 10 ms (the fixed user-space tick on Linux).
-fn cpu_of(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// The etcd servers on this machine (processes named `etcd`), whose CPU a phase is charged.
-fn etcd_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "etcd")
-        })
-        .collect()
 }
 
 /// etcd's counters at `ep` (`http://host:port`): requests answered by method (Txn, Range,

@@ -447,6 +447,54 @@ pub trait Datastore: Send + Sync {
             "this store has a single record layout".into(),
         ))
     }
+
+    /// A feed of the records in `ranges` and their changes from now on, for a reader that
+    /// keeps a copy (the route agent): what it then reads costs the store nothing. `None` for
+    /// stores without one; their readers read the ranges again instead.
+    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
+        let _ = ranges;
+        Ok(None)
+    }
+}
+
+/// What a [`Feed`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Every record in the watched ranges at one revision: the first message, and again
+    /// whenever the feed had to start over (a reader replaces its copy).
+    Snapshot(Vec<Versioned<Record>>),
+    /// A record written after the last snapshot.
+    Put(Versioned<Record>),
+    /// A record deleted after the last snapshot.
+    Delete(Key),
+}
+
+/// Changes to watched ranges, in the order the store made them ([`Datastore::watch`]).
+#[derive(Debug)]
+pub struct Feed {
+    rx: std::sync::mpsc::Receiver<Change>,
+}
+
+impl Feed {
+    /// A feed reading what a store's watcher sends on the other end of `rx`.
+    pub fn new(rx: std::sync::mpsc::Receiver<Change>) -> Feed {
+        Feed { rx }
+    }
+
+    /// The changes that arrived since the last call, without waiting; `None` once the
+    /// watcher has stopped (its reader goes back to reading the store).
+    pub fn drain(&self) -> Option<Vec<Change>> {
+        let mut out = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(c) => out.push(c),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Some(out),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return if out.is_empty() { None } else { Some(out) };
+                }
+            }
+        }
+    }
 }
 
 /// How a store lays out the bytes of a record, where its writers must agree on it: a build
@@ -543,6 +591,9 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
         (**self).set_layout(layout)
     }
+    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
+        (**self).watch(ranges)
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
@@ -570,6 +621,9 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
         (**self).set_layout(layout)
     }
+    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
+        (**self).watch(ranges)
+    }
 }
 
 impl<T: Datastore + ?Sized> Datastore for Box<T> {
@@ -596,6 +650,9 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     }
     fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
         (**self).set_layout(layout)
+    }
+    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
+        (**self).watch(ranges)
     }
 }
 

@@ -59,14 +59,15 @@ pub use bitmap::Bitmap;
 pub use cidr::Family;
 pub use clock::{Clock, ManualClock};
 pub use datastore::{
-    all, one, put, ConflictKind, Datastore, Key, LayoutStatus, Lenient, Range, Read, Record,
-    RecordKind, RecordLayout, Revision, StoreError, StoreExt, Versioned, Write,
+    all, one, put, Change, ConflictKind, Datastore, Feed, Key, LayoutStatus, Lenient, Range, Read,
+    Record, RecordKind, RecordLayout, Revision, StoreError, StoreExt, Versioned, Write,
 };
 pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, ReleaseError};
 pub use ipam::{
     AffinityRelease, Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult,
     BlockUsage, Dump, FamilyAssignment, Ipam, IpamOptions, NodeUsage, PoolUsage, ReleaseOutcome,
-    ReleaseRequest, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES, RELEASES_PER_COMMIT,
+    ReleaseRequest, RouteSource, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES,
+    RELEASES_PER_COMMIT,
 };
 pub use model::{
     endpoint_id, validate_handle_id, validate_node_name, Affinity, AffinityState, AllocAttrs,

@@ -25,7 +25,8 @@
 //! - The client is async; this store owns a current-thread tokio runtime and blocks on each
 //!   call, so the core stays synchronous (docs/ARCHITECTURE.md). The waiting caller drives the
 //!   connection (no hop to a runtime thread and back); nothing runs between calls, so the
-//!   client must keep no watch or lease of its own.
+//!   client must keep no watch or lease of its own. [`Datastore::watch`] runs its watches on
+//!   a connection, runtime and thread of their own (`etcd_watch`).
 
 use crate::sled::{codec, keys};
 use etcd_client::{
@@ -203,6 +204,22 @@ fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
     })
 }
 
+/// How to connect (TLS included), without a per-request timeout: a watch's stream lasts.
+pub(crate) fn connect_options(opts: &EtcdOptions) -> Result<ConnectOptions, EtcdOpenError> {
+    let mut co = ConnectOptions::new().with_connect_timeout(opts.connect_timeout);
+    if opts.ca_cert_file.is_some() || opts.cert_file.is_some() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &opts.ca_cert_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(c), Some(k)) = (&opts.cert_file, &opts.key_file) {
+            tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
+        }
+        co = co.with_tls(tls);
+    }
+    Ok(co)
+}
+
 impl EtcdStore {
     /// Listings this store started again because etcd compacted the revision they read at
     /// (between two of their pages), since it was made.
@@ -216,19 +233,7 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(EtcdOpenError::Runtime)?;
-        let mut co = ConnectOptions::new()
-            .with_timeout(opts.request_timeout)
-            .with_connect_timeout(opts.connect_timeout);
-        if opts.ca_cert_file.is_some() || opts.cert_file.is_some() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &opts.ca_cert_file {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
-            if let (Some(c), Some(k)) = (&opts.cert_file, &opts.key_file) {
-                tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
-            }
-            co = co.with_tls(tls);
-        }
+        let co = connect_options(&opts)?.with_timeout(opts.request_timeout);
         let start = Instant::now();
         let mut pause = Duration::from_millis(50);
         let mark = [opts.prefix.as_bytes(), LAYOUT_KEY].concat();
@@ -690,6 +695,10 @@ impl Datastore for EtcdStore {
                 kind: ConflictKind::Changed,
             });
         }
+    }
+
+    fn watch(&self, ranges: &[Range]) -> Result<Option<ipam_core::Feed>, StoreError> {
+        crate::etcd_watch::start(self.opts.clone(), ranges.to_vec()).map(Some)
     }
 
     fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {

@@ -37,6 +37,12 @@ macro_rules! pass_to_inner {
         ) -> Result<ipam_core::LayoutStatus, ipam_core::StoreError> {
             self.inner.set_layout(layout)
         }
+        fn watch(
+            &self,
+            ranges: &[ipam_core::Range],
+        ) -> Result<Option<ipam_core::Feed>, ipam_core::StoreError> {
+            self.inner.watch(ranges)
+        }
     };
 }
 
@@ -46,6 +52,8 @@ pub mod conformance;
 mod counting;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_watch;
 mod faulty;
 mod memory;
 mod observed;

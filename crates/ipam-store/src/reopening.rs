@@ -127,4 +127,7 @@ impl Datastore for Reopening {
     ) -> Result<ipam_core::LayoutStatus, StoreError> {
         self.with(|s| s.set_layout(layout))
     }
+    fn watch(&self, ranges: &[Range]) -> Result<Option<ipam_core::Feed>, StoreError> {
+        self.with(|s| s.watch(ranges))
+    }
 }

@@ -677,3 +677,77 @@ fn no_write_lands_in_a_layout_switched_away_from_while_nodes_allocate() {
         .sum();
     assert_eq!(in_use, held as u64, "every held address, and no other");
 }
+
+#[test]
+fn a_watch_feed_sends_a_snapshot_then_every_change_of_its_ranges_only() {
+    use ipam_core::{Affinity, Change, Key, Node, Range, Record, Write};
+    let Some(ep) = endpoint() else { return };
+    let raw = Raw::new(&ep);
+    let s = raw.store(&ep).expect("connects");
+    let node = |n: &str| Record::Node(Node::new(n).expect("a valid name"));
+    let aff = Record::Affinity(Affinity::confirmed(
+        "node-1",
+        "10.244.0.0/26".parse().expect("a cidr"),
+    ));
+    s.commit(vec![
+        Write::Create(node("node-1")),
+        Write::Create(aff.clone()),
+    ])
+    .expect("created");
+    let feed = s
+        .watch(&[Range::Affinities, Range::Nodes])
+        .expect("a feed")
+        .expect("etcd has one");
+    // Everything the feed sent, until `done` holds of it (10 s at most).
+    fn wait_for(feed: &ipam_core::Feed, seen: &mut Vec<Change>, done: &dyn Fn(&[Change]) -> bool) {
+        let t = std::time::Instant::now();
+        while !done(seen) {
+            assert!(t.elapsed() < Duration::from_secs(10), "only {seen:?}");
+            seen.extend(feed.drain().expect("the watcher runs"));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let mut seen: Vec<Change> = Vec::new();
+    wait_for(&feed, &mut seen, &|c| !c.is_empty());
+    let Change::Snapshot(first) = &seen[0] else {
+        panic!("first a snapshot: {seen:?}")
+    };
+    let mut keys: Vec<Key> = first.iter().map(|v| v.value.key()).collect();
+    keys.sort();
+    let mut want = vec![node("node-1").key(), aff.key()];
+    want.sort();
+    assert_eq!(keys, want);
+
+    // A node created, the affinity deleted, a block written (not watched).
+    let aff_rev = s
+        .get(&aff.key())
+        .expect("readable")
+        .expect("stored")
+        .revision;
+    s.commit(vec![
+        Write::Create(node("node-2")),
+        Write::Delete {
+            key: aff.key(),
+            expected: aff_rev,
+        },
+        Write::Create(conformance::crowded_block()),
+    ])
+    .expect("committed");
+    let puts_and_deletes = |c: &[Change]| {
+        c.iter()
+            .filter(|c| matches!(c, Change::Put(_) | Change::Delete(_)))
+            .count()
+    };
+    wait_for(&feed, &mut seen, &|c| puts_and_deletes(c) >= 2);
+    std::thread::sleep(Duration::from_millis(200));
+    seen.extend(feed.drain().expect("the watcher runs"));
+    let node2 = s
+        .get(&node("node-2").key())
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(
+        seen[1..].to_vec(),
+        vec![Change::Put(node2), Change::Delete(aff.key())],
+        "the changes, and nothing of the block"
+    );
+}

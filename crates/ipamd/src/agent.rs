@@ -1,8 +1,10 @@
 //! The route agent: turns the store's block affinities into this node's routes, continuously.
 //!
-//! Every interval it reads affinities, nodes and endpoints in one batch
-//! (`Ipam::routes_for`) and, when the wanted set changed (and every few seconds regardless, so
-//! a route deleted by hand comes back), makes the kernel agree: `direct` mode programs the
+//! Every interval it takes affinities, nodes and endpoints from its copy that the store's
+//! feed keeps current (`Ipam::watch_routes`, etcd), or, for a store without a feed, reads them
+//! in one batch (`Ipam::routes_for`: every such record of the store, each pass), and, when the
+//! wanted set changed (and every few seconds regardless, so a route deleted by hand comes
+//! back), makes the kernel agree: `direct` mode programs the
 //! routes itself under its own protocol number; `bgp` mode renders BIRD's configuration and
 //! reloads BIRD, which installs what the peers announce. On start the first pass removes
 //! whatever the agent's protocol holds that is no longer wanted, so a restart converges from
@@ -60,11 +62,51 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
     let mut last_bird: Option<String> = None;
     let mut last_full = Instant::now();
     let mut first = true;
+    let mut source = match ipam.watch_routes() {
+        Ok(Some(s)) => {
+            tracing::info!("route agent: following the store's feed");
+            Some(s)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "route agent: no feed from the store; reading it each pass");
+            None
+        }
+    };
     while !shutdown.load(Ordering::SeqCst) {
-        match ipam.routes_for(&cfg.node) {
-            Err(e) => tracing::warn!(error = %e, "route agent: cannot read the store"),
-            Ok((routes, borrowed)) => {
-                let full = first || last_full.elapsed() >= resync;
+        if source.as_mut().is_some_and(|s| !s.update()) {
+            tracing::warn!("route agent: the store's feed stopped; reading the store each pass");
+            source = None;
+        }
+        let full = first || last_full.elapsed() >= resync;
+        let bgp = matches!(cfg.mode, Mode::Bgp { .. });
+        // What the last pass could not apply is tried again every pass, as on a change.
+        let unapplied = if bgp {
+            last_bird.is_none()
+        } else {
+            last_direct.is_none()
+        };
+        let read = match &mut source {
+            Some(s) => {
+                // Nothing to route by before the first snapshot; nothing new without a change.
+                let changed = s.take_changed();
+                (s.synced() && (changed || full || unapplied))
+                    .then(|| Ok((s.routes_for(&cfg.node), s.nodes())))
+            }
+            // The peers are read only where BGP needs them.
+            None => Some(ipam.routes_for(&cfg.node).map(|r| {
+                let nodes = if bgp {
+                    ipam.nodes().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                (r, nodes)
+            })),
+        };
+        match read {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "route agent: cannot read the store"),
+            Some(Ok(((routes, borrowed), nodes))) => {
                 match &cfg.mode {
                     Mode::Direct => {
                         let want: BTreeSet<KernelRoute> =
@@ -96,9 +138,7 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
                             // Routes a direct-mode run left behind are no longer wanted.
                             let _ = kernel.reconcile(&BTreeSet::new());
                         }
-                        let peers: Vec<(String, std::net::IpAddr)> = ipam
-                            .nodes()
-                            .unwrap_or_default()
+                        let peers: Vec<(String, std::net::IpAddr)> = nodes
                             .iter()
                             .filter_map(|n| n.address(false).map(|a| (n.name().to_string(), a)))
                             .collect();

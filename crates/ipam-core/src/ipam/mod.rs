@@ -14,6 +14,7 @@ mod assign;
 mod batch;
 mod dump;
 mod endpoint;
+pub use endpoint::RouteSource;
 mod held;
 mod query;
 mod release;
