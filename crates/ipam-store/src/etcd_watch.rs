@@ -60,24 +60,25 @@ struct Watcher {
     ranges: Vec<Range>,
 }
 
+/// The record a key-value pair under `prefix` holds, at its revision; `None` (logged) for one
+/// that does not decode, which a listing leaves out too.
+fn decode(prefix: &str, kv: &KeyValue) -> Option<Versioned<ipam_core::Record>> {
+    let key = kv.key().strip_prefix(prefix.as_bytes())?;
+    match codec::decode(key, kv.value()) {
+        Ok(mut v) => {
+            v.revision = Revision(u64::try_from(kv.mod_revision()).unwrap_or(0));
+            Some(v)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "etcd watch: a record does not decode");
+            None
+        }
+    }
+}
+
 impl Watcher {
     fn full_key(&self, k: &[u8]) -> Vec<u8> {
         [self.opts.prefix.as_bytes(), k].concat()
-    }
-
-    fn decode(&self, kv: &KeyValue) -> Option<Versioned<ipam_core::Record>> {
-        let key = kv.key().strip_prefix(self.opts.prefix.as_bytes())?;
-        match codec::decode(key, kv.value()) {
-            Ok(mut v) => {
-                v.revision = Revision(u64::try_from(kv.mod_revision()).unwrap_or(0));
-                Some(v)
-            }
-            Err(e) => {
-                // A record no reader could use: left out, as a listing leaves it out.
-                tracing::warn!(error = %e, "etcd watch: a record does not decode");
-                None
-            }
-        }
     }
 
     /// One snapshot, then the changes, until a watch fails (`Err`: start over) or the feed
@@ -112,7 +113,8 @@ impl Watcher {
         let mut records = Vec::new();
         for answer in resp.op_responses() {
             if let TxnOpResponse::Get(g) = answer {
-                records.extend(g.kvs().iter().filter_map(|kv| self.decode(kv)));
+                let prefix = &self.opts.prefix;
+                records.extend(g.kvs().iter().filter_map(|kv| decode(prefix, kv)));
             }
         }
         if tx.send(Change::Snapshot(records)).is_err() {
@@ -128,13 +130,7 @@ impl Watcher {
             let start = self.full_key(&start);
             let tx = tx.clone();
             let prefix = self.opts.prefix.clone();
-            let me = Watcher {
-                opts: EtcdOptions {
-                    prefix,
-                    ..EtcdOptions::default()
-                },
-                ranges: vec![range.clone()],
-            };
+            let range = range.clone();
             watches.spawn(async move {
                 let mut stream = c
                     .watch(start, Some(opts))
@@ -152,16 +148,16 @@ impl Watcher {
                         let Some(kv) = ev.kv() else { continue };
                         let Some(key) = kv
                             .key()
-                            .strip_prefix(me.opts.prefix.as_bytes())
+                            .strip_prefix(prefix.as_bytes())
                             .and_then(keys::decode)
                         else {
                             continue;
                         };
-                        if !me.ranges[0].contains(&key) {
+                        if !range.contains(&key) {
                             continue; // a nested prefix's key, within the byte range
                         }
                         let change = match ev.event_type() {
-                            EventType::Put => match me.decode(kv) {
+                            EventType::Put => match decode(&prefix, kv) {
                                 Some(v) => Change::Put(v),
                                 None => Change::Delete(key),
                             },
