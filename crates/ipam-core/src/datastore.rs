@@ -469,7 +469,8 @@ pub enum Change {
     Delete(Key),
 }
 
-/// Changes to watched ranges, in the order the store made them ([`Datastore::watch`]).
+/// Changes to watched ranges ([`Datastore::watch`]): in the order the store made them within
+/// each range (so for each key); changes of different ranges may interleave otherwise.
 #[derive(Debug)]
 pub struct Feed {
     rx: std::sync::mpsc::Receiver<Change>,

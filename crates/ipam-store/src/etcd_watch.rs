@@ -5,8 +5,9 @@
 //! revision), sends that as a snapshot, then watches each range from the next revision and
 //! sends every change etcd reports. When a watch is cancelled (its revision was compacted
 //! away) or the connection fails, it starts over with a new snapshot, so a reader's copy never
-//! misses a change. Each range is watched on its own: a node's agent must not be sent every
-//! block and handle write of the cluster. The thread ends when the feed has been dropped, at
+//! misses a change. Each range is watched on its own (its changes in order; two ranges'
+//! changes may interleave in another order than etcd made them): a node's agent must not be
+//! sent every block and handle write of the cluster. The thread ends when the feed has been dropped, at
 //! the next change it would send.
 
 use crate::etcd::{connect_options, EtcdOptions};
