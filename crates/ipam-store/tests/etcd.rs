@@ -755,3 +755,134 @@ fn a_watch_feed_sends_a_snapshot_then_every_change_of_its_ranges_only() {
     assert!(rest.contains(&Change::Put(node2)), "{rest:?}");
     assert!(rest.contains(&Change::Delete(aff.key())), "{rest:?}");
 }
+
+/// A TCP relay to etcd whose connections the test can cut.
+struct Relay {
+    addr: std::net::SocketAddr,
+    conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn to(ep: &str) -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        let target = ep.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let addr = listener.local_addr().expect("bound");
+        let conns: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
+        let kept = Arc::clone(&conns);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut list = kept.lock().expect("the list");
+                for s in [&client, &server] {
+                    list.push(s.try_clone().expect("a clone"));
+                }
+                drop(list);
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("a clone"),
+                        server.try_clone().expect("a clone"),
+                    ),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { addr, conns }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every connection made so far (new ones still go through).
+    fn cut(&self) {
+        for s in self.conns.lock().expect("the list").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_watch_feed_whose_connection_is_cut_starts_over_with_a_snapshot() {
+    use ipam_core::{Change, Node, Range, Record, Write};
+    let Some(ep) = endpoint() else { return };
+    let raw = Raw::new(&ep);
+    let writer = raw.store(&ep).expect("connects");
+    let relay = Relay::to(&ep);
+    let watched = raw
+        .store(&relay.endpoint())
+        .expect("connects through the relay");
+    let node = |n: &str| Record::Node(Node::new(n).expect("a valid name"));
+    writer
+        .commit(vec![Write::Create(node("node-1"))])
+        .expect("created");
+    let feed = watched
+        .watch(&[Range::Nodes])
+        .expect("a feed")
+        .expect("etcd has one");
+    // Takes what the feed sent into the node names a reader's copy holds, until `done` holds
+    // of them (at least once; 15 s at most); whether a snapshot came on the way.
+    let mut names: std::collections::BTreeSet<String> = Default::default();
+    let mut follow = |done: &dyn Fn(&std::collections::BTreeSet<String>) -> bool| {
+        let t = std::time::Instant::now();
+        let mut snapshot = false;
+        loop {
+            for c in feed.drain().expect("the watcher runs") {
+                let name = |r: &Record| match r {
+                    Record::Node(n) => n.name().to_string(),
+                    _ => String::new(),
+                };
+                match c {
+                    Change::Snapshot(all) => {
+                        snapshot = true;
+                        names = all.iter().map(|v| name(&v.value)).collect();
+                    }
+                    Change::Put(v) => {
+                        names.insert(name(&v.value));
+                    }
+                    Change::Delete(_) => {}
+                }
+            }
+            if done(&names) {
+                return snapshot;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "the copy holds {names:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert!(follow(&|n| n.contains("node-1")), "first a snapshot");
+    // The watch's connection goes; a node is written meanwhile (directly, not through the
+    // relay). The feed starts over with a new snapshot, and misses nothing.
+    relay.cut();
+    writer
+        .commit(vec![Write::Create(node("node-2"))])
+        .expect("created");
+    let t = std::time::Instant::now();
+    let mut restarted = false;
+    while !restarted {
+        restarted = follow(&|_| true);
+        assert!(t.elapsed() < Duration::from_secs(15), "no new snapshot");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    writer
+        .commit(vec![Write::Create(node("node-3"))])
+        .expect("created");
+    follow(&|n| n.len() == 3);
+    assert_eq!(
+        names,
+        ["node-1", "node-2", "node-3"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
+}
