@@ -50,7 +50,7 @@ const MAX_PAGE_BYTES: usize = 128 * (3 << 19) + (4 << 20);
 
 /// The largest answer of a batched read, which lists whole ranges in one snapshot: protobuf's
 /// own limit (2 GiB; at a few KiB per block, hundreds of thousands of blocks).
-const MAX_SNAPSHOT_BYTES: usize = 0x7fff_ffff;
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = 0x7fff_ffff;
 
 /// How to reach etcd.
 #[derive(Clone, Debug)]
@@ -202,6 +202,17 @@ fn read(path: &str) -> Result<Vec<u8>, EtcdOpenError> {
         path: path.to_string(),
         source,
     })
+}
+
+/// The record stored under `key` (the prefix stripped) as `value`, at etcd's `mod_revision`.
+pub(crate) fn decode_at(
+    key: &[u8],
+    value: &[u8],
+    mod_revision: i64,
+) -> Result<Versioned<Record>, StoreError> {
+    let mut v = codec::decode(key, value)?;
+    v.revision = Revision(u64::try_from(mod_revision).unwrap_or(0));
+    Ok(v)
 }
 
 /// How to connect (TLS included), without a per-request timeout: a watch's stream lasts.
@@ -413,9 +424,7 @@ impl EtcdStore {
         value: &[u8],
         mod_revision: i64,
     ) -> Result<Versioned<Record>, StoreError> {
-        let mut v = codec::decode(self.strip(key), value)?;
-        v.revision = Revision(u64::try_from(mod_revision).unwrap_or(0));
-        Ok(v)
+        decode_at(self.strip(key), value, mod_revision)
     }
 
     /// Runs `f` until it succeeds or the retry budget is spent.

@@ -10,20 +10,17 @@
 //! sent every block and handle write of the cluster. The thread ends when the feed has been dropped, at
 //! the next change it would send.
 
-use crate::etcd::{connect_options, EtcdOptions};
-use crate::sled::{codec, keys};
+use crate::etcd::{connect_options, decode_at, EtcdOptions, MAX_SNAPSHOT_BYTES};
+use crate::sled::keys;
 use etcd_client::{
     Client, EventType, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
-use ipam_core::{Change, Feed, Range, Revision, StoreError, Versioned};
+use ipam_core::{Change, Feed, Range, StoreError, Versioned};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 /// Pause before starting over after a failure.
 const RESTART_PAUSE: Duration = Duration::from_millis(500);
-
-/// The largest snapshot answer (as the store's own batched reads).
-const MAX_SNAPSHOT_BYTES: usize = 0x7fff_ffff;
 
 /// Starts the watching thread; its feed.
 pub(crate) fn start(opts: EtcdOptions, ranges: Vec<Range>) -> Result<Feed, StoreError> {
@@ -65,11 +62,8 @@ struct Watcher {
 /// that does not decode, which a listing leaves out too.
 fn decode(prefix: &str, kv: &KeyValue) -> Option<Versioned<ipam_core::Record>> {
     let key = kv.key().strip_prefix(prefix.as_bytes())?;
-    match codec::decode(key, kv.value()) {
-        Ok(mut v) => {
-            v.revision = Revision(u64::try_from(kv.mod_revision()).unwrap_or(0));
-            Some(v)
-        }
+    match decode_at(key, kv.value(), kv.mod_revision()) {
+        Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(error = %e, "etcd watch: a record does not decode");
             None

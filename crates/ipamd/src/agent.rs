@@ -90,8 +90,11 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
             Some(s) => {
                 // Nothing to route by before the first snapshot; nothing new without a change.
                 let changed = s.take_changed();
-                (s.synced() && (changed || full || unapplied))
-                    .then(|| Ok((s.routes_for(&cfg.node), s.nodes())))
+                (s.synced() && (changed || full || unapplied)).then(|| {
+                    // The peers are copied only where BGP needs them.
+                    let nodes = if bgp { s.nodes() } else { Vec::new() };
+                    Ok((s.routes_for(&cfg.node), nodes))
+                })
             }
             // The peers are read only where BGP needs them.
             None => Some(ipam.routes_for(&cfg.node).map(|r| {

@@ -139,11 +139,7 @@ impl Conns {
             s.threads += 1;
             s.idle += 1;
         }
-        let for_thread = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("ipamd-conn".into())
-            .stack_size(STACK)
-            .spawn(move || run(&for_thread))?;
+        start_thread(&shared)?;
         Ok(Conns { shared })
     }
 
@@ -188,17 +184,22 @@ impl Conns {
 /// process is out of threads) are counted out again, and the connections wait for the others.
 fn spawn(shared: &Arc<Shared>, n: usize) {
     for _ in 0..n {
-        let for_thread = Arc::clone(shared);
-        let started = std::thread::Builder::new()
-            .name("ipamd-conn".into())
-            .stack_size(STACK)
-            .spawn(move || run(&for_thread));
-        if started.is_err() {
+        if start_thread(shared).is_err() {
             let mut s = shared.lock();
             s.threads -= 1;
             s.idle -= 1;
         }
     }
+}
+
+/// Starts one thread of the pool (already counted).
+fn start_thread(shared: &Arc<Shared>) -> std::io::Result<()> {
+    let for_thread = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("ipamd-conn".into())
+        .stack_size(STACK)
+        .spawn(move || run(&for_thread))
+        .map(drop)
 }
 
 /// Counts a thread out of the pool when it leaves, also by a panic in the handler, so

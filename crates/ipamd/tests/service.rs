@@ -53,6 +53,12 @@ fn add(dir: &Path, cid: &str) -> Request {
     )
 }
 
+/// An ADD of container `cid` through the service at `sock`, which must succeed.
+fn add_ok(sock: &Path, dir: &Path, cid: &str) {
+    let r = protocol::call(sock, &add(dir, cid), Duration::from_secs(30)).unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+}
+
 fn sigterm(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -187,8 +193,7 @@ fn idle_and_slow_clients_do_not_hold_the_service() {
     let mut child = start(d.path());
     let sock = d.path().join("run/ipamd.sock");
     // A normal ADD: the pool and the node's block exist already.
-    let warm = protocol::call(&sock, &add(d.path(), "warm-up"), Duration::from_secs(30)).unwrap();
-    assert_eq!(warm.exit_code, 0, "{}", warm.stdout);
+    add_ok(&sock, d.path(), "warm-up");
     let t = Instant::now();
     protocol::call(&sock, &add(d.path(), "quiet-day"), Duration::from_secs(30)).unwrap();
     let quiet = t.elapsed();
@@ -207,8 +212,7 @@ fn idle_and_slow_clients_do_not_hold_the_service() {
     }
     let timed_add = |cid: &str| {
         let t = Instant::now();
-        let r = protocol::call(&sock, &add(d.path(), cid), Duration::from_secs(30)).unwrap();
-        assert_eq!(r.exit_code, 0, "{}", r.stdout);
+        add_ok(&sock, d.path(), cid);
         t.elapsed()
     };
     // Right away, the service is still accepting the burst (a reader thread each).
@@ -246,8 +250,7 @@ fn a_service_whose_socket_is_taken_away_stops_and_frees_the_store() {
     let d = tempfile::tempdir().unwrap();
     let mut child = start(d.path());
     let sock = d.path().join("run/ipamd.sock");
-    let r = protocol::call(&sock, &add(d.path(), "before"), Duration::from_secs(30)).unwrap();
-    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    add_ok(&sock, d.path(), "before");
     // Nobody can reach it any more: it stops (within its watch interval) and exits cleanly.
     std::fs::remove_file(&sock).unwrap();
     let t = Instant::now();
@@ -265,8 +268,7 @@ fn a_service_whose_socket_is_taken_away_stops_and_frees_the_store() {
     assert!(status.success(), "{status}");
     // The store is free for the next one, with the first one's address in it.
     let mut next = start(d.path());
-    let r = protocol::call(&sock, &add(d.path(), "after"), Duration::from_secs(30)).unwrap();
-    assert_eq!(r.exit_code, 0, "{}", r.stdout);
+    add_ok(&sock, d.path(), "after");
     sigterm(&next);
     assert!(next.wait().unwrap().success());
     let ipam = Ipam::new(

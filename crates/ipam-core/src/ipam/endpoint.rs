@@ -8,6 +8,22 @@ use crate::error::AdminError;
 use crate::model::{Affinity, Endpoint, Node};
 use std::collections::BTreeMap;
 
+/// A node's routes, and the addresses its pods borrowed (which it announces).
+type NodeRoutes = (Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>);
+
+/// [`NodeRoutes`] of `node` from the three kinds of record.
+fn node_routes<E: std::borrow::Borrow<Endpoint>>(
+    node: &str,
+    affs: &[Affinity],
+    nodes: &[Node],
+    eps: &[E],
+) -> NodeRoutes {
+    (
+        crate::routing::routes_for(node, affs, nodes, eps),
+        crate::routing::borrowed_by(node, affs, eps),
+    )
+}
+
 /// The ranges routes are computed from.
 const ROUTE_RANGES: [Range; 3] = [Range::Affinities, Range::Nodes, Range::Endpoints];
 
@@ -92,17 +108,11 @@ impl RouteSource {
     }
 
     /// [`Ipam::routes_for`], from the copy (the endpoints are not copied again).
-    pub fn routes_for(
-        &self,
-        node: &str,
-    ) -> (Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>) {
+    pub fn routes_for(&self, node: &str) -> NodeRoutes {
         let affs: Vec<Affinity> = self.affinities.values().cloned().collect();
         let nodes = self.nodes();
         let eps: Vec<&Endpoint> = self.endpoints.values().collect();
-        (
-            crate::routing::routes_for(node, &affs, &nodes, &eps),
-            crate::routing::borrowed_by(node, &affs, &eps),
-        )
+        node_routes(node, &affs, &nodes, &eps)
     }
 
     /// The node records in the copy, in name order.
@@ -165,10 +175,7 @@ impl<S: Datastore> Ipam<S> {
 impl<S: Datastore> Ipam<S> {
     /// The routes `node` should have now ([`crate::routing::routes_for`]), and the addresses
     /// its pods borrowed (which it announces), from one consistent read.
-    pub fn routes_for(
-        &self,
-        node: &str,
-    ) -> Result<(Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>), AdminError> {
+    pub fn routes_for(&self, node: &str) -> Result<NodeRoutes, AdminError> {
         use crate::datastore::{all, Read};
         let answers = self.store.read(&ROUTE_RANGES.map(Read::List))?;
         let mut it = answers.into_iter();
@@ -185,10 +192,7 @@ impl<S: Datastore> Ipam<S> {
             .into_iter()
             .map(|v| v.value)
             .collect();
-        Ok((
-            crate::routing::routes_for(node, &affs, &nodes, &eps),
-            crate::routing::borrowed_by(node, &affs, &eps),
-        ))
+        Ok(node_routes(node, &affs, &nodes, &eps))
     }
 }
 
