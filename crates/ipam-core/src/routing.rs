@@ -55,14 +55,15 @@ fn outside(blocks: &[IpNetwork], ip: IpAddr) -> bool {
 }
 
 /// Addresses of pods on `node` taken from blocks not affine to it (the node announces them).
-/// Endpoints may be owned or borrowed (a caller's copy need not be cloned).
-pub fn borrowed_by<E: Borrow<Endpoint>>(
+/// Records may be owned or borrowed (a caller's copy need not be cloned).
+pub fn borrowed_by<A: Borrow<Affinity>, E: Borrow<Endpoint>>(
     node: &str,
-    affinities: &[Affinity],
+    affinities: &[A],
     endpoints: &[E],
 ) -> Vec<IpNetwork> {
     let mine: Vec<IpNetwork> = affinities
         .iter()
+        .map(Borrow::borrow)
         .filter(|a| a.node == node && a.state == AffinityState::Confirmed)
         .map(|a| a.cidr)
         .collect();
@@ -82,13 +83,17 @@ pub fn borrowed_by<E: Borrow<Endpoint>>(
 /// The routes `node` should have. One pass over each input (the blocks of every node grouped
 /// first), so a cluster of a thousand nodes and 110,000 endpoints costs one sort, not a pass
 /// over every endpoint per node.
-pub fn routes_for<E: Borrow<Endpoint>>(
+pub fn routes_for<A: Borrow<Affinity>, N: Borrow<Node>, E: Borrow<Endpoint>>(
     node: &str,
-    affinities: &[Affinity],
-    nodes: &[Node],
+    affinities: &[A],
+    nodes: &[N],
     endpoints: &[E],
 ) -> Vec<Route> {
-    let addr: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let addr: BTreeMap<&str, &Node> = nodes
+        .iter()
+        .map(Borrow::borrow)
+        .map(|n| (n.name.as_str(), n))
+        .collect();
     let via = |owner: &str, dst: &IpNetwork| {
         addr.get(owner)
             .and_then(|n| n.address(dst.is_ipv6()))
@@ -100,6 +105,7 @@ pub fn routes_for<E: Borrow<Endpoint>>(
         std::collections::HashMap::new();
     for a in affinities
         .iter()
+        .map(Borrow::borrow)
         .filter(|a| a.state == AffinityState::Confirmed)
     {
         blocks_of.entry(a.node.as_str()).or_default().push(a.cidr);
@@ -225,7 +231,7 @@ mod tests {
         nodes: &[Node],
         eps: &[Endpoint],
     ) -> Vec<Route> {
-        let mut out: Vec<Route> = routes_for::<Endpoint>(node, affs, nodes, &[]);
+        let mut out: Vec<Route> = routes_for::<_, _, Endpoint>(node, affs, nodes, &[]);
         let mut others: Vec<&str> = eps.iter().map(|e| e.node.as_str()).collect();
         others.sort_unstable();
         others.dedup();

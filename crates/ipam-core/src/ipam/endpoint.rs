@@ -5,17 +5,19 @@
 use super::Ipam;
 use crate::datastore::{put, Change, Datastore, Feed, Key, Range, Record, StoreExt};
 use crate::error::AdminError;
-use crate::model::{Affinity, Endpoint, Node};
-use std::collections::BTreeMap;
+use crate::model::{Affinity, AffinityState, Endpoint, Node};
+use ipnetwork::IpNetwork;
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A node's routes, and the addresses its pods borrowed (which it announces).
-type NodeRoutes = (Vec<crate::routing::Route>, Vec<ipnetwork::IpNetwork>);
+type NodeRoutes = (Vec<crate::routing::Route>, Vec<IpNetwork>);
 
 /// [`NodeRoutes`] of `node` from the three kinds of record.
-fn node_routes<E: std::borrow::Borrow<Endpoint>>(
+fn node_routes<A: Borrow<Affinity>, N: Borrow<Node>, E: Borrow<Endpoint>>(
     node: &str,
-    affs: &[Affinity],
-    nodes: &[Node],
+    affs: &[A],
+    nodes: &[N],
     eps: &[E],
 ) -> NodeRoutes {
     (
@@ -30,13 +32,34 @@ const ROUTE_RANGES: [Range; 3] = [Range::Affinities, Range::Nodes, Range::Endpoi
 /// A copy of the records routes are computed from (affinities, nodes, workload endpoints),
 /// kept current by a store's feed ([`Datastore::watch`]): a route pass on it reads nothing
 /// from the store, where [`Ipam::routes_for`] reads every such record of the cluster.
+///
+/// Kept incrementally, so a pass costs what the blocks and nodes cost, not what the pods do:
+/// an endpoint makes a route only when one of its addresses lies outside its node's confirmed
+/// blocks (it *borrowed*), so the copy keeps each endpoint's addresses alone and the set of
+/// those that borrowed, decided when the endpoint is put and again for a node's endpoints when
+/// the node's confirmed blocks change. Invariant: `borrowed` holds exactly the endpoints with
+/// an address outside `blocks_of` of their node, and `blocks_of` exactly the confirmed
+/// affinities; a pass then gives what [`crate::routing::routes_for`] gives over every record.
 pub struct RouteSource {
     feed: Feed,
     affinities: BTreeMap<Key, Affinity>,
     nodes: BTreeMap<Key, Node>,
-    endpoints: BTreeMap<Key, Endpoint>,
+    /// Each endpoint's addresses, by key (node, then id): all a route needs of it.
+    endpoints: BTreeMap<Key, Vec<IpNetwork>>,
+    /// Each node's confirmed blocks.
+    blocks_of: HashMap<String, Vec<IpNetwork>>,
+    /// Keys of the endpoints that borrowed.
+    borrowed: BTreeSet<Key>,
     synced: bool,
     changed: bool,
+}
+
+/// Whether an endpoint with `addresses` borrowed from outside `blocks`.
+fn borrows(blocks: Option<&Vec<IpNetwork>>, addresses: &[IpNetwork]) -> bool {
+    let blocks = blocks.map_or(&[][..], Vec::as_slice);
+    addresses
+        .iter()
+        .any(|a| !blocks.iter().any(|b| b.contains(a.ip())))
 }
 
 impl RouteSource {
@@ -47,25 +70,115 @@ impl RouteSource {
             affinities: BTreeMap::new(),
             nodes: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            blocks_of: HashMap::new(),
+            borrowed: BTreeSet::new(),
             synced: false,
             changed: false,
         }
     }
 
-    fn put(&mut self, r: Record) {
+    /// Stores `r`; with `index`, keeps the confirmed blocks and the borrowed set current (a
+    /// snapshot builds them once, after all its records).
+    fn put(&mut self, r: Record, index: bool) {
         let key = r.key();
         match r {
             Record::Affinity(a) => {
-                self.affinities.insert(key, a);
+                let (node, cidr, now) =
+                    (a.node.clone(), a.cidr, a.state == AffinityState::Confirmed);
+                let before = self
+                    .affinities
+                    .insert(key, a)
+                    .is_some_and(|o| o.state == AffinityState::Confirmed);
+                if index && before != now {
+                    self.confirmed(&node, cidr, now);
+                }
             }
             Record::Node(n) => {
                 self.nodes.insert(key, n);
             }
             Record::Endpoint(e) => {
-                self.endpoints.insert(key, *e);
+                if index {
+                    self.mark(&key, &e.node, &e.addresses);
+                }
+                self.endpoints.insert(key, e.addresses);
             }
             _ => {}
         }
+    }
+
+    fn delete(&mut self, key: &Key) {
+        match key {
+            Key::Affinity { node, cidr } => {
+                let was = self.affinities.remove(key);
+                if was.is_some_and(|a| a.state == AffinityState::Confirmed) {
+                    self.confirmed(node, *cidr, false);
+                }
+            }
+            Key::Node(_) => {
+                self.nodes.remove(key);
+            }
+            Key::Endpoint { .. } => {
+                self.endpoints.remove(key);
+                self.borrowed.remove(key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records whether the endpoint `key` of `node` borrowed.
+    fn mark(&mut self, key: &Key, node: &str, addresses: &[IpNetwork]) {
+        if borrows(self.blocks_of.get(node), addresses) {
+            self.borrowed.insert(key.clone());
+        } else {
+            self.borrowed.remove(key);
+        }
+    }
+
+    /// `cidr` became (or stopped being) a confirmed block of `node`: the node's endpoints are
+    /// decided again (a node's few hundred, not the cluster's).
+    fn confirmed(&mut self, node: &str, cidr: IpNetwork, now: bool) {
+        let blocks = self.blocks_of.entry(node.to_string()).or_default();
+        blocks.retain(|b| *b != cidr);
+        if now {
+            blocks.push(cidr);
+        }
+        let range = Range::EndpointsOf(node.to_string());
+        let blocks = self.blocks_of.get(node);
+        for (k, addresses) in self
+            .endpoints
+            .range(range.start()..)
+            .take_while(|(k, _)| !range.past_end(k))
+        {
+            if borrows(blocks, addresses) {
+                self.borrowed.insert(k.clone());
+            } else {
+                self.borrowed.remove(k);
+            }
+        }
+    }
+
+    /// Builds the confirmed blocks and the borrowed set from the copy (after a snapshot).
+    fn reindex(&mut self) {
+        self.blocks_of.clear();
+        for a in self
+            .affinities
+            .values()
+            .filter(|a| a.state == AffinityState::Confirmed)
+        {
+            self.blocks_of
+                .entry(a.node.clone())
+                .or_default()
+                .push(a.cidr);
+        }
+        self.borrowed = self
+            .endpoints
+            .iter()
+            .filter(|(k, addresses)| match k {
+                Key::Endpoint { node, .. } => borrows(self.blocks_of.get(node), addresses),
+                _ => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
     }
 
     /// Applies what the feed sent since the last call. False once the feed has stopped: the
@@ -82,16 +195,13 @@ impl RouteSource {
                     self.nodes.clear();
                     self.endpoints.clear();
                     for v in all {
-                        self.put(v.value);
+                        self.put(v.value, false);
                     }
+                    self.reindex();
                     self.synced = true;
                 }
-                Change::Put(v) => self.put(v.value),
-                Change::Delete(k) => {
-                    self.affinities.remove(&k);
-                    self.nodes.remove(&k);
-                    self.endpoints.remove(&k);
-                }
+                Change::Put(v) => self.put(v.value, true),
+                Change::Delete(k) => self.delete(&k),
             }
         }
         true
@@ -107,11 +217,24 @@ impl RouteSource {
         std::mem::take(&mut self.changed)
     }
 
-    /// [`Ipam::routes_for`], from the copy (the endpoints are not copied again).
+    /// [`Ipam::routes_for`], from the copy: over its blocks, nodes and the endpoints that
+    /// borrowed (the others make no route).
     pub fn routes_for(&self, node: &str) -> NodeRoutes {
-        let affs: Vec<Affinity> = self.affinities.values().cloned().collect();
-        let nodes = self.nodes();
-        let eps: Vec<&Endpoint> = self.endpoints.values().collect();
+        let affs: Vec<&Affinity> = self.affinities.values().collect();
+        let nodes: Vec<&Node> = self.nodes.values().collect();
+        let eps: Vec<Endpoint> = self
+            .borrowed
+            .iter()
+            .filter_map(|k| match k {
+                Key::Endpoint { node, id } => Some(Endpoint {
+                    node: node.clone(),
+                    id: id.clone(),
+                    addresses: self.endpoints.get(k)?.clone(),
+                    ..Endpoint::default()
+                }),
+                _ => None,
+            })
+            .collect();
         node_routes(node, &affs, &nodes, &eps)
     }
 
@@ -239,6 +362,120 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    /// The copy's routes, kept incrementally, against the routes computed from every record,
+    /// after each of a long random run of puts, deletes and snapshots: blocks confirmed,
+    /// pending and given back under endpoints that then borrow or stop borrowing.
+    #[test]
+    fn a_route_source_kept_incrementally_routes_as_every_record_does() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from((x >> 33) % n).unwrap_or(0)
+        };
+        let names = ["a", "b", "c", "d", "e"];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut s = RouteSource::new(Feed::new(rx));
+        let mut truth: BTreeMap<Key, Record> = BTreeMap::new();
+        let (mut borrowed_seen, mut checks) = (0, 0);
+        for step in 0..3_000 {
+            let node_name = names[next(5)];
+            let block = next(8);
+            let change = match next(10) {
+                0 | 1 => {
+                    let state = if next(4) == 0 {
+                        AffinityState::Pending
+                    } else {
+                        AffinityState::Confirmed
+                    };
+                    let cidr = format!("10.244.{}.{}/26", block / 4, (block % 4) * 64);
+                    let r = Record::Affinity(Affinity::new(
+                        node_name,
+                        cidr.parse().expect("a valid literal"),
+                        state,
+                    ));
+                    Change::Put(v(r))
+                }
+                2 => match truth
+                    .keys()
+                    .filter(|k| matches!(k, Key::Affinity { .. }))
+                    .nth(next(8))
+                {
+                    Some(k) => Change::Delete(k.clone()),
+                    None => continue,
+                },
+                3 => Change::Put(v(node(node_name, &format!("172.18.0.{}", block + 2)))),
+                4..=7 => {
+                    let ip = format!("10.244.{}.{}", block / 4, next(256));
+                    Change::Put(v(ep(node_name, &format!("p{}/eth0", next(40)), &ip)))
+                }
+                8 => match truth
+                    .keys()
+                    .filter(|k| matches!(k, Key::Endpoint { .. }))
+                    .nth(next(40))
+                {
+                    Some(k) => Change::Delete(k.clone()),
+                    None => continue,
+                },
+                _ if step % 50 == 0 => Change::Snapshot(truth.values().cloned().map(v).collect()),
+                _ => continue,
+            };
+            match &change {
+                Change::Put(r) => {
+                    truth.insert(r.value.key(), r.value.clone());
+                }
+                Change::Delete(k) => {
+                    truth.remove(k);
+                }
+                Change::Snapshot(_) => {}
+            }
+            tx.send(change).expect("sent");
+            if step % 3 != 0 {
+                continue; // several changes in one update, too
+            }
+            assert!(s.update());
+            let affs: Vec<Affinity> = truth
+                .values()
+                .filter_map(|r| match r {
+                    Record::Affinity(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .collect();
+            let nodes: Vec<Node> = truth
+                .values()
+                .filter_map(|r| match r {
+                    Record::Node(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .collect();
+            let eps: Vec<Endpoint> = truth
+                .values()
+                .filter_map(|r| match r {
+                    Record::Endpoint(e) => Some((**e).clone()),
+                    _ => None,
+                })
+                .collect();
+            for n in names {
+                let (routes, borrowed) = s.routes_for(n);
+                assert_eq!(
+                    (&routes, &borrowed),
+                    (
+                        &crate::routing::routes_for(n, &affs, &nodes, &eps),
+                        &crate::routing::borrowed_by(n, &affs, &eps)
+                    ),
+                    "on {n} after step {step}"
+                );
+                borrowed_seen += borrowed.len();
+                checks += 1;
+            }
+        }
+        assert!(
+            checks > 4_000 && borrowed_seen > 1_000,
+            "{checks} checks, {borrowed_seen} borrowed"
+        );
     }
 
     #[test]
