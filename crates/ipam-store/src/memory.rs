@@ -2,13 +2,18 @@
 //! and commits it by compare-and-swap); a batch of reads is answered under one lock, so it
 //! sees one snapshot. Records are boxed: a table moves pointers, not records.
 //!
-//! Two tables behind one read-write lock: handles, the one kind every assignment creates and
+//! Three tables behind one read-write lock: handles, the one kind every assignment creates and
 //! every release deletes, in a hash table found by the id the record itself holds (no key is
-//! built, compared or stored for them); every other kind in one `BTreeMap` in key order, for
-//! the range listings. Listing handles sorts them: only audits and garbage collection do it.
+//! built, compared or stored for them); blocks, the kind every assignment and release
+//! rewrites, in a `BTreeMap` by their network as integers (family, address, prefix: the order
+//! [`Key`] gives blocks, compared without matching on key kinds); every other kind in one
+//! `BTreeMap` in key order. Listings come out in key order: handles are sorted for it, which
+//! only audits and garbage collection ask for.
 
+use ipam_core::cidr::{self, Family};
 use ipam_core::ConflictKind;
 use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
+use ipnetwork::IpNetwork;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
@@ -17,10 +22,23 @@ use std::hash::BuildHasher;
 /// A stored record and the revision it was written at.
 type Entry = Box<(Record, Revision)>;
 
+/// A block's place in its table (see the module docs).
+type BlockKey = (Family, u128, u8);
+
+fn block_key(net: &IpNetwork) -> BlockKey {
+    (
+        Family::of_net(net),
+        cidr::ip_to_u128(net.ip()),
+        net.prefix(),
+    )
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Every record but handles, in key order.
+    /// Every record but handles and blocks, in key order.
     map: BTreeMap<Key, Entry>,
+    /// Blocks, in key order.
+    blocks: BTreeMap<BlockKey, Entry>,
     /// Handles, by their id.
     handles: hashbrown::HashTable<Entry>,
     hasher: foldhash::fast::RandomState,
@@ -42,7 +60,7 @@ impl MemoryStore {
     /// Number of records.
     pub fn len(&self) -> usize {
         let g = self.inner.read();
-        g.map.len() + g.handles.len()
+        g.map.len() + g.blocks.len() + g.handles.len()
     }
 
     /// True when the store holds nothing.
@@ -78,11 +96,28 @@ struct Gone {
     boxes: SmallVec<[Entry; 2]>,
 }
 
-/// Where a write lands: a handle (by its id's hash; the id is the write's own), or a key of
-/// the ordered map.
+/// Where a write lands: a handle (by its id's hash; the id is the write's own), a block, or a
+/// key of the ordered map.
 enum Slot {
     Handle(u64),
+    Block(BlockKey),
     Ordered(Key),
+}
+
+/// The network of the block a write writes, if it writes one.
+fn block_of(w: &Write) -> Option<&IpNetwork> {
+    match w {
+        Write::Create(Record::Block(b))
+        | Write::Update {
+            record: Record::Block(b),
+            ..
+        } => Some(&b.cidr),
+        Write::Delete {
+            key: Key::Block(net),
+            ..
+        } => Some(net),
+        _ => None,
+    }
 }
 
 /// The handle id a write names, if it writes a handle.
@@ -113,6 +148,7 @@ impl Inner {
     fn get(&self, key: &Key) -> Option<Versioned<Record>> {
         match key {
             Key::Handle(id) => self.find_handle(self.handle_hash(id), id).map(versioned),
+            Key::Block(net) => self.blocks.get(&block_key(net)).map(versioned),
             _ => self.map.get(key).map(versioned),
         }
     }
@@ -123,6 +159,23 @@ impl Inner {
             all.sort_unstable_by(|a, b| entry_id(a).cmp(entry_id(b)));
             return all.into_iter().map(versioned).collect();
         }
+        if let Range::Blocks | Range::BlocksIn(_) = range {
+            let Key::Block(start) = range.start() else {
+                return Vec::new();
+            };
+            let block = |e: &Entry| match &e.0 {
+                Record::Block(b) => Key::Block(b.cidr),
+                _ => Key::Config,
+            };
+            return self
+                .blocks
+                .range(block_key(&start)..)
+                .map(|(_, e)| (block(e), e))
+                .take_while(|(k, _)| !range.past_end(k))
+                .filter(|(k, _)| range.contains(k))
+                .map(|(_, e)| versioned(e))
+                .collect();
+        }
         self.map
             .range(range.start()..)
             .take_while(|(k, _)| !range.past_end(k))
@@ -132,9 +185,12 @@ impl Inner {
     }
 
     fn slot(&self, w: &Write) -> Slot {
-        match handle_of(w) {
-            Some(id) => Slot::Handle(self.handle_hash(id)),
-            None => Slot::Ordered(w.key()),
+        if let Some(id) = handle_of(w) {
+            Slot::Handle(self.handle_hash(id))
+        } else if let Some(net) = block_of(w) {
+            Slot::Block(block_key(net))
+        } else {
+            Slot::Ordered(w.key())
         }
     }
 
@@ -142,6 +198,7 @@ impl Inner {
     fn current(&self, w: &Write, slot: &Slot) -> Option<Revision> {
         match (slot, handle_of(w)) {
             (Slot::Handle(hash), Some(id)) => self.find_handle(*hash, id).map(|e| e.1),
+            (Slot::Block(key), _) => self.blocks.get(key).map(|e| e.1),
             (Slot::Ordered(key), _) => self.map.get(key).map(|e| e.1),
             (Slot::Handle(_), None) => None,
         }
@@ -177,20 +234,30 @@ impl Inner {
                     }
                 }
             }
-            Slot::Ordered(key) => match w {
-                Write::Create(r) => {
-                    gone.boxes.extend(self.map.insert(key, Box::new((r, rev))));
-                }
-                Write::Update { record: r, .. } => {
-                    // Checked: the record is there. Replaced in place, its box reused.
-                    if let Some(e) = self.map.get_mut(&key) {
-                        gone.records.push(std::mem::replace(&mut e.0, r));
-                        e.1 = rev;
-                    }
-                }
-                Write::Delete { .. } => gone.boxes.extend(self.map.remove(&key)),
-            },
+            Slot::Block(key) => ordered_apply(&mut self.blocks, key, w, rev, gone),
+            Slot::Ordered(key) => ordered_apply(&mut self.map, key, w, rev, gone),
         }
+    }
+}
+
+/// Applies a checked write to an ordered table.
+fn ordered_apply<K: Ord>(
+    table: &mut BTreeMap<K, Entry>,
+    key: K,
+    w: Write,
+    rev: Revision,
+    gone: &mut Gone,
+) {
+    match w {
+        Write::Create(r) => gone.boxes.extend(table.insert(key, Box::new((r, rev)))),
+        Write::Update { record: r, .. } => {
+            // Checked: the record is there. Replaced in place, its box reused.
+            if let Some(e) = table.get_mut(&key) {
+                gone.records.push(std::mem::replace(&mut e.0, r));
+                e.1 = rev;
+            }
+        }
+        Write::Delete { .. } => gone.boxes.extend(table.remove(&key)),
     }
 }
 
@@ -267,6 +334,7 @@ fn written_twice(writes: &[Write], slots: &[Slot]) -> Option<usize> {
         (Slot::Handle(a), Slot::Handle(b)) => {
             a == b && handle_of(&writes[i]) == handle_of(&writes[j])
         }
+        (Slot::Block(a), Slot::Block(b)) => a == b,
         (Slot::Ordered(a), Slot::Ordered(b)) => a == b,
         _ => false,
     };
@@ -274,9 +342,11 @@ fn written_twice(writes: &[Write], slots: &[Slot]) -> Option<usize> {
         (1..writes.len()).find(|&j| (0..j).any(|i| same(i, j)))
     } else {
         let mut handles = std::collections::HashSet::with_capacity(writes.len());
+        let mut blocks = std::collections::HashSet::with_capacity(writes.len());
         let mut keys = std::collections::HashSet::with_capacity(writes.len());
         (0..writes.len()).find(|&i| match &slots[i] {
             Slot::Handle(_) => !handles.insert(handle_of(&writes[i])),
+            Slot::Block(k) => !blocks.insert(k),
             Slot::Ordered(k) => !keys.insert(k),
         })
     }

@@ -396,13 +396,7 @@ impl Block {
         let mut out = SmallVec::new();
         match entries[..] {
             [] => {}
-            [one] => {
-                for (o, &a) in (0u32..).zip(self.owner.iter()) {
-                    if a == one {
-                        out.push(o);
-                    }
-                }
-            }
+            [one] => slots_equal(&self.owner, one, &mut out),
             _ => {
                 for (o, a) in (0u32..).zip(self.owner.iter()) {
                     if entries.contains(a) {
@@ -413,7 +407,33 @@ impl Block {
         }
         out
     }
+}
 
+/// Pushes the ordinals whose owner slot is `one`, 16 slots at a time: each chunk's matches
+/// as a bit mask (the compiler makes the compares one vector compare), then its set bits, so
+/// a pass over a /26 block is four compares instead of 64 branches.
+fn slots_equal(owner: &[OwnerIx], one: OwnerIx, out: &mut Ordinals) {
+    let mut chunks = owner.chunks_exact(16);
+    let mut base = 0u32;
+    for c in &mut chunks {
+        let mut mask = 0u32;
+        for (i, &a) in c.iter().enumerate() {
+            mask |= u32::from(a == one) << i;
+        }
+        while mask != 0 {
+            out.push(base + mask.trailing_zeros());
+            mask &= mask - 1;
+        }
+        base += 16;
+    }
+    for (o, &a) in (base..).zip(chunks.remainder()) {
+        if a == one {
+            out.push(o);
+        }
+    }
+}
+
+impl Block {
     /// The owner values (1 + table index) of `handle_id`'s entries.
     fn entries_of(&self, handle_id: &str) -> SmallVec<[OwnerIx; 2]> {
         let fp = id_fingerprint(handle_id);
@@ -766,6 +786,55 @@ mod tests {
         let o2 = b.allocate(1, &attrs("h2"))[0];
         assert_eq!(o2, o);
         assert_ne!(b.holder(o2).expect("holder succeeds").1, s0);
+    }
+
+    /// The ordinals found by handle equal those a plain pass over every address finds, in
+    /// blocks whose sizes are and are not whole chunks of the 16-slot scan.
+    #[test]
+    fn ordinals_by_handle_equal_a_plain_pass() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n
+        };
+        for cidr in [
+            "10.244.0.0/30",
+            "10.244.0.0/29",
+            "10.244.0.0/28",
+            "10.244.0.0/26",
+            "10.244.0.0/23",
+        ] {
+            let mut b = Block::new(
+                cidr.parse().expect("a valid literal"),
+                None,
+                HostReserved::default(),
+                1,
+            )
+            .expect("a valid fixture");
+            let handles: Vec<Arc<AllocAttrs>> = (0..5).map(|i| attrs(&format!("h{i}"))).collect();
+            for round in 0..200 {
+                let h = &handles[usize::try_from(next(5)).unwrap_or(0)];
+                if next(3) == 0 {
+                    if let Some(&o) = b.ordinals_of(&h.handle_id).first() {
+                        b.release(o, 1, 0);
+                    }
+                } else if b.free_count() > 0 {
+                    b.allocate(1, h);
+                }
+                for h in &handles {
+                    let plain: Vec<u32> = (0..b.size())
+                        .filter(|&o| b.holder(o).is_some_and(|(a, _)| a.handle_id == h.handle_id))
+                        .collect();
+                    assert_eq!(
+                        b.ordinals_of(&h.handle_id).to_vec(),
+                        plain,
+                        "{cidr}, round {round}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
