@@ -471,15 +471,32 @@ pub enum Change {
 
 /// Changes to watched ranges ([`Datastore::watch`]): in the order the store made them within
 /// each range (so for each key); changes of different ranges may interleave otherwise.
-#[derive(Debug)]
 pub struct Feed {
     rx: std::sync::mpsc::Receiver<Change>,
+    /// Dropped with the feed: tells the watcher to stop (see [`Feed::with_guard`]).
+    _guard: Option<Box<dyn Send>>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").finish_non_exhaustive()
+    }
 }
 
 impl Feed {
     /// A feed reading what a store's watcher sends on the other end of `rx`.
     pub fn new(rx: std::sync::mpsc::Receiver<Change>) -> Feed {
-        Feed { rx }
+        Feed { rx, _guard: None }
+    }
+
+    /// Like [`Feed::new`], holding `guard` until the feed is dropped: a watcher that waits on
+    /// its store, not on the channel, learns from the guard's end that nobody reads any more
+    /// (and stops at once, not at the next change it would send).
+    pub fn with_guard(rx: std::sync::mpsc::Receiver<Change>, guard: Box<dyn Send>) -> Feed {
+        Feed {
+            rx,
+            _guard: Some(guard),
+        }
     }
 
     /// The changes that arrived since the last call, without waiting; `None` once the

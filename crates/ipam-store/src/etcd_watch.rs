@@ -7,8 +7,9 @@
 //! away) or the connection fails, it starts over with a new snapshot, so a reader's copy never
 //! misses a change. Each range is watched on its own (its changes in order; two ranges'
 //! changes may interleave in another order than etcd made them): a node's agent must not be
-//! sent every block and handle write of the cluster. The thread ends when the feed has been dropped, at
-//! the next change it would send.
+//! sent every block and handle write of the cluster. The thread ends as soon as the feed is
+//! dropped: the feed holds the sending end of a stop signal, whose end the thread waits on
+//! beside its watches (so an idle watch does not keep a thread and a connection alive).
 
 use crate::etcd::{connect_options, decode_at, EtcdOptions, MAX_SNAPSHOT_BYTES};
 use crate::sled::keys;
@@ -37,20 +38,32 @@ pub(crate) fn start(opts: EtcdOptions, ranges: Vec<Range>) -> Result<Feed, Store
         .build()
         .map_err(|e| unavailable(format!("cannot start the watch runtime: {e}")))?;
     let (tx, rx) = std::sync::mpsc::channel();
+    // Never sent on: its end (the feed dropped) is the signal.
+    let (stop, stopped) = tokio::sync::watch::channel(());
     let watcher = Watcher { opts, ranges };
     std::thread::Builder::new()
         .name("etcd-watch".into())
         .spawn(move || loop {
-            match rt.block_on(watcher.follow(co.clone(), &tx)) {
+            let mut stopped = stopped.clone();
+            let run = async {
+                tokio::select! {
+                    r = watcher.follow(co.clone(), &tx) => r,
+                    _ = stopped.changed() => Ok(()),
+                }
+            };
+            match rt.block_on(run) {
                 Ok(()) => return,
                 Err(why) => {
                     tracing::warn!(%why, "etcd watch: starting over from a new listing");
                     std::thread::sleep(RESTART_PAUSE);
+                    if stopped.has_changed().is_err() {
+                        return;
+                    }
                 }
             }
         })
         .map_err(|e| unavailable(format!("cannot start the watch thread: {e}")))?;
-    Ok(Feed::new(rx))
+    Ok(Feed::with_guard(rx, Box::new(stop)))
 }
 
 struct Watcher {

@@ -756,10 +756,12 @@ fn a_watch_feed_sends_a_snapshot_then_every_change_of_its_ranges_only() {
     assert!(rest.contains(&Change::Delete(aff.key())), "{rest:?}");
 }
 
-/// A TCP relay to etcd whose connections the test can cut.
+/// A TCP relay to etcd whose connections the test can cut, and count.
 struct Relay {
     addr: std::net::SocketAddr,
     conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    /// Connections whose client has not closed its side.
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Relay {
@@ -769,32 +771,57 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
         let addr = listener.local_addr().expect("bound");
         let conns: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
-        let kept = Arc::clone(&conns);
+        let open: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (kept, counted) = (Arc::clone(&conns), Arc::clone(&open));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut list = kept.lock().expect("the list");
                 for s in [&client, &server] {
                     list.push(s.try_clone().expect("a clone"));
                 }
                 drop(list);
-                for (mut from, mut to) in [
+                for (upstream, mut from, mut to) in [
                     (
+                        true,
                         client.try_clone().expect("a clone"),
                         server.try_clone().expect("a clone"),
                     ),
-                    (server, client),
+                    (false, server, client),
                 ] {
+                    let counted = Arc::clone(&counted);
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
+                        if upstream {
+                            counted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     });
                 }
             }
         });
-        Relay { addr, conns }
+        Relay { addr, conns, open }
+    }
+
+    /// Connections open now.
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (10 s at most) until `n` connections are open.
+    fn wait_open(&self, n: usize, why: &str) {
+        let t = std::time::Instant::now();
+        while self.open() != n {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{why}: {} connections open, not {n}",
+                self.open()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn endpoint(&self) -> String {
@@ -885,4 +912,31 @@ fn a_watch_feed_whose_connection_is_cut_starts_over_with_a_snapshot() {
             .map(String::from)
             .collect()
     );
+}
+
+#[test]
+fn a_dropped_watch_feed_lets_go_of_its_connection_with_nothing_written() {
+    use ipam_core::{Key, Range};
+    let Some(ep) = endpoint() else { return };
+    let raw = Raw::new(&ep);
+    let relay = Relay::to(&ep);
+    let watched = raw
+        .store(&relay.endpoint())
+        .expect("connects through the relay");
+    watched.get(&Key::Config).expect("readable");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = relay.open();
+    let feed = watched
+        .watch(&[Range::Nodes])
+        .expect("a feed")
+        .expect("etcd has one");
+    let t = std::time::Instant::now();
+    while feed.drain().expect("the watcher runs").is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no snapshot");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    relay.wait_open(before + 1, "the feed's own connection");
+    // Nothing is written from here on: the watcher has no change to send, and must still go.
+    drop(feed);
+    relay.wait_open(before, "the dropped feed's connection");
 }
