@@ -762,6 +762,8 @@ struct Relay {
     conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     /// Connections whose client has not closed its side.
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, what etcd answers waits in the relay.
+    held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Relay {
@@ -772,7 +774,8 @@ impl Relay {
         let addr = listener.local_addr().expect("bound");
         let conns: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
         let open: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let (kept, counted) = (Arc::clone(&conns), Arc::clone(&open));
+        let held: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (kept, counted, holding) = (Arc::clone(&conns), Arc::clone(&open), Arc::clone(&held));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&target) else {
@@ -793,8 +796,18 @@ impl Relay {
                     (false, server, client),
                 ] {
                     let counted = Arc::clone(&counted);
+                    let holding = Arc::clone(&holding);
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            while !upstream && holding.load(std::sync::atomic::Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                         if upstream {
                             counted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -803,7 +816,17 @@ impl Relay {
                 }
             }
         });
-        Relay { addr, conns, open }
+        Relay {
+            addr,
+            conns,
+            open,
+            held,
+        }
+    }
+
+    /// Holds (or lets through) what etcd answers.
+    fn hold(&self, on: bool) {
+        self.held.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Connections open now.
@@ -939,4 +962,86 @@ fn a_dropped_watch_feed_lets_go_of_its_connection_with_nothing_written() {
     // Nothing is written from here on: the watcher has no change to send, and must still go.
     drop(feed);
     relay.wait_open(before, "the dropped feed's connection");
+}
+
+#[test]
+fn a_watch_feed_whose_start_was_compacted_away_starts_over_with_a_snapshot() {
+    use ipam_core::{Change, Node, Range, Record, Write};
+    let Some(ep) = endpoint() else { return };
+    let raw = Raw::new(&ep);
+    let writer = raw.store(&ep).expect("connects");
+    let relay = Relay::to(&ep);
+    let watched = raw
+        .store(&relay.endpoint())
+        .expect("connects through the relay");
+    let node = |n: &str| Record::Node(Node::new(n).expect("a valid name"));
+    let names = |all: &[ipam_core::Versioned<Record>]| -> Vec<String> {
+        all.iter()
+            .filter_map(|v| match &v.value {
+                Record::Node(n) => Some(n.name().to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    writer
+        .commit(vec![Write::Create(node("node-0"))])
+        .expect("created");
+    // The feed's listing answered at revision R waits in the relay while nodes are written and
+    // etcd's history is compacted past R + 1; then its watches ask to start at R + 1, which
+    // etcd refuses (cancelled, compacted). The feed must start over with a listing that holds the
+    // new node. Timing decides whether the listing reached etcd before the write (its
+    // snapshot then lacks the node): tried until it did.
+    for attempt in 1..=5 {
+        relay.hold(true);
+        let feed = watched
+            .watch(&[Range::Nodes])
+            .expect("a feed")
+            .expect("etcd has one");
+        std::thread::sleep(Duration::from_millis(300 * attempt));
+        // Two writes: a compaction at revision X keeps X itself, so the first write's
+        // revision (R + 1) is history only once the second is compacted to.
+        let name = format!("node-{attempt}");
+        writer
+            .commit(vec![Write::Create(node(&name))])
+            .expect("created");
+        let rev = writer
+            .commit(vec![Write::Create(node(&format!("{name}-b")))])
+            .expect("created");
+        raw.rt
+            .block_on(
+                raw.etcd
+                    .clone()
+                    .compact(i64::try_from(rev.0).expect("a revision"), None),
+            )
+            .expect("compacted");
+        relay.hold(false);
+        let mut snapshots: Vec<Vec<String>> = Vec::new();
+        let t = std::time::Instant::now();
+        while snapshots.is_empty() || !snapshots.last().is_some_and(|s| s.contains(&name)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "attempt {attempt}: snapshots {snapshots:?}"
+            );
+            for c in feed.drain().expect("the watcher runs") {
+                match c {
+                    Change::Snapshot(all) => snapshots.push(names(&all)),
+                    Change::Put(v) => panic!(
+                        "attempt {attempt}: a change from a compacted revision: {:?}",
+                        v.value.key()
+                    ),
+                    Change::Delete(k) => panic!("attempt {attempt}: deleted {k:?}"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if snapshots.len() >= 2 {
+            assert!(
+                !snapshots[0].contains(&name) && snapshots[1].contains(&name),
+                "{snapshots:?}"
+            );
+            return;
+        }
+        // The first listing already held the node: etcd saw it after the write. Again.
+    }
+    panic!("the listing never reached etcd before the write in 5 attempts");
 }
