@@ -15,6 +15,7 @@
 
 use ipam_core::{Endpoint, Ipam, Range, StoreExt};
 use ipam_store::{StoreSpec, SystemClock};
+use ipam_test_support::{e2e_or_skip, have, is_root, ok, sh};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,34 +26,7 @@ use std::time::Duration;
 const CNI_DIR: &str = "/usr/lib/cni";
 
 fn available() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ok = root && Command::new("ip").arg("-V").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var("IPAM_E2E_REQUIRED").is_err(),
-            "end-to-end tests required but root or ip is missing"
-        );
-        eprintln!("skipping end-to-end test: needs root and iproute2");
-    }
-    ok
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    let mut text = String::from_utf8_lossy(&o.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&o.stderr));
-    (o.status.success(), text)
-}
-
-fn ok(args: &[&str]) -> String {
-    let (good, out) = sh(args);
-    assert!(good, "{args:?}: {out}");
-    out
+    e2e_or_skip(is_root() && have("ip"), "root and iproute2")
 }
 
 /// The directory CNI_PATH points to: `calico` and `calico-ipam` (built here when missing, and

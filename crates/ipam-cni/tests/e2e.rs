@@ -10,6 +10,7 @@
 mod common;
 
 use common::*;
+use ipam_test_support::{e2e_or_skip, have, is_root, sh};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,31 +18,13 @@ use std::process::{Command, Stdio};
 const PLUGIN_DIR: &str = "/usr/lib/cni";
 
 fn available() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ok = root
-        && Path::new(PLUGIN_DIR).join("bridge").exists()
-        && Path::new(PLUGIN_DIR).join("ptp").exists()
-        && Command::new("ip").arg("-V").output().is_ok();
-    if !ok {
-        assert!(
-            std::env::var("IPAM_E2E_REQUIRED").is_err(),
-            "end-to-end tests required but root, ip or {PLUGIN_DIR} plugins are missing"
-        );
-        eprintln!("skipping end-to-end test: needs root, iproute2 and containernetworking-plugins");
-    }
-    ok
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    let mut text = String::from_utf8_lossy(&o.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&o.stderr));
-    (o.status.success(), text)
+    e2e_or_skip(
+        is_root()
+            && Path::new(PLUGIN_DIR).join("bridge").exists()
+            && Path::new(PLUGIN_DIR).join("ptp").exists()
+            && have("ip"),
+        "root, iproute2 and containernetworking-plugins in /usr/lib/cni",
+    )
 }
 
 /// Removes what the test created, also when it fails.

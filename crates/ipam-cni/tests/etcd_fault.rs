@@ -7,6 +7,7 @@
 use ipam_core::Ipam;
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
+use ipam_test_support::{etcd_or_skip, have};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -68,12 +69,7 @@ impl Drop for Etcd {
 
 #[test]
 fn etcd_killed_during_a_storm() {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-            "etcd binary required"
-        );
-        eprintln!("skipping: no etcd binary");
+    if !etcd_or_skip(have("etcd"), "an etcd binary") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,17 +48,7 @@ impl Drop for OtherUser {
 }
 
 fn root() -> bool {
-    let me = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1);
-    if me != 0 {
-        assert!(
-            std::env::var("IPAM_E2E_REQUIRED").is_err(),
-            "trust tests need root"
-        );
-        eprintln!("skipping: needs root");
-    }
-    me == 0
+    ipam_test_support::e2e_or_skip(ipam_test_support::is_root(), "root")
 }
 
 /// A world-writable, sticky directory (like /tmp) of the test's own.

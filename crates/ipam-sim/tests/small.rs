@@ -94,16 +94,8 @@ fn a_tight_pool_borrows_and_refuses_without_duplicates() {
 #[cfg(feature = "etcd")]
 #[test]
 fn small_cluster_on_etcd_matches_the_memory_run() {
-    let ep = match std::env::var("IPAM_TEST_ETCD") {
-        Ok(e) => e,
-        Err(_) => {
-            assert!(
-                std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-                "etcd tests required but IPAM_TEST_ETCD is not set"
-            );
-            eprintln!("skipping: set IPAM_TEST_ETCD to an etcd endpoint");
-            return;
-        }
+    let Some(ep) = ipam_test_support::etcd_endpoint() else {
+        return;
     };
     let mut c = cfg();
     c.nodes = 8;

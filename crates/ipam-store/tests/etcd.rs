@@ -13,19 +13,7 @@ use std::time::Duration;
 
 static N: AtomicU64 = AtomicU64::new(0);
 
-fn endpoint() -> Option<String> {
-    match std::env::var("IPAM_TEST_ETCD") {
-        Ok(e) => Some(e),
-        Err(_) => {
-            assert!(
-                std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-                "etcd tests required but IPAM_TEST_ETCD is not set"
-            );
-            eprintln!("skipping: set IPAM_TEST_ETCD to an etcd endpoint");
-            None
-        }
-    }
-}
+use ipam_test_support::etcd_endpoint as endpoint;
 
 /// A store under a prefix of its own, so tests never see each other's keys.
 fn store(ep: &str) -> EtcdStore {

@@ -35,17 +35,8 @@ fn args(store: &Path, rest: &[&str]) -> Vec<String> {
     v
 }
 
-/// The etcd endpoint of the run (`IPAM_TEST_ETCD`); `None` skips the test, unless etcd is
-/// required.
 #[cfg(feature = "etcd")]
-fn etcd_endpoint() -> Option<String> {
-    let ep = std::env::var("IPAM_TEST_ETCD").ok();
-    assert!(
-        ep.is_some() || std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-        "IPAM_TEST_ETCD not set"
-    );
-    ep
-}
+use ipam_test_support::etcd_endpoint;
 
 /// `ipamctl` with a CNI config, written in `dir`, that names etcd at `ep` under a prefix of
 /// the test's own (`name`).

@@ -18,20 +18,6 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn etcd() -> Option<String> {
-    match std::env::var("IPAM_TEST_ETCD") {
-        Ok(e) => Some(e),
-        Err(_) => {
-            assert!(
-                std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-                "IPAM_TEST_ETCD not set"
-            );
-            eprintln!("skipping: set IPAM_TEST_ETCD to an etcd endpoint");
-            None
-        }
-    }
-}
-
 /// A node service process, stopped with SIGTERM when dropped.
 struct Node {
     socket: PathBuf,
@@ -134,7 +120,9 @@ fn storm(
 
 #[test]
 fn three_nodes_share_one_etcd() {
-    let Some(ep) = etcd() else { return };
+    let Some(ep) = ipam_test_support::etcd_endpoint() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("/ipam-lab/{}/", std::process::id());
     let nodes = Arc::new(

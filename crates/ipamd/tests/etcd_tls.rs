@@ -9,6 +9,7 @@
 mod common;
 
 use ipam_cni::protocol::{self, Request};
+use ipam_test_support::{etcd_or_skip, have};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,14 +22,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn sh(dir: &Path, script: &str) {
@@ -105,12 +98,7 @@ fn tls_etcd(dir: &Path) -> (Killed, String) {
 
 #[test]
 fn the_service_reaches_a_tls_etcd_with_the_plugins_tls_keys() {
-    if !(have("etcd") && have("openssl")) {
-        assert!(
-            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-            "etcd and openssl are required"
-        );
-        eprintln!("skipping: needs etcd and openssl");
+    if !etcd_or_skip(have("etcd") && have("openssl"), "etcd and openssl") {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -164,12 +152,10 @@ fn the_service_reaches_a_tls_etcd_with_the_plugins_tls_keys() {
 fn credentials_that_may_only_read_open_an_unmarked_prefix_as_plain() {
     use ipam_core::{Datastore, RecordLayout, StoreError, Write};
     use ipam_store::etcd::{EtcdOptions, EtcdStore};
-    if !(have("etcd") && have("etcdctl") && have("openssl")) {
-        assert!(
-            std::env::var("IPAM_ETCD_REQUIRED").is_err(),
-            "etcd, etcdctl and openssl are required"
-        );
-        eprintln!("skipping: needs etcd, etcdctl and openssl");
+    if !etcd_or_skip(
+        have("etcd") && have("etcdctl") && have("openssl"),
+        "etcd, etcdctl and openssl",
+    ) {
         return;
     }
     let d = tempfile::tempdir().expect("a temporary directory");

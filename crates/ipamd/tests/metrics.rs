@@ -156,12 +156,8 @@ fn a_live_scrape_counts_requests_and_utilisation() {
     ] {
         assert!(body.contains(want), "missing {want:?} in\n{body}");
     }
-    let promtool = Command::new("promtool").arg("--version").output().is_ok();
-    if !promtool {
-        assert!(
-            std::env::var("IPAM_E2E_REQUIRED").is_err(),
-            "promtool (Debian's prometheus package) is required"
-        );
+    let promtool = ipam_test_support::have("promtool");
+    if !ipam_test_support::e2e_or_skip(promtool, "promtool (Debian's prometheus package)") {
         return;
     }
     let mut p = Command::new("promtool")

@@ -15,6 +15,7 @@
 //! unless `IPAM_E2E_REQUIRED=1`.
 #![cfg(feature = "etcd")]
 
+use ipam_test_support::{e2e_or_skip, have, is_root, ok, sh};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,43 +23,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn available(bgp: bool) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ok = root && have("ip") && have("etcd") && (!bgp || (have("bird") && have("birdc")));
-    if !ok {
-        assert!(
-            std::env::var("IPAM_E2E_REQUIRED").is_err(),
-            "routing end-to-end test required but root, ip, etcd or bird is missing"
-        );
-        eprintln!("skipping: needs root, iproute2, etcd and (bgp) bird2");
-    }
-    ok
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    let mut text = String::from_utf8_lossy(&o.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&o.stderr));
-    (o.status.success(), text)
-}
-
-fn ok(args: &[&str]) -> String {
-    let (good, out) = sh(args);
-    assert!(good, "{args:?}: {out}");
-    out
+    e2e_or_skip(
+        is_root() && have("ip") && have("etcd") && (!bgp || (have("bird") && have("birdc"))),
+        "root, iproute2, etcd and (bgp) bird2",
+    )
 }
 
 /// The binaries of the other crates, built with etcd support when missing.

@@ -87,22 +87,7 @@ pub fn exec(
 /// True when running as root; otherwise says the test is skipped (and fails it when
 /// `IPAM_E2E_REQUIRED` is set).
 pub fn root_or_skip(what: &str) -> bool {
-    let root = nix_uid() == 0;
-    if !root {
-        assert!(
-            std::env::var("IPAM_E2E_REQUIRED").is_err(),
-            "{what} is required but needs root"
-        );
-        eprintln!("skipping {what}: needs root");
-    }
-    root
-}
-
-fn nix_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    ipam_test_support::e2e_or_skip(ipam_test_support::is_root(), &format!("root ({what})"))
 }
 
 /// The first address of a CNI ADD result, without its prefix length.
