@@ -62,6 +62,21 @@ fn borrows(blocks: Option<&Vec<IpNetwork>>, addresses: &[IpNetwork]) -> bool {
         .any(|a| !blocks.iter().any(|b| b.contains(a.ip())))
 }
 
+/// Puts the endpoint `key` in `borrowed` or takes it out, as its `addresses` and its node's
+/// `blocks` decide.
+fn decide(
+    borrowed: &mut BTreeSet<Key>,
+    key: &Key,
+    blocks: Option<&Vec<IpNetwork>>,
+    addresses: &[IpNetwork],
+) {
+    if !borrows(blocks, addresses) {
+        borrowed.remove(key);
+    } else if !borrowed.contains(key) {
+        borrowed.insert(key.clone());
+    }
+}
+
 impl RouteSource {
     /// A copy, empty until `feed` sends its snapshot.
     pub fn new(feed: Feed) -> RouteSource {
@@ -98,7 +113,8 @@ impl RouteSource {
             }
             Record::Endpoint(e) => {
                 if index {
-                    self.mark(&key, &e.node, &e.addresses);
+                    let blocks = self.blocks_of.get(&e.node);
+                    decide(&mut self.borrowed, &key, blocks, &e.addresses);
                 }
                 self.endpoints.insert(key, e.addresses);
             }
@@ -125,15 +141,6 @@ impl RouteSource {
         }
     }
 
-    /// Records whether the endpoint `key` of `node` borrowed.
-    fn mark(&mut self, key: &Key, node: &str, addresses: &[IpNetwork]) {
-        if borrows(self.blocks_of.get(node), addresses) {
-            self.borrowed.insert(key.clone());
-        } else {
-            self.borrowed.remove(key);
-        }
-    }
-
     /// `cidr` became (or stopped being) a confirmed block of `node`: the node's endpoints are
     /// decided again (a node's few hundred, not the cluster's).
     fn confirmed(&mut self, node: &str, cidr: IpNetwork, now: bool) {
@@ -149,11 +156,7 @@ impl RouteSource {
             .range(range.start()..)
             .take_while(|(k, _)| !range.past_end(k))
         {
-            if borrows(blocks, addresses) {
-                self.borrowed.insert(k.clone());
-            } else {
-                self.borrowed.remove(k);
-            }
+            decide(&mut self.borrowed, k, blocks, addresses);
         }
     }
 
