@@ -7,11 +7,14 @@
 //! prefix, then measures: a polling pass's time and etcd's CPU per pass; the time to the
 //! watch's first snapshot; etcd's CPU over ten idle 100 ms passes on the copy; how long a new
 //! endpoint takes to reach the copy; and what computing the routes from the copy costs (a
-//! pass after a change). Build with `--features etcd`.
+//! pass after a change); then the same first snapshot for the view a node in bgp mode follows
+//! (its own affinities and endpoints and the node list, `RouteView::Own`). Build with
+//! `--features etcd`.
 
 use ipam_benches::{cpu_of, etcd_pids};
 use ipam_core::{
-    endpoint_id, Affinity, AffinityState, Datastore, Endpoint, Ipam, Node, Record, Write,
+    endpoint_id, Affinity, AffinityState, Datastore, Endpoint, Ipam, Node, Record, RouteView,
+    Write,
 };
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
@@ -116,7 +119,10 @@ fn main() {
 
     // The watch: one listing, then nothing while nothing changes.
     let (cpu, t) = (etcd_cpu(), Instant::now());
-    let mut source = ipam.watch_routes().expect("a feed").expect("etcd has one");
+    let mut source = ipam
+        .watch_routes("node-0", RouteView::Cluster)
+        .expect("a feed")
+        .expect("etcd has one");
     while !(source.update() && source.synced()) {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -178,4 +184,24 @@ fn main() {
         lag[10].as_secs_f64() * 1e3,
         lag[19].as_secs_f64() * 1e3
     );
+    drop(source);
+
+    // A node in bgp mode: its own records and the node list.
+    let (cpu, t) = (etcd_cpu(), Instant::now());
+    let mut own = ipam
+        .watch_routes("node-1", RouteView::Own)
+        .expect("a feed")
+        .expect("etcd has one");
+    while !(own.update() && own.synced()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!(
+        "| bgp mode's view (own records, every node): first snapshot | {:.1} ms | etcd CPU {:.1} ms |",
+        t.elapsed().as_secs_f64() * 1e3,
+        (etcd_cpu() - cpu).as_secs_f64() * 1e3
+    );
+    let (routes, borrowed) = own.routes_for("node-1");
+    assert_eq!(routes.len(), 2, "its two blocks, no route via another node");
+    assert_eq!(borrowed.len(), 20, "the late endpoints borrowed");
+    assert_eq!(own.nodes().len() as u64, u64::from(nodes));
 }

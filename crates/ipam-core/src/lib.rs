@@ -66,7 +66,7 @@ pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, R
 pub use ipam::{
     AffinityRelease, Allocation, AssignIpArgs, AssignedIp, AutoAssignArgs, AutoAssignResult,
     BlockUsage, Dump, FamilyAssignment, Ipam, IpamOptions, NodeUsage, PoolUsage, ReleaseOutcome,
-    ReleaseRequest, RouteSource, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES,
+    ReleaseRequest, RouteSource, RouteView, Utilisation, ATTR_NODE, CARRY_AGE_NS, CARRY_USES,
     RELEASES_PER_COMMIT,
 };
 pub use model::{

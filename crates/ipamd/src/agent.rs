@@ -2,17 +2,19 @@
 //!
 //! Every interval it takes affinities, nodes and endpoints from its copy that the store's
 //! feed keeps current (`Ipam::watch_routes`, etcd), or, for a store without a feed, reads them
-//! in one batch (`Ipam::routes_for`: every such record of the store, each pass), and, when the
-//! wanted set changed (and every few seconds regardless, so a route deleted by hand comes
-//! back), makes the kernel agree: `direct` mode programs the
-//! routes itself under its own protocol number; `bgp` mode renders BIRD's configuration and
-//! reloads BIRD, which installs what the peers announce. On start the first pass removes
-//! whatever the agent's protocol holds that is no longer wanted, so a restart converges from
-//! any state; routes of other protocols are never touched.
+//! in one batch (`Ipam::routes_in`, each pass), and, when the wanted set changed (and every
+//! few seconds regardless, so a route deleted by hand comes back), makes the kernel agree:
+//! `direct` mode programs the routes itself under its own protocol number; `bgp` mode renders
+//! BIRD's configuration and reloads BIRD, which installs what the peers announce. Direct mode
+//! routes every node's blocks and borrowed addresses, so it takes every such record
+//! (`RouteView::Cluster`); bgp mode needs only the node's own affinities and endpoints and the
+//! node list (`RouteView::Own`), since the peers announce the rest. On start the first pass
+//! removes whatever the agent's protocol holds that is no longer wanted, so a restart
+//! converges from any state; routes of other protocols are never touched.
 
 use crate::bird;
 use crate::kernel::{Kernel, KernelRoute};
-use ipam_core::{Datastore, Ipam};
+use ipam_core::{Datastore, Ipam, RouteView};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +64,15 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
     let mut last_bird: Option<String> = None;
     let mut last_full = Instant::now();
     let mut first = true;
-    let mut source = match ipam.watch_routes() {
+    let bgp = matches!(cfg.mode, Mode::Bgp { .. });
+    // BGP peers announce their own blocks and borrowed addresses: a node in bgp mode needs
+    // only its own records and the node list, not every pod of the cluster.
+    let view = if bgp {
+        RouteView::Own
+    } else {
+        RouteView::Cluster
+    };
+    let mut source = match ipam.watch_routes(&cfg.node, view) {
         Ok(Some(s)) => {
             tracing::info!("route agent: following the store's feed");
             Some(s)
@@ -79,7 +89,6 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
             source = None;
         }
         let full = first || last_full.elapsed() >= resync;
-        let bgp = matches!(cfg.mode, Mode::Bgp { .. });
         // What the last pass could not apply is tried again every pass, as on a change.
         let unapplied = if bgp {
             last_bird.is_none()
@@ -97,7 +106,7 @@ pub fn run<S: Datastore>(ipam: Arc<Ipam<S>>, cfg: AgentConfig, shutdown: Arc<Ato
                 })
             }
             // The peers are read only where BGP needs them.
-            None => Some(ipam.routes_for(&cfg.node).map(|r| {
+            None => Some(ipam.routes_in(&cfg.node, view).map(|r| {
                 let nodes = if bgp {
                     ipam.nodes().unwrap_or_default()
                 } else {

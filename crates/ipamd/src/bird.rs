@@ -116,6 +116,71 @@ pub fn apply(path: &Path, socket: &Path, config: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// BIRD's configuration from a node's own records and the node list (`RouteView::Own`,
+    /// what the agent follows in bgp mode) equals the one from every record of the cluster,
+    /// on a cluster whose late nodes borrow from the others' blocks.
+    #[test]
+    fn a_node_renders_the_same_from_its_own_records_as_from_the_cluster() {
+        use ipam_core::{AutoAssignArgs, Endpoint, Ipam, ManualClock, Pool, RouteView};
+        let ipam = Ipam::new(
+            ipam_store::MemoryStore::new(),
+            std::sync::Arc::new(ManualClock::new(1)),
+        );
+        // Four blocks of 64 for six nodes: the last two borrow.
+        ipam.create_pool(Pool::new("p", "10.244.0.0/24".parse().expect("a cidr")).expect("a pool"))
+            .expect("created");
+        let names: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            let a: IpAddr = format!("172.18.0.{}", i + 2).parse().expect("an address");
+            ipam.update_node(n, |node| node.set_address(a))
+                .expect("registered");
+        }
+        for round in 0..30 {
+            for n in &names {
+                let handle = format!("k8s.{n}-{round}");
+                let got = ipam
+                    .auto_assign(&AutoAssignArgs::v4(n, &handle, 1))
+                    .expect("assigned");
+                ipam.put_endpoint(&Endpoint {
+                    node: n.clone(),
+                    id: format!("{handle}/eth0"),
+                    ifname: "eth0".into(),
+                    handle_id: handle,
+                    addresses: vec![IpNetwork::from(got.v4.ips[0].ip)],
+                    ..Endpoint::default()
+                })
+                .expect("stored");
+            }
+        }
+        let peers: Vec<(String, IpAddr)> = ipam
+            .nodes()
+            .expect("listed")
+            .iter()
+            .filter_map(|n| n.address(false).map(|a| (n.name().to_string(), a)))
+            .collect();
+        let mut borrowed = 0;
+        for (n, a) in &peers {
+            let own = ipam.routes_in(n, RouteView::Own).expect("read");
+            let all = ipam.routes_in(n, RouteView::Cluster).expect("read");
+            assert!(
+                own.0.iter().all(|r| r.target == Target::Blackhole),
+                "{n}: {:?}",
+                own.0
+            );
+            assert!(
+                all.0.len() > own.0.len(),
+                "{n}: the cluster view routes to the others"
+            );
+            assert_eq!(
+                render(n, *a, DEFAULT_AS, &own.0, &own.1, &peers),
+                render(n, *a, DEFAULT_AS, &all.0, &all.1, &peers),
+                "{n}"
+            );
+            borrowed += all.1.len();
+        }
+        assert!(borrowed >= 30, "late nodes borrowed: {borrowed}");
+    }
+
     #[test]
     fn renders_the_mesh_the_blocks_and_the_borrowed_addresses() {
         let r = |dst: &str, target: Target, owner: &str| Route {

@@ -26,8 +26,32 @@ fn node_routes<A: Borrow<Affinity>, N: Borrow<Node>, E: Borrow<Endpoint>>(
     )
 }
 
-/// The ranges routes are computed from.
-const ROUTE_RANGES: [Range; 3] = [Range::Affinities, Range::Nodes, Range::Endpoints];
+/// Which records a node's routes are computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteView {
+    /// Every affinity, node and workload endpoint: what a node needs that programs a route to
+    /// every other node's blocks and borrowed addresses itself (direct mode, `ipamctl show
+    /// --routes`).
+    Cluster,
+    /// The node's own affinities and endpoints, and every node: what a node needs whose BGP
+    /// peers announce their own blocks and borrowed addresses. Its routes are its own blocks
+    /// (no route via another node); its borrowed addresses are those of [`RouteView::Cluster`].
+    Own,
+}
+
+impl RouteView {
+    /// The ranges of the view for `node`.
+    fn ranges(self, node: &str) -> [Range; 3] {
+        match self {
+            RouteView::Cluster => [Range::Affinities, Range::Nodes, Range::Endpoints],
+            RouteView::Own => [
+                Range::AffinitiesOf(node.to_string()),
+                Range::Nodes,
+                Range::EndpointsOf(node.to_string()),
+            ],
+        }
+    }
+}
 
 /// A copy of the records routes are computed from (affinities, nodes, workload endpoints),
 /// kept current by a store's feed ([`Datastore::watch`]): a route pass on it reads nothing
@@ -248,10 +272,14 @@ impl RouteSource {
 }
 
 impl<S: Datastore> Ipam<S> {
-    /// A [`RouteSource`] fed by the store's watch; `None` when the store has no feed (the
-    /// route agent then reads the store each pass).
-    pub fn watch_routes(&self) -> Result<Option<RouteSource>, AdminError> {
-        Ok(self.store.watch(&ROUTE_RANGES)?.map(RouteSource::new))
+    /// A [`RouteSource`] of `view` for `node`, fed by the store's watch; `None` when the
+    /// store has no feed (the route agent then reads the store each pass).
+    pub fn watch_routes(
+        &self,
+        node: &str,
+        view: RouteView,
+    ) -> Result<Option<RouteSource>, AdminError> {
+        Ok(self.store.watch(&view.ranges(node))?.map(RouteSource::new))
     }
 
     /// Stores `e`, replacing the record of the same attachment.
@@ -302,8 +330,13 @@ impl<S: Datastore> Ipam<S> {
     /// The routes `node` should have now ([`crate::routing::routes_for`]), and the addresses
     /// its pods borrowed (which it announces), from one consistent read.
     pub fn routes_for(&self, node: &str) -> Result<NodeRoutes, AdminError> {
+        self.routes_in(node, RouteView::Cluster)
+    }
+
+    /// [`Ipam::routes_for`] from the records of `view` alone.
+    pub fn routes_in(&self, node: &str, view: RouteView) -> Result<NodeRoutes, AdminError> {
         use crate::datastore::{all, Read};
-        let answers = self.store.read(&ROUTE_RANGES.map(Read::List))?;
+        let answers = self.store.read(&view.ranges(node).map(Read::List))?;
         let mut it = answers.into_iter();
         let mut next = || it.next().unwrap_or_default();
         let affs: Vec<_> = all::<crate::model::Affinity>(next())?

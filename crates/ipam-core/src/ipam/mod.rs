@@ -14,7 +14,7 @@ mod assign;
 mod batch;
 mod dump;
 mod endpoint;
-pub use endpoint::RouteSource;
+pub use endpoint::{RouteSource, RouteView};
 mod held;
 mod query;
 mod release;
