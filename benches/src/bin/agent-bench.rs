@@ -13,8 +13,7 @@
 
 use ipam_benches::{cpu_of, etcd_pids};
 use ipam_core::{
-    endpoint_id, Affinity, AffinityState, Datastore, Endpoint, Ipam, Node, Record, RouteView,
-    Write,
+    endpoint_id, Affinity, AffinityState, Datastore, Endpoint, Ipam, Node, Record, RouteView, Write,
 };
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;

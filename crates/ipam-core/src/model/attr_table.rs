@@ -10,6 +10,11 @@
 //!
 //! Guarantee: the table is dense (entries 0..len, no holes); [`AttrTable::swap_remove`] keeps
 //! it so by moving the last entry into the hole, as `Vec::swap_remove` does.
+//!
+//! Searches by handle (the de-duplicating search of every assignment, a release's search for
+//! its handle's entries) skip whole chunks: each chunk keeps a 64-bit signature, one bit per
+//! entry chosen by its fingerprint, so a chunk without the bit holds no entry of the handle.
+//! Invariant: a chunk's signature is exactly the union of its entries' bits.
 
 use super::block::AllocAttrs;
 use serde::{Deserialize, Serialize};
@@ -20,7 +25,33 @@ use std::sync::Arc;
 /// Entries per chunk.
 pub(crate) const CHUNK: usize = 8;
 
-type Chunk = SmallVec<[AttrEntry; CHUNK]>;
+/// Up to [`CHUNK`] entries and their signature (see the module docs).
+#[derive(Clone, Default)]
+struct Chunk {
+    sig: u64,
+    entries: SmallVec<[AttrEntry; CHUNK]>,
+}
+
+/// A fingerprint's bit in a chunk's signature.
+fn sig_bit(fp: u64) -> u64 {
+    1 << (fp >> 58)
+}
+
+impl Chunk {
+    fn push(&mut self, e: AttrEntry) {
+        self.sig |= sig_bit(e.fp);
+        self.entries.push(e);
+    }
+
+    /// The signature computed again, after an entry left or was replaced.
+    fn resign(&mut self) {
+        self.sig = self.entries.iter().fold(0, |s, e| s | sig_bit(e.fp));
+    }
+
+    fn may_hold(&self, fp: u64) -> bool {
+        self.sig & sig_bit(fp) != 0
+    }
+}
 
 /// An entry with the fingerprint of its handle id, so the de-duplicating search scans flat
 /// chunks instead of following a pointer per entry. Serialised as the attributes alone; the
@@ -40,16 +71,31 @@ impl AttrEntry {
     }
 }
 
-/// FNV-1a of the handle id: entries of different handles never compare further.
+/// A hash of the handle id: entries of different handles almost never compare further.
 pub(crate) fn fingerprint(a: &AllocAttrs) -> u64 {
     id_fingerprint(&a.handle_id)
 }
 
-/// [`fingerprint`] of a handle id.
+/// [`fingerprint`] of a handle id: FNV's step over eight bytes at a time (a kubelet's handle
+/// ids run to about 80 bytes), then a final mix so the top bits, which pick a chunk's
+/// signature bit, depend on every byte. Never stored, so free to change.
 pub(crate) fn id_fingerprint(handle_id: &str) -> u64 {
-    handle_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = handle_id.as_bytes();
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ u64::try_from(bytes.len()).unwrap_or(0);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or([0; 8]))).wrapping_mul(PRIME);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut tail = [0u8; 8];
+        tail[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(PRIME);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 /// The table (see the module docs).
@@ -73,28 +119,48 @@ impl AttrTable {
         }
     }
 
-    /// The index of the last entry that `f` accepts.
-    pub(crate) fn rposition(&self, mut f: impl FnMut(&AttrEntry) -> bool) -> Option<usize> {
+    /// The index of the last entry of fingerprint `fp` that `f` accepts.
+    pub(crate) fn rposition_fp(
+        &self,
+        fp: u64,
+        mut f: impl FnMut(&AttrEntry) -> bool,
+    ) -> Option<usize> {
         self.chunks
             .iter()
             .enumerate()
             .rev()
-            .find_map(|(c, chunk)| chunk.iter().rposition(&mut f).map(|p| c * CHUNK + p))
+            .filter(|(_, chunk)| chunk.may_hold(fp))
+            .find_map(|(c, chunk)| {
+                chunk
+                    .entries
+                    .iter()
+                    .rposition(|e| e.fp == fp && f(e))
+                    .map(|p| c * CHUNK + p)
+            })
     }
 
-    /// Calls `f` with each entry and its index, in table order.
-    pub(crate) fn for_each_indexed(&self, mut f: impl FnMut(usize, &AttrEntry)) {
+    /// Calls `f` with each entry of fingerprint `fp` and its index, in table order.
+    pub(crate) fn for_each_fp(&self, fp: u64, mut f: impl FnMut(usize, &AttrEntry)) {
         for (c, chunk) in self.chunks.iter().enumerate() {
-            for (p, e) in chunk.iter().enumerate() {
-                f(c * CHUNK + p, e);
+            if !chunk.may_hold(fp) {
+                continue;
+            }
+            for (p, e) in chunk.entries.iter().enumerate() {
+                if e.fp == fp {
+                    f(c * CHUNK + p, e);
+                }
             }
         }
     }
 
     pub(crate) fn push(&mut self, e: AttrEntry) {
         match self.chunks.last_mut() {
-            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(e),
-            _ => self.chunks.push(Arc::new(smallvec::smallvec![e])),
+            Some(last) if last.entries.len() < CHUNK => Arc::make_mut(last).push(e),
+            _ => {
+                let mut chunk = Chunk::default();
+                chunk.push(e);
+                self.chunks.push(Arc::new(chunk));
+            }
         }
         self.len += 1;
     }
@@ -108,25 +174,27 @@ impl AttrTable {
         let Some(last_chunk) = self.chunks.last_mut() else {
             return;
         };
-        let last = if last_chunk.len() == 1 {
+        let last = if last_chunk.entries.len() == 1 {
             // The chunk goes: its entry is shared, not the chunk copied to be emptied.
-            let e = last_chunk[0].clone();
+            let e = last_chunk.entries[0].clone();
             self.chunks.pop();
             e
         } else {
-            let Some(e) = Arc::make_mut(last_chunk).pop() else {
+            let chunk = Arc::make_mut(last_chunk);
+            let Some(e) = chunk.entries.pop() else {
                 return;
             };
+            chunk.resign();
             e
         };
         self.len -= 1;
         if i < self.len {
-            if let Some(slot) = self
-                .chunks
-                .get_mut(i / CHUNK)
-                .and_then(|c| Arc::make_mut(c).get_mut(i % CHUNK))
-            {
-                *slot = last;
+            if let Some(chunk) = self.chunks.get_mut(i / CHUNK) {
+                let chunk = Arc::make_mut(chunk);
+                if let Some(slot) = chunk.entries.get_mut(i % CHUNK) {
+                    *slot = last;
+                    chunk.resign();
+                }
             }
         }
     }
@@ -135,7 +203,7 @@ impl AttrTable {
 impl std::ops::Index<usize> for AttrTable {
     type Output = AttrEntry;
     fn index(&self, i: usize) -> &AttrEntry {
-        &self.chunks[i / CHUNK][i % CHUNK]
+        &self.chunks[i / CHUNK].entries[i % CHUNK]
     }
 }
 
@@ -194,7 +262,7 @@ impl<'a> Iterator for Iter<'a> {
                 self.left -= 1;
                 return Some(e);
             }
-            self.current = self.chunks.next()?.iter();
+            self.current = self.chunks.next()?.entries.iter();
         }
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -218,6 +286,28 @@ mod tests {
 
     fn ids(t: &AttrTable) -> Vec<String> {
         t.iter().map(|e| e.attrs.handle_id.clone()).collect()
+    }
+
+    /// The signature invariant: each chunk's is exactly the union of its entries' bits.
+    fn signed(t: &AttrTable) -> bool {
+        t.chunks
+            .iter()
+            .all(|c| c.sig == c.entries.iter().fold(0, |s, e| s | sig_bit(e.fp)))
+    }
+
+    /// Every entry of `h`, by the signed search, as a plain scan finds them.
+    fn found_as_a_scan(t: &AttrTable, h: &str) -> bool {
+        let fp = id_fingerprint(h);
+        let mut by_sig = Vec::new();
+        t.for_each_fp(fp, |i, e| {
+            if e.attrs.handle_id == h {
+                by_sig.push(i);
+            }
+        });
+        let plain: Vec<usize> = (0..t.len())
+            .filter(|&i| t[i].attrs.handle_id == h)
+            .collect();
+        by_sig == plain && t.rposition_fp(fp, |e| e.attrs.handle_id == h) == plain.last().copied()
     }
 
     /// Every operation agrees with a `Vec` doing the same, across chunk boundaries, and a
@@ -248,9 +338,13 @@ mod tests {
             "the copy shares chunks but never sees changes"
         );
         assert_eq!(
-            t.rposition(|e| e.attrs.handle_id == "h1"),
+            t.rposition_fp(id_fingerprint("h1"), |e| e.attrs.handle_id == "h1"),
             v.iter().rposition(|h| h == "h1")
         );
+        assert!(signed(&t) && signed(&before));
+        for h in ["h1", "h2", "new", "absent"] {
+            assert!(found_as_a_scan(&t, h), "{h}");
+        }
         assert_eq!(t[2].attrs.handle_id, v[2]);
         while t.len() > 0 {
             t.swap_remove(t.len() - 1);
@@ -283,6 +377,11 @@ mod tests {
                 proptest::prop_assert_eq!(ids(&t), v.clone());
                 proptest::prop_assert_eq!(t.len(), v.len());
                 proptest::prop_assert_eq!(t.iter().len(), v.len());
+                proptest::prop_assert!(signed(&t));
+                for probe in [0, n / 2, n] {
+                    let h = format!("h{probe}");
+                    proptest::prop_assert!(found_as_a_scan(&t, &h), "{}", h);
+                }
             }
             for (c, want) in &copies {
                 proptest::prop_assert_eq!(&ids(c), want);

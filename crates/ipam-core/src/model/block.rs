@@ -438,8 +438,8 @@ impl Block {
     fn entries_of(&self, handle_id: &str) -> SmallVec<[OwnerIx; 2]> {
         let fp = id_fingerprint(handle_id);
         let mut out = SmallVec::new();
-        self.attrs.for_each_indexed(|i, e| {
-            if e.fp == fp && e.attrs.handle_id == handle_id {
+        self.attrs.for_each_fp(fp, |i, e| {
+            if e.attrs.handle_id == handle_id {
                 out.push(OwnerIx::try_from(i + 1).unwrap_or(0));
             }
         });
@@ -467,7 +467,7 @@ impl Block {
         // Most requests re-use the entry they just added, so look from the back.
         let found = self
             .attrs
-            .rposition(|e| e.fp == fp && (Arc::ptr_eq(&e.attrs, attrs) || *e.attrs == **attrs));
+            .rposition_fp(fp, |e| Arc::ptr_eq(&e.attrs, attrs) || *e.attrs == **attrs);
         if let Some(i) = found {
             return OwnerIx::try_from(i + 1).unwrap_or(0);
         }
