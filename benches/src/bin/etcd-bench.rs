@@ -58,9 +58,12 @@ fn free_addr() -> Option<std::net::SocketAddr> {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        // One that already exited (it failed to start) is only reaped.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
         let _ = self.child.wait();
     }
 }
@@ -283,7 +286,11 @@ fn services(ep: &str, prefix: &str, dir: &Path) -> Option<Vec<Service>> {
             if t.elapsed() > Duration::from_secs(20)
                 || matches!(out[i].child.try_wait(), Ok(Some(_)))
             {
-                eprintln!("node service {i} did not start (built with --features etcd?)");
+                eprintln!(
+                    "node service {i} did not start (is {} built with etcd? \
+                     cargo build --release --workspace --all-features --bins)",
+                    bin.display()
+                );
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
