@@ -744,6 +744,85 @@ fn a_watch_feed_sends_a_snapshot_then_every_change_of_its_ranges_only() {
     assert!(rest.contains(&Change::Delete(aff.key())), "{rest:?}");
 }
 
+/// A feed of one node's ranges (what a route agent in bgp mode follows) holds that node's
+/// affinities and endpoints and nothing of a node whose name it starts ("node-1" and
+/// "node-10"), in its snapshot and in its changes.
+#[test]
+fn a_watch_feed_of_one_nodes_ranges_leaves_out_a_node_whose_name_extends_it() {
+    use ipam_core::{endpoint_id, Affinity, Change, Endpoint, Key, Range, Record, Write};
+    let Some(ep) = endpoint() else { return };
+    let raw = Raw::new(&ep);
+    let s = raw.store(&ep).expect("connects");
+    let aff = |node: &str, cidr: &str| {
+        Record::Affinity(Affinity::confirmed(node, cidr.parse().expect("a cidr")))
+    };
+    let ept = |node: &str, handle: &str| {
+        Record::Endpoint(Box::new(Endpoint {
+            node: node.into(),
+            id: endpoint_id(handle, "eth0"),
+            ifname: "eth0".into(),
+            handle_id: handle.into(),
+            addresses: vec!["10.244.0.5/32".parse().expect("an address")],
+            ..Endpoint::default()
+        }))
+    };
+    s.commit(vec![
+        Write::Create(aff("node-1", "10.244.0.0/26")),
+        Write::Create(aff("node-10", "10.244.0.64/26")),
+        Write::Create(ept("node-1", "k8s.a")),
+        Write::Create(ept("node-10", "k8s.a")),
+    ])
+    .expect("created");
+    let feed = s
+        .watch(&[
+            Range::AffinitiesOf("node-1".into()),
+            Range::EndpointsOf("node-1".into()),
+        ])
+        .expect("a feed")
+        .expect("etcd has one");
+    let mut seen: Vec<Change> = Vec::new();
+    let t = std::time::Instant::now();
+    while seen.is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no snapshot");
+        seen.extend(feed.drain().expect("the watcher runs"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Change::Snapshot(first) = &seen[0] else {
+        panic!("first a snapshot: {seen:?}")
+    };
+    let mut keys: Vec<Key> = first.iter().map(|v| v.value.key()).collect();
+    keys.sort();
+    let mut want = vec![
+        aff("node-1", "10.244.0.0/26").key(),
+        ept("node-1", "k8s.a").key(),
+    ];
+    want.sort();
+    assert_eq!(keys, want, "node-1's records alone");
+
+    // node-10's endpoint and affinity change first, then node-1's endpoint: the feed sends the
+    // last alone.
+    s.commit(vec![
+        Write::Create(ept("node-10", "k8s.b")),
+        Write::Create(aff("node-10", "10.244.0.128/26")),
+    ])
+    .expect("committed");
+    s.commit(vec![Write::Create(ept("node-1", "k8s.b"))])
+        .expect("committed");
+    let t = std::time::Instant::now();
+    while seen.len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "only {seen:?}");
+        seen.extend(feed.drain().expect("the watcher runs"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    seen.extend(feed.drain().expect("the watcher runs"));
+    let stored = s
+        .get(&ept("node-1", "k8s.b").key())
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(seen[1..], [Change::Put(stored)], "nothing of node-10");
+}
+
 /// A TCP relay to etcd whose connections the test can cut, and count.
 struct Relay {
     addr: std::net::SocketAddr,

@@ -291,6 +291,14 @@ mod tests {
                 chunk: 300,
             },
             Key::PoolIndex(n("10.0.0.0/16")),
+            Key::Endpoint {
+                node: "a".into(),
+                id: "h/eth0".into(),
+            },
+            Key::Endpoint {
+                node: "ab".into(),
+                id: "h/eth0".into(),
+            },
         ]
     }
 
@@ -320,6 +328,7 @@ mod tests {
             Range::BlocksIn(n("10.0.0.0/24")),
             Range::BlocksIn(n("10.0.0.64/26")),
             Range::AffinitiesOf("a".into()),
+            Range::EndpointsOf("a".into()),
             Range::IndexChunksOf(n("10.0.0.0/16")),
         ] {
             let (s, e) = bounds(&r);
@@ -336,6 +345,15 @@ mod tests {
             cidr: n("10.0.0.0/26"),
         });
         assert!(!(s <= ab && ab < e), "prefix of another node is excluded");
+        let (s, e) = bounds(&Range::EndpointsOf("a".into()));
+        let eb = encode(&Key::Endpoint {
+            node: "ab".into(),
+            id: "h/eth0".into(),
+        });
+        assert!(
+            !(s <= eb && eb < e),
+            "a node whose name extends it is excluded"
+        );
     }
 
     #[test]
