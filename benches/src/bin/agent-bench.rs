@@ -13,7 +13,8 @@
 
 use ipam_benches::{cpu_of, etcd_pids};
 use ipam_core::{
-    endpoint_id, Affinity, AffinityState, Datastore, Endpoint, Ipam, Node, Record, RouteView, Write,
+    endpoint_id, Affinity, AffinityState, Datastore, Endpoint, Ipam, Node, Record, RouteSource,
+    RouteView, Write,
 };
 use ipam_store::etcd::{EtcdOptions, EtcdStore};
 use ipam_store::SystemClock;
@@ -43,6 +44,25 @@ fn endpoint(node: u32, pod: u32) -> Record {
         addresses: vec![format!("{ip}/32").parse().expect("an address")],
         ..Endpoint::default()
     }))
+}
+
+/// A route copy of `view` for `node`, once its snapshot arrived; prints (as row `what`) how
+/// long that took and what it cost etcd.
+fn synced(ipam: &Ipam<Arc<EtcdStore>>, node: &str, view: RouteView, what: &str) -> RouteSource {
+    let (cpu, t) = (etcd_cpu(), Instant::now());
+    let mut source = ipam
+        .watch_routes(node, view)
+        .expect("a feed")
+        .expect("etcd has one");
+    while !(source.update() && source.synced()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!(
+        "| {what} | {:.1} ms | etcd CPU {:.1} ms |",
+        t.elapsed().as_secs_f64() * 1e3,
+        (etcd_cpu() - cpu).as_secs_f64() * 1e3
+    );
+    source
 }
 
 fn main() {
@@ -117,18 +137,11 @@ fn main() {
     );
 
     // The watch: one listing, then nothing while nothing changes.
-    let (cpu, t) = (etcd_cpu(), Instant::now());
-    let mut source = ipam
-        .watch_routes("node-0", RouteView::Cluster)
-        .expect("a feed")
-        .expect("etcd has one");
-    while !(source.update() && source.synced()) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    println!(
-        "| first snapshot of the watch | {:.1} ms | etcd CPU {:.1} ms |",
-        t.elapsed().as_secs_f64() * 1e3,
-        (etcd_cpu() - cpu).as_secs_f64() * 1e3
+    let mut source = synced(
+        &ipam,
+        "node-0",
+        RouteView::Cluster,
+        "first snapshot of the watch",
     );
     assert_eq!(
         source.routes_for("node-0").0.len() as u64,
@@ -186,18 +199,11 @@ fn main() {
     drop(source);
 
     // A node in bgp mode: its own records and the node list.
-    let (cpu, t) = (etcd_cpu(), Instant::now());
-    let mut own = ipam
-        .watch_routes("node-1", RouteView::Own)
-        .expect("a feed")
-        .expect("etcd has one");
-    while !(own.update() && own.synced()) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    println!(
-        "| bgp mode's view (own records, every node): first snapshot | {:.1} ms | etcd CPU {:.1} ms |",
-        t.elapsed().as_secs_f64() * 1e3,
-        (etcd_cpu() - cpu).as_secs_f64() * 1e3
+    let own = synced(
+        &ipam,
+        "node-1",
+        RouteView::Own,
+        "bgp mode's view (own records, every node): first snapshot",
     );
     let (routes, borrowed) = own.routes_for("node-1");
     assert_eq!(routes.len(), 2, "its two blocks, no route via another node");
