@@ -666,6 +666,20 @@ fn no_write_lands_in_a_layout_switched_away_from_while_nodes_allocate() {
     assert_eq!(in_use, held as u64, "every held address, and no other");
 }
 
+/// Everything `feed` sent, added to `seen` until `done` holds of it (10 s at most).
+fn wait_for(
+    feed: &ipam_core::Feed,
+    seen: &mut Vec<ipam_core::Change>,
+    done: &dyn Fn(&[ipam_core::Change]) -> bool,
+) {
+    let t = std::time::Instant::now();
+    while !done(seen) {
+        assert!(t.elapsed() < Duration::from_secs(10), "only {seen:?}");
+        seen.extend(feed.drain().expect("the watcher runs"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_watch_feed_sends_a_snapshot_then_every_change_of_its_ranges_only() {
     use ipam_core::{Affinity, Change, Key, Node, Range, Record, Write};
@@ -686,15 +700,6 @@ fn a_watch_feed_sends_a_snapshot_then_every_change_of_its_ranges_only() {
         .watch(&[Range::Affinities, Range::Nodes])
         .expect("a feed")
         .expect("etcd has one");
-    // Everything the feed sent, until `done` holds of it (10 s at most).
-    fn wait_for(feed: &ipam_core::Feed, seen: &mut Vec<Change>, done: &dyn Fn(&[Change]) -> bool) {
-        let t = std::time::Instant::now();
-        while !done(seen) {
-            assert!(t.elapsed() < Duration::from_secs(10), "only {seen:?}");
-            seen.extend(feed.drain().expect("the watcher runs"));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
     let mut seen: Vec<Change> = Vec::new();
     wait_for(&feed, &mut seen, &|c| !c.is_empty());
     let Change::Snapshot(first) = &seen[0] else {
@@ -781,12 +786,7 @@ fn a_watch_feed_of_one_nodes_ranges_leaves_out_a_node_whose_name_extends_it() {
         .expect("a feed")
         .expect("etcd has one");
     let mut seen: Vec<Change> = Vec::new();
-    let t = std::time::Instant::now();
-    while seen.is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(10), "no snapshot");
-        seen.extend(feed.drain().expect("the watcher runs"));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&feed, &mut seen, &|c| !c.is_empty());
     let Change::Snapshot(first) = &seen[0] else {
         panic!("first a snapshot: {seen:?}")
     };
@@ -808,12 +808,7 @@ fn a_watch_feed_of_one_nodes_ranges_leaves_out_a_node_whose_name_extends_it() {
     .expect("committed");
     s.commit(vec![Write::Create(ept("node-1", "k8s.b"))])
         .expect("committed");
-    let t = std::time::Instant::now();
-    while seen.len() < 2 {
-        assert!(t.elapsed() < Duration::from_secs(10), "only {seen:?}");
-        seen.extend(feed.drain().expect("the watcher runs"));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&feed, &mut seen, &|c| c.len() >= 2);
     std::thread::sleep(Duration::from_millis(200));
     seen.extend(feed.drain().expect("the watcher runs"));
     let stored = s
