@@ -26,7 +26,6 @@ use ipam_core::{AllocAttrs, HostReserved};
 use ipam_core::{AutoAssignArgs, Block, Ipam, ManualClock, Pool};
 use ipam_core::{Datastore, Handle, Key, Record, Revision, Versioned, Write};
 use ipam_store::MemoryStore;
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,10 +33,7 @@ use std::time::{Duration, Instant};
 const FILLS: [(&str, usize); 3] = [("empty", 0), ("half", 32), ("nearly_full", 62)];
 
 fn attrs(h: &str) -> Arc<AllocAttrs> {
-    Arc::new(AllocAttrs {
-        handle_id: h.into(),
-        attrs: BTreeMap::from([("node".into(), "n1".into())]),
-    })
+    Arc::new(AllocAttrs::new(h, [("node", "n1")]).expect("a valid fixture"))
 }
 
 fn block_with(n: usize) -> Block {

@@ -9,6 +9,8 @@
 //! - `sled/durable_assign`: `Ipam::auto_assign` of one address from the node's affine block on
 //!   a `SledStore` (reads, one transaction, one flush).
 //! - `sled/durable_release`: `Ipam::release_by_handle` of that address.
+//! - `codec/decode_crowded_block`: decoding one stored block whose 64 addresses each have a
+//!   holder with a kubelet's attributes (what every store does for every block it reads).
 //!
 //! Run: `cargo bench -p ipam-benches --bench sled_store`.
 
@@ -114,9 +116,21 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    let block = ipam_store::conformance::crowded_block();
+    let key = ipam_store::sled::keys::encode(&block.key());
+    let bytes =
+        ipam_store::sled::codec::encode_plain(&block, Revision(7)).expect("the block encodes");
+    g.bench_function("decode_crowded_block", |b| {
+        b.iter(|| black_box(ipam_store::sled::codec::decode(&key, black_box(&bytes))))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(5));
-    targets = bench
+    targets = bench, bench_codec
 }
 criterion_main!(benches);

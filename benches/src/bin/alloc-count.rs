@@ -3,6 +3,10 @@
 //! one operation runs (the same fills as the `ipam/auto_assign` criterion bench), and the bytes
 //! asked for, through dhat's counting allocator.
 //!
+//! Then the same count for decoding one stored block whose 64 addresses each have a holder
+//! with a kubelet's attributes (`ipam_store::conformance::crowded_block`), as the stores do
+//! for every block they read.
+//!
 //! Run: `cargo run --release -p ipam-benches --bin alloc-count`
 
 use ipam_core::{AutoAssignArgs, Ipam, ManualClock, Pool};
@@ -53,4 +57,14 @@ fn main() {
         assert_eq!(rel.expect("release"), 1);
         println!("| {name} | {aa} | {ab} | {ra} | {rb} |");
     }
+    let block = ipam_store::conformance::crowded_block();
+    let key = ipam_store::sled::keys::encode(&block.key());
+    let bytes = ipam_store::sled::codec::encode_plain(&block, ipam_core::Revision(7))
+        .expect("the block encodes");
+    let (got, n, b) = counted(|| ipam_store::sled::codec::decode(&key, &bytes));
+    assert_eq!(got.expect("the block decodes").value, block);
+    println!();
+    println!("| decode of a block of 64 kubelet-attributed holders | allocations | bytes |");
+    println!("|---|---|---|");
+    println!("| {} bytes stored | {n} | {b} |", bytes.len());
 }

@@ -207,11 +207,11 @@ impl Handles {
     /// owner attribute it carries names this container, network, ifname and pod.
     fn belongs_to_pod(&self, a: &ipam_core::Allocation) -> bool {
         let get = |k: &str| a.attrs.get(k);
-        get(attrs::CONTAINER_ID).is_none_or(|c| *c == self.container_id)
-            && get(attrs::NETWORK).is_none_or(|n| *n == self.network)
-            && get(attrs::IFNAME).is_none_or(|i| *i == self.ifname)
-            && get(attrs::NAMESPACE).is_none_or(|n| Some(n) == self.namespace.as_ref())
-            && get(attrs::POD).is_none_or(|p| Some(p) == self.pod_name.as_ref())
+        get(attrs::CONTAINER_ID).is_none_or(|c| c == self.container_id)
+            && get(attrs::NETWORK).is_none_or(|n| n == self.network)
+            && get(attrs::IFNAME).is_none_or(|i| i == self.ifname)
+            && get(attrs::NAMESPACE).is_none_or(|n| Some(n) == self.namespace.as_deref())
+            && get(attrs::POD).is_none_or(|p| Some(p) == self.pod_name.as_deref())
     }
 }
 
@@ -458,9 +458,13 @@ pub fn gc_network<S: Datastore>(
                 let cid = a
                     .attrs
                     .get(attrs::CONTAINER_ID)
-                    .cloned()
+                    .map(str::to_string)
                     .unwrap_or_default();
-                let ifn = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
+                let ifn = a
+                    .attrs
+                    .get(attrs::IFNAME)
+                    .map(str::to_string)
+                    .unwrap_or_default();
                 !valid.contains(&(cid, ifn))
             })
             .map(|a| ReleaseRequest {

@@ -65,11 +65,11 @@ pub fn legacy_handle_id(network: &str, container_id: &str) -> Option<String> {
 /// `None` when neither tells.
 pub fn network_of(a: &Allocation) -> Option<String> {
     if let Some(n) = a.attrs.get(attrs::NETWORK) {
-        return Some(n.clone());
+        return Some(n.to_string());
     }
     let cid = a.attrs.get(attrs::CONTAINER_ID)?;
     a.handle_id
-        .strip_suffix(cid.as_str())
+        .strip_suffix(cid)
         .and_then(|h| h.strip_suffix('.'))
         .filter(|n| !n.is_empty())
         .map(String::from)
@@ -93,7 +93,6 @@ pub fn belongs(a: &Allocation, network: &str, container_id: &str, ifname: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn alloc(handle: &str, attrs: &[(&str, &str)]) -> Allocation {
         Allocation {
@@ -101,10 +100,9 @@ mod tests {
             block: "10.0.0.0/26".parse().expect("a valid literal"),
             block_affinity: None,
             handle_id: handle.into(),
-            attrs: attrs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
+            attrs: std::sync::Arc::new(
+                ipam_core::AllocAttrs::new(handle, attrs.iter().copied()).expect("a valid fixture"),
+            ),
             seq: 0,
         }
     }

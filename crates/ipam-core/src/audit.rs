@@ -136,11 +136,14 @@ pub fn audit<S: Datastore + ?Sized>(store: &S) -> Result<Vec<Problem>, StoreErro
             }
         }
         for (o, a, _) in b.used() {
-            if !handles.contains_key(&a.handle_id) {
-                out.push(Problem::AddressWithoutHandle(b.ip(o), a.handle_id.clone()));
+            if !handles.contains_key(a.handle_id()) {
+                out.push(Problem::AddressWithoutHandle(
+                    b.ip(o),
+                    a.handle_id().to_string(),
+                ));
             }
             *counted
-                .entry((a.handle_id.clone(), Cidr(b.cidr)))
+                .entry((a.handle_id().to_string(), Cidr(b.cidr)))
                 .or_insert(0) += 1;
         }
         if let Some(n) = &b.affinity {

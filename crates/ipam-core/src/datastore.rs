@@ -345,6 +345,34 @@ impl Write {
             Write::Delete { key, .. } => key.clone(),
         }
     }
+
+    /// Refuses a write whose record breaks the rules readers rely on: the kinds with public
+    /// fields ([`Endpoint`], [`IpamConfig`]) are checked here; every other kind is valid by
+    /// construction. Every write through `Ipam` is checked before it gets here; this keeps a
+    /// store's direct user from storing what later reads would drop or fail to decode.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let invalid = match self {
+            Write::Create(r) | Write::Update { record: r, .. } => match r {
+                Record::Endpoint(e) => e.validate().err(),
+                Record::Config(c) => c.validate().err().map(|e| e.to_string()),
+                _ => None,
+            },
+            Write::Delete { .. } => None,
+        };
+        match invalid {
+            Some(why) => Err(StoreError::Rejected(format!(
+                "invalid record {}: {why}",
+                self.key()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`Write::check`] of every write of a commit: stores call it before applying anything, so
+/// a commit holding one invalid record writes nothing.
+pub fn check_writes(writes: &[Write]) -> Result<(), StoreError> {
+    writes.iter().try_for_each(Write::check)
 }
 
 /// Why a condition failed.
@@ -400,7 +428,8 @@ pub trait Datastore: Send + Sync {
     fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError>;
 
     /// Applies every write or none (see the module docs). Returns the new revision shared by
-    /// the written records. An empty commit is a no-op.
+    /// the written records. An empty commit is a no-op. A commit holding a record that fails
+    /// [`check_writes`] is refused ([`StoreError::Rejected`]) and writes nothing.
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError>;
 
     /// Like [`Datastore::list`], but a record that fails to decode is reported beside the

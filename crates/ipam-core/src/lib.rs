@@ -59,8 +59,9 @@ pub use bitmap::Bitmap;
 pub use cidr::Family;
 pub use clock::{Clock, ManualClock};
 pub use datastore::{
-    all, one, put, Change, ConflictKind, Datastore, Feed, Key, LayoutStatus, Lenient, Range, Read,
-    Record, RecordKind, RecordLayout, Revision, StoreError, StoreExt, Versioned, Write,
+    all, check_writes, one, put, Change, ConflictKind, Datastore, Feed, Key, LayoutStatus, Lenient,
+    Range, Read, Record, RecordKind, RecordLayout, Revision, StoreError, StoreExt, Versioned,
+    Write,
 };
 pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, ReleaseError};
 pub use ipam::{
@@ -72,9 +73,10 @@ pub use ipam::{
 pub use model::{
     endpoint_id, validate_handle_id, validate_node_name, Affinity, AffinityState, AllocAttrs,
     AllowedUse, AssignmentMode, Block, BlockAffinity, BlockBody, BlockError, BlockParts,
-    BlockPartsRef, ConfigError, Endpoint, Handle, HandleBlocks, HostReserved, IndexChunk,
-    IpamConfig, Node, Ordinals, Pool, PoolError, PoolIndex, PoolParts, PoolRef, Reservation,
-    CHUNK_SLOTS, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS, RESERVED_HANDLE,
+    BlockPartsRef, ConfigError, Endpoint, Handle, HandleBlocks, HolderTooLarge, HostReserved,
+    IndexChunk, IpamConfig, Node, Ordinals, Pool, PoolError, PoolIndex, PoolParts, PoolRef,
+    Reservation, CHUNK_SLOTS, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS, MAX_HOLDER_BYTES,
+    RESERVED_HANDLE,
 };
 pub use routing::{borrowed_by, routes_for, Route, Target};
 pub use selector::{Selector, SelectorError};

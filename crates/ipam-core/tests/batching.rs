@@ -796,7 +796,7 @@ fn a_held_release_frees_what_it_selects_from_the_kept_block() {
         .unwrap();
     let (released, calls) = reads_and_commits(&store, || {
         ipam.release_held(&["c1", "absent"], move |a| {
-            a.attrs.get("ifname").map(String::as_str) == Some("eth0")
+            a.attrs.get("ifname") == Some("eth0")
         })
         .unwrap()
     });
@@ -1087,7 +1087,7 @@ fn releases_of_one_handle_in_a_burst_each_take_their_own() {
     let interface = |name: &'static str| -> HeldReq {
         (
             vec!["c1".to_string()],
-            Arc::new(move |a| a.attrs.get("ifname").map(String::as_str) == Some(name)),
+            Arc::new(move |a| a.attrs.get("ifname") == Some(name)),
         )
     };
     let queued = vec![interface("eth0"), interface("eth1")];

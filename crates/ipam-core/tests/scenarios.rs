@@ -332,8 +332,8 @@ fn assign_specific_address() {
     assert_eq!(a.block, net("10.244.7.0/26"));
     let al = ipam.allocation(ip("10.244.7.9")).unwrap().unwrap();
     assert_eq!(al.handle_id, "static");
-    assert_eq!(al.attrs.get("pod").map(String::as_str), Some("db-0"));
-    assert_eq!(al.attrs.get("node").map(String::as_str), Some("n1"));
+    assert_eq!(al.attrs.get("pod"), Some("db-0"));
+    assert_eq!(al.attrs.get("node"), Some("n1"));
     assert_eq!(al.block_affinity.as_deref(), Some("n1"));
     assert_eq!(
         ipam.assign_ip(&args).unwrap_err(),
@@ -746,6 +746,53 @@ fn invalid_arguments_are_refused() {
         ipam.auto_assign(&AutoAssignArgs::v4("", "h", 1)),
         Err(AssignError::InvalidArgument(_))
     ));
+}
+
+#[test]
+fn owner_attributes_over_the_bound_are_refused_and_nothing_is_written() {
+    let (ipam, _) = setup(&[("p", "10.244.0.0/16", 26)]);
+    // The node's block exists, so the batched path tries the request first.
+    one(&ipam, "n1", "h0");
+    let before = ipam.store().list(&Range::Blocks).unwrap();
+    let mut args = AutoAssignArgs::v4("n1", "big", 1);
+    args.attrs
+        .insert("note".into(), "x".repeat(ipam_core::MAX_HOLDER_BYTES));
+    let e = ipam.auto_assign(&args).unwrap_err();
+    assert!(
+        matches!(&e, AssignError::InvalidArgument(m) if m.contains("at most")),
+        "{e}"
+    );
+    let ip_args = AssignIpArgs {
+        ip: ip("10.244.7.9"),
+        handle_id: "big".into(),
+        attrs: args.attrs.clone(),
+        node: "n1".into(),
+        host_reserved: HostReserved::default(),
+    };
+    assert!(matches!(
+        ipam.assign_ip(&ip_args),
+        Err(AssignError::InvalidArgument(_))
+    ));
+    assert_eq!(ipam.store().list(&Range::Blocks).unwrap(), before);
+    assert!(ipam
+        .store()
+        .get_handle(&Key::Handle("big".into()))
+        .unwrap()
+        .is_none());
+    // Within the bound, the node's own attribute included, the request is served.
+    args.attrs
+        .insert("note".into(), "x".repeat(ipam_core::MAX_HOLDER_BYTES - 64));
+    let got = ipam.auto_assign(&args).unwrap();
+    let al = ipam.allocation(got.v4.ips[0].ip).unwrap().unwrap();
+    assert_eq!(al.attrs.get("node"), Some("n1"));
+    assert_eq!(
+        al.attrs
+            .get("note")
+            .expect("the attribute is recorded")
+            .len(),
+        ipam_core::MAX_HOLDER_BYTES - 64
+    );
+    assert_consistent(&ipam);
 }
 
 #[test]

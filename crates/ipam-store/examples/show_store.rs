@@ -31,8 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!(
                     "  {:<16} {:<28} pod {}",
                     blk.ip(o),
-                    a.handle_id,
-                    a.attrs.get("pod").map(String::as_str).unwrap_or("-")
+                    a.handle_id(),
+                    a.get("pod").unwrap_or("-")
                 );
             }
         }

@@ -57,17 +57,14 @@ pub fn sample_records() -> Vec<Record> {
         1_700_000_000_000_000_000,
     )
     .expect("a valid fixture");
-    let a1 = Arc::new(AllocAttrs {
-        handle_id: "k8s-pod-network.abc".into(),
-        attrs: BTreeMap::from([
-            ("namespace".into(), "default".into()),
-            ("pod".into(), "web-0".into()),
-        ]),
-    });
-    let a2 = Arc::new(AllocAttrs {
-        handle_id: "other".into(),
-        attrs: BTreeMap::new(),
-    });
+    let a1 = Arc::new(
+        AllocAttrs::new(
+            "k8s-pod-network.abc",
+            [("namespace", "default"), ("pod", "web-0")],
+        )
+        .expect("a valid fixture"),
+    );
+    let a2 = Arc::new(AllocAttrs::new("other", [("", ""); 0]).expect("a valid fixture"));
     b.allocate(5, &a1);
     let o = b.allocate(2, &a2);
     b.release(o[0], 9, 1_000);
@@ -138,10 +135,9 @@ pub fn crowded_block_at(cidr: IpNetwork) -> Record {
         ];
         b.allocate(
             1,
-            &Arc::new(AllocAttrs {
-                handle_id: format!("k8s-pod-network.{cid}"),
-                attrs: attrs.into_iter().map(|(k, v)| (k.into(), v)).collect(),
-            }),
+            &Arc::new(
+                AllocAttrs::new(&format!("k8s-pod-network.{cid}"), attrs).expect("a valid fixture"),
+            ),
         );
         b.seq += 1;
     }
@@ -178,6 +174,53 @@ pub fn round_trip<S: Datastore>(s: &S) {
         .get(&Key::Pool("missing".into()))
         .expect("the store answers a read")
         .is_none());
+}
+
+/// A commit holding a record that breaks the core's rules (an endpoint whose id is not
+/// `<handle>/<ifname>`, a configuration the core refuses) is refused whole: the valid write
+/// beside it is not stored either, and a valid version of the same record is taken.
+pub fn invalid_records_refused<S: Datastore>(s: &S) {
+    let endpoint = |id: &str| ipam_core::Endpoint {
+        node: "node-1".into(),
+        id: id.into(),
+        ifname: "eth0".into(),
+        handle_id: "k8s-pod-network.abc".into(),
+        ..Default::default()
+    };
+    let config = IpamConfig {
+        strict_affinity: false,
+        auto_allocate_blocks: false,
+        ..IpamConfig::default()
+    };
+    for bad in [
+        Record::Endpoint(Box::new(endpoint("k8s-pod-network.abc"))),
+        Record::Config(config),
+    ] {
+        let key = bad.key();
+        let e = s
+            .commit(vec![Write::Create(handle("beside", 1)), Write::Create(bad)])
+            .expect_err("an invalid record is refused");
+        assert!(
+            matches!(&e, StoreError::Rejected(m) if m.contains("invalid record")),
+            "{e}"
+        );
+        for k in [Key::Handle("beside".into()), key] {
+            assert!(
+                s.get(&k).expect("the store answers a read").is_none(),
+                "{k} was written"
+            );
+        }
+    }
+    let good = endpoint("k8s-pod-network.abc/eth0");
+    s.commit(vec![Write::Create(Record::Endpoint(Box::new(
+        good.clone(),
+    )))])
+    .expect("a valid endpoint is taken");
+    let got = s
+        .get(&Record::Endpoint(Box::new(good.clone())).key())
+        .expect("the store answers a read")
+        .expect("the endpoint is stored");
+    assert_eq!(got.value, Record::Endpoint(Box::new(good)));
 }
 
 /// Create-if-absent, update-if-revision, delete-if-revision, and their conflicts.
@@ -539,6 +582,7 @@ pub fn concurrent_increments<S: Datastore + 'static>(s: Arc<S>) {
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all<S: Datastore + 'static>(mut make: impl FnMut() -> S) {
     round_trip(&make());
+    invalid_records_refused(&make());
     compare_and_swap(&make());
     atomic_commits(&make());
     listing(&make());

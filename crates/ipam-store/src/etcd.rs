@@ -602,6 +602,7 @@ impl Datastore for EtcdStore {
         if writes.is_empty() {
             return Ok(Revision(0));
         }
+        ipam_core::check_writes(&writes)?;
         let keys: Vec<Vec<u8>> = writes
             .iter()
             .map(|w| self.full_key(&keys::encode(&w.key())))

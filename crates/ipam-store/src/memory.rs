@@ -287,6 +287,7 @@ impl Datastore for MemoryStore {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        ipam_core::check_writes(&writes)?;
         let mut g = self.inner.write();
         if writes.is_empty() {
             return Ok(Revision(g.rev));

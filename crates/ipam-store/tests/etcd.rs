@@ -116,7 +116,6 @@ fn noise(seed: u32, len: usize) -> String {
 #[test]
 fn a_request_over_etcds_size_limit_is_refused_at_once() {
     use ipam_core::{AllocAttrs, Block, HostReserved, Record, Write};
-    use std::collections::BTreeMap;
     let Some(ep) = endpoint() else { return };
     let n = N.fetch_add(1, Ordering::SeqCst);
     let s = EtcdStore::connect(EtcdOptions {
@@ -136,10 +135,8 @@ fn a_request_over_etcds_size_limit_is_refused_at_once() {
     )
     .unwrap();
     for a in 0..64 {
-        let attrs = Arc::new(AllocAttrs {
-            handle_id: format!("h-{a}"),
-            attrs: BTreeMap::from([("note".to_string(), noise(a, 32_000))]),
-        });
+        let attrs =
+            Arc::new(AllocAttrs::new(&format!("h-{a}"), [("note", noise(a, 32_000))]).unwrap());
         assert_eq!(b.allocate(1, &attrs).len(), 1);
     }
     let t = std::time::Instant::now();
@@ -153,7 +150,6 @@ fn a_request_over_etcds_size_limit_is_refused_at_once() {
 #[test]
 fn a_range_larger_than_one_grpc_answer_is_listed_whole() {
     use ipam_core::{AllocAttrs, Block, HostReserved, Range, Record, Write};
-    use std::collections::BTreeMap;
     let Some(ep) = endpoint() else { return };
     let s = store(&ep);
     // 48 blocks of 64 addresses, each address with 1.5 KB of its own attributes: about 4.7 MB
@@ -165,10 +161,10 @@ fn a_range_larger_than_one_grpc_answer_is_listed_whole() {
             .unwrap();
         let mut b = Block::new(cidr, Some("n1".into()), HostReserved::default(), 1).unwrap();
         for a in 0..64 {
-            let attrs = Arc::new(AllocAttrs {
-                handle_id: format!("h-{i}-{a}"),
-                attrs: BTreeMap::from([("note".to_string(), noise(i * 64 + a, 1_500))]),
-            });
+            let attrs = Arc::new(
+                AllocAttrs::new(&format!("h-{i}-{a}"), [("note", noise(i * 64 + a, 1_500))])
+                    .unwrap(),
+            );
             assert_eq!(b.allocate(1, &attrs).len(), 1);
         }
         s.commit(vec![Write::Create(Record::Block(b))]).unwrap();

@@ -145,8 +145,8 @@ fn format_1_records_decode_to_the_same_meaning_and_bytes() {
             Record::Block(b) if b.cidr.to_string().starts_with("10.244.") => {
                 let used: Vec<_> = b.used().collect();
                 assert_eq!(used.len(), 2, "{used:?}");
-                assert!(used.iter().all(|(_, a, _)| a.handle_id == "k8s.pod-1"));
-                assert_eq!(used[0].1.attrs["pod"], "pod-1");
+                assert!(used.iter().all(|(_, a, _)| a.handle_id() == "k8s.pod-1"));
+                assert_eq!(used[0].1.get("pod"), Some("pod-1"));
             }
             Record::Handle(h) => {
                 assert!(["k8s.pod-1", "k8s.pod-3"].contains(&h.id()), "{h:?}")

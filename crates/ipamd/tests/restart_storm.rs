@@ -232,7 +232,7 @@ fn sigkill_and_restart_during_add_storms_lose_nothing() {
             for (o, a, _) in b.used() {
                 let ip = b.ip(o).to_string();
                 assert!(
-                    held.insert(ip.clone(), a.handle_id.clone()).is_none(),
+                    held.insert(ip.clone(), a.handle_id().to_string()).is_none(),
                     "{ip} held twice"
                 );
             }

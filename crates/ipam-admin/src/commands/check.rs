@@ -73,9 +73,8 @@ fn old_allocations<S: Datastore>(
         let b = b.value;
         for (o, holder, seq) in b.used() {
             let Some(t) = holder
-                .attrs
                 .get(ipam_cni::owner::attrs::TIMESTAMP)
-                .and_then(|t| parse_timestamp(t))
+                .and_then(parse_timestamp)
             else {
                 continue;
             };
@@ -87,11 +86,11 @@ fn old_allocations<S: Datastore>(
                 kind: "older-than-limit",
                 detail: format!(
                     "{ip} (handle {}) was allocated {} s ago, more than {age} s",
-                    holder.handle_id,
+                    holder.handle_id(),
                     now.saturating_sub(t)
                 ),
                 release: Some(
-                    json!({"ip": ip.to_string(), "handle": holder.handle_id, "seq": seq,
+                    json!({"ip": ip.to_string(), "handle": holder.handle_id(), "seq": seq,
                                      "reason": format!("allocated more than {age} s ago")}),
                 ),
             });
@@ -125,8 +124,8 @@ fn endpoint_findings<S: Datastore>(
                 ip: b.ip(o),
                 block: b.cidr,
                 block_affinity: b.affinity.as_deref().map(str::to_string),
-                handle_id: holder.handle_id.clone(),
-                attrs: holder.attrs.clone(),
+                handle_id: holder.handle_id().to_string(),
+                attrs: holder.clone(),
                 seq,
             };
             let Some(net) = owner::network_of(&a) else {
@@ -138,7 +137,7 @@ fn endpoint_findings<S: Datastore>(
             let young = a
                 .attrs
                 .get(attrs::TIMESTAMP)
-                .and_then(|t| parse_timestamp(t))
+                .and_then(parse_timestamp)
                 .is_some_and(|t| now.saturating_sub(t) < grace_seconds);
             if young {
                 continue;
@@ -146,9 +145,13 @@ fn endpoint_findings<S: Datastore>(
             let cid = a
                 .attrs
                 .get(attrs::CONTAINER_ID)
-                .cloned()
+                .map(str::to_string)
                 .unwrap_or_default();
-            let ifname = a.attrs.get(attrs::IFNAME).cloned().unwrap_or_default();
+            let ifname = a
+                .attrs
+                .get(attrs::IFNAME)
+                .map(str::to_string)
+                .unwrap_or_default();
             let wired = endpoints
                 .iter()
                 .any(|e| e.network == net && e.container_id == cid && e.ifname == ifname);

@@ -76,9 +76,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, a: &MapArgs, json: bool) -> Result<Outc
         c.size += b.size();
         c.borrowed += u32::try_from(
             b.used()
-                .filter(|(_, al, _)| {
-                    al.attrs.get(ipam_core::ATTR_NODE).map(String::as_str) != b.affinity.as_deref()
-                })
+                .filter(|(_, al, _)| al.get(ipam_core::ATTR_NODE) != b.affinity.as_deref())
                 .count(),
         )
         .unwrap_or(0);

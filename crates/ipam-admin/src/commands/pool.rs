@@ -262,7 +262,7 @@ pub fn run<S: Datastore>(ipam: &Ipam<S>, cmd: &PoolCmd, json: bool) -> Result<Ou
                     b.value
                         .used()
                         .map(|(o, a, seq)| {
-                            ReleaseRequest::guarded(b.value.ip(o), &a.handle_id, seq)
+                            ReleaseRequest::guarded(b.value.ip(o), a.handle_id(), seq)
                         })
                         .collect::<Vec<_>>()
                 })

@@ -93,7 +93,7 @@ pub fn held_inside<S: Datastore>(
         for (o, a, _) in b.value.used() {
             let ip = b.value.ip(o);
             if cidr.contains(ip) {
-                out.push(format!("{ip} ({})", a.handle_id));
+                out.push(format!("{ip} ({})", a.handle_id()));
             }
         }
     }

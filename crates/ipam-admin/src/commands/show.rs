@@ -228,7 +228,7 @@ fn addresses<S: Datastore>(ipam: &Ipam<S>, cidr: ipnetwork::IpNetwork) -> serde_
         Ok(Some(b)) => json!(b
             .value
             .used()
-            .map(|(o, a, seq)| json!({"ip": b.value.ip(o).to_string(), "handle": a.handle_id, "seq": seq, "attributes": a.attrs}))
+            .map(|(o, a, seq)| json!({"ip": b.value.ip(o).to_string(), "handle": a.handle_id(), "seq": seq, "attributes": a.to_map()}))
             .collect::<Vec<_>>()),
         _ => json!([]),
     }

@@ -198,7 +198,7 @@ impl Harness {
         for r in self.snapshot() {
             if let Record::Block(b) = r {
                 for (o, a, _) in b.used() {
-                    out.push((a.handle_id.clone(), b.ip(o).to_string()));
+                    out.push((a.handle_id().to_string(), b.ip(o).to_string()));
                 }
             }
         }

@@ -210,7 +210,7 @@ impl<S: Datastore> Ipam<S> {
                     let mut handles: Vec<String> = b
                         .value
                         .used()
-                        .map(|(_, h, _)| h.handle_id.clone())
+                        .map(|(_, h, _)| h.handle_id().to_string())
                         .collect();
                     handles.dedup();
                     for h in handles {

@@ -294,7 +294,7 @@ impl<S: Datastore> Ipam<S> {
         Ok(Ctx {
             args,
             config,
-            attrs: holder(&args.handle_id, &args.attrs, &args.node),
+            attrs: holder(&args.handle_id, &args.attrs, &args.node)?,
             pools,
             labels,
             affinities,
@@ -918,7 +918,7 @@ impl<S: Datastore> Ipam<S> {
                 reservation: r.value.name,
             });
         }
-        let attrs = holder(&args.handle_id, &args.attrs, &args.node);
+        let attrs = holder(&args.handle_id, &args.attrs, &args.node)?;
         self.retrying::<_, AssignError>("assign ip", || {
             let mut writes = Vec::with_capacity(5);
             let (mut block, rev) = match self.store.get_block(&Key::Block(cidr))? {
@@ -970,20 +970,26 @@ impl<S: Datastore> Ipam<S> {
 }
 
 /// Who an assignment's addresses are stored as held by: the handle and the owner attributes,
-/// with the assigning node recorded under [`ATTR_NODE`] unless the caller named one.
-pub(super) fn holder(
+/// with the assigning node recorded under [`ATTR_NODE`] unless the caller named one. Refused
+/// (nothing written) when larger than [`crate::MAX_HOLDER_BYTES`].
+pub(super) fn holder<'a>(
     handle_id: &str,
-    attrs: &BTreeMap<String, String>,
-    node: &str,
-) -> Arc<AllocAttrs> {
-    let mut attrs = attrs.clone();
-    attrs
-        .entry(ATTR_NODE.to_string())
-        .or_insert_with(|| node.to_string());
-    Arc::new(AllocAttrs {
-        handle_id: handle_id.to_string(),
-        attrs,
-    })
+    attrs: &'a BTreeMap<String, String>,
+    node: &'a str,
+) -> Result<Arc<AllocAttrs>, AssignError> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    // In key order (a map's), the node's pair in its place unless the map has one.
+    let pair = |(k, v): (&'a String, &'a String)| (k.as_str(), v.as_str());
+    let before = attrs
+        .range::<str, _>((Unbounded, Excluded(ATTR_NODE)))
+        .map(pair);
+    let rest = attrs
+        .range::<str, _>((Included(ATTR_NODE), Unbounded))
+        .map(pair);
+    let own = (!attrs.contains_key(ATTR_NODE)).then_some((ATTR_NODE, node));
+    AllocAttrs::from_ordered(handle_id, before.chain(own).chain(rest))
+        .map(Arc::new)
+        .map_err(|e| AssignError::InvalidArgument(e.to_string()))
 }
 
 /// The pools a request of `family` may take addresses from, in order: the requested ones

@@ -684,7 +684,9 @@ impl<S: Datastore> Ipam<S> {
             if (block.free_count() as usize) < n {
                 break; // the rest queue behind a block claim, in order
             }
-            let attrs = holder(&a.handle_id, &a.attrs, node);
+            let Ok(attrs) = holder(&a.handle_id, &a.attrs, node) else {
+                continue; // its error comes from the one-by-one path
+            };
             let seq = block.seq;
             let ips: Vec<AssignedIp> = block
                 .allocate(n, &attrs)

@@ -315,7 +315,7 @@ fn everything() -> Select {
 fn choose(b: &Block, r: &HeldRelease) -> Vec<(u32, IpAddr, usize)> {
     b.used()
         .filter_map(|(o, a, seq)| {
-            let h = r.ids.iter().position(|id| *id == a.handle_id)?;
+            let h = r.ids.iter().position(|id| *id == a.handle_id())?;
             Some((o, a, seq, h))
         })
         .filter(|&(o, a, seq, _)| {
@@ -323,8 +323,8 @@ fn choose(b: &Block, r: &HeldRelease) -> Vec<(u32, IpAddr, usize)> {
                 ip: b.ip(o),
                 block: b.cidr,
                 block_affinity: b.affinity.as_deref().map(str::to_string),
-                handle_id: a.handle_id.clone(),
-                attrs: a.attrs.clone(),
+                handle_id: a.handle_id().to_string(),
+                attrs: a.clone(),
                 seq,
             })
         })

@@ -3,11 +3,12 @@
 use super::Ipam;
 use crate::cidr;
 use crate::datastore::{all, one, Datastore, Key, Range, Read, StoreError, StoreExt};
-use crate::model::{Affinity, Block, Handle};
+use crate::model::{Affinity, AllocAttrs, Block, Handle};
 
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Who holds an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,8 +21,9 @@ pub struct Allocation {
     pub block_affinity: Option<String>,
     /// Holder handle.
     pub handle_id: String,
-    /// Owner attributes.
-    pub attrs: BTreeMap<String, String>,
+    /// The holder: its handle id (as `handle_id`) and owner attributes, shared with the
+    /// block it was read from.
+    pub attrs: Arc<AllocAttrs>,
     /// Allocation sequence number.
     pub seq: u64,
 }
@@ -111,8 +113,8 @@ impl<S: Datastore> Ipam<S> {
                 ip,
                 block: c,
                 block_affinity: b.affinity.as_deref().map(str::to_string),
-                handle_id: a.handle_id.clone(),
-                attrs: a.attrs.clone(),
+                handle_id: a.handle_id().to_string(),
+                attrs: a.clone(),
                 seq,
             })
         }))
@@ -175,13 +177,13 @@ impl<S: Datastore> Ipam<S> {
         for (id, h) in ids.iter().zip(&handles) {
             for c in h.iter().flat_map(|h| h.blocks.keys()) {
                 let Some(b) = blocks.get(c) else { continue };
-                for (o, a, seq) in b.used().filter(|(_, a, _)| a.handle_id == *id) {
+                for (o, a, seq) in b.used().filter(|(_, a, _)| a.handle_id() == *id) {
                     out.push(Allocation {
                         ip: b.ip(o),
                         block: b.cidr,
                         block_affinity: b.affinity.as_deref().map(str::to_string),
                         handle_id: (*id).to_string(),
-                        attrs: a.attrs.clone(),
+                        attrs: a.clone(),
                         seq,
                     });
                 }
@@ -257,9 +259,7 @@ impl<S: Datastore> Ipam<S> {
                 .position(|p| cidr::contains_net(&p.cidr, &b.cidr));
             let borrowed = b
                 .used()
-                .filter(|(_, a, _)| {
-                    a.attrs.get(super::ATTR_NODE).map(String::as_str) != b.affinity.as_deref()
-                })
+                .filter(|(_, a, _)| a.get(super::ATTR_NODE) != b.affinity.as_deref())
                 .count();
             let bu = BlockUsage {
                 cidr: b.cidr,

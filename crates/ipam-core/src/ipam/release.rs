@@ -171,13 +171,13 @@ impl<S: Datastore> Ipam<S> {
                         continue;
                     };
                     if let Some(h) = &r.handle_id {
-                        if *h != holder.handle_id {
+                        if *h != holder.handle_id() {
                             part.refused.push((
                                 r.ip,
                                 ReleaseError::WrongHandle {
                                     ip: r.ip,
                                     expected: h.clone(),
-                                    actual: holder.handle_id.clone(),
+                                    actual: holder.handle_id().to_string(),
                                 },
                             ));
                             continue;
@@ -197,7 +197,7 @@ impl<S: Datastore> Ipam<S> {
                         }
                     }
                     if let Some(h) = block.release(ord, now, cooldown) {
-                        *per_handle.entry(h.handle_id.clone()).or_insert(0) += 1;
+                        *per_handle.entry(h.handle_id().to_string()).or_insert(0) += 1;
                         part.released.push(r.ip);
                     }
                 }

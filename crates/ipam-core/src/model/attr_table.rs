@@ -73,7 +73,7 @@ impl AttrEntry {
 
 /// A hash of the handle id: entries of different handles almost never compare further.
 pub(crate) fn fingerprint(a: &AllocAttrs) -> u64 {
-    id_fingerprint(&a.handle_id)
+    id_fingerprint(a.handle_id())
 }
 
 /// [`fingerprint`] of a handle id: FNV's step over eight bytes at a time (a kubelet's handle
@@ -275,17 +275,15 @@ impl ExactSizeIterator for Iter<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn entry(h: &str) -> AttrEntry {
-        AttrEntry::new(Arc::new(AllocAttrs {
-            handle_id: h.into(),
-            attrs: BTreeMap::new(),
-        }))
+        AttrEntry::new(Arc::new(
+            AllocAttrs::new(h, [("", ""); 0]).expect("a valid holder"),
+        ))
     }
 
     fn ids(t: &AttrTable) -> Vec<String> {
-        t.iter().map(|e| e.attrs.handle_id.clone()).collect()
+        t.iter().map(|e| e.attrs.handle_id().to_string()).collect()
     }
 
     /// The signature invariant: each chunk's is exactly the union of its entries' bits.
@@ -300,14 +298,14 @@ mod tests {
         let fp = id_fingerprint(h);
         let mut by_sig = Vec::new();
         t.for_each_fp(fp, |i, e| {
-            if e.attrs.handle_id == h {
+            if e.attrs.handle_id() == h {
                 by_sig.push(i);
             }
         });
         let plain: Vec<usize> = (0..t.len())
-            .filter(|&i| t[i].attrs.handle_id == h)
+            .filter(|&i| t[i].attrs.handle_id() == h)
             .collect();
-        by_sig == plain && t.rposition_fp(fp, |e| e.attrs.handle_id == h) == plain.last().copied()
+        by_sig == plain && t.rposition_fp(fp, |e| e.attrs.handle_id() == h) == plain.last().copied()
     }
 
     /// Every operation agrees with a `Vec` doing the same, across chunk boundaries, and a
@@ -338,14 +336,14 @@ mod tests {
             "the copy shares chunks but never sees changes"
         );
         assert_eq!(
-            t.rposition_fp(id_fingerprint("h1"), |e| e.attrs.handle_id == "h1"),
+            t.rposition_fp(id_fingerprint("h1"), |e| e.attrs.handle_id() == "h1"),
             v.iter().rposition(|h| h == "h1")
         );
         assert!(signed(&t) && signed(&before));
         for h in ["h1", "h2", "new", "absent"] {
             assert!(found_as_a_scan(&t, h), "{h}");
         }
-        assert_eq!(t[2].attrs.handle_id, v[2]);
+        assert_eq!(t[2].attrs.handle_id(), v[2]);
         while t.len() > 0 {
             t.swap_remove(t.len() - 1);
         }

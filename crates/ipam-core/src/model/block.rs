@@ -20,7 +20,6 @@ use crate::cidr;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -28,16 +27,7 @@ use std::sync::Arc;
 /// and release) takes it along.
 pub type BlockAffinity = Option<Arc<str>>;
 
-/// Who holds an address: the handle and the owner's attributes (pod, namespace, node, ...).
-/// Addresses allocated in one request share one `Arc`, and a block stores each distinct value
-/// once.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AllocAttrs {
-    /// The handle the address is counted under.
-    pub handle_id: String,
-    /// Owner attributes.
-    pub attrs: BTreeMap<String, String>,
-}
+pub use super::holder::AllocAttrs;
 
 /// Addresses reserved at the start and end of every new block (Windows nodes use 3 and 1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -439,7 +429,7 @@ impl Block {
         let fp = id_fingerprint(handle_id);
         let mut out = SmallVec::new();
         self.attrs.for_each_fp(fp, |i, e| {
-            if e.attrs.handle_id == handle_id {
+            if e.attrs.handle_id() == handle_id {
                 out.push(OwnerIx::try_from(i + 1).unwrap_or(0));
             }
         });
@@ -734,10 +724,7 @@ mod tests {
     use super::*;
 
     fn attrs(h: &str) -> Arc<AllocAttrs> {
-        Arc::new(AllocAttrs {
-            handle_id: h.into(),
-            attrs: BTreeMap::new(),
-        })
+        Arc::new(AllocAttrs::new(h, [("", ""); 0]).expect("a valid holder"))
     }
 
     fn block() -> Block {
@@ -756,7 +743,10 @@ mod tests {
         let a = attrs("h1");
         assert_eq!(b.allocate(3, &a)[..], [0, 1, 2]);
         assert_eq!(
-            b.release(1, 5, 0).expect("release succeeds").handle_id,
+            b.release(1, 5, 0)
+                .expect("release succeeds")
+                .handle_id()
+                .to_string(),
             "h1"
         );
         // The freed ordinal 1 is behind the cursor: next come 3, 4, ...
@@ -817,7 +807,7 @@ mod tests {
             for round in 0..200 {
                 let h = &handles[usize::try_from(next(5)).unwrap_or(0)];
                 if next(3) == 0 {
-                    if let Some(&o) = b.ordinals_of(&h.handle_id).first() {
+                    if let Some(&o) = b.ordinals_of(h.handle_id()).first() {
                         b.release(o, 1, 0);
                     }
                 } else if b.free_count() > 0 {
@@ -825,10 +815,13 @@ mod tests {
                 }
                 for h in &handles {
                     let plain: Vec<u32> = (0..b.size())
-                        .filter(|&o| b.holder(o).is_some_and(|(a, _)| a.handle_id == h.handle_id))
+                        .filter(|&o| {
+                            b.holder(o)
+                                .is_some_and(|(a, _)| a.handle_id() == h.handle_id())
+                        })
                         .collect();
                     assert_eq!(
-                        b.ordinals_of(&h.handle_id).to_vec(),
+                        b.ordinals_of(h.handle_id()).to_vec(),
                         plain,
                         "{cidr}, round {round}"
                     );
@@ -853,7 +846,7 @@ mod tests {
         assert_eq!(b.attrs.len(), 2, "h1 still holds one address");
         b.release(b.ordinals_of("h1")[0], 1, 0);
         assert_eq!(b.attrs.len(), 1);
-        assert_eq!(b.holder(y[0]).expect("holder succeeds").0.handle_id, "h2");
+        assert_eq!(b.holder(y[0]).expect("holder succeeds").0.handle_id(), "h2");
         b.validate().expect("validate succeeds");
     }
 

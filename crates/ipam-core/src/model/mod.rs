@@ -17,6 +17,7 @@ pub(crate) mod block;
 pub(crate) mod config;
 pub(crate) mod endpoint;
 pub(crate) mod handle;
+pub(crate) mod holder;
 pub(crate) mod index;
 pub(crate) mod node;
 pub(crate) mod pool;
@@ -30,6 +31,7 @@ pub use block::{
 pub use config::{ConfigError, IpamConfig, DEFAULT_MAX_BLOCKS_PER_HOST, MAX_COOLDOWN_SECONDS};
 pub use endpoint::{endpoint_id, Endpoint};
 pub use handle::{validate_handle_id, Handle, HandleBlocks, RESERVED_HANDLE};
+pub use holder::{HolderTooLarge, MAX_HOLDER_BYTES};
 pub use index::{IndexChunk, PoolIndex, CHUNK_SLOTS};
 pub use node::{validate_node_name, Node};
 pub use pool::{AllowedUse, AssignmentMode, Pool, PoolError, PoolParts, PoolRef};

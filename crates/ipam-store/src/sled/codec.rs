@@ -258,10 +258,7 @@ mod tests {
     use std::sync::Arc;
 
     fn attrs(h: &str) -> Arc<AllocAttrs> {
-        Arc::new(AllocAttrs {
-            handle_id: h.into(),
-            attrs: Default::default(),
-        })
+        Arc::new(AllocAttrs::new(h, [("", ""); 0]).expect("a valid holder"))
     }
 
     #[test]

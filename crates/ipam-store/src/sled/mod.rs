@@ -371,6 +371,7 @@ impl Datastore for SledStore {
         if writes.is_empty() {
             return Ok(Revision(0));
         }
+        ipam_core::check_writes(&writes)?;
         let rev = Revision(self.db.generate_id().map_err(unavailable)? + 1);
         let mut encoded = Vec::with_capacity(writes.len());
         for w in &writes {

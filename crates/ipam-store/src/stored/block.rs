@@ -3,7 +3,8 @@
 use ipam_core::{AllocAttrs, BlockParts};
 use ipam_core::{Bitmap, Block};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use smallvec::SmallVec;
+use std::fmt;
 use std::sync::Arc;
 
 /// A bitmap: its length in bits and its words.
@@ -13,22 +14,62 @@ struct BitmapV1<W> {
     words: W,
 }
 
-/// An owner: handle and attributes.
+/// An owner: its handle id and attributes, borrowed from the stored bytes, so decoding a
+/// block allocates once per owner (its `AllocAttrs`) rather than once per string.
 #[derive(Deserialize)]
-struct AllocAttrsV1 {
-    handle_id: String,
-    attrs: BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct AllocAttrsV1Ref<'a> {
+struct HolderV1<'a> {
     handle_id: &'a str,
-    attrs: &'a BTreeMap<String, String>,
+    #[serde(borrow)]
+    attrs: PairsV1<'a>,
 }
 
-/// A block as format 1 stores it, decoded (not yet validated).
+/// An owner's attributes: a map of strings, in stored order (ascending keys when this crate
+/// wrote them; `AllocAttrs::new` orders any other).
+struct PairsV1<'a>(SmallVec<[(&'a str, &'a str); 8]>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PairsV1<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = PairsV1<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<PairsV1<'a>, M::Error> {
+                let mut pairs = SmallVec::new();
+                while let Some(pair) = m.next_entry::<&'de str, &'de str>()? {
+                    pairs.push(pair);
+                }
+                Ok(PairsV1(pairs))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// An owner as format 1 stores it, borrowed from the core's holder for encoding.
+#[derive(Serialize)]
+struct HolderV1Ref<'a> {
+    handle_id: &'a str,
+    attrs: PairsV1Ref<'a>,
+}
+
+/// An owner's attributes for encoding: a map, in the holder's (ascending) key order.
+struct PairsV1Ref<'a>(&'a AllocAttrs);
+
+impl Serialize for PairsV1Ref<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
+}
+
+/// A block as format 1 stores it, decoded (not yet validated); its owners' strings borrow
+/// from the stored bytes.
 #[derive(Deserialize)]
-pub struct BlockV1 {
+pub struct BlockV1<'a> {
     cidr: String,
     affinity: Option<String>,
     seq: u64,
@@ -39,7 +80,8 @@ pub struct BlockV1 {
     owner: Vec<u32>,
     /// Per ordinal: 0 when unused, else 1 + zigzag(seq - previous used seq).
     seqs: Vec<u64>,
-    attrs: Vec<AllocAttrsV1>,
+    #[serde(borrow)]
+    attrs: Vec<HolderV1<'a>>,
     cursor: u32,
 }
 
@@ -64,9 +106,9 @@ struct OwnersV1<'a>(&'a Block);
 
 impl Serialize for OwnersV1<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.owners().map(|a| AllocAttrsV1Ref {
-            handle_id: &a.handle_id,
-            attrs: &a.attrs,
+        s.collect_seq(self.0.owners().map(|a| HolderV1Ref {
+            handle_id: a.handle_id(),
+            attrs: PairsV1Ref(a),
         }))
     }
 }
@@ -122,9 +164,9 @@ fn bitmap(b: BitmapV1<Vec<u64>>, what: &str) -> Result<Bitmap, String> {
     })
 }
 
-impl TryFrom<BlockV1> for Block {
+impl TryFrom<BlockV1<'_>> for Block {
     type Error = String;
-    fn try_from(b: BlockV1) -> Result<Block, String> {
+    fn try_from(b: BlockV1<'_>) -> Result<Block, String> {
         Block::from_parts(BlockParts {
             cidr: b
                 .cidr
@@ -141,13 +183,9 @@ impl TryFrom<BlockV1> for Block {
             attrs: b
                 .attrs
                 .into_iter()
-                .map(|a| {
-                    Arc::new(AllocAttrs {
-                        handle_id: a.handle_id,
-                        attrs: a.attrs,
-                    })
-                })
-                .collect(),
+                .map(|h| AllocAttrs::new(h.handle_id, h.attrs.0).map(Arc::new))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?,
             cursor: b.cursor,
         })
         .map_err(|e| e.to_string())
