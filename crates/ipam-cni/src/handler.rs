@@ -455,17 +455,8 @@ pub fn gc_network<S: Datastore>(
             .iter()
             .filter(|a| owner::network_of(a).as_deref() == Some(network))
             .filter(|a| {
-                let cid = a
-                    .attrs
-                    .get(attrs::CONTAINER_ID)
-                    .map(str::to_string)
-                    .unwrap_or_default();
-                let ifn = a
-                    .attrs
-                    .get(attrs::IFNAME)
-                    .map(str::to_string)
-                    .unwrap_or_default();
-                !valid.contains(&(cid, ifn))
+                let (cid, ifn) = owner::attachment_of(a);
+                !valid.contains(&(cid.to_string(), ifn.to_string()))
             })
             .map(|a| ReleaseRequest {
                 block: Some(a.block),

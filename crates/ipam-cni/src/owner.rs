@@ -75,6 +75,15 @@ pub fn network_of(a: &Allocation) -> Option<String> {
         .map(String::from)
 }
 
+/// The (container id, ifname) that allocation `a`'s attributes record; empty where one is not
+/// recorded (allocations written before those attributes).
+pub fn attachment_of(a: &Allocation) -> (&str, &str) {
+    (
+        a.attrs.get(attrs::CONTAINER_ID).unwrap_or_default(),
+        a.attrs.get(attrs::IFNAME).unwrap_or_default(),
+    )
+}
+
 /// True when allocation `a` is held by the attachment (network, container id, ifname). An
 /// allocation whose attributes do not name its container is accepted only under the
 /// attachment's own (escaped) handle, where nothing else can be.

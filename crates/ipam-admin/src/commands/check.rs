@@ -142,16 +142,7 @@ fn endpoint_findings<S: Datastore>(
             if young {
                 continue;
             }
-            let cid = a
-                .attrs
-                .get(attrs::CONTAINER_ID)
-                .map(str::to_string)
-                .unwrap_or_default();
-            let ifname = a
-                .attrs
-                .get(attrs::IFNAME)
-                .map(str::to_string)
-                .unwrap_or_default();
+            let (cid, ifname) = owner::attachment_of(&a);
             let wired = endpoints
                 .iter()
                 .any(|e| e.network == net && e.container_id == cid && e.ifname == ifname);
