@@ -7,7 +7,7 @@
 //! carries about seven attributes. Kept whole, a holder costs one allocation for its text (the
 //! ends of up to [`INLINE_ENDS`] pieces sit inline) however many attributes it has.
 //!
-//! Guarantees, kept by every constructor (the decoder included) and relied on by equality,
+//! Guarantees, kept by the constructors (which the decoder goes through) and relied on by equality,
 //! hashing and the encoding: keys are distinct and in ascending byte order, as a `BTreeMap`
 //! holds them (of two pairs with one key, the later one stays); handle id, keys and values
 //! together take at most [`MAX_HOLDER_BYTES`].
@@ -15,7 +15,7 @@
 //! Its serde form (the core's own; the stores keep stored forms of their own) is the two-field
 //! struct it replaced: `handle_id` (a string) and `attrs` (a map of strings in key order).
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallvec::SmallVec;
@@ -90,7 +90,7 @@ impl AllocAttrs {
             built.push(k);
             built.push(v);
         }
-        built.finish()
+        Ok(built.finish())
     }
 
     /// The handle the address is counted under.
@@ -140,12 +140,6 @@ impl AllocAttrs {
         let start = if i == 0 { 0 } else { end(i - 1) };
         self.text.get(start..end(i)).unwrap_or("")
     }
-
-    /// Whether the keys are distinct and in ascending order (the decoder's check of what it
-    /// read: a store's own writes always are).
-    fn keys_in_order(&self) -> bool {
-        (1..self.len()).all(|i| self.piece(2 * i - 1) < self.piece(2 * i + 1))
-    }
 }
 
 /// Text and piece ends being written, within [`MAX_HOLDER_BYTES`].
@@ -165,18 +159,6 @@ impl Builder {
         })
     }
 
-    /// Ends the piece written since the last end.
-    fn end(&mut self) -> Result<(), HolderTooLarge> {
-        let len = self.text.len();
-        if len > MAX_HOLDER_BYTES {
-            return Err(HolderTooLarge(len));
-        }
-        // Within MAX_HOLDER_BYTES, so within u32.
-        self.ends
-            .push(u32::try_from(len).map_err(|_| HolderTooLarge(len))?);
-        Ok(())
-    }
-
     /// Writes one whole piece (within the capacity checked at the start).
     fn push(&mut self, s: &str) {
         self.text.push_str(s);
@@ -184,14 +166,11 @@ impl Builder {
         self.ends.push(len);
     }
 
-    fn finish(self) -> Result<AllocAttrs, HolderTooLarge> {
-        if self.text.len() > MAX_HOLDER_BYTES {
-            return Err(HolderTooLarge(self.text.len()));
-        }
-        Ok(AllocAttrs {
+    fn finish(self) -> AllocAttrs {
+        AllocAttrs {
             text: self.text.into_boxed_str(),
             ends: self.ends,
-        })
+        }
     }
 }
 
@@ -228,150 +207,18 @@ impl Serialize for AllocAttrs {
     }
 }
 
-/// Deserialises a string straight onto the end of a builder's text, as a piece of its own.
-struct Append<'a>(&'a mut Builder);
-
-impl<'de> DeserializeSeed<'de> for Append<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for Append<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.text.push_str(v);
-        self.0.end().map_err(E::custom)
-    }
-}
-
-/// Deserialises a map of strings onto the end of a builder, key and value pieces in turn.
-struct AppendMap<'a>(&'a mut Builder);
-
-impl<'de> DeserializeSeed<'de> for AppendMap<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for AppendMap<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a map of strings")
-    }
-    fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<(), M::Error> {
-        while m.next_key_seed(Append(self.0))?.is_some() {
-            m.next_value_seed(Append(self.0))?;
-        }
-        Ok(())
-    }
-}
-
-/// The decoded holder, normalised if a foreign writer left its keys out of order.
-fn decoded<E: de::Error>(b: Builder) -> Result<AllocAttrs, E> {
-    let a = b.finish().map_err(E::custom)?;
-    if a.keys_in_order() {
-        Ok(a)
-    } else {
-        AllocAttrs::new(a.handle_id(), a.iter()).map_err(E::custom)
-    }
-}
-
-struct HolderVisitor;
-
-impl<'de> Visitor<'de> for HolderVisitor {
-    type Value = AllocAttrs;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a holder: handle_id and attrs")
-    }
-
-    /// The stores' binary form: the handle id, then the map, written into one text.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<AllocAttrs, A::Error> {
-        let mut b = Builder::with_capacity(0).map_err(de::Error::custom)?;
-        if s.next_element_seed(Append(&mut b))?.is_none() {
-            return Err(de::Error::invalid_length(0, &self));
-        }
-        if s.next_element_seed(AppendMap(&mut b))?.is_none() {
-            return Err(de::Error::invalid_length(1, &self));
-        }
-        decoded(b)
-    }
-
-    /// Self-describing forms (JSON), whose fields may come in either order.
-    fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<AllocAttrs, M::Error> {
-        let mut handle: Option<String> = None;
-        let mut attrs: Option<Builder> = None;
-        while let Some(k) = m.next_key::<FieldName>()? {
-            match k {
-                FieldName::HandleId => {
-                    if handle.is_some() {
-                        return Err(de::Error::duplicate_field("handle_id"));
-                    }
-                    handle = Some(m.next_value()?);
-                }
-                FieldName::Attrs => {
-                    if attrs.is_some() {
-                        return Err(de::Error::duplicate_field("attrs"));
-                    }
-                    let mut b = Builder::with_capacity(0).map_err(de::Error::custom)?;
-                    m.next_value_seed(AppendMap(&mut b))?;
-                    attrs = Some(b);
-                }
-                FieldName::Other => {
-                    m.next_value::<de::IgnoredAny>()?;
-                }
-            }
-        }
-        let handle = handle.ok_or_else(|| de::Error::missing_field("handle_id"))?;
-        let attrs = attrs.ok_or_else(|| de::Error::missing_field("attrs"))?;
-        // The handle id goes first: the attributes' ends move up by its length.
-        let mut b = Builder::with_capacity(0).map_err(de::Error::custom)?;
-        b.text.push_str(&handle);
-        b.end().map_err(de::Error::custom)?;
-        b.text.push_str(&attrs.text);
-        let shift = b.ends[0];
-        for e in attrs.ends {
-            b.ends.push(e.saturating_add(shift));
-        }
-        decoded(b)
-    }
-}
-
-/// The field names of the encoded struct.
-enum FieldName {
-    HandleId,
-    Attrs,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for FieldName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = FieldName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldName, E> {
-                Ok(match v {
-                    "handle_id" => FieldName::HandleId,
-                    "attrs" => FieldName::Attrs,
-                    _ => FieldName::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(V)
-    }
+/// The serde form as it reads: decoded as the struct it replaced, then built (ordered, bounded)
+/// by [`AllocAttrs::new`]. Not a hot path: the stores decode their own stored form.
+#[derive(Deserialize)]
+struct AsStruct {
+    handle_id: String,
+    attrs: BTreeMap<String, String>,
 }
 
 impl<'de> Deserialize<'de> for AllocAttrs {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_struct("AllocAttrs", &["handle_id", "attrs"], HolderVisitor)
+        let AsStruct { handle_id, attrs } = AsStruct::deserialize(d)?;
+        AllocAttrs::new(&handle_id, attrs).map_err(de::Error::custom)
     }
 }
 
