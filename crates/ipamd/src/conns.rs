@@ -203,20 +203,27 @@ fn start_thread(shared: &Arc<Shared>) -> std::io::Result<()> {
 }
 
 /// Counts a thread out of the pool when it leaves, also by a panic in the handler, so
-/// [`Conns::finish`] never waits for a thread that is gone.
-struct Alive<'a>(&'a Shared);
+/// [`Conns::finish`] never waits for a thread that is gone; unless the thread counted itself
+/// out already, under the lock under which it decided to leave.
+struct Alive<'a> {
+    shared: &'a Shared,
+    counted_out: bool,
+}
 
 impl Drop for Alive<'_> {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
-        s.threads -= 1;
-        drop(s);
-        self.0.changed.notify_all();
+        if !self.counted_out {
+            self.shared.lock().threads -= 1;
+        }
+        self.shared.changed.notify_all();
     }
 }
 
 fn run(shared: &Arc<Shared>) {
-    let _alive = Alive(shared);
+    let mut alive = Alive {
+        shared,
+        counted_out: false,
+    };
     let mut last_work = Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
@@ -263,7 +270,12 @@ fn run(shared: &Arc<Shared>) {
                     if last_work.elapsed() >= shared.sizing.idle_exit
                         && s.threads > shared.sizing.keep
                     {
+                        // Counted out under this lock: a count left for later would let
+                        // other threads past `keep` see this one still there and leave too,
+                        // below `keep` (down to no thread accepting).
                         s.idle -= 1;
+                        s.threads -= 1;
+                        alive.counted_out = true;
                         return;
                     }
                     continue;
@@ -432,6 +444,40 @@ mod tests {
             "a finished pool takes no one"
         );
         drop(clients);
+    }
+
+    #[test]
+    fn many_threads_leaving_at_once_leave_keep_behind() {
+        // Forty threads past `keep` time out together: each decides to leave under the lock,
+        // and none may count on another's leaving being counted later.
+        let (l, path, _dir) = listener();
+        let served = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sizing = sized(64, 2, Duration::from_millis(100));
+        let conns = Conns::start_sized(l, sizing, stop, echo(&served)).expect("start");
+        for round in 0..3 {
+            let stuck: Vec<_> = (0..40)
+                .map(|_| UnixStream::connect(&path).expect("connect"))
+                .collect();
+            let t = Instant::now();
+            while conns.threads() < 41 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                conns.threads() >= 41,
+                "round {round}: a thread per stuck client"
+            );
+            drop(stuck);
+            let t = Instant::now();
+            while conns.threads() > 2 && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Every thread past keep has timed out by now; none of keep may have followed.
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(conns.threads(), 2, "round {round}: keep stays");
+        }
+        assert_eq!(ask(&path, 7), 7, "those kept still serve");
+        conns.finish();
     }
 
     #[test]
