@@ -14,11 +14,21 @@ use smallvec::SmallVec;
 type Words = SmallVec<[u64; 2]>;
 
 /// A fixed-length set of bits. Decoding checks the shape (word count, clear padding).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawBitmap")]
 pub struct Bitmap {
     len: u32,
     words: Words,
+}
+
+impl Clone for Bitmap {
+    /// The words copied as one slice (a derived clone goes word by word).
+    fn clone(&self) -> Self {
+        Bitmap {
+            len: self.len,
+            words: Words::from_slice(&self.words),
+        }
+    }
 }
 
 impl Serialize for Bitmap {

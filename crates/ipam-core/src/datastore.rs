@@ -736,7 +736,9 @@ macro_rules! typed {
     ($get:ident, $list:ident, $variant:ident, $ty:ty) => {
         #[doc = concat!("Reads a [`", stringify!($ty), "`] record.")]
         fn $get(&self, key: &Key) -> Result<Option<Versioned<$ty>>, StoreError> {
-            one(self.get(key)?.into_iter().collect())
+            self.get(key)?
+                .map(<$ty as RecordKind>::from_versioned)
+                .transpose()
         }
 
         #[doc = concat!("Lists [`", stringify!($ty), "`] records in a range.")]

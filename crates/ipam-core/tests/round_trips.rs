@@ -11,7 +11,8 @@ use std::sync::Arc;
 #[test]
 fn assign_from_a_known_block_and_release_by_handle_are_few_round_trips() {
     let store = Arc::new(Counting::new(MemoryStore::new()));
-    let ipam = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    let clock = Arc::new(ManualClock::new(T0));
+    let ipam = Ipam::new(store.clone(), clock.clone());
     ipam.create_pool(Pool::new("p", net("10.244.0.0/16")).unwrap())
         .unwrap();
     ipam.auto_assign(&AutoAssignArgs::v4("n1", "first", 1))
@@ -43,9 +44,14 @@ fn assign_from_a_known_block_and_release_by_handle_are_few_round_trips() {
     assert_eq!(ipam.release_by_handle("second").unwrap(), 0);
     assert_eq!(
         store.take(),
-        Calls::new(0, 1, 0),
-        "an unknown handle: one read"
+        Calls::new(1, 0, 0),
+        "an unknown handle: one read of it, the cooldown read by the first release kept"
     );
+
+    // Past the kept cooldown's age, the configuration is read again, with the handle.
+    clock.advance(ipam_core::CARRY_AGE_NS + 1);
+    assert_eq!(ipam.release_by_handle("second").unwrap(), 0);
+    assert_eq!(store.take(), Calls::new(0, 1, 0), "config and handle in one read");
 }
 
 /// The store calls of one assignment on node `n1` once it has `full` full blocks of 64, which

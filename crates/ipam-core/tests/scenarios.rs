@@ -10,7 +10,10 @@ use ipam_core::{
     AutoAssignArgs, Datastore, Family, HostReserved, IpamConfig, Key, Pool, ReleaseError,
     ReleaseRequest, StoreExt,
 };
+use ipam_core::{Ipam, ManualClock};
+use ipam_store::MemoryStore;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 #[test]
 fn node_fills_its_block_then_claims_the_next() {
@@ -480,6 +483,45 @@ fn cooldown_holds_released_addresses() {
     clock.advance(1_000_000_000);
     assert_eq!(one(&ipam, "n1", "x").ip, held[0].ip);
     assert_consistent(&ipam);
+}
+
+#[test]
+fn a_cooldown_set_elsewhere_holds_releases_within_the_kept_age() {
+    // Two engines on one store; `a` keeps the cooldown its releases read.
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = Ipam::new(store.clone(), clock.clone());
+    let b = Ipam::new(store.clone(), clock.clone());
+    a.create_pool(Pool::with_block_size("p", net("10.244.0.0/24"), 26).unwrap())
+        .unwrap();
+    let cooling = |ipam: &Ipam<Arc<MemoryStore>>| ipam.utilisation().unwrap().pools[0].cooling;
+    one(&a, "n1", "h0");
+    a.release_by_handle("h0").unwrap(); // reads (and keeps) no cooldown
+    assert_eq!(cooling(&a), 0);
+    b.set_config(IpamConfig {
+        ip_cooldown_seconds: 30,
+        ..Default::default()
+    })
+    .unwrap();
+    // Seen once the kept copy is older than its bound.
+    clock.advance(ipam_core::CARRY_AGE_NS + 1);
+    one(&a, "n1", "h1");
+    a.release_by_handle("h1").unwrap();
+    assert_eq!(cooling(&a), 1, "the cooldown set elsewhere holds the release");
+    // A change through the engine itself is seen at once.
+    a.set_config(IpamConfig::default()).unwrap();
+    one(&a, "n1", "h2");
+    a.release_by_handle("h2").unwrap();
+    assert_eq!(cooling(&a), 1, "no cooldown for the release after the change");
+    a.set_config(IpamConfig {
+        ip_cooldown_seconds: 30,
+        ..Default::default()
+    })
+    .unwrap();
+    one(&a, "n1", "h3");
+    a.release_by_handle("h3").unwrap();
+    assert_eq!(cooling(&a), 2, "the cooldown set through the engine holds at once");
+    assert_consistent(&a);
 }
 
 #[test]

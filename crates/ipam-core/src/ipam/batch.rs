@@ -13,7 +13,9 @@
 //!
 //! An uncontended request never queues: it takes the lane and is served alone the same way (a
 //! batch of one, without a copy of its arguments), or, for a node with no last block yet, by
-//! the one-by-one path.
+//! the one-by-one path. A lone request the lane's kept context (below) can serve skips even
+//! the batch's bookkeeping ([`Ipam::assign_alone`]): the same decision for the one request,
+//! and the same commit.
 //!
 //! **A batch's context is kept for the next one.** After a batch (of one or more) commits, the
 //! lane keeps what it decided on (the node's labels, the pools) with the block as just
@@ -377,6 +379,9 @@ impl<S: Datastore> Ipam<S> {
         let mut st = lane.lock();
         if !st.busy && st.queue.is_empty() {
             let mut held = lane.take(st);
+            if let Some(outcome) = self.assign_alone(args, &mut held.carry) {
+                return outcome;
+            }
             if held.carry.is_none() && self.hint(&args.node).is_none() {
                 return self.assign_serial(args); // the node's first: no block to serve from
             }
@@ -455,13 +460,17 @@ impl<S: Datastore> Ipam<S> {
 
     /// Whether `carry` may serve the node's next batch from `hint`.
     fn usable(&self, carry: &Option<Carry>, hint: Option<IpNetwork>) -> bool {
-        carry.as_ref().is_some_and(|c| {
-            let d = &c.decided;
-            Some(c.block.value.cidr) == hint
-                && d.uses < CARRY_USES
-                && self.now().saturating_sub(d.read_at_ns) <= CARRY_AGE_NS
-                && d.writes_seen == self.writes_seen.load(Ordering::SeqCst)
-        })
+        carry
+            .as_ref()
+            .is_some_and(|c| Some(c.block.value.cidr) == hint && self.fresh(&c.decided))
+    }
+
+    /// Whether a kept context may still be decided on: used fewer than [`CARRY_USES`] times,
+    /// younger than [`CARRY_AGE_NS`], and no write it does not see made through this engine.
+    fn fresh(&self, d: &Decided) -> bool {
+        d.uses < CARRY_USES
+            && self.now().saturating_sub(d.read_at_ns) <= CARRY_AGE_NS
+            && d.writes_seen == self.writes_seen.load(Ordering::SeqCst)
     }
 
     /// Serves queued requests, in queue order: together from the node's last block as far as
@@ -530,7 +539,7 @@ impl<S: Datastore> Ipam<S> {
             },
         };
         let node = &queued[0].args.node;
-        match self.serve_from_block(node, hint, family, &queued, &fits, basis, carry) {
+        match self.serve_from_block(node, hint, &queued, &fits, basis, carry) {
             Ok(served) => {
                 let mut rest = Vec::new();
                 for (w, got) in queued.into_iter().zip(served) {
@@ -560,7 +569,8 @@ impl<S: Datastore> Ipam<S> {
         // Taken before the read: a write counted after it makes the kept context unusable.
         let writes_seen = self.writes_seen.load(Ordering::SeqCst);
         let read_at_ns = self.now();
-        let mut reads = vec![
+        let mut reads = Vec::with_capacity(5 + fits.len());
+        reads.extend([
             Read::Get(Key::Node(node.to_string())),
             Read::List(Range::Pools),
             Read::List(Range::Reservations),
@@ -569,7 +579,7 @@ impl<S: Datastore> Ipam<S> {
                 cidr: hint,
             }),
             Read::Get(Key::Block(hint)),
-        ];
+        ]);
         for (w, _) in queued.iter().zip(fits).filter(|(_, f)| **f) {
             reads.push(Read::Get(Key::Handle(w.args.handle_id.clone())));
         }
@@ -627,7 +637,6 @@ impl<S: Datastore> Ipam<S> {
         &self,
         node: &str,
         hint: IpNetwork,
-        family: Family,
         queued: &[Waiting<'_>],
         fits: &[bool],
         basis: Basis,
@@ -650,84 +659,129 @@ impl<S: Datastore> Ipam<S> {
             }
             // Not read (a kept context): created, so the commit fails if it exists.
             let handle = read_handles.as_mut().and_then(Iterator::next).flatten();
-            let a = &w.args;
-            if a.only_if_unheld && handle.as_ref().is_some_and(|h| !h.value.is_empty()) {
-                continue; // its refusal comes from the one-by-one path
-            }
-            let requested = if family == Family::V4 {
-                &a.v4_pools
-            } else {
-                &a.v6_pools
-            };
-            let Ok(cands) = candidate_pools(
-                &decided.pools,
-                &decided.labels,
-                node,
-                a.intended_use,
-                family,
-                requested,
-            ) else {
-                continue; // its error comes from the one-by-one path
-            };
-            // The one-by-one path tries the last block first only within the first pool.
-            if !cands
-                .first()
-                .is_some_and(|p| cidr::contains_net(&p.cidr, &hint))
-            {
-                continue;
-            }
-            let n = if family == Family::V4 {
-                a.num_v4
-            } else {
-                a.num_v6
-            };
-            if (block.free_count() as usize) < n {
-                break; // the rest queue behind a block claim, in order
-            }
-            let Ok(attrs) = holder(&a.handle_id, &a.attrs, node) else {
-                continue; // its error comes from the one-by-one path
-            };
-            let seq = block.seq;
-            let ips: Vec<AssignedIp> = block
-                .allocate(n, &attrs)
-                .into_iter()
-                .map(|o| AssignedIp {
-                    ip: block.ip(o),
-                    block: hint,
-                    seq,
-                })
-                .collect();
-            handles.push(self.handle_add(&a.handle_id, hint, n, Some(handle))?);
-            let got = FamilyAssignment {
-                requested: n,
-                ips,
-                pools: cands.iter().map(|p| p.cidr).collect(),
-            };
-            served[i] = Some(Ok(if family == Family::V4 {
-                AutoAssignResult {
-                    v4: got,
-                    ..Default::default()
+            let take = self.take_from_block(&mut block, &decided, node, hint, &w.args, handle)?;
+            match take {
+                Take::Served(result, handle) => {
+                    handles.push(handle);
+                    served[i] = Some(Ok(result));
                 }
-            } else {
-                AutoAssignResult {
-                    v6: got,
-                    ..Default::default()
-                }
-            }));
+                Take::Left => {}
+                Take::Full => break, // the rest queue behind a block claim, in order
+            }
         }
         if handles.is_empty() {
             return Ok(served);
         }
+        let n = served.iter().flatten().count();
+        match self.commit_served(block, vb.revision, handles, decided, from_kept, n, carry) {
+            Ok(()) => Ok(served),
+            // Every request leaves for the one-by-one path.
+            Err(e) if !settles(&e, n) => Err(e.into()),
+            Err(e) => {
+                // The same failure each request would have met committing on its own.
+                for s in served.iter_mut().flatten() {
+                    *s = Err(AssignError::Store(e.clone()));
+                }
+                Ok(served)
+            }
+        }
+    }
+
+    /// Serves request `a` from `block` (changing it), as a batch decides on `decided`:
+    /// `handle` is the request's handle as read (`None`: absent, or not read from a kept
+    /// context; it is then created, so the commit fails if it exists).
+    fn take_from_block(
+        &self,
+        block: &mut Block,
+        decided: &Decided,
+        node: &str,
+        hint: IpNetwork,
+        a: &AutoAssignArgs,
+        handle: Option<Versioned<Handle>>,
+    ) -> Result<Take, AssignError> {
+        let family = Family::of_net(&hint);
+        if a.only_if_unheld && handle.as_ref().is_some_and(|h| !h.value.is_empty()) {
+            return Ok(Take::Left); // its refusal comes from the one-by-one path
+        }
+        let (requested, n) = match family {
+            Family::V4 => (&a.v4_pools, a.num_v4),
+            Family::V6 => (&a.v6_pools, a.num_v6),
+        };
+        let Ok(cands) = candidate_pools(
+            &decided.pools,
+            &decided.labels,
+            node,
+            a.intended_use,
+            family,
+            requested,
+        ) else {
+            return Ok(Take::Left); // its error comes from the one-by-one path
+        };
+        // The one-by-one path tries the last block first only within the first pool.
+        if !cands
+            .first()
+            .is_some_and(|p| cidr::contains_net(&p.cidr, &hint))
+        {
+            return Ok(Take::Left);
+        }
+        if (block.free_count() as usize) < n {
+            return Ok(Take::Full);
+        }
+        let Ok(attrs) = holder(&a.handle_id, &a.attrs, node) else {
+            return Ok(Take::Left); // its error comes from the one-by-one path
+        };
+        let seq = block.seq;
+        let ips: Vec<AssignedIp> = block
+            .allocate(n, &attrs)
+            .into_iter()
+            .map(|o| AssignedIp {
+                ip: block.ip(o),
+                block: hint,
+                seq,
+            })
+            .collect();
+        let handle = self.handle_add(&a.handle_id, hint, n, Some(handle))?;
+        let got = FamilyAssignment {
+            requested: n,
+            ips,
+            pools: cands.iter().map(|p| p.cidr).collect(),
+        };
+        let result = match family {
+            Family::V4 => AutoAssignResult {
+                v4: got,
+                ..Default::default()
+            },
+            Family::V6 => AutoAssignResult {
+                v6: got,
+                ..Default::default()
+            },
+        };
+        Ok(Take::Served(result, handle))
+    }
+
+    /// Commits `block` (read at `read`) with the `handles` of the `n` requests served from
+    /// it; on success keeps the context in `carry`. A lost compare-and-swap is counted.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_served(
+        &self,
+        block: Block,
+        read: Revision,
+        handles: SmallVec<[Write; 4]>,
+        decided: Decided,
+        from_kept: bool,
+        n: usize,
+        carry: &mut Option<Carry>,
+    ) -> Result<(), StoreError> {
         let committed = block.clone();
         let mut writes = Vec::with_capacity(1 + handles.len());
         writes.push(Write::Update {
             record: Record::Block(block),
-            expected: vb.revision,
+            expected: read,
         });
         writes.extend(handles);
         match self.store.commit(writes) {
             Ok(revision) => {
-                let n = served.iter().flatten().count() as u64;
+                let n = n as u64;
                 if n > 1 {
                     self.batched.fetch_add(n, Ordering::Relaxed);
                 }
@@ -741,26 +795,76 @@ impl<S: Datastore> Ipam<S> {
                     },
                     decided,
                 });
-                Ok(served)
-            }
-            Err(e @ StoreError::Conflict { .. }) => {
-                self.conflicts
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(e.into())
-            }
-            // Too much for one commit (etcd bounds a transaction's operations): nothing was
-            // written, and each request's own commit may pass, so they go one by one.
-            Err(e @ StoreError::Rejected(_)) if served.iter().flatten().count() > 1 => {
-                Err(e.into())
+                Ok(())
             }
             Err(e) => {
-                // The same failure each request would have met committing on its own.
-                for s in served.iter_mut().flatten() {
-                    *s = Err(AssignError::Store(e.clone()));
+                if matches!(e, StoreError::Conflict { .. }) {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(served)
+                Err(e)
             }
         }
+    }
+
+    /// A lone request served from the lane's kept context with no read (see the module
+    /// docs), without the queue's bookkeeping: `None` when the kept context cannot serve it
+    /// (none, too old, another family or pool, a full block) or the commit lost a race, for
+    /// the ordinary path to serve. The same decision and commit as a batch of one.
+    fn assign_alone(&self, args: &AutoAssignArgs, carry: &mut Option<Carry>) -> Option<Outcome> {
+        let c = carry.as_ref()?;
+        let hint = c.block.value.cidr;
+        let n = match Family::of_net(&hint) {
+            Family::V4 if args.num_v6 == 0 => args.num_v4,
+            Family::V6 if args.num_v4 == 0 => args.num_v6,
+            _ => 0,
+        };
+        // A lane keeps only its node's last block: no hint is looked up.
+        if n == 0 || !self.fresh(&c.decided) {
+            return None;
+        }
+        let Carry {
+            block: vb,
+            mut decided,
+        } = carry.take()?;
+        decided.uses += 1;
+        let mut block = vb.value;
+        block.expire_cooling(self.now());
+        let node = &args.node;
+        match self.take_from_block(&mut block, &decided, node, hint, args, None) {
+            Ok(Take::Served(result, handle)) => {
+                let handles = smallvec::smallvec![handle];
+                match self.commit_served(block, vb.revision, handles, decided, true, 1, carry) {
+                    Ok(()) => Some(Ok(result)),
+                    Err(e) if settles(&e, 1) => Some(Err(AssignError::Store(e))),
+                    Err(_) => None,
+                }
+            }
+            Ok(Take::Left | Take::Full) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// What serving one request from a batch's block came to.
+enum Take {
+    /// Served: the request's result, and its handle's write.
+    Served(AutoAssignResult, Write),
+    /// Left for the one-by-one path (which explains its refusal, or serves it elsewhere).
+    Left,
+    /// The block has too few free addresses for it.
+    Full,
+}
+
+/// Whether a batch commit of `n` requests that failed with `e` settles them (each gets `e`,
+/// the failure it would have met committing alone) rather than leaving them to the
+/// one-by-one path: not a lost compare-and-swap (a new read may serve them), nor a refusal
+/// of a commit of several (too much for one commit: etcd bounds a transaction's operations;
+/// each request's own commit may pass).
+fn settles(e: &StoreError, n: usize) -> bool {
+    match e {
+        StoreError::Conflict { .. } => false,
+        StoreError::Rejected(_) => n <= 1,
+        _ => true,
     }
 }
 

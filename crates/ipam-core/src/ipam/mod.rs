@@ -92,6 +92,18 @@ pub struct Ipam<S> {
     /// reservations, the claim index): a context a lane kept is used only while this has not
     /// moved (see `batch.rs`).
     writes_seen: std::sync::atomic::AtomicU64,
+    /// The release cooldown as last read, kept as a lane keeps pools (see `batch.rs`): used
+    /// while younger than [`CARRY_AGE_NS`] and no write through this engine could have
+    /// changed it, so a release by handle reads only its handle.
+    cooldown: std::sync::Mutex<Option<KeptCooldown>>,
+}
+
+/// A release cooldown as read, when, and the engine's count of foreign writes then.
+#[derive(Clone, Copy)]
+struct KeptCooldown {
+    ns: u64,
+    read_at_ns: u64,
+    writes_seen: u64,
 }
 
 /// Each node's last block, both ways: by node for the next assignment, by block for a release
@@ -141,7 +153,33 @@ impl<S: Datastore> Ipam<S> {
             writes_seen: Default::default(),
             unread: Default::default(),
             batched_releases: Default::default(),
+            cooldown: Default::default(),
         }
+    }
+
+    /// The release cooldown this engine read last, if it may still be used (see
+    /// `cooldown`).
+    fn kept_cooldown(&self) -> Option<u64> {
+        let k = (*self
+            .cooldown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        let fresh = self.now().saturating_sub(k.read_at_ns) <= CARRY_AGE_NS
+            && k.writes_seen == self.writes_seen.load(std::sync::atomic::Ordering::SeqCst);
+        fresh.then_some(k.ns)
+    }
+
+    /// Keeps `ns`, the cooldown of a configuration read at `read_at_ns` when the engine had
+    /// counted `writes_seen` foreign writes.
+    fn keep_cooldown(&self, ns: u64, read_at_ns: u64, writes_seen: u64) {
+        *self
+            .cooldown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(KeptCooldown {
+            ns,
+            read_at_ns,
+            writes_seen,
+        });
     }
 
     /// Commits `writes` (every write but a batch's goes through here), counting those that

@@ -353,7 +353,9 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Releases every address held by `handle_id`; returns how many. Releasing an unknown
-    /// handle releases nothing and succeeds (idempotent, as CNI DEL needs).
+    /// handle releases nothing and succeeds (idempotent, as CNI DEL needs). The release
+    /// cooldown is the configuration's as read at most [`crate::CARRY_AGE_NS`] before (a
+    /// change made through this engine is seen at once), as an assignment's pools are.
     ///
     /// ```
     /// use ipam_core::{AutoAssignArgs, Ipam, ManualClock, Pool};
@@ -369,22 +371,29 @@ impl<S: Datastore> Ipam<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release_by_handle(&self, handle_id: &str) -> Result<usize, ReleaseError> {
-        // The configuration (the cooldown) and the handle in one read (one round trip on
-        // etcd); pools only if a block must be deleted. The handle's key is built once: it
-        // goes into the deleting write, and is built again only for a retry after that.
+        // The handle alone when this engine read the configuration (the cooldown) less than
+        // 100 ms ago and wrote nothing since (see `cooldown` in mod.rs); else both in one
+        // read (one round trip on etcd). Pools only if a block must be deleted. The handle's
+        // key is built once: it goes into the deleting write, and is built again only for a
+        // retry after that.
         let fresh_key = || Key::Handle(handle_id.to_string());
-        let reads = [Read::Get(Key::Config), Read::Get(fresh_key())];
-        let mut answers = self.store.read(&reads)?.into_iter();
-        let mut key = match reads {
-            [_, Read::Get(key)] => Some(key),
-            _ => None,
+        let mut key = Some(fresh_key());
+        let (cooldown, mut known) = match self.kept_cooldown() {
+            Some(ns) => (ns, None),
+            None => {
+                let writes_seen = self.writes_seen.load(std::sync::atomic::Ordering::SeqCst);
+                let read_at = self.now();
+                let reads = [Read::Get(Key::Config), Read::Get(fresh_key())];
+                let mut answers = self.store.read(&reads)?.into_iter();
+                let ns = one::<IpamConfig>(answers.next().unwrap_or_default())?
+                    .map(|v| v.value)
+                    .unwrap_or_default()
+                    .cooldown_ns();
+                self.keep_cooldown(ns, read_at, writes_seen);
+                (ns, Some(one::<Handle>(answers.next().unwrap_or_default())?))
+            }
         };
         let handle_key = |key: &mut Option<Key>| key.take().unwrap_or_else(fresh_key);
-        let cooldown = one::<IpamConfig>(answers.next().unwrap_or_default())?
-            .map(|v| v.value)
-            .unwrap_or_default()
-            .cooldown_ns();
-        let mut known = Some(one::<Handle>(answers.next().unwrap_or_default())?);
         let mut released = 0usize;
         let mut attempts = 0u32;
         // Set once a queued release left something for this caller to do on its own.

@@ -136,10 +136,16 @@ pub struct BlockBody {
 }
 
 impl Clone for Block {
-    /// The attribute table's chunks are shared, not copied (see `attr_table`).
+    /// The attribute table's chunks are shared, not copied (see `attr_table`). Cloned through
+    /// the box, so the fields are written straight into the new allocation.
     fn clone(&self) -> Self {
-        let attrs = self.attrs.clone();
-        Block(Box::new(BlockBody {
+        Block(self.0.clone())
+    }
+}
+
+impl Clone for BlockBody {
+    fn clone(&self) -> Self {
+        BlockBody {
             cidr: self.cidr,
             affinity: self.affinity.clone(),
             seq: self.seq,
@@ -149,9 +155,9 @@ impl Clone for Block {
             cooling: self.cooling.clone(),
             owner: Slots::from_slice(&self.owner),
             seqs: Slots::from_slice(&self.seqs),
-            attrs,
+            attrs: self.attrs.clone(),
             cursor: self.cursor,
-        }))
+        }
     }
 }
 
