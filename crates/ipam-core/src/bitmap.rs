@@ -22,11 +22,17 @@ pub struct Bitmap {
 }
 
 impl Clone for Bitmap {
-    /// The words copied as one slice (a derived clone goes word by word).
+    /// The words copied as one slice (a derived clone goes word by word); inline words
+    /// (a /25 or smaller block) as two plain words.
     fn clone(&self) -> Self {
+        let words = match self.words[..] {
+            [a] => Words::from_buf_and_len([a, 0], 1),
+            [a, b] => Words::from_buf([a, b]),
+            ref more => Words::from_slice(more),
+        };
         Bitmap {
             len: self.len,
-            words: Words::from_slice(&self.words),
+            words,
         }
     }
 }

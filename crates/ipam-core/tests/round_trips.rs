@@ -51,7 +51,11 @@ fn assign_from_a_known_block_and_release_by_handle_are_few_round_trips() {
     // Past the kept cooldown's age, the configuration is read again, with the handle.
     clock.advance(ipam_core::CARRY_AGE_NS + 1);
     assert_eq!(ipam.release_by_handle("second").unwrap(), 0);
-    assert_eq!(store.take(), Calls::new(0, 1, 0), "config and handle in one read");
+    assert_eq!(
+        store.take(),
+        Calls::new(0, 1, 0),
+        "config and handle in one read"
+    );
 }
 
 /// The store calls of one assignment on node `n1` once it has `full` full blocks of 64, which

@@ -507,12 +507,20 @@ fn a_cooldown_set_elsewhere_holds_releases_within_the_kept_age() {
     clock.advance(ipam_core::CARRY_AGE_NS + 1);
     one(&a, "n1", "h1");
     a.release_by_handle("h1").unwrap();
-    assert_eq!(cooling(&a), 1, "the cooldown set elsewhere holds the release");
+    assert_eq!(
+        cooling(&a),
+        1,
+        "the cooldown set elsewhere holds the release"
+    );
     // A change through the engine itself is seen at once.
     a.set_config(IpamConfig::default()).unwrap();
     one(&a, "n1", "h2");
     a.release_by_handle("h2").unwrap();
-    assert_eq!(cooling(&a), 1, "no cooldown for the release after the change");
+    assert_eq!(
+        cooling(&a),
+        1,
+        "no cooldown for the release after the change"
+    );
     a.set_config(IpamConfig {
         ip_cooldown_seconds: 30,
         ..Default::default()
@@ -520,7 +528,11 @@ fn a_cooldown_set_elsewhere_holds_releases_within_the_kept_age() {
     .unwrap();
     one(&a, "n1", "h3");
     a.release_by_handle("h3").unwrap();
-    assert_eq!(cooling(&a), 2, "the cooldown set through the engine holds at once");
+    assert_eq!(
+        cooling(&a),
+        2,
+        "the cooldown set through the engine holds at once"
+    );
     assert_consistent(&a);
 }
 

@@ -33,6 +33,7 @@ use crate::error::{AdminError, Contention, Retryable};
 use crate::model::index::{chunk_count, chunk_len};
 use crate::model::{IndexChunk, IpamConfig, Pool, PoolIndex};
 use ipnetwork::IpNetwork;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The attribute key under which the assigning node is recorded with every address.
@@ -95,15 +96,52 @@ pub struct Ipam<S> {
     /// The release cooldown as last read, kept as a lane keeps pools (see `batch.rs`): used
     /// while younger than [`CARRY_AGE_NS`] and no write through this engine could have
     /// changed it, so a release by handle reads only its handle.
-    cooldown: std::sync::Mutex<Option<KeptCooldown>>,
+    cooldown: KeptCooldown,
 }
 
-/// A release cooldown as read, when, and the engine's count of foreign writes then.
-#[derive(Clone, Copy)]
+/// A release cooldown as read, when, and the engine's count of foreign writes then: three
+/// words read without a lock (every release reads them; a lock would make them one point all
+/// releases contend on), guarded by a sequence count that is odd while a refresh writes them.
+/// A reader that sees the count odd, or changed across its reads, reads the store instead.
+/// Refreshes take `refresh`, so one writes at a time. Count 0: nothing kept yet.
+#[derive(Default)]
 struct KeptCooldown {
-    ns: u64,
-    read_at_ns: u64,
-    writes_seen: u64,
+    seq: AtomicU64,
+    ns: AtomicU64,
+    read_at_ns: AtomicU64,
+    writes_seen: AtomicU64,
+    refresh: std::sync::Mutex<()>,
+}
+
+impl KeptCooldown {
+    /// (cooldown, read at, foreign writes counted then), as one refresh wrote them.
+    fn get(&self) -> Option<(u64, u64, u64)> {
+        let before = self.seq.load(Ordering::Acquire);
+        if before == 0 || before % 2 == 1 {
+            return None;
+        }
+        let kept = (
+            self.ns.load(Ordering::Relaxed),
+            self.read_at_ns.load(Ordering::Relaxed),
+            self.writes_seen.load(Ordering::Relaxed),
+        );
+        std::sync::atomic::fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == before).then_some(kept)
+    }
+
+    fn set(&self, ns: u64, read_at_ns: u64, writes_seen: u64) {
+        let _one = self
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s + 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.ns.store(ns, Ordering::Relaxed);
+        self.read_at_ns.store(read_at_ns, Ordering::Relaxed);
+        self.writes_seen.store(writes_seen, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
+    }
 }
 
 /// Each node's last block, both ways: by node for the next assignment, by block for a release
@@ -160,26 +198,16 @@ impl<S: Datastore> Ipam<S> {
     /// The release cooldown this engine read last, if it may still be used (see
     /// `cooldown`).
     fn kept_cooldown(&self) -> Option<u64> {
-        let k = (*self
-            .cooldown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
-        let fresh = self.now().saturating_sub(k.read_at_ns) <= CARRY_AGE_NS
-            && k.writes_seen == self.writes_seen.load(std::sync::atomic::Ordering::SeqCst);
-        fresh.then_some(k.ns)
+        let (ns, read_at_ns, writes_seen) = self.cooldown.get()?;
+        let fresh = self.now().saturating_sub(read_at_ns) <= CARRY_AGE_NS
+            && writes_seen == self.writes_seen.load(Ordering::SeqCst);
+        fresh.then_some(ns)
     }
 
     /// Keeps `ns`, the cooldown of a configuration read at `read_at_ns` when the engine had
     /// counted `writes_seen` foreign writes.
     fn keep_cooldown(&self, ns: u64, read_at_ns: u64, writes_seen: u64) {
-        *self
-            .cooldown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(KeptCooldown {
-            ns,
-            read_at_ns,
-            writes_seen,
-        });
+        self.cooldown.set(ns, read_at_ns, writes_seen);
     }
 
     /// Commits `writes` (every write but a batch's goes through here), counting those that
@@ -516,4 +544,48 @@ fn fnv1a(seed: u64, parts: &[&[u8]]) -> u64 {
 /// Number of chunks of a pool (re-exported for the claim search).
 fn pool_chunks(pool: &Pool) -> u64 {
     chunk_count(pool.block_count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeptCooldown;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    #[test]
+    fn a_kept_cooldown_is_never_read_torn() {
+        // Every refresh writes three equal words: a reader must see three equal words or none.
+        let kept = KeptCooldown::default();
+        assert_eq!(kept.get(), None, "nothing kept yet");
+        kept.set(0, 0, 0);
+        let done = AtomicBool::new(false);
+        let refreshes = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for w in 0..2u64 {
+                let (kept, done, refreshes) = (&kept, &done, &refreshes);
+                s.spawn(move || {
+                    let mut i = w;
+                    while !done.load(Ordering::Relaxed) {
+                        i += 2;
+                        kept.set(i, i, i);
+                        refreshes.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            let (mut reads, mut seen, mut torn) = (0u64, 0u64, None);
+            // Reads overlap refreshes for a while, however the threads are scheduled.
+            while reads < 1_000_000 || refreshes.load(Ordering::Relaxed) < 200_000 {
+                reads += 1;
+                match kept.get() {
+                    Some((a, b, c)) if a == b && b == c => seen += 1,
+                    Some(t) => torn = Some(t),
+                    None => {}
+                }
+            }
+            // The writers stop before anything is asserted (a failed assertion in the scope
+            // would wait for them forever).
+            done.store(true, Ordering::Relaxed);
+            assert_eq!(torn, None, "a torn read");
+            assert!(seen > 0, "some reads found a whole refresh");
+        });
+    }
 }
