@@ -14,6 +14,8 @@
 //!   copied (the store keeps the old version until the commit) and changed, its handle record
 //!   built, and one commit of both (block update and handle create; block update and handle
 //!   delete). What the engine adds is the whole figure less this.
+//! - `floor/timer`: a timed half that does nothing: the clock reads every figure of `ipam` and
+//!   `floor` includes.
 //! - `ipam/claim/{1024,16384,262144}/{50,99}`: a new node's first assign, which claims a new
 //!   block, in a pool of that many /26 blocks with that percentage already claimed.
 //!
@@ -232,6 +234,11 @@ fn bench_floor(c: &mut Criterion) {
             bench.iter_custom(|iters| time_half(iters, Half::Second, &mut pair))
         });
     }
+    // The harness's own share of every figure of this group and of `ipam`: a timed half that
+    // does nothing (the two clock reads around it).
+    g.bench_function("timer", |bench| {
+        bench.iter_custom(|iters| time_half(iters, Half::First, |h| drop(black_box(h))))
+    });
     g.finish();
 }
 

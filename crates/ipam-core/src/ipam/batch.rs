@@ -731,15 +731,13 @@ impl<S: Datastore> Ipam<S> {
             return Ok(Take::Left); // its error comes from the one-by-one path
         };
         let seq = block.seq;
-        let ips: Vec<AssignedIp> = block
-            .allocate(n, &attrs)
-            .into_iter()
-            .map(|o| AssignedIp {
-                ip: block.ip(o),
-                block: hint,
-                seq,
-            })
-            .collect();
+        let ords = block.allocate(n, &attrs);
+        let mut ips = Vec::with_capacity(ords.len());
+        ips.extend(ords.iter().map(|&o| AssignedIp {
+            ip: block.ip(o),
+            block: hint,
+            seq,
+        }));
         let handle = self.handle_add(&a.handle_id, hint, n, Some(handle))?;
         let got = FamilyAssignment {
             requested: n,

@@ -89,15 +89,38 @@ impl Node {
 
 /// Node names: 1-253 characters of `[A-Za-z0-9._-]`.
 pub fn validate_node_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 253
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    {
+    // Without a branch per byte, as a handle id is checked.
+    let allowed = name.bytes().fold(true, |ok, b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'.') | (b == b'-') | (b == b'_'))
+    });
+    if name.is_empty() || name.len() > 253 || !allowed {
         return Err(format!(
             "invalid node name {name:?}: use 1-253 characters of [A-Za-z0-9._-]"
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_node_name;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The branch-free check accepts exactly 1-253 characters of [A-Za-z0-9._-].
+        #[test]
+        fn node_names_are_checked_byte_by_byte(
+            name in prop_oneof![
+                "[\\x00-\\x{ff}]{0,20}",
+                "[a-z0-9._/:-]{0,260}",
+            ]
+        ) {
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            prop_assert_eq!(validate_node_name(&name).is_ok(), plain);
+        }
+    }
 }
