@@ -806,8 +806,9 @@ impl<S: Datastore> Ipam<S> {
 
     /// A lone request served from the lane's kept context with no read (see the module
     /// docs), without the queue's bookkeeping: `None` when the kept context cannot serve it
-    /// (none, too old, another family or pool, a full block) or the commit lost a race, for
-    /// the ordinary path to serve. The same decision and commit as a batch of one.
+    /// (none, too old, another family or pool, a full block), for the ordinary path to serve.
+    /// The same decision and commit as a batch of one, and after a lost race the same next
+    /// step: the one-by-one path.
     fn assign_alone(&self, args: &AutoAssignArgs, carry: &mut Option<Carry>) -> Option<Outcome> {
         let c = carry.as_ref()?;
         let hint = c.block.value.cidr;
@@ -834,7 +835,9 @@ impl<S: Datastore> Ipam<S> {
                 match self.commit_served(block, vb.revision, handles, decided, true, 1, carry) {
                     Ok(()) => Some(Ok(result)),
                     Err(e) if settles(&e, 1) => Some(Err(AssignError::Store(e))),
-                    Err(_) => None,
+                    // A lost race: served one by one, as a batch's first request is after
+                    // one (the kept context is gone with it).
+                    Err(_) => Some(self.assign_serial(args)),
                 }
             }
             Ok(Take::Left | Take::Full) => None,
