@@ -306,6 +306,20 @@ impl Held {
         Some((c.block, c.decided))
     }
 
+    /// The kept block `cidr`, to change in place and commit (then set its revision), or
+    /// drop with [`Held::drop_kept`]; `None` when the lane keeps another block or none.
+    pub(super) fn kept_block(&mut self, cidr: IpNetwork) -> Option<&mut Versioned<Block>> {
+        self.carry
+            .as_mut()
+            .filter(|c| c.block.value.cidr == cidr)
+            .map(|c| &mut c.block)
+    }
+
+    /// Drops what the lane keeps.
+    pub(super) fn drop_kept(&mut self) {
+        self.carry = None;
+    }
+
     /// Keeps `block` (as committed, at its revision) with the rest of its context.
     pub(super) fn keep(&mut self, block: Versioned<Block>, decided: Decided) {
         self.carry = Some(Carry { block, decided });
@@ -810,7 +824,7 @@ impl<S: Datastore> Ipam<S> {
     /// The same decision and commit as a batch of one, and after a lost race the same next
     /// step: the one-by-one path.
     fn assign_alone(&self, args: &AutoAssignArgs, carry: &mut Option<Carry>) -> Option<Outcome> {
-        let c = carry.as_ref()?;
+        let c = carry.as_mut()?;
         let hint = c.block.value.cidr;
         let n = match Family::of_net(&hint) {
             Family::V4 if args.num_v6 == 0 => args.num_v4,
@@ -821,27 +835,47 @@ impl<S: Datastore> Ipam<S> {
         if n == 0 || !self.fresh(&c.decided) {
             return None;
         }
-        let Carry {
-            block: vb,
-            mut decided,
-        } = carry.take()?;
-        decided.uses += 1;
-        let mut block = vb.value;
-        block.expire_cooling(self.now());
-        let node = &args.node;
-        match self.take_from_block(&mut block, &decided, node, hint, args, None) {
-            Ok(Take::Served(result, handle)) => {
-                let handles = smallvec::smallvec![handle];
-                match self.commit_served(block, vb.revision, handles, decided, true, 1, carry) {
-                    Ok(()) => Some(Ok(result)),
-                    Err(e) if settles(&e, 1) => Some(Err(AssignError::Store(e))),
-                    // A lost race: served one by one, as a batch's first request is after
-                    // one (the kept context is gone with it).
-                    Err(_) => Some(self.assign_serial(args)),
+        // Decided on and changed in place: the kept block becomes what is committed, and
+        // anything but a commit drops it.
+        c.decided.uses += 1;
+        c.block.value.expire_cooling(self.now());
+        let taken = self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
+        let (result, handle) = match taken {
+            Ok(Take::Served(result, handle)) => (result, handle),
+            Ok(Take::Left | Take::Full) => {
+                *carry = None;
+                return None;
+            }
+            Err(e) => {
+                *carry = None;
+                return Some(Err(e));
+            }
+        };
+        let writes = vec![
+            Write::Update {
+                record: Record::Block(c.block.value.clone()),
+                expected: c.block.revision,
+            },
+            handle,
+        ];
+        match self.store.commit(writes) {
+            Ok(revision) => {
+                c.block.revision = revision;
+                self.unread.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(result))
+            }
+            Err(e) => {
+                *carry = None;
+                if matches!(e, StoreError::Conflict { .. }) {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                if settles(&e, 1) {
+                    Some(Err(AssignError::Store(e)))
+                } else {
+                    // A lost race: served one by one, as a batch's first request is after one.
+                    Some(self.assign_serial(args))
                 }
             }
-            Ok(Take::Left | Take::Full) => None,
-            Err(e) => Some(Err(e)),
         }
     }
 }

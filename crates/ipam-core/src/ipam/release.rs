@@ -454,41 +454,43 @@ impl<S: Datastore> Ipam<S> {
             handle.blocks.remove(&c);
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
-            let kept = hold
-                .as_mut()
-                .and_then(|h| h.take_kept(c.0))
-                .and_then(|(vb, d)| {
+            let now = self.now();
+            // A kept block that shows the handle's addresses is released in place: it becomes
+            // what is committed (a kept block is the node's: never deleted here), and anything
+            // but that commit drops it. One that shows none is stale: dropped, and the store
+            // read.
+            let mut from_kept = false;
+            if let Some(h) = hold.as_mut() {
+                if let Some(vb) = h.kept_block(c.0) {
                     let ords = vb.value.ordinals_of(handle_id);
-                    (!ords.is_empty()).then_some((vb, d, ords))
-                });
-            let (vb, decided, ords) = match kept {
-                Some((vb, decided, ords)) => (Some(vb), Some(decided), Some(ords)),
-                None => (self.store.get_block(&Key::Block(c.0))?, None, None),
-            };
-            let mut keep = None;
-            if let Some(vb) = vb {
-                let mut block = vb.value;
-                let now = self.now();
-                block.expire_cooling(now);
-                let ords = ords.unwrap_or_else(|| block.ordinals_of(handle_id));
-                for o in ords {
-                    block.release(o, now, cooldown);
-                    n += 1;
-                }
-                match decided {
-                    // A kept block is the node's: never deleted here, and kept as committed.
-                    Some(decided) => {
-                        block.touch();
+                    if ords.is_empty() {
+                        h.drop_kept();
+                    } else {
+                        vb.value.expire_cooling(now);
+                        for o in ords {
+                            vb.value.release(o, now, cooldown);
+                            n += 1;
+                        }
+                        vb.value.touch();
                         writes.push(Write::Update {
-                            record: Record::Block(block.clone()),
+                            record: Record::Block(vb.value.clone()),
                             expected: vb.revision,
                         });
-                        keep = Some((decided, block));
+                        from_kept = true;
                     }
-                    None if n > 0 => {
+                }
+            }
+            if !from_kept {
+                if let Some(vb) = self.store.get_block(&Key::Block(c.0))? {
+                    let mut block = vb.value;
+                    block.expire_cooling(now);
+                    for o in block.ordinals_of(handle_id) {
+                        block.release(o, now, cooldown);
+                        n += 1;
+                    }
+                    if n > 0 {
                         writes.extend(self.block_write_after_release(None, vb.revision, block)?);
                     }
-                    None => {}
                 }
             }
             let deleted = handle.is_empty();
@@ -508,14 +510,11 @@ impl<S: Datastore> Ipam<S> {
             } else {
                 self.commit(writes)
             };
-            if let (Ok(revision), Some((decided, block)), Some(h)) = (&committed, keep, &mut hold) {
-                h.keep(
-                    Versioned {
-                        value: block,
-                        revision: *revision,
-                    },
-                    decided,
-                );
+            if let (true, Some(h)) = (from_kept, &mut hold) {
+                match (&committed, h.kept_block(c.0)) {
+                    (Ok(revision), Some(vb)) => vb.revision = *revision,
+                    _ => h.drop_kept(),
+                }
             }
             drop(hold);
             match committed {
