@@ -467,7 +467,7 @@ impl<S: Datastore> Ipam<S> {
             hints
                 .by_block
                 .get(&cidr)
-                .and_then(|node| self.existing_lane(node))
+                .and_then(|(node, lane)| lane.upgrade().or_else(|| self.existing_lane(node)))
         };
         node_lane.unwrap_or_else(|| self.block_lane(cidr))
     }
@@ -839,7 +839,8 @@ impl<S: Datastore> Ipam<S> {
         // anything but a commit drops it.
         c.decided.uses += 1;
         c.block.value.expire_cooling(self.now());
-        let taken = self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
+        let taken =
+            self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
         let (result, handle) = match taken {
             Ok(Take::Served(result, handle)) => (result, handle),
             Ok(Take::Left | Take::Full) => {

@@ -145,11 +145,13 @@ impl KeptCooldown {
 }
 
 /// Each node's last block, both ways: by node for the next assignment, by block for a release
-/// (whose handle names only the block) to find the lane that may keep it.
+/// (whose handle names only the block) to find the lane that may keep it: the node, and its
+/// lane as it was when the hint was set (followed without a second lookup while the lane
+/// lives; a lane forgotten since is looked up again by the node's name).
 #[derive(Default)]
 struct Hints {
     by_node: FastMap<String, IpNetwork>,
-    by_block: FastMap<IpNetwork, String>,
+    by_block: FastMap<IpNetwork, (String, std::sync::Weak<batch::Lane>)>,
 }
 
 /// A lane map, locked, with its idle lanes forgotten once it holds more than 4,096 (a cluster
@@ -275,13 +277,21 @@ impl<S: Datastore> Ipam<S> {
     }
 
     fn set_hint(&self, node: &str, block: IpNetwork) {
+        if self.hint(node) == Some(block) {
+            return; // the usual case: nothing to allocate
+        }
+        // Looked up before the hints are locked (a release holds them while it looks up).
+        let lane = self
+            .existing_lane(node)
+            .map(|l| Arc::downgrade(&l))
+            .unwrap_or_default();
         let mut m = self.hints();
         let m = &mut *m;
         match m.by_node.get_mut(node) {
-            Some(h) if *h == block => return, // the usual case: nothing to allocate
+            Some(h) if *h == block => return,
             Some(h) => {
                 let old = std::mem::replace(h, block);
-                if m.by_block.get(&old).is_some_and(|n| n == node) {
+                if m.by_block.get(&old).is_some_and(|(n, _)| n == node) {
                     m.by_block.remove(&old);
                 }
             }
@@ -293,7 +303,7 @@ impl<S: Datastore> Ipam<S> {
                 m.by_node.insert(node.to_string(), block);
             }
         }
-        m.by_block.insert(block, node.to_string());
+        m.by_block.insert(block, (node.to_string(), lane));
     }
 
     /// The release lane of `block` (made if need be).
