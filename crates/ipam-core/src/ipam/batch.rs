@@ -74,8 +74,12 @@ pub(super) struct LaneState {
     /// system call, and most lanes never have a waiter).
     sleepers: usize,
     /// What the last batch decided on, for the next (held by the lane's holder meanwhile).
-    carry: Option<Carry>,
+    carry: Kept,
 }
+
+/// What a lane keeps between batches: boxed, so handing it between the lane and its holder
+/// moves a pointer.
+type Kept = Option<Box<Carry>>;
 
 /// A batch's context kept for the next batch of the same node (see the module docs).
 struct Carry {
@@ -292,7 +296,7 @@ impl Lane {
 /// put back, the waiters woken) when dropped, even by a panic.
 pub(super) struct Held {
     lane: Arc<Lane>,
-    carry: Option<Carry>,
+    carry: Kept,
 }
 
 impl Held {
@@ -322,7 +326,7 @@ impl Held {
 
     /// Keeps `block` (as committed, at its revision) with the rest of its context.
     pub(super) fn keep(&mut self, block: Versioned<Block>, decided: Decided) {
-        self.carry = Some(Carry { block, decided });
+        self.carry = Some(Box::new(Carry { block, decided }));
     }
 
     /// Keeps `block`, as a release committed it after reading it, if the lane keeps nothing
@@ -332,7 +336,7 @@ impl Held {
     /// context before using it).
     pub(super) fn keep_released(&mut self, block: Versioned<Block>) {
         if self.carry.is_none() && block.value.affinity.is_some() {
-            self.carry = Some(Carry {
+            self.carry = Some(Box::new(Carry {
                 block,
                 decided: Decided {
                     labels: BTreeMap::new(),
@@ -341,7 +345,7 @@ impl Held {
                     writes_seen: 0,
                     uses: CARRY_USES,
                 },
-            });
+            }));
         }
     }
 }
@@ -473,7 +477,7 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// Whether `carry` may serve the node's next batch from `hint`.
-    fn usable(&self, carry: &Option<Carry>, hint: Option<IpNetwork>) -> bool {
+    fn usable(&self, carry: &Kept, hint: Option<IpNetwork>) -> bool {
         carry
             .as_ref()
             .is_some_and(|c| Some(c.block.value.cidr) == hint && self.fresh(&c.decided))
@@ -491,7 +495,7 @@ impl<S: Datastore> Ipam<S> {
     /// it goes, then the first of the rest alone (it may claim a new block, or meet an error
     /// only it can explain), then together again when that changed the node's block or the
     /// last try lost a race.
-    fn serve(&self, mut queued: Vec<Waiting<'_>>, carry: &mut Option<Carry>) {
+    fn serve(&self, mut queued: Vec<Waiting<'_>>, carry: &mut Kept) {
         let mut tried = None;
         while !queued.is_empty() {
             let hint = self.hint(&queued[0].args.node);
@@ -517,7 +521,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         queued: Vec<Waiting<'a>>,
         hint: IpNetwork,
-        carry: &mut Option<Carry>,
+        carry: &mut Kept,
     ) -> (Vec<Waiting<'a>>, bool) {
         let family = Family::of_net(&hint);
         // A request that fits the shape: one family, the hint's, and a handle no earlier
@@ -541,7 +545,7 @@ impl<S: Datastore> Ipam<S> {
             Some(mut c) if kept => {
                 c.decided.uses += 1;
                 Basis {
-                    context: c,
+                    context: *c,
                     handles: None,
                 }
             }
@@ -654,7 +658,7 @@ impl<S: Datastore> Ipam<S> {
         queued: &[Waiting<'_>],
         fits: &[bool],
         basis: Basis,
-        carry: &mut Option<Carry>,
+        carry: &mut Kept,
     ) -> Result<Served, AssignError> {
         let mut served: Served = queued.iter().map(|_| None).collect();
         let Basis {
@@ -782,7 +786,7 @@ impl<S: Datastore> Ipam<S> {
         decided: Decided,
         from_kept: bool,
         n: usize,
-        carry: &mut Option<Carry>,
+        carry: &mut Kept,
     ) -> Result<(), StoreError> {
         let committed = block.clone();
         let mut writes = Vec::with_capacity(1 + handles.len());
@@ -800,13 +804,13 @@ impl<S: Datastore> Ipam<S> {
                 if from_kept {
                     self.unread.fetch_add(n, Ordering::Relaxed);
                 }
-                *carry = Some(Carry {
+                *carry = Some(Box::new(Carry {
                     block: Versioned {
                         value: committed,
                         revision,
                     },
                     decided,
-                });
+                }));
                 Ok(())
             }
             Err(e) => {
@@ -823,7 +827,7 @@ impl<S: Datastore> Ipam<S> {
     /// (none, too old, another family or pool, a full block), for the ordinary path to serve.
     /// The same decision and commit as a batch of one, and after a lost race the same next
     /// step: the one-by-one path.
-    fn assign_alone(&self, args: &AutoAssignArgs, carry: &mut Option<Carry>) -> Option<Outcome> {
+    fn assign_alone(&self, args: &AutoAssignArgs, carry: &mut Kept) -> Option<Outcome> {
         let c = carry.as_mut()?;
         let hint = c.block.value.cidr;
         let n = match Family::of_net(&hint) {
