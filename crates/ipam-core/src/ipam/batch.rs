@@ -79,10 +79,10 @@ pub(super) struct LaneState {
 
 /// What a lane keeps between batches: boxed, so handing it between the lane and its holder
 /// moves a pointer.
-type Kept = Option<Box<Carry>>;
+pub(super) type Kept = Option<Box<Carry>>;
 
 /// A batch's context kept for the next batch of the same node (see the module docs).
-struct Carry {
+pub(super) struct Carry {
     /// The block as committed, at the revision the commit gave it.
     block: Versioned<Block>,
     decided: Decided,
@@ -267,14 +267,19 @@ impl Lane {
     }
 
     /// Takes the lane, free under `st`, with what it keeps.
-    pub(super) fn take(self: &Arc<Self>, mut st: MutexGuard<'_, LaneState>) -> Held {
-        st.busy = true;
-        let carry = st.carry.take();
-        drop(st);
+    pub(super) fn take(self: &Arc<Self>, st: MutexGuard<'_, LaneState>) -> Held {
+        let carry = Lane::mark_taken(st);
         Held {
             lane: Arc::clone(self),
             carry,
         }
+    }
+
+    /// Marks the lane, free under `st`, taken, and hands out what it keeps: for a caller
+    /// that then gives its own reference to the lane to [`Held::new`].
+    pub(super) fn mark_taken(mut st: MutexGuard<'_, LaneState>) -> Kept {
+        st.busy = true;
+        st.carry.take()
     }
 
     /// Keeps `block`, committed at `revision` by a write that read it at `read`, in place of
@@ -300,6 +305,11 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// The hold of `lane`, which its caller marked taken ([`Lane::mark_taken`]).
+    pub(super) fn new(lane: Arc<Lane>, carry: Kept) -> Held {
+        Held { lane, carry }
+    }
+
     /// The kept block `cidr` with the rest of its context, taken out of the hold (put back,
     /// changed or not, with [`Held::keep`]); `None` when the lane keeps another block or none.
     pub(super) fn take_kept(&mut self, cidr: IpNetwork) -> Option<(Versioned<Block>, Decided)> {
@@ -396,7 +406,8 @@ impl<S: Datastore> Ipam<S> {
         let lane = self.node_lane(&args.node);
         let mut st = lane.lock();
         if !st.busy && st.queue.is_empty() {
-            let mut held = lane.take(st);
+            let carry = Lane::mark_taken(st);
+            let mut held = Held::new(lane, carry);
             if let Some(outcome) = self.assign_alone(args, &mut held.carry) {
                 return outcome;
             }

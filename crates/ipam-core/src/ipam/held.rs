@@ -134,7 +134,8 @@ impl<S: Datastore> Ipam<S> {
         let lane = self.release_lane(block);
         let st = lane.lock();
         if !st.busy && !st.releases.iter().any(|q| q.block == block) {
-            return Ok(lane.take(st));
+            let carry = Lane::mark_taken(st);
+            return Ok(Held::new(lane, carry));
         }
         drop(st);
         let id = handle.value.id().to_string();
