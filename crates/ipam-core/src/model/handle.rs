@@ -21,8 +21,16 @@ pub struct Handle {
 
 /// A handle's counts by block, in block order: a pod's addresses are in one block (or one per
 /// family), so the counts sit inline in the handle, with no allocation of their own.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct HandleBlocks(SmallVec<[(Cidr, u32); 1]>);
+
+impl Clone for HandleBlocks {
+    /// Copied as one slice (a derived clone goes pair by pair): every read of a handle from
+    /// the memory store clones it.
+    fn clone(&self) -> Self {
+        HandleBlocks(SmallVec::from_slice(&self.0))
+    }
+}
 
 impl HandleBlocks {
     /// Number of blocks.
