@@ -29,6 +29,8 @@ struct Gated<S> {
     max_writes: AtomicUsize,
     /// The next commit of more than two writes (a batch) panics, as a bug in a store would.
     panic_batch: AtomicBool,
+    /// The next commit panics, whatever it writes.
+    panic_next: AtomicBool,
 }
 
 impl<S: Datastore> Datastore for Gated<S> {
@@ -53,6 +55,9 @@ impl<S: Datastore> Datastore for Gated<S> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         if writes.len() > 2 && self.panic_batch.swap(false, Ordering::SeqCst) {
             panic!("the store fails a batch's commit");
+        }
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("the store fails a commit");
         }
         let max = self.max_writes.load(Ordering::SeqCst);
         if max > 0 && writes.len() > max {
@@ -95,6 +100,7 @@ fn engine_and_clock(pools: &[(&str, &str, u8)]) -> (Arc<Ipam<Store>>, Store, Arc
         reads: AtomicUsize::new(0),
         max_writes: AtomicUsize::new(0),
         panic_batch: AtomicBool::new(false),
+        panic_next: AtomicBool::new(false),
     });
     let clock = Arc::new(ManualClock::new(T0));
     let ipam = Arc::new(Ipam::new(store.clone(), clock.clone()));
@@ -264,6 +270,44 @@ fn callers_whose_leader_panicked_serve_themselves() {
         assert_eq!(ipam.addresses_by_handle(&h).unwrap(), got, "{h}");
     }
     assert_eq!(served, 2, "the two the panicked leader had taken");
+    consistent(&store);
+}
+
+#[test]
+fn a_commit_that_panics_leaves_nothing_half_changed_kept() {
+    // An assignment and a release from the lane's kept block, each failing in the store's
+    // commit: neither the address taken nor the one freed may stay in what the lane keeps,
+    // where the next commit under the kept revision would write it.
+    let (ipam, store) = engine(&[("p", "10.244.0.0/16", 26)]);
+    let assign = |h: &str| ipam.auto_assign(&AutoAssignArgs::v4("n1", h, 1));
+    let kept = ipam.assignments_without_read();
+    let a = ips(&assign("a").unwrap());
+    assign("b").unwrap();
+    assert!(
+        ipam.assignments_without_read() > kept,
+        "served from the kept block"
+    );
+    let panicked = |f: &dyn Fn()| {
+        store.panic_next.store(true, Ordering::SeqCst);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        assert!(out.is_err(), "the commit panicked");
+    };
+    panicked(&|| {
+        let _ = assign("lost");
+    });
+    panicked(&|| {
+        let _ = ipam.release_by_handle("a");
+    });
+    let c = ips(&assign("c").unwrap());
+    assert!(ipam.addresses_by_handle("lost").unwrap().is_empty());
+    assert_eq!(
+        ipam.addresses_by_handle("a").unwrap(),
+        a,
+        "a still holds its address"
+    );
+    assert_ne!(c, a, "c got an address of its own");
+    consistent(&store);
+    assert_eq!(ipam.release_by_handle("a").unwrap(), 1);
     consistent(&store);
 }
 

@@ -84,7 +84,7 @@ pub(super) type Kept = Option<Box<Carry>>;
 /// A batch's context kept for the next batch of the same node (see the module docs).
 pub(super) struct Carry {
     /// The block as committed, at the revision the commit gave it.
-    block: Versioned<Block>,
+    pub(super) block: Versioned<Block>,
     decided: Decided,
 }
 
@@ -320,18 +320,19 @@ impl Held {
         Some((c.block, c.decided))
     }
 
-    /// The kept block `cidr`, to change in place and commit (then set its revision), or
-    /// drop with [`Held::drop_kept`]; `None` when the lane keeps another block or none.
-    pub(super) fn kept_block(&mut self, cidr: IpNetwork) -> Option<&mut Versioned<Block>> {
-        self.carry
-            .as_mut()
-            .filter(|c| c.block.value.cidr == cidr)
-            .map(|c| &mut c.block)
+    /// What the lane keeps, taken out of the hold if it is block `cidr`: changed out of the
+    /// hold and given back with [`Held::put_back`] once committed, so a panic or a failure
+    /// meanwhile leaves nothing half-changed kept.
+    pub(super) fn take_carry_of(&mut self, cidr: IpNetwork) -> Option<Box<Carry>> {
+        if self.carry.as_ref()?.block.value.cidr != cidr {
+            return None;
+        }
+        self.carry.take()
     }
 
-    /// Drops what the lane keeps.
-    pub(super) fn drop_kept(&mut self) {
-        self.carry = None;
+    /// Gives back what [`Held::take_carry_of`] took, as committed.
+    pub(super) fn put_back(&mut self, carry: Box<Carry>) {
+        self.carry = Some(carry);
     }
 
     /// Keeps `block` (as committed, at its revision) with the rest of its context.
@@ -850,22 +851,17 @@ impl<S: Datastore> Ipam<S> {
         if n == 0 || !self.fresh(&c.decided) {
             return None;
         }
-        // Decided on and changed in place: the kept block becomes what is committed, and
-        // anything but a commit drops it.
+        // Taken out of the hold while it changes (a pointer: the context is boxed), and put
+        // back only as committed: a failure, or a panic, drops it.
+        let mut c = carry.take()?;
         c.decided.uses += 1;
         c.block.value.expire_cooling(self.now());
         let taken =
             self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
         let (result, handle) = match taken {
             Ok(Take::Served(result, handle)) => (result, handle),
-            Ok(Take::Left | Take::Full) => {
-                *carry = None;
-                return None;
-            }
-            Err(e) => {
-                *carry = None;
-                return Some(Err(e));
-            }
+            Ok(Take::Left | Take::Full) => return None,
+            Err(e) => return Some(Err(e)),
         };
         let writes = vec![
             Write::Update {
@@ -877,11 +873,11 @@ impl<S: Datastore> Ipam<S> {
         match self.store.commit(writes) {
             Ok(revision) => {
                 c.block.revision = revision;
+                *carry = Some(c);
                 self.unread.fetch_add(1, Ordering::Relaxed);
                 Some(Ok(result))
             }
             Err(e) => {
-                *carry = None;
                 if matches!(e, StoreError::Conflict { .. }) {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
                 }

@@ -455,32 +455,29 @@ impl<S: Datastore> Ipam<S> {
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
             let now = self.now();
-            // A kept block that shows the handle's addresses is released in place: it becomes
-            // what is committed (a kept block is the node's: never deleted here), and anything
-            // but that commit drops it. One that shows none is stale: dropped, and the store
-            // read.
-            let mut from_kept = false;
-            if let Some(h) = hold.as_mut() {
-                if let Some(vb) = h.kept_block(c.0) {
-                    let ords = vb.value.ordinals_of(handle_id);
-                    if ords.is_empty() {
-                        h.drop_kept();
-                    } else {
-                        vb.value.expire_cooling(now);
-                        for o in ords {
-                            vb.value.release(o, now, cooldown);
-                            n += 1;
-                        }
-                        vb.value.touch();
-                        writes.push(Write::Update {
-                            record: Record::Block(vb.value.clone()),
-                            expected: vb.revision,
-                        });
-                        from_kept = true;
+            // A kept block that shows the handle's addresses is released from the lane's copy,
+            // taken out of the hold while it changes and given back only as committed (a kept
+            // block is the node's: never deleted here). One that shows none is stale: dropped,
+            // and the store read.
+            let mut from_kept = None;
+            if let Some(mut kc) = hold.as_mut().and_then(|h| h.take_carry_of(c.0)) {
+                let ords = kc.block.value.ordinals_of(handle_id);
+                if !ords.is_empty() {
+                    let b = &mut kc.block.value;
+                    b.expire_cooling(now);
+                    for o in ords {
+                        b.release(o, now, cooldown);
+                        n += 1;
                     }
+                    b.touch();
+                    writes.push(Write::Update {
+                        record: Record::Block(b.clone()),
+                        expected: kc.block.revision,
+                    });
+                    from_kept = Some(kc);
                 }
             }
-            if !from_kept {
+            if from_kept.is_none() {
                 if let Some(vb) = self.store.get_block(&Key::Block(c.0))? {
                     let mut block = vb.value;
                     block.expire_cooling(now);
@@ -510,11 +507,9 @@ impl<S: Datastore> Ipam<S> {
             } else {
                 self.commit(writes)
             };
-            if let (true, Some(h)) = (from_kept, &mut hold) {
-                match (&committed, h.kept_block(c.0)) {
-                    (Ok(revision), Some(vb)) => vb.revision = *revision,
-                    _ => h.drop_kept(),
-                }
+            if let (Some(mut kc), Some(h), Ok(revision)) = (from_kept, &mut hold, &committed) {
+                kc.block.revision = *revision;
+                h.put_back(kc);
             }
             drop(hold);
             match committed {
