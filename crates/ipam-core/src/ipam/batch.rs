@@ -492,14 +492,15 @@ impl<S: Datastore> Ipam<S> {
     fn usable(&self, carry: &Kept, hint: Option<IpNetwork>) -> bool {
         carry
             .as_ref()
-            .is_some_and(|c| Some(c.block.value.cidr) == hint && self.fresh(&c.decided))
+            .is_some_and(|c| Some(c.block.value.cidr) == hint && self.fresh(&c.decided, self.now()))
     }
 
-    /// Whether a kept context may still be decided on: used fewer than [`CARRY_USES`] times,
-    /// younger than [`CARRY_AGE_NS`], and no write it does not see made through this engine.
-    fn fresh(&self, d: &Decided) -> bool {
+    /// Whether a kept context may still be decided on at `now`: used fewer than
+    /// [`CARRY_USES`] times, younger than [`CARRY_AGE_NS`], and no write it does not see made
+    /// through this engine.
+    fn fresh(&self, d: &Decided, now: u64) -> bool {
         d.uses < CARRY_USES
-            && self.now().saturating_sub(d.read_at_ns) <= CARRY_AGE_NS
+            && now.saturating_sub(d.read_at_ns) <= CARRY_AGE_NS
             && d.writes_seen == self.writes_seen.load(Ordering::SeqCst)
     }
 
@@ -847,15 +848,17 @@ impl<S: Datastore> Ipam<S> {
             Family::V6 if args.num_v4 == 0 => args.num_v6,
             _ => 0,
         };
-        // A lane keeps only its node's last block: no hint is looked up.
-        if n == 0 || !self.fresh(&c.decided) {
+        // A lane keeps only its node's last block: no hint is looked up. The clock read once
+        // (a system clock read is a good part of a lone request's own time).
+        let now = self.now();
+        if n == 0 || !self.fresh(&c.decided, now) {
             return None;
         }
         // Taken out of the hold while it changes (a pointer: the context is boxed), and put
         // back only as committed: a failure, or a panic, drops it.
         let mut c = carry.take()?;
         c.decided.uses += 1;
-        c.block.value.expire_cooling(self.now());
+        c.block.value.expire_cooling(now);
         let taken =
             self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
         let (result, handle) = match taken {

@@ -197,11 +197,11 @@ impl<S: Datastore> Ipam<S> {
         }
     }
 
-    /// The release cooldown this engine read last, if it may still be used (see
+    /// The release cooldown this engine read last, if it may still be used at `now` (see
     /// `cooldown`).
-    fn kept_cooldown(&self) -> Option<u64> {
+    fn kept_cooldown(&self, now: u64) -> Option<u64> {
         let (ns, read_at_ns, writes_seen) = self.cooldown.get()?;
-        let fresh = self.now().saturating_sub(read_at_ns) <= CARRY_AGE_NS
+        let fresh = now.saturating_sub(read_at_ns) <= CARRY_AGE_NS
             && writes_seen == self.writes_seen.load(Ordering::SeqCst);
         fresh.then_some(ns)
     }

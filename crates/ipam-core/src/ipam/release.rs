@@ -378,11 +378,11 @@ impl<S: Datastore> Ipam<S> {
         // retry after that.
         let fresh_key = || Key::Handle(handle_id.to_string());
         let mut key = Some(fresh_key());
-        let (cooldown, mut known) = match self.kept_cooldown() {
+        let read_at = self.now();
+        let (cooldown, mut known) = match self.kept_cooldown(read_at) {
             Some(ns) => (ns, None),
             None => {
                 let writes_seen = self.writes_seen.load(std::sync::atomic::Ordering::SeqCst);
-                let read_at = self.now();
                 let reads = [Read::Get(Key::Config), Read::Get(fresh_key())];
                 let mut answers = self.store.read(&reads)?.into_iter();
                 let ns = one::<IpamConfig>(answers.next().unwrap_or_default())?
@@ -454,6 +454,7 @@ impl<S: Datastore> Ipam<S> {
             handle.blocks.remove(&c);
             let mut writes = Vec::with_capacity(4);
             let mut n = 0;
+            // Read again once the lane is held: a release's cooldown starts when it is made.
             let now = self.now();
             // A kept block that shows the handle's addresses is released from the lane's copy,
             // taken out of the hold while it changes and given back only as committed (a kept
