@@ -96,3 +96,34 @@ fn a_node_with_many_full_blocks_reads_them_in_one_batch() {
         "the context, the other blocks, the claim's reads, one commit"
     );
 }
+
+#[test]
+fn a_full_kept_block_sends_the_next_request_one_by_one_without_another_read() {
+    // /30 blocks of four addresses: the second request is served from the kept block and
+    // fills it; the next goes the one-by-one way (its one read, then the claim) with no read
+    // of a batch's context first.
+    let store = Arc::new(Counting::new(MemoryStore::new()));
+    let ipam = Ipam::new(store.clone(), Arc::new(ManualClock::new(T0)));
+    ipam.create_pool(Pool::with_block_size("p", net("10.244.0.0/16"), 30).unwrap())
+        .unwrap();
+    let first = ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "first", 1))
+        .unwrap()
+        .v4
+        .ips[0]
+        .block;
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "second", 1))
+        .unwrap();
+    ipam.auto_assign(&AutoAssignArgs::v4("n1", "third", 2))
+        .unwrap();
+    store.take();
+    let got = ipam
+        .auto_assign(&AutoAssignArgs::v4("n1", "fourth", 1))
+        .unwrap();
+    assert_eq!(
+        store.take(),
+        Calls::new(2, 1, 1),
+        "the one-by-one path's read; the pool's claim index and its chunk; one commit"
+    );
+    assert_ne!(got.v4.ips[0].block, first, "a new block claimed");
+}

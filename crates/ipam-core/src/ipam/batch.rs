@@ -836,10 +836,10 @@ impl<S: Datastore> Ipam<S> {
     }
 
     /// A lone request served from the lane's kept context with no read (see the module
-    /// docs), without the queue's bookkeeping: `None` when the kept context cannot serve it
-    /// (none, too old, another family or pool, a full block), for the ordinary path to serve.
-    /// The same decision and commit as a batch of one, and after a lost race the same next
-    /// step: the one-by-one path.
+    /// docs), without the queue's bookkeeping: `None` when there is no usable kept context
+    /// (none, too old, or a request of two families), for the ordinary path to serve. The
+    /// same decision and commit as a batch of one, and where that leaves the request (a full
+    /// block, another pool, a lost race) the same next step: the one-by-one path.
     fn assign_alone(&self, args: &AutoAssignArgs, carry: &mut Kept) -> Option<Outcome> {
         let c = carry.as_mut()?;
         let hint = c.block.value.cidr;
@@ -863,7 +863,9 @@ impl<S: Datastore> Ipam<S> {
             self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
         let (result, handle) = match taken {
             Ok(Take::Served(result, handle)) => (result, handle),
-            Ok(Take::Left | Take::Full) => return None,
+            // Served one by one, as a batch leaves it (the kept context goes with it): it may
+            // claim a block, or meet an error only that path explains.
+            Ok(Take::Left | Take::Full) => return Some(self.assign_serial(args)),
             Err(e) => return Some(Err(e)),
         };
         let writes = vec![
