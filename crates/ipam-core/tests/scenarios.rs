@@ -533,6 +533,16 @@ fn a_cooldown_set_elsewhere_holds_releases_within_the_kept_age() {
         2,
         "the cooldown set through the engine holds at once"
     );
+    // A release of what handles hold (a CNI DEL's) keeps and refreshes the same copy.
+    b.set_config(IpamConfig::default()).unwrap();
+    clock.advance(ipam_core::CARRY_AGE_NS + 1);
+    one(&a, "n1", "h4");
+    assert_eq!(a.release_held(&["h4"], |_| true).unwrap().len(), 1);
+    assert_eq!(
+        cooling(&a),
+        2,
+        "no cooldown once the one set elsewhere is seen"
+    );
     assert_consistent(&a);
 }
 

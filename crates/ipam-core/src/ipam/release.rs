@@ -267,8 +267,9 @@ impl<S: Datastore> Ipam<S> {
     /// Releases the addresses that the handles `ids` hold and `select` picks (a CNI DEL's:
     /// its attachment's, under the attachment's handles and its pod's); returns them.
     ///
-    /// One read of the handles with the configuration, one of their block unless the node's
-    /// lane keeps it, one commit: two or three round trips on etcd, where reading the
+    /// One read of the handles (with the configuration, unless this engine read it less than
+    /// [`crate::CARRY_AGE_NS`] ago), one of their block unless the node's lane keeps it, one
+    /// commit: two or three round trips on etcd, where reading the
     /// allocations and then releasing them guarded takes four. Concurrent releases in one
     /// block share the block's read and commit (group commit, see `held.rs`). The commit is
     /// made under the revisions read, so it is exactly as safe as the guarded release; a lost
@@ -280,16 +281,31 @@ impl<S: Datastore> Ipam<S> {
         select: impl Fn(&Allocation) -> bool + Send + Sync + 'static,
     ) -> Result<Vec<IpAddr>, ReleaseError> {
         let select: Select = Arc::new(select);
-        let mut reads = vec![Read::Get(Key::Config)];
+        // The configuration only when the cooldown this engine kept is too old (see
+        // `cooldown` in mod.rs): then with the handles, in one read.
+        let read_at = self.now();
+        let writes_seen = self.writes_seen.load(std::sync::atomic::Ordering::SeqCst);
+        let kept = self.kept_cooldown(read_at);
+        let mut reads = Vec::with_capacity(1 + ids.len());
+        if kept.is_none() {
+            reads.push(Read::Get(Key::Config));
+        }
         reads.extend(
             ids.iter()
                 .map(|id| Read::Get(Key::Handle((*id).to_string()))),
         );
         let mut answers = self.store.read(&reads)?.into_iter();
-        let cooldown = one::<IpamConfig>(answers.next().unwrap_or_default())?
-            .map(|v| v.value)
-            .unwrap_or_default()
-            .cooldown_ns();
+        let cooldown = match kept {
+            Some(ns) => ns,
+            None => {
+                let ns = one::<IpamConfig>(answers.next().unwrap_or_default())?
+                    .map(|v| v.value)
+                    .unwrap_or_default()
+                    .cooldown_ns();
+                self.keep_cooldown(ns, read_at, writes_seen);
+                ns
+            }
+        };
         let mut handles: Vec<(String, Versioned<Handle>)> = Vec::with_capacity(ids.len());
         let mut cidrs: Vec<IpNetwork> = Vec::new();
         for id in ids {
