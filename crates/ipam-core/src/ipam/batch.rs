@@ -89,7 +89,7 @@ pub(super) struct Carry {
 }
 
 /// The rest of a kept context: what the block's batch decided on, and how old that is.
-pub(super) struct Decided {
+struct Decided {
     labels: BTreeMap<String, String>,
     pools: Vec<Pool>,
     /// When the context was read, and the engine's count of foreign writes then.
@@ -310,16 +310,6 @@ impl Held {
         Held { lane, carry }
     }
 
-    /// The kept block `cidr` with the rest of its context, taken out of the hold (put back,
-    /// changed or not, with [`Held::keep`]); `None` when the lane keeps another block or none.
-    pub(super) fn take_kept(&mut self, cidr: IpNetwork) -> Option<(Versioned<Block>, Decided)> {
-        if self.carry.as_ref()?.block.value.cidr != cidr {
-            return None;
-        }
-        let c = self.carry.take()?;
-        Some((c.block, c.decided))
-    }
-
     /// What the lane keeps, taken out of the hold if it is block `cidr`: changed out of the
     /// hold and given back with [`Held::put_back`] once committed, so a panic or a failure
     /// meanwhile leaves nothing half-changed kept.
@@ -333,11 +323,6 @@ impl Held {
     /// Gives back what [`Held::take_carry_of`] took, as committed.
     pub(super) fn put_back(&mut self, carry: Box<Carry>) {
         self.carry = Some(carry);
-    }
-
-    /// Keeps `block` (as committed, at its revision) with the rest of its context.
-    pub(super) fn keep(&mut self, block: Versioned<Block>, decided: Decided) {
-        self.carry = Some(Box::new(Carry { block, decided }));
     }
 
     /// Keeps `block`, as a release committed it after reading it, if the lane keeps nothing
@@ -663,7 +648,6 @@ impl<S: Datastore> Ipam<S> {
     /// when served here (`None`: left for the one-by-one path). An `Err` leaves every request
     /// to that path (a lost compare-and-swap). A commit that succeeded leaves its context in
     /// `carry`.
-    #[allow(clippy::too_many_arguments)]
     fn serve_from_block(
         &self,
         node: &str,
@@ -704,10 +688,38 @@ impl<S: Datastore> Ipam<S> {
             return Ok(served);
         }
         let n = served.iter().flatten().count();
-        match self.commit_served(block, vb.revision, handles, decided, from_kept, n, carry) {
-            Ok(()) => Ok(served),
+        let committed = block.clone();
+        let mut writes = Vec::with_capacity(1 + handles.len());
+        writes.push(Write::Update {
+            record: Record::Block(block),
+            expected: vb.revision,
+        });
+        writes.extend(handles);
+        match self.store.commit(writes) {
+            Ok(revision) => {
+                let n = n as u64;
+                if n > 1 {
+                    self.batched.fetch_add(n, Ordering::Relaxed);
+                }
+                if from_kept {
+                    self.unread.fetch_add(n, Ordering::Relaxed);
+                }
+                *carry = Some(Box::new(Carry {
+                    block: Versioned {
+                        value: committed,
+                        revision,
+                    },
+                    decided,
+                }));
+                Ok(served)
+            }
             // Every request leaves for the one-by-one path.
-            Err(e) if !settles(&e, n) => Err(e.into()),
+            Err(e) if !settles(&e, n) => {
+                if matches!(e, StoreError::Conflict { .. }) {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e.into())
+            }
             Err(e) => {
                 // The same failure each request would have met committing on its own.
                 for s in served.iter_mut().flatten() {
@@ -786,53 +798,6 @@ impl<S: Datastore> Ipam<S> {
             },
         };
         Ok(Take::Served(result, handle))
-    }
-
-    /// Commits `block` (read at `read`) with the `handles` of the `n` requests served from
-    /// it; on success keeps the context in `carry`. A lost compare-and-swap is counted.
-    #[allow(clippy::too_many_arguments)]
-    fn commit_served(
-        &self,
-        block: Block,
-        read: Revision,
-        handles: SmallVec<[Write; 4]>,
-        decided: Decided,
-        from_kept: bool,
-        n: usize,
-        carry: &mut Kept,
-    ) -> Result<(), StoreError> {
-        let committed = block.clone();
-        let mut writes = Vec::with_capacity(1 + handles.len());
-        writes.push(Write::Update {
-            record: Record::Block(block),
-            expected: read,
-        });
-        writes.extend(handles);
-        match self.store.commit(writes) {
-            Ok(revision) => {
-                let n = n as u64;
-                if n > 1 {
-                    self.batched.fetch_add(n, Ordering::Relaxed);
-                }
-                if from_kept {
-                    self.unread.fetch_add(n, Ordering::Relaxed);
-                }
-                *carry = Some(Box::new(Carry {
-                    block: Versioned {
-                        value: committed,
-                        revision,
-                    },
-                    decided,
-                }));
-                Ok(())
-            }
-            Err(e) => {
-                if matches!(e, StoreError::Conflict { .. }) {
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e)
-            }
-        }
     }
 
     /// A lone request served from the lane's kept context with no read (see the module

@@ -195,16 +195,25 @@ impl<S: Datastore> Ipam<S> {
                 .filter(|(_, fit)| **fit)
                 .all(|(r, _)| r.ids.iter().any(|id| !b.ordinals_of(id).is_empty()))
         };
-        let kept = held.take_kept(block).filter(|(vb, _)| shows_all(&vb.value));
-        let (vb, decided) = match kept {
-            Some((vb, decided)) => (vb, Some(decided)),
-            None => match self.store.get_block(&Key::Block(block)) {
-                Ok(Some(vb)) => (vb, None),
+        // The lane's kept context, out of the hold while its block changes and given back
+        // only as committed; else the block as read.
+        let mut kept = held
+            .take_carry_of(block)
+            .filter(|kc| shows_all(&kc.block.value));
+        let mut read_copy = None;
+        if kept.is_none() {
+            match self.store.get_block(&Key::Block(block)) {
+                Ok(Some(vb)) => read_copy = Some(vb),
                 Ok(None) => return everyone(&|| Ok(None)),
                 Err(e) => return everyone(&|| Err(e.clone().into())),
-            },
+            }
+        }
+        let from_kept = kept.is_some();
+        let Some(vb) = kept.as_mut().map(|kc| &mut kc.block).or(read_copy.as_mut()) else {
+            return everyone(&|| Ok(None));
         };
-        let mut b = vb.value;
+        let read = vb.revision;
+        let b = &mut vb.value;
         let now = self.now();
         b.expire_cooling(now);
         // Per request: the (ordinal, address, index of its handle in the request's ids) it
@@ -212,7 +221,7 @@ impl<S: Datastore> Ipam<S> {
         let chosen: Vec<Option<Vec<(u32, IpAddr, usize)>>> = reqs
             .iter()
             .zip(&fits)
-            .map(|(r, fit)| fit.then(|| choose(&b, r)))
+            .map(|(r, fit)| fit.then(|| choose(b, r)))
             .collect();
         let answers = |chosen: Vec<Option<Vec<(u32, IpAddr, usize)>>>| -> Vec<Answer> {
             chosen
@@ -221,14 +230,8 @@ impl<S: Datastore> Ipam<S> {
                 .collect()
         };
         if chosen.iter().flatten().all(Vec::is_empty) {
-            if let Some(decided) = decided {
-                held.keep(
-                    Versioned {
-                        value: b,
-                        revision: vb.revision,
-                    },
-                    decided,
-                );
+            if let Some(kc) = kept {
+                held.put_back(kc);
             }
             return answers(chosen);
         }
@@ -237,20 +240,19 @@ impl<S: Datastore> Ipam<S> {
                 b.release(*o, now, r.cooldown);
             }
         }
-        let mut keep = None;
         let mut keep_read = None;
-        let mut writes = match decided {
+        let mut writes = if from_kept {
             // A kept block is the node's: never deleted here, and kept as committed.
-            Some(decided) => {
-                b.touch();
-                let w = vec![Write::Update {
-                    record: Record::Block(b.clone()),
-                    expected: vb.revision,
-                }];
-                keep = Some((decided, b));
-                w
-            }
-            None => match self.block_write_after_release(None, vb.revision, b) {
+            b.touch();
+            vec![Write::Update {
+                record: Record::Block(b.clone()),
+                expected: read,
+            }]
+        } else {
+            let Some(vb) = read_copy.take() else {
+                return everyone(&|| Ok(None));
+            };
+            match self.block_write_after_release(None, read, vb.value) {
                 Ok(w) => {
                     // Read, changed and still there: the lane keeps it for the next release.
                     if let Some(Write::Update {
@@ -263,7 +265,7 @@ impl<S: Datastore> Ipam<S> {
                     w
                 }
                 Err(e) => return everyone(&|| Err(e.clone().into())),
-            },
+            }
         };
         for (r, c) in reqs.iter().zip(&chosen) {
             let mut per_handle: BTreeMap<&str, u32> = BTreeMap::new();
@@ -281,8 +283,9 @@ impl<S: Datastore> Ipam<S> {
         }
         match self.commit_in_lane(writes) {
             Ok(revision) => {
-                if let Some((decided, b)) = keep {
-                    held.keep(Versioned { value: b, revision }, decided);
+                if let Some(mut kc) = kept {
+                    kc.block.revision = revision;
+                    held.put_back(kc);
                 } else if let Some(b) = keep_read {
                     held.keep_released(Versioned { value: b, revision });
                 }

@@ -206,15 +206,18 @@ impl<S: Datastore> Ipam<S> {
                 }
                 // The lane's kept copy of the block, if it is the one read, is kept as this
                 // commit leaves it; otherwise it is stale and dropped.
-                let kept = hold.as_mut().and_then(|h| h.take_kept(c.0));
+                let kept = hold.as_mut().and_then(|h| h.take_carry_of(c.0));
                 let mut writes = self.block_write_after_release(pools.as_deref(), read, block)?;
                 let keep = kept
-                    .filter(|(k, _)| k.revision == read)
-                    .and_then(|(_, decided)| match writes.first() {
+                    .filter(|k| k.block.revision == read)
+                    .and_then(|mut k| match writes.first() {
                         Some(Write::Update {
                             record: Record::Block(b),
                             ..
-                        }) => Some((b.clone(), decided)),
+                        }) => {
+                            k.block.value = b.clone();
+                            Some(k)
+                        }
                         _ => None,
                     });
                 for (h, n) in per_handle {
@@ -226,14 +229,9 @@ impl<S: Datastore> Ipam<S> {
                 } else {
                     self.commit(writes)?
                 };
-                if let (Some((block, decided)), Some(h)) = (keep, hold.as_mut()) {
-                    h.keep(
-                        Versioned {
-                            value: block,
-                            revision,
-                        },
-                        decided,
-                    );
+                if let (Some(mut k), Some(h)) = (keep, hold.as_mut()) {
+                    k.block.revision = revision;
+                    h.put_back(k);
                 }
                 Ok(part)
             })?;
