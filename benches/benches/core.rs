@@ -24,9 +24,9 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ipam_core::{AllocAttrs, HostReserved};
-use ipam_core::{AutoAssignArgs, Block, Ipam, ManualClock, Pool};
-use ipam_core::{Datastore, Handle, Key, Record, Revision, Versioned, Write};
+use ipam_benches::{block_with, holder, Floor};
+use ipam_core::HostReserved;
+use ipam_core::{AutoAssignArgs, Ipam, ManualClock, Pool};
 use ipam_store::MemoryStore;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -34,27 +34,9 @@ use std::time::{Duration, Instant};
 
 const FILLS: [(&str, usize); 3] = [("empty", 0), ("half", 32), ("nearly_full", 62)];
 
-fn attrs(h: &str) -> Arc<AllocAttrs> {
-    Arc::new(AllocAttrs::new(h, [("node", "n1")]).expect("a valid fixture"))
-}
-
-fn block_with(n: usize) -> Block {
-    let mut b = Block::new(
-        "10.244.0.0/26".parse().expect("a valid literal"),
-        Some("n1".into()),
-        HostReserved::default(),
-        1,
-    )
-    .expect("a valid fixture");
-    for i in 0..n {
-        b.allocate(1, &attrs(&format!("pod{i}")));
-    }
-    b
-}
-
 fn bench_block(c: &mut Criterion) {
     let mut g = c.benchmark_group("block");
-    let a = attrs("new-pod");
+    let a = holder("new-pod");
     for (name, n) in FILLS {
         let b = block_with(n);
         g.bench_function(BenchmarkId::new("assign", name), |bench| {
@@ -149,83 +131,15 @@ fn bench_ipam(c: &mut Criterion) {
     g.finish();
 }
 
-/// The contract's floor (see the crate docs): one assign and one release per iteration pair,
-/// timed apart, on a store that holds the block (and the handle between them).
+/// The contract's floor (see the crate docs and [`Floor`]): one assign and one release per
+/// iteration pair, timed apart, on a store that holds the block (and the handle between them).
 fn bench_floor(c: &mut Criterion) {
     let mut g = c.benchmark_group("floor");
     for (name, n) in FILLS {
-        let store = MemoryStore::new();
-        let b = block_with(n);
-        let cidr = b.cidr;
-        let rev = store
-            .commit(vec![Write::Create(Record::Block(b.clone()))])
-            .expect("the store takes a write the contract allows");
-        let mut kept = Some(Versioned {
-            value: b,
-            revision: rev,
-        });
-        let mut handle_rev = Revision(0);
-        // One operation: the kept block changed by `change`, copied for the store, committed
-        // with the handle's write under the kept revision, and kept as committed.
-        let step = |kept: &mut Option<Versioned<Block>>,
-                    change: &mut dyn FnMut(&mut Block),
-                    handle: Write|
-         -> Revision {
-            let Some(Versioned {
-                value: mut b,
-                revision,
-            }) = kept.take()
-            else {
-                unreachable!("kept between operations")
-            };
-            change(&mut b);
-            let committed = b.clone();
-            let rev = store
-                .commit(vec![
-                    Write::Update {
-                        record: Record::Block(b),
-                        expected: revision,
-                    },
-                    handle,
-                ])
-                .expect("the store takes a write the contract allows");
-            *kept = Some(Versioned {
-                value: committed,
-                revision: rev,
-            });
-            rev
-        };
-        let assign = |kept: &mut Option<Versioned<Block>>, handle_rev: &mut Revision| {
-            let holder = attrs("bench-pod");
-            let mut h = Handle::new("bench-pod");
-            h.add(cidr, 1);
-            *handle_rev = step(
-                kept,
-                &mut |b| {
-                    black_box(b.allocate(1, &holder));
-                },
-                Write::Create(Record::Handle(h)),
-            );
-        };
-        let release = |kept: &mut Option<Versioned<Block>>, handle_rev: Revision| {
-            let delete = Write::Delete {
-                key: Key::Handle("bench-pod".into()),
-                expected: handle_rev,
-            };
-            step(
-                kept,
-                &mut |b| {
-                    for o in b.ordinals_of("bench-pod") {
-                        b.release(o, 2, 0);
-                    }
-                    b.touch();
-                },
-                delete,
-            );
-        };
+        let mut floor = Floor::new(n);
         let mut pair = |h: Half| match h {
-            Half::First => assign(&mut kept, &mut handle_rev),
-            Half::Second => release(&mut kept, handle_rev),
+            Half::First => floor.assign(),
+            Half::Second => floor.release(),
         };
         g.bench_function(BenchmarkId::new("assign", name), |bench| {
             bench.iter_custom(|iters| time_half(iters, Half::First, &mut pair))

@@ -49,3 +49,115 @@ pub fn etcd_pids() -> Vec<u32> {
         })
         .collect()
 }
+
+/// The contract's floor on the memory store (the `floor/*` criterion cases and the
+/// `floor_loop` example): what an auto-assign and a release cannot do without, with no engine
+/// logic. A block of 64 addresses with some pods already in it, kept between operations as a
+/// lane keeps it; each operation builds what it writes, changes the kept block, copies it for
+/// the store (the store keeps the old version until the commit), and commits both records
+/// under the kept revisions.
+pub struct Floor {
+    store: ipam_store::MemoryStore,
+    kept: Option<ipam_core::Versioned<ipam_core::Block>>,
+    handle_rev: ipam_core::Revision,
+}
+
+/// The holder of pod `h` on node n1, as the benches build it.
+pub fn holder(h: &str) -> std::sync::Arc<ipam_core::AllocAttrs> {
+    std::sync::Arc::new(ipam_core::AllocAttrs::new(h, [("node", "n1")]).expect("a valid holder"))
+}
+
+/// The block 10.244.0.0/26 affine to n1, with `pods` addresses already held.
+pub fn block_with(pods: usize) -> ipam_core::Block {
+    let mut b = ipam_core::Block::new(
+        "10.244.0.0/26".parse().expect("a valid literal"),
+        Some("n1".into()),
+        ipam_core::HostReserved::default(),
+        1,
+    )
+    .expect("a valid block");
+    for i in 0..pods {
+        b.allocate(1, &holder(&format!("pod{i}")));
+    }
+    b
+}
+
+impl Floor {
+    /// The floor over [`block_with`]`(pods)`, stored.
+    pub fn new(pods: usize) -> Self {
+        use ipam_core::{Datastore, Record, Versioned, Write};
+        let store = ipam_store::MemoryStore::new();
+        let b = block_with(pods);
+        let revision = store
+            .commit(vec![Write::Create(Record::Block(b.clone()))])
+            .expect("the first write");
+        Floor {
+            store,
+            kept: Some(Versioned { value: b, revision }),
+            handle_rev: ipam_core::Revision(0),
+        }
+    }
+
+    /// One address for handle "bench-pod": holder built, block changed, handle created.
+    pub fn assign(&mut self) {
+        let attrs = holder("bench-pod");
+        let mut h = ipam_core::Handle::new("bench-pod");
+        let cidr = self.kept.as_ref().map(|k| k.value.cidr).expect("kept");
+        h.add(cidr, 1);
+        let handle = ipam_core::Write::Create(ipam_core::Record::Handle(h));
+        self.handle_rev = self.step(
+            |b| {
+                std::hint::black_box(b.allocate(1, &attrs));
+            },
+            handle,
+        );
+    }
+
+    /// Its release: the block's addresses of "bench-pod" freed, the handle deleted.
+    pub fn release(&mut self) {
+        let delete = ipam_core::Write::Delete {
+            key: ipam_core::Key::Handle("bench-pod".into()),
+            expected: self.handle_rev,
+        };
+        self.step(
+            |b| {
+                for o in b.ordinals_of("bench-pod") {
+                    b.release(o, 2, 0);
+                }
+                b.touch();
+            },
+            delete,
+        );
+    }
+
+    /// The kept block changed by `change`, copied for the store, committed with `handle`
+    /// under the kept revision, and kept as committed; the commit's revision.
+    fn step(
+        &mut self,
+        change: impl FnOnce(&mut ipam_core::Block),
+        handle: ipam_core::Write,
+    ) -> ipam_core::Revision {
+        use ipam_core::{Datastore, Record, Versioned, Write};
+        let Versioned {
+            value: mut b,
+            revision: read,
+        } = self.kept.take().expect("kept between operations");
+        change(&mut b);
+        let committed = b.clone();
+        let revision = self
+            .store
+            .commit(vec![
+                Write::Update {
+                    record: Record::Block(b),
+                    expected: read,
+                },
+                handle,
+            ])
+            .expect("the store takes a write the contract allows");
+        self.kept = Some(Versioned {
+            value: committed,
+            revision,
+        });
+        revision
+    }
+}

@@ -495,46 +495,41 @@ fn a_cooldown_set_elsewhere_holds_releases_within_the_kept_age() {
     a.create_pool(Pool::with_block_size("p", net("10.244.0.0/24"), 26).unwrap())
         .unwrap();
     let cooling = |ipam: &Ipam<Arc<MemoryStore>>| ipam.utilisation().unwrap().pools[0].cooling;
-    one(&a, "n1", "h0");
-    a.release_by_handle("h0").unwrap(); // reads (and keeps) no cooldown
-    assert_eq!(cooling(&a), 0);
-    b.set_config(IpamConfig {
-        ip_cooldown_seconds: 30,
+    let cooldown = |secs| IpamConfig {
+        ip_cooldown_seconds: secs,
         ..Default::default()
-    })
-    .unwrap();
+    };
+    // `a` assigns `h` and releases it by handle; the addresses cooling after.
+    let round = |h: &str| {
+        one(&a, "n1", h);
+        a.release_by_handle(h).unwrap();
+        cooling(&a)
+    };
+    // Reads (and keeps) no cooldown.
+    assert_eq!(round("h0"), 0);
+    b.set_config(cooldown(30)).unwrap();
     // Seen once the kept copy is older than its bound.
     clock.advance(ipam_core::CARRY_AGE_NS + 1);
-    one(&a, "n1", "h1");
-    a.release_by_handle("h1").unwrap();
     assert_eq!(
-        cooling(&a),
+        round("h1"),
         1,
         "the cooldown set elsewhere holds the release"
     );
     // A change through the engine itself is seen at once.
-    a.set_config(IpamConfig::default()).unwrap();
-    one(&a, "n1", "h2");
-    a.release_by_handle("h2").unwrap();
+    a.set_config(cooldown(0)).unwrap();
     assert_eq!(
-        cooling(&a),
+        round("h2"),
         1,
         "no cooldown for the release after the change"
     );
-    a.set_config(IpamConfig {
-        ip_cooldown_seconds: 30,
-        ..Default::default()
-    })
-    .unwrap();
-    one(&a, "n1", "h3");
-    a.release_by_handle("h3").unwrap();
+    a.set_config(cooldown(30)).unwrap();
     assert_eq!(
-        cooling(&a),
+        round("h3"),
         2,
         "the cooldown set through the engine holds at once"
     );
     // A release of what handles hold (a CNI DEL's) keeps and refreshes the same copy.
-    b.set_config(IpamConfig::default()).unwrap();
+    b.set_config(cooldown(0)).unwrap();
     clock.advance(ipam_core::CARRY_AGE_NS + 1);
     one(&a, "n1", "h4");
     assert_eq!(a.release_held(&["h4"], |_| true).unwrap().len(), 1);

@@ -348,6 +348,15 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     /// A listener on a fresh path in a directory removed with the returned guard.
+    /// Waits, polling every `step`, until the pool's thread count satisfies `done` or
+    /// `limit` has passed (the caller asserts what it expects after).
+    fn wait_threads(conns: &Conns, done: impl Fn(usize) -> bool, limit: Duration, step: Duration) {
+        let t = Instant::now();
+        while !done(conns.threads()) && t.elapsed() < limit {
+            std::thread::sleep(step);
+        }
+    }
+
     fn listener() -> (UnixListener, std::path::PathBuf, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("s.sock");
@@ -424,10 +433,12 @@ mod tests {
             .map(|_| UnixStream::connect(&path).expect("connect"))
             .collect();
         // Two threads hold two connections; no third thread starts for the others.
-        let t = Instant::now();
-        while conns.threads() < 2 && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_threads(
+            &conns,
+            |n| n >= 2,
+            Duration::from_secs(5),
+            Duration::from_millis(5),
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(conns.threads(), 2);
         assert_eq!(served.load(Ordering::SeqCst), 0);
@@ -459,19 +470,23 @@ mod tests {
             let stuck: Vec<_> = (0..40)
                 .map(|_| UnixStream::connect(&path).expect("connect"))
                 .collect();
-            let t = Instant::now();
-            while conns.threads() < 41 && t.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_threads(
+                &conns,
+                |n| n >= 41,
+                Duration::from_secs(5),
+                Duration::from_millis(5),
+            );
             assert!(
                 conns.threads() >= 41,
                 "round {round}: a thread per stuck client"
             );
             drop(stuck);
-            let t = Instant::now();
-            while conns.threads() > 2 && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            wait_threads(
+                &conns,
+                |n| n <= 2,
+                Duration::from_secs(10),
+                Duration::from_millis(2),
+            );
             // Every thread past keep has timed out by now; none of keep may have followed.
             std::thread::sleep(Duration::from_millis(300));
             assert_eq!(conns.threads(), 2, "round {round}: keep stays");
@@ -490,19 +505,23 @@ mod tests {
         let stuck: Vec<_> = (0..6)
             .map(|_| UnixStream::connect(&path).expect("connect"))
             .collect();
-        let t = Instant::now();
-        while conns.threads() < 7 && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_threads(
+            &conns,
+            |n| n >= 7,
+            Duration::from_secs(5),
+            Duration::from_millis(5),
+        );
         assert!(
             conns.threads() >= 7,
             "one thread per stuck client and one waiting"
         );
         drop(stuck);
-        let t = Instant::now();
-        while conns.threads() > 1 && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_threads(
+            &conns,
+            |n| n <= 1,
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+        );
         assert_eq!(conns.threads(), 1, "idle threads past keep left");
         assert_eq!(ask(&path, 7), 7, "the one kept still serves");
         conns.finish();
@@ -544,10 +563,12 @@ mod tests {
         let conns =
             Conns::start(l, 4, stop, |_c: UnixStream| panic!("handler failed")).expect("start");
         let _c = UnixStream::connect(&path).expect("connect");
-        let t = Instant::now();
-        while conns.threads() > 1 && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_threads(
+            &conns,
+            |n| n <= 1,
+            Duration::from_secs(5),
+            Duration::from_millis(5),
+        );
         // Returns once the threads are gone, although one never finished its loop.
         conns.finish();
     }
