@@ -59,6 +59,7 @@ pub fn etcd_pids() -> Vec<u32> {
 pub struct Floor {
     store: ipam_store::MemoryStore,
     kept: Option<ipam_core::Versioned<ipam_core::Block>>,
+    spare: Option<ipam_core::Block>,
     handle_rev: ipam_core::Revision,
 }
 
@@ -94,6 +95,7 @@ impl Floor {
         Floor {
             store,
             kept: Some(Versioned { value: b, revision }),
+            spare: None,
             handle_rev: ipam_core::Revision(0),
         }
     }
@@ -143,21 +145,27 @@ impl Floor {
             revision: read,
         } = self.kept.take().expect("kept between operations");
         change(&mut b);
-        let committed = b.clone();
+        let copy = match self.spare.take() {
+            Some(mut s) => {
+                s.clone_from(&b);
+                s
+            }
+            None => b.clone(),
+        };
         let revision = self
             .store
-            .commit(vec![
-                Write::Update {
-                    record: Record::Block(b),
-                    expected: read,
-                },
-                handle,
-            ])
+            .commit_reusing(
+                vec![
+                    Write::Update {
+                        record: Record::Block(copy),
+                        expected: read,
+                    },
+                    handle,
+                ],
+                &mut self.spare,
+            )
             .expect("the store takes a write the contract allows");
-        self.kept = Some(Versioned {
-            value: committed,
-            revision,
-        });
+        self.kept = Some(Versioned { value: b, revision });
         revision
     }
 }

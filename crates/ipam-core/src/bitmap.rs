@@ -35,6 +35,15 @@ impl Clone for Bitmap {
             words,
         }
     }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.len = source.len;
+        if self.words.len() == source.words.len() {
+            self.words.copy_from_slice(&source.words);
+        } else {
+            *self = source.clone();
+        }
+    }
 }
 
 impl Serialize for Bitmap {

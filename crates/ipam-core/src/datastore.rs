@@ -432,6 +432,20 @@ pub trait Datastore: Send + Sync {
     /// [`check_writes`] is refused ([`StoreError::Rejected`]) and writes nothing.
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError>;
 
+    /// [`Datastore::commit`], leaving in `spare` (when it is empty and the commit wrote a
+    /// block) a block record the store is done with, so the caller builds its next commit's
+    /// block in that allocation ([`Clone::clone_from`]) instead of a new one. What `spare`
+    /// holds means nothing to the caller: it is only ever written over whole. The default
+    /// commits and leaves `spare` as it is.
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Option<Block>,
+    ) -> Result<Revision, StoreError> {
+        let _ = spare;
+        self.commit(writes)
+    }
+
     /// Like [`Datastore::list`], but a record that fails to decode is reported beside the
     /// others instead of failing the whole listing (for checks and repairs). Stores that
     /// cannot hold undecodable records keep the default.
@@ -623,6 +637,13 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         (**self).commit(writes)
     }
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Option<Block>,
+    ) -> Result<Revision, StoreError> {
+        (**self).commit_reusing(writes, spare)
+    }
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
         (**self).list_lenient(range)
     }
@@ -653,6 +674,13 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         (**self).commit(writes)
     }
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Option<Block>,
+    ) -> Result<Revision, StoreError> {
+        (**self).commit_reusing(writes, spare)
+    }
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
         (**self).list_lenient(range)
     }
@@ -682,6 +710,13 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     }
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         (**self).commit(writes)
+    }
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Option<Block>,
+    ) -> Result<Revision, StoreError> {
+        (**self).commit_reusing(writes, spare)
     }
     fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
         (**self).list_lenient(range)

@@ -12,7 +12,9 @@
 
 use ipam_core::cidr::{self, Family};
 use ipam_core::ConflictKind;
-use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
+use ipam_core::{
+    Block, Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write,
+};
 use ipnetwork::IpNetwork;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
@@ -287,6 +289,15 @@ impl Datastore for MemoryStore {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        self.commit_reusing(writes, &mut None)
+    }
+
+    /// Hands back the block a commit replaced.
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Option<Block>,
+    ) -> Result<Revision, StoreError> {
         ipam_core::check_writes(&writes)?;
         let mut g = self.inner.write();
         if writes.is_empty() {
@@ -323,7 +334,12 @@ impl Datastore for MemoryStore {
         }
         // What the commit replaced or removed is freed after the lock is let go.
         drop(g);
-        drop(gone);
+        if spare.is_none() {
+            *spare = gone.records.into_iter().find_map(|r| match r {
+                Record::Block(b) => Some(b),
+                _ => None,
+            });
+        }
         Ok(rev)
     }
 }

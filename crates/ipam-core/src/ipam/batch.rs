@@ -86,6 +86,27 @@ pub(super) struct Carry {
     /// The block as committed, at the revision the commit gave it.
     pub(super) block: Versioned<Block>,
     decided: Decided,
+    /// A block record the store handed back, for the next commit's copy of the block to be
+    /// written into (see [`Datastore::commit_reusing`]); what it holds means nothing.
+    spare: Option<Block>,
+}
+
+impl Carry {
+    /// The kept block copied for a commit: into the spare's allocation when there is one.
+    pub(super) fn copy_block(&mut self) -> Block {
+        match self.spare.take() {
+            Some(mut s) => {
+                s.clone_from(&self.block.value);
+                s
+            }
+            None => self.block.value.clone(),
+        }
+    }
+
+    /// Where a commit of [`Carry::copy_block`]'s copy leaves what the store hands back.
+    pub(super) fn spare(&mut self) -> &mut Option<Block> {
+        &mut self.spare
+    }
 }
 
 /// The rest of a kept context: what the block's batch decided on, and how old that is.
@@ -341,6 +362,7 @@ impl Held {
                     writes_seen: 0,
                     uses: CARRY_USES,
                 },
+                spare: None,
             }));
         }
     }
@@ -639,6 +661,7 @@ impl<S: Datastore> Ipam<S> {
                     writes_seen,
                     uses: 0,
                 },
+                spare: None,
             },
             handles: Some(handles),
         }))
@@ -662,7 +685,11 @@ impl<S: Datastore> Ipam<S> {
             context,
             handles: read_handles,
         } = basis;
-        let Carry { block: vb, decided } = context;
+        let Carry {
+            block: vb,
+            decided,
+            mut spare,
+        } = context;
         let from_kept = read_handles.is_none();
         let mut read_handles = read_handles.map(Vec::into_iter);
         let mut block = vb.value;
@@ -688,14 +715,21 @@ impl<S: Datastore> Ipam<S> {
             return Ok(served);
         }
         let n = served.iter().flatten().count();
-        let committed = block.clone();
+        // The block is kept as committed; the store gets a copy.
+        let copy = match spare.take() {
+            Some(mut s) => {
+                s.clone_from(&block);
+                s
+            }
+            None => block.clone(),
+        };
         let mut writes = Vec::with_capacity(1 + handles.len());
         writes.push(Write::Update {
-            record: Record::Block(block),
+            record: Record::Block(copy),
             expected: vb.revision,
         });
         writes.extend(handles);
-        match self.store.commit(writes) {
+        match self.store.commit_reusing(writes, &mut spare) {
             Ok(revision) => {
                 let n = n as u64;
                 if n > 1 {
@@ -706,10 +740,11 @@ impl<S: Datastore> Ipam<S> {
                 }
                 *carry = Some(Box::new(Carry {
                     block: Versioned {
-                        value: committed,
+                        value: block,
                         revision,
                     },
                     decided,
+                    spare,
                 }));
                 Ok(served)
             }
@@ -835,12 +870,12 @@ impl<S: Datastore> Ipam<S> {
         };
         let writes = vec![
             Write::Update {
-                record: Record::Block(c.block.value.clone()),
+                record: Record::Block(c.copy_block()),
                 expected: c.block.revision,
             },
             handle,
         ];
-        match self.store.commit(writes) {
+        match self.store.commit_reusing(writes, c.spare()) {
             Ok(revision) => {
                 c.block.revision = revision;
                 *carry = Some(c);

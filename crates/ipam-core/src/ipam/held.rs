@@ -244,8 +244,11 @@ impl<S: Datastore> Ipam<S> {
         let mut writes = if from_kept {
             // A kept block is the node's: never deleted here, and kept as committed.
             b.touch();
+            let Some(copy) = kept.as_mut().map(|kc| kc.copy_block()) else {
+                return everyone(&|| Ok(None));
+            };
             vec![Write::Update {
-                record: Record::Block(b.clone()),
+                record: Record::Block(copy),
                 expected: read,
             }]
         } else {
@@ -281,7 +284,11 @@ impl<S: Datastore> Ipam<S> {
                 }
             }
         }
-        match self.commit_in_lane(writes) {
+        let committed = match kept.as_mut() {
+            Some(kc) => self.commit_in_lane_reusing(writes, kc.spare()),
+            None => self.commit_in_lane(writes),
+        };
+        match committed {
             Ok(revision) => {
                 if let Some(mut kc) = kept {
                     kc.block.revision = revision;

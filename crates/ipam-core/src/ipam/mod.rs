@@ -219,20 +219,31 @@ impl<S: Datastore> Ipam<S> {
     /// keeps and that this commit rewrites is kept as written, so a release does not cost the
     /// node's next assignment a read.
     fn commit(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
-        self.commit_as(writes, false)
+        self.commit_as(writes, false, &mut None)
     }
 
     /// [`Ipam::commit`] by a caller that holds the lane of the block it writes (and keeps
     /// what it commits there itself): a held lane's context is with its holder, so no lane
     /// is looked up for it.
     fn commit_in_lane(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
-        self.commit_as(writes, true)
+        self.commit_as(writes, true, &mut None)
+    }
+
+    /// [`Ipam::commit_in_lane`] of a kept block's copy, the store's block left in `spare`
+    /// ([`Datastore::commit_reusing`]).
+    fn commit_in_lane_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Option<crate::model::Block>,
+    ) -> Result<crate::datastore::Revision, StoreError> {
+        self.commit_as(writes, true, spare)
     }
 
     fn commit_as(
         &self,
         writes: Vec<Write>,
         in_lane: bool,
+        spare: &mut Option<crate::model::Block>,
     ) -> Result<crate::datastore::Revision, StoreError> {
         let guarded = |w: &Write| match w {
             Write::Create(r) | Write::Update { record: r, .. } => matches!(
@@ -254,7 +265,7 @@ impl<S: Datastore> Ipam<S> {
                 .map(|lane| (lane, b.clone(), *expected)),
             _ => None,
         });
-        let r = self.store.commit(writes);
+        let r = self.store.commit_reusing(writes, spare);
         // Counted whatever the outcome: a commit that timed out may have been applied.
         if counts {
             self.writes_seen

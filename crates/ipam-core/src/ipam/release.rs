@@ -486,7 +486,7 @@ impl<S: Datastore> Ipam<S> {
                     }
                     b.touch();
                     writes.push(Write::Update {
-                        record: Record::Block(b.clone()),
+                        record: Record::Block(kc.copy_block()),
                         expected: kc.block.revision,
                     });
                     from_kept = Some(kc);
@@ -517,10 +517,10 @@ impl<S: Datastore> Ipam<S> {
                     expected: handle_read,
                 }
             });
-            let committed = if hold.is_some() {
-                self.commit_in_lane(writes)
-            } else {
-                self.commit(writes)
+            let committed = match (&hold, &mut from_kept) {
+                (Some(_), Some(kc)) => self.commit_in_lane_reusing(writes, kc.spare()),
+                (Some(_), None) => self.commit_in_lane(writes),
+                (None, _) => self.commit(writes),
             };
             if let (Some(mut kc), Some(h), Ok(revision)) = (from_kept, &mut hold, &committed) {
                 kc.block.revision = *revision;

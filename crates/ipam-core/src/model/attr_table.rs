@@ -99,11 +99,34 @@ pub(crate) fn id_fingerprint(handle_id: &str) -> u64 {
 }
 
 /// The table (see the module docs).
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct AttrTable {
     /// Every chunk but the last is full.
     chunks: SmallVec<[Arc<Chunk>; 8]>,
     len: usize,
+}
+
+impl Clone for AttrTable {
+    fn clone(&self) -> Self {
+        AttrTable {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+
+    /// Chunks both tables already share are left as they are: only the chunks that differ
+    /// count references.
+    fn clone_from(&mut self, source: &Self) {
+        self.len = source.len;
+        self.chunks.truncate(source.chunks.len());
+        for (mine, theirs) in self.chunks.iter_mut().zip(&source.chunks) {
+            if !Arc::ptr_eq(mine, theirs) {
+                *mine = theirs.clone();
+            }
+        }
+        let have = self.chunks.len();
+        self.chunks.extend(source.chunks.iter().skip(have).cloned());
+    }
 }
 
 impl AttrTable {
