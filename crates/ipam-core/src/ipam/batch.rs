@@ -127,8 +127,10 @@ struct Basis {
     handles: Option<Vec<Option<Versioned<Handle>>>>,
 }
 
-/// Batches served from one read of the context, at most.
-pub const CARRY_USES: u32 = 16;
+/// Batches served from one read of the context, at most: a backstop for a clock that does
+/// not move. The bound on staleness is [`CARRY_AGE_NS`]; a count of 16 made a busy node read
+/// again every 16 requests (one read costs about as much as three assignments in memory).
+pub const CARRY_USES: u32 = 256;
 
 /// How old a kept context may be, at most (100 ms).
 pub const CARRY_AGE_NS: u64 = 100_000_000;
