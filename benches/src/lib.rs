@@ -59,7 +59,7 @@ pub fn etcd_pids() -> Vec<u32> {
 pub struct Floor {
     store: ipam_store::MemoryStore,
     kept: Option<ipam_core::Versioned<ipam_core::Block>>,
-    spare: Option<ipam_core::Block>,
+    spare: ipam_core::Spare,
     handle_rev: ipam_core::Revision,
 }
 
@@ -95,7 +95,7 @@ impl Floor {
         Floor {
             store,
             kept: Some(Versioned { value: b, revision }),
-            spare: None,
+            spare: ipam_core::Spare::default(),
             handle_rev: ipam_core::Revision(0),
         }
     }
@@ -145,25 +145,15 @@ impl Floor {
             revision: read,
         } = self.kept.take().expect("kept between operations");
         change(&mut b);
-        let copy = match self.spare.take() {
-            Some(mut s) => {
-                s.clone_from(&b);
-                s
-            }
-            None => b.clone(),
-        };
+        let mut writes = self.spare.writes();
+        writes.push(Write::Update {
+            record: Record::Block(self.spare.copy_of(&b)),
+            expected: read,
+        });
+        writes.push(handle);
         let revision = self
             .store
-            .commit_reusing(
-                vec![
-                    Write::Update {
-                        record: Record::Block(copy),
-                        expected: read,
-                    },
-                    handle,
-                ],
-                &mut self.spare,
-            )
+            .commit_reusing(writes, &mut self.spare)
             .expect("the store takes a write the contract allows");
         self.kept = Some(Versioned { value: b, revision });
         revision

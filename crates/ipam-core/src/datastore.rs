@@ -432,15 +432,13 @@ pub trait Datastore: Send + Sync {
     /// [`check_writes`] is refused ([`StoreError::Rejected`]) and writes nothing.
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError>;
 
-    /// [`Datastore::commit`], leaving in `spare` (when it is empty and the commit wrote a
-    /// block) a block record the store is done with, so the caller builds its next commit's
-    /// block in that allocation ([`Clone::clone_from`]) instead of a new one. What `spare`
-    /// holds means nothing to the caller: it is only ever written over whole. The default
-    /// commits and leaves `spare` as it is.
+    /// [`Datastore::commit`], leaving in `spare` what the store is done with (see [`Spare`])
+    /// where `spare` has room for it, so the caller builds its next commit in those
+    /// allocations instead of new ones. The default commits and leaves `spare` as it is.
     fn commit_reusing(
         &self,
         writes: Vec<Write>,
-        spare: &mut Option<Block>,
+        spare: &mut Spare,
     ) -> Result<Revision, StoreError> {
         let _ = spare;
         self.commit(writes)
@@ -618,6 +616,37 @@ pub enum Read {
     List(Range),
 }
 
+/// Allocations a store hands back from a commit for the caller's next one
+/// ([`Datastore::commit_reusing`]). Only their room matters: what they hold means nothing to
+/// the caller, which writes a block over whole ([`Clone::clone_from`]) and clears the vector.
+#[derive(Debug, Default)]
+pub struct Spare {
+    /// A block record the store no longer holds.
+    pub block: Option<Block>,
+    /// A vector with room for a commit's writes.
+    pub writes: Vec<Write>,
+}
+
+impl Spare {
+    /// `block` copied into the spare block's allocation, or cloned when there is none.
+    pub fn copy_of(&mut self, block: &Block) -> Block {
+        match self.block.take() {
+            Some(mut b) => {
+                b.clone_from(block);
+                b
+            }
+            None => block.clone(),
+        }
+    }
+
+    /// The spare vector, emptied, for a commit's writes.
+    pub fn writes(&mut self) -> Vec<Write> {
+        let mut w = std::mem::take(&mut self.writes);
+        w.clear();
+        w
+    }
+}
+
 /// The result of [`Datastore::list_lenient`].
 #[derive(Clone, Debug, Default)]
 pub struct Lenient {
@@ -640,7 +669,7 @@ impl<T: Datastore + ?Sized> Datastore for &T {
     fn commit_reusing(
         &self,
         writes: Vec<Write>,
-        spare: &mut Option<Block>,
+        spare: &mut Spare,
     ) -> Result<Revision, StoreError> {
         (**self).commit_reusing(writes, spare)
     }
@@ -677,7 +706,7 @@ impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
     fn commit_reusing(
         &self,
         writes: Vec<Write>,
-        spare: &mut Option<Block>,
+        spare: &mut Spare,
     ) -> Result<Revision, StoreError> {
         (**self).commit_reusing(writes, spare)
     }
@@ -714,7 +743,7 @@ impl<T: Datastore + ?Sized> Datastore for Box<T> {
     fn commit_reusing(
         &self,
         writes: Vec<Write>,
-        spare: &mut Option<Block>,
+        spare: &mut Spare,
     ) -> Result<Revision, StoreError> {
         (**self).commit_reusing(writes, spare)
     }

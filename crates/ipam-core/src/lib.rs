@@ -60,8 +60,8 @@ pub use cidr::Family;
 pub use clock::{Clock, ManualClock};
 pub use datastore::{
     all, check_writes, one, put, Change, ConflictKind, Datastore, Feed, Key, LayoutStatus, Lenient,
-    Range, Read, Record, RecordKind, RecordLayout, Revision, StoreError, StoreExt, Versioned,
-    Write,
+    Range, Read, Record, RecordKind, RecordLayout, Revision, Spare, StoreError, StoreExt,
+    Versioned, Write,
 };
 pub use error::{AdminError, AffinityError, AssignError, Contention, IpamError, ReleaseError};
 pub use ipam::{

@@ -9,7 +9,7 @@
 use ipam_core::ConflictKind;
 use ipam_core::{
     Affinity, AffinityState, AllowedUse, Block, Datastore, Handle, IpamConfig, Key, Node, Pool,
-    Range, Read, Record, StoreError, Write,
+    Range, Read, Record, Spare, StoreError, Write,
 };
 use ipam_core::{AllocAttrs, HostReserved};
 use ipam_core::{Bitmap, IndexChunk, PoolIndex};
@@ -300,7 +300,7 @@ pub fn compare_and_swap<S: Datastore>(s: &S) {
 }
 
 /// [`Datastore::commit_reusing`] is a commit like any other (same conditions, same result)
-/// whatever the spare holds, and a spare it fills can carry the next commit's block.
+/// whatever the spare holds, and what it hands back can carry the next commit.
 pub fn reusing_commits<S: Datastore>(s: &S) {
     let Record::Block(mut b) = block("10.0.0.0/26") else {
         unreachable!("a block fixture")
@@ -310,7 +310,7 @@ pub fn reusing_commits<S: Datastore>(s: &S) {
         Some(v) => (v.value, v.revision),
         None => panic!("the block is there"),
     };
-    let mut spare = None;
+    let mut spare = Spare::default();
     let mut read = s
         .commit_reusing(vec![Write::Create(Record::Block(b.clone()))], &mut spare)
         .expect("the store takes a write the contract allows");
@@ -318,44 +318,47 @@ pub fn reusing_commits<S: Datastore>(s: &S) {
     for round in 0..4u64 {
         b.allocate(1, &holder);
         b.touch();
-        // Written over whatever the store handed back, as the engine does.
-        let copy = match spare.take() {
-            Some(mut old) => {
-                old.clone_from(&b);
-                old
-            }
-            None => b.clone(),
-        };
-        let stale = Write::Update {
+        // Built in what the store handed back, as the engine does; a write left in the
+        // vector is never committed.
+        spare.writes.push(Write::Create(handle("left-over", 1)));
+        let copy = spare.copy_of(&b);
+        let mut stale = spare.writes();
+        stale.push(Write::Update {
             record: Record::Block(copy.clone()),
             expected: ipam_core::Revision(read.0.wrapping_add(1_000)),
-        };
+        });
         expect_conflict(
-            s.commit_reusing(vec![stale], &mut spare),
+            s.commit_reusing(stale, &mut spare),
             &k,
             ConflictKind::Changed,
         );
         assert_eq!(stored(s).1, read, "a refused commit writes nothing");
+        let mut writes = spare.writes();
+        writes.push(Write::Update {
+            record: Record::Block(copy),
+            expected: read,
+        });
         read = s
-            .commit_reusing(
-                vec![Write::Update {
-                    record: Record::Block(copy),
-                    expected: read,
-                }],
-                &mut spare,
-            )
+            .commit_reusing(writes, &mut spare)
             .expect("the store takes a write the contract allows");
         assert_eq!(
             stored(s),
             (Record::Block(b.clone()), read),
             "round {round}: the block as written"
         );
+        assert!(s
+            .get(&Key::Handle("left-over".into()))
+            .expect("the store answers a read")
+            .is_none());
     }
-    // A spare the caller still holds is left as it is.
+    // A spare block the caller still holds is left as it is.
     let Record::Block(other) = block("10.9.0.0/28") else {
         unreachable!("a block fixture")
     };
-    let mut held = Some(other.clone());
+    let mut held = Spare {
+        block: Some(other.clone()),
+        writes: Vec::new(),
+    };
     read = s
         .commit_reusing(
             vec![Write::Update {
@@ -365,7 +368,7 @@ pub fn reusing_commits<S: Datastore>(s: &S) {
             &mut held,
         )
         .expect("the store takes a write the contract allows");
-    assert_eq!(held, Some(other), "a full spare is not replaced");
+    assert_eq!(held.block, Some(other), "a spare block is not replaced");
     assert_eq!(stored(s), (Record::Block(b), read));
 }
 

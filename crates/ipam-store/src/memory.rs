@@ -13,7 +13,7 @@
 use ipam_core::cidr::{self, Family};
 use ipam_core::ConflictKind;
 use ipam_core::{
-    Block, Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write,
+    Datastore, Key, Range, Read, Record, Revision, Spare, StoreError, Versioned, Write,
 };
 use ipnetwork::IpNetwork;
 use parking_lot::RwLock;
@@ -289,14 +289,14 @@ impl Datastore for MemoryStore {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
-        self.commit_reusing(writes, &mut None)
+        self.commit_reusing(writes, &mut Spare::default())
     }
 
-    /// Hands back the block a commit replaced.
+    /// Hands back the block a commit replaced, and the emptied vector of writes.
     fn commit_reusing(
         &self,
-        writes: Vec<Write>,
-        spare: &mut Option<Block>,
+        mut writes: Vec<Write>,
+        spare: &mut Spare,
     ) -> Result<Revision, StoreError> {
         ipam_core::check_writes(&writes)?;
         let mut g = self.inner.write();
@@ -329,16 +329,19 @@ impl Datastore for MemoryStore {
         g.rev += 1;
         let rev = Revision(g.rev);
         let mut gone = Gone::default();
-        for (w, slot) in writes.into_iter().zip(slots) {
+        for (w, slot) in writes.drain(..).zip(slots) {
             g.apply(w, slot, rev, &mut gone);
         }
         // What the commit replaced or removed is freed after the lock is let go.
         drop(g);
-        if spare.is_none() {
-            *spare = gone.records.into_iter().find_map(|r| match r {
+        if spare.block.is_none() {
+            spare.block = gone.records.into_iter().find_map(|r| match r {
                 Record::Block(b) => Some(b),
                 _ => None,
             });
+        }
+        if spare.writes.capacity() == 0 {
+            spare.writes = writes;
         }
         Ok(rev)
     }

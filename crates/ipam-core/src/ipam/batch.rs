@@ -42,7 +42,7 @@ use super::held::QueuedRelease;
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
 use crate::cidr::{self, Family};
 use crate::datastore::{
-    one, Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write,
+    one, Datastore, Key, Range, Read, Record, Revision, Spare, StoreError, Versioned, Write,
 };
 use crate::error::AssignError;
 use crate::model::{Affinity, AffinityState, Block, Handle, Node, Pool};
@@ -86,26 +86,15 @@ pub(super) struct Carry {
     /// The block as committed, at the revision the commit gave it.
     pub(super) block: Versioned<Block>,
     decided: Decided,
-    /// A block record the store handed back, for the next commit's copy of the block to be
-    /// written into (see [`Datastore::commit_reusing`]); what it holds means nothing.
-    spare: Option<Block>,
+    /// What the store handed back from the last commit, for the next one to be built in
+    /// (see [`Datastore::commit_reusing`]).
+    pub(super) spare: Spare,
 }
 
 impl Carry {
     /// The kept block copied for a commit: into the spare's allocation when there is one.
     pub(super) fn copy_block(&mut self) -> Block {
-        match self.spare.take() {
-            Some(mut s) => {
-                s.clone_from(&self.block.value);
-                s
-            }
-            None => self.block.value.clone(),
-        }
-    }
-
-    /// Where a commit of [`Carry::copy_block`]'s copy leaves what the store hands back.
-    pub(super) fn spare(&mut self) -> &mut Option<Block> {
-        &mut self.spare
+        self.spare.copy_of(&self.block.value)
     }
 }
 
@@ -364,7 +353,7 @@ impl Held {
                     writes_seen: 0,
                     uses: CARRY_USES,
                 },
-                spare: None,
+                spare: Spare::default(),
             }));
         }
     }
@@ -663,7 +652,7 @@ impl<S: Datastore> Ipam<S> {
                     writes_seen,
                     uses: 0,
                 },
-                spare: None,
+                spare: Spare::default(),
             },
             handles: Some(handles),
         }))
@@ -718,14 +707,9 @@ impl<S: Datastore> Ipam<S> {
         }
         let n = served.iter().flatten().count();
         // The block is kept as committed; the store gets a copy.
-        let copy = match spare.take() {
-            Some(mut s) => {
-                s.clone_from(&block);
-                s
-            }
-            None => block.clone(),
-        };
-        let mut writes = Vec::with_capacity(1 + handles.len());
+        let copy = spare.copy_of(&block);
+        let mut writes = spare.writes();
+        writes.reserve(1 + handles.len());
         writes.push(Write::Update {
             record: Record::Block(copy),
             expected: vb.revision,
@@ -870,14 +854,13 @@ impl<S: Datastore> Ipam<S> {
             Ok(Take::Left | Take::Full) => return Some(self.assign_serial(args)),
             Err(e) => return Some(Err(e)),
         };
-        let writes = vec![
-            Write::Update {
-                record: Record::Block(c.copy_block()),
-                expected: c.block.revision,
-            },
-            handle,
-        ];
-        match self.store.commit_reusing(writes, c.spare()) {
+        let mut writes = c.spare.writes();
+        writes.push(Write::Update {
+            record: Record::Block(c.copy_block()),
+            expected: c.block.revision,
+        });
+        writes.push(handle);
+        match self.store.commit_reusing(writes, &mut c.spare) {
             Ok(revision) => {
                 c.block.revision = revision;
                 *carry = Some(c);

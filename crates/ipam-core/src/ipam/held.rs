@@ -285,7 +285,7 @@ impl<S: Datastore> Ipam<S> {
             }
         }
         let committed = match kept.as_mut() {
-            Some(kc) => self.commit_in_lane_reusing(writes, kc.spare()),
+            Some(kc) => self.commit_in_lane_reusing(writes, &mut kc.spare),
             None => self.commit_in_lane(writes),
         };
         match committed {

@@ -219,14 +219,14 @@ impl<S: Datastore> Ipam<S> {
     /// keeps and that this commit rewrites is kept as written, so a release does not cost the
     /// node's next assignment a read.
     fn commit(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
-        self.commit_as(writes, false, &mut None)
+        self.commit_as(writes, false, &mut Default::default())
     }
 
     /// [`Ipam::commit`] by a caller that holds the lane of the block it writes (and keeps
     /// what it commits there itself): a held lane's context is with its holder, so no lane
     /// is looked up for it.
     fn commit_in_lane(&self, writes: Vec<Write>) -> Result<crate::datastore::Revision, StoreError> {
-        self.commit_as(writes, true, &mut None)
+        self.commit_as(writes, true, &mut Default::default())
     }
 
     /// [`Ipam::commit_in_lane`] of a kept block's copy, the store's block left in `spare`
@@ -234,7 +234,7 @@ impl<S: Datastore> Ipam<S> {
     fn commit_in_lane_reusing(
         &self,
         writes: Vec<Write>,
-        spare: &mut Option<crate::model::Block>,
+        spare: &mut crate::datastore::Spare,
     ) -> Result<crate::datastore::Revision, StoreError> {
         self.commit_as(writes, true, spare)
     }
@@ -243,7 +243,7 @@ impl<S: Datastore> Ipam<S> {
         &self,
         writes: Vec<Write>,
         in_lane: bool,
-        spare: &mut Option<crate::model::Block>,
+        spare: &mut crate::datastore::Spare,
     ) -> Result<crate::datastore::Revision, StoreError> {
         let guarded = |w: &Write| match w {
             Write::Create(r) | Write::Update { record: r, .. } => matches!(

@@ -466,7 +466,7 @@ impl<S: Datastore> Ipam<S> {
                 revision: handle_read,
             } = vh;
             handle.blocks.remove(&c);
-            let mut writes = Vec::with_capacity(4);
+            let mut writes = Vec::new();
             let mut n = 0;
             // Read again once the lane is held: a release's cooldown starts when it is made.
             let now = self.now();
@@ -485,6 +485,7 @@ impl<S: Datastore> Ipam<S> {
                         n += 1;
                     }
                     b.touch();
+                    writes = kc.spare.writes();
                     writes.push(Write::Update {
                         record: Record::Block(kc.copy_block()),
                         expected: kc.block.revision,
@@ -493,6 +494,7 @@ impl<S: Datastore> Ipam<S> {
                 }
             }
             if from_kept.is_none() {
+                writes.reserve(4);
                 if let Some(vb) = self.store.get_block(&Key::Block(c.0))? {
                     let mut block = vb.value;
                     block.expire_cooling(now);
@@ -518,7 +520,7 @@ impl<S: Datastore> Ipam<S> {
                 }
             });
             let committed = match (&hold, &mut from_kept) {
-                (Some(_), Some(kc)) => self.commit_in_lane_reusing(writes, kc.spare()),
+                (Some(_), Some(kc)) => self.commit_in_lane_reusing(writes, &mut kc.spare),
                 (Some(_), None) => self.commit_in_lane(writes),
                 (None, _) => self.commit(writes),
             };
