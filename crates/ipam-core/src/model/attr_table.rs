@@ -6,7 +6,10 @@
 //! the old version until the new one is committed) shares every chunk, one reference count
 //! per chunk instead of one per holder; a change copies only the chunk it touches. An
 //! assignment or release thus counts references for about a chunk and a half of entries
-//! instead of the whole table.
+//! instead of the whole table. A copy written over an older copy of the same table
+//! ([`Clone::clone_from`], as commits reuse the block a store hands back) counts none for the
+//! chunks both share, so what is left is the copy of the touched chunk: chunks are small
+//! (four entries) for that reason.
 //!
 //! Guarantee: the table is dense (entries 0..len, no holes); [`AttrTable::swap_remove`] keeps
 //! it so by moving the last entry into the hole, as `Vec::swap_remove` does.
@@ -22,8 +25,9 @@ use smallvec::SmallVec;
 use std::fmt;
 use std::sync::Arc;
 
-/// Entries per chunk.
-pub(crate) const CHUNK: usize = 8;
+/// Entries per chunk: a change copies (and counts a reference for) each entry of the chunk
+/// it touches; with copies written over older ones, more chunks cost only pointer compares.
+pub(crate) const CHUNK: usize = 4;
 
 /// Up to [`CHUNK`] entries and their signature (see the module docs).
 #[derive(Clone, Default)]
@@ -101,8 +105,8 @@ pub(crate) fn id_fingerprint(handle_id: &str) -> u64 {
 /// The table (see the module docs).
 #[derive(Default)]
 pub(crate) struct AttrTable {
-    /// Every chunk but the last is full.
-    chunks: SmallVec<[Arc<Chunk>; 8]>,
+    /// Every chunk but the last is full. Inline for a /26 block's 64 holders.
+    chunks: SmallVec<[Arc<Chunk>; 16]>,
     len: usize,
 }
 
