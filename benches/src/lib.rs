@@ -54,7 +54,8 @@ pub fn etcd_pids() -> Vec<u32> {
 /// `floor_loop` example): what an auto-assign and a release cannot do without, with no engine
 /// logic. A block of 64 addresses with some pods already in it, kept between operations as a
 /// lane keeps it; each operation builds what it writes, changes the kept block, copies it for
-/// the store (the store keeps the old version until the commit), and commits both records
+/// the store (the store keeps the old version until the commit) over the block the last commit
+/// handed back (`Datastore::commit_reusing`, as the engine does), and commits both records
 /// under the kept revisions.
 pub struct Floor {
     store: ipam_store::MemoryStore,
@@ -132,7 +133,7 @@ impl Floor {
         );
     }
 
-    /// The kept block changed by `change`, copied for the store, committed with `handle`
+    /// The kept block changed by `change`, copied for the store into the spare, committed with `handle`
     /// under the kept revision, and kept as committed; the commit's revision.
     fn step(
         &mut self,
