@@ -2,7 +2,9 @@
 //! a round trip, so tests pin the calls an operation makes and a change that adds one shows
 //! there, not only as a slower cluster.
 
-use ipam_core::{Datastore, Key, Range, Read, Record, Revision, StoreError, Versioned, Write};
+use ipam_core::{
+    Datastore, Key, Range, Read, Record, Revision, Spare, StoreError, Versioned, Write,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Calls made to a store since the last [`Counting::take`].
@@ -73,6 +75,14 @@ impl<S: Datastore> Datastore for Counting<S> {
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         self.inner.commit(writes)
+    }
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Spare,
+    ) -> Result<Revision, StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit_reusing(writes, spare)
     }
     pass_to_inner!();
 }

@@ -3,7 +3,7 @@
 //! that fail.
 
 use ipam_core::ConflictKind;
-use ipam_core::{Datastore, Key, Range, Record, Revision, StoreError, Versioned, Write};
+use ipam_core::{Datastore, Key, Range, Record, Revision, Spare, StoreError, Versioned, Write};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 
@@ -153,11 +153,21 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+        self.commit_reusing(writes, &mut Spare::default())
+    }
+
+    /// The inner store's, faults included: what a commit that failed after applying handed
+    /// back is in `spare` too, as it would be from a store that lost the answer.
+    fn commit_reusing(
+        &self,
+        writes: Vec<Write>,
+        spare: &mut Spare,
+    ) -> Result<Revision, StoreError> {
         if writes.is_empty() {
-            return self.inner.commit(writes);
+            return self.inner.commit_reusing(writes, spare);
         }
         match self.next_fault() {
-            Fault::None => self.inner.commit(writes),
+            Fault::None => self.inner.commit_reusing(writes, spare),
             Fault::Conflict => Err(StoreError::Conflict {
                 key: writes[0].key(),
                 kind: ConflictKind::Changed,
@@ -167,7 +177,7 @@ impl<S: Datastore> Datastore for FaultyStore<S> {
                 indeterminate: false,
             }),
             Fault::AppliedButLost => {
-                self.inner.commit(writes)?;
+                self.inner.commit_reusing(writes, spare)?;
                 Err(StoreError::Unavailable {
                     reason: "injected fault after apply".into(),
                     indeterminate: true,
