@@ -208,7 +208,6 @@ impl<S: Datastore> Ipam<S> {
                 Err(e) => return everyone(&|| Err(e.clone().into())),
             }
         }
-        let from_kept = kept.is_some();
         let Some(vb) = kept.as_mut().map(|kc| &mut kc.block).or(read_copy.as_mut()) else {
             return everyone(&|| Ok(None));
         };
@@ -241,16 +240,15 @@ impl<S: Datastore> Ipam<S> {
             }
         }
         let mut keep_read = None;
-        let mut writes = if from_kept {
+        let mut writes = if let Some(kc) = kept.as_mut() {
             // A kept block is the node's: never deleted here, and kept as committed.
-            b.touch();
-            let Some(copy) = kept.as_mut().map(|kc| kc.copy_block()) else {
-                return everyone(&|| Ok(None));
-            };
-            vec![Write::Update {
-                record: Record::Block(copy),
+            kc.block.value.touch();
+            let mut w = kc.spare.writes();
+            w.push(Write::Update {
+                record: Record::Block(kc.copy_block()),
                 expected: read,
-            }]
+            });
+            w
         } else {
             let Some(vb) = read_copy.take() else {
                 return everyone(&|| Ok(None));
