@@ -45,7 +45,7 @@ use crate::datastore::{
     one, Datastore, Key, Range, Read, Record, Revision, Spare, StoreError, Versioned, Write,
 };
 use crate::error::AssignError;
-use crate::model::{Affinity, AffinityState, Block, Handle, Node, Pool};
+use crate::model::{Affinity, AffinityState, AllowedUse, Block, Handle, Node, Pool};
 use ipnetwork::IpNetwork;
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -107,6 +107,45 @@ struct Decided {
     writes_seen: u64,
     /// Batches served from it since it was read.
     uses: u32,
+    /// Per family (v4, v6): the candidate pools of the last request that named none, as
+    /// indices into `pools`, with the use it asked for. They depend only on what is decided
+    /// here (pools, labels), so they are worked out once per context, not per request.
+    defaults: [Option<(AllowedUse, SmallVec<[u32; 4]>)>; 2],
+}
+
+impl Decided {
+    /// What [`candidate_pools`] gives a request of `family` for `use_` that names no pool.
+    fn default_candidates(
+        &mut self,
+        node: &str,
+        use_: AllowedUse,
+        family: Family,
+    ) -> Result<SmallVec<[&Pool; 4]>, AssignError> {
+        let slot = match family {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        };
+        let known = matches!(&self.defaults[slot], Some((u, _)) if *u == use_);
+        if !known {
+            let cands = candidate_pools(&self.pools, &self.labels, node, use_, family, &[])?;
+            let at = |p: &Pool| {
+                self.pools
+                    .iter()
+                    .position(|q| std::ptr::eq(q, p))
+                    .and_then(|i| u32::try_from(i).ok())
+            };
+            let ix: Option<SmallVec<[u32; 4]>> = cands.iter().map(|p| at(p)).collect();
+            match ix {
+                Some(ix) => self.defaults[slot] = Some((use_, ix)),
+                None => return Ok(cands),
+            }
+        }
+        let pools = &self.pools;
+        Ok(match &self.defaults[slot] {
+            Some((_, ix)) => ix.iter().filter_map(|&i| pools.get(i as usize)).collect(),
+            None => SmallVec::new(),
+        })
+    }
 }
 
 /// What a batch decides on: read now, or kept from the last batch (then no handle was read).
@@ -352,6 +391,7 @@ impl Held {
                     read_at_ns: 0,
                     writes_seen: 0,
                     uses: CARRY_USES,
+                    defaults: [None, None],
                 },
                 spare: Spare::default(),
             }));
@@ -651,6 +691,7 @@ impl<S: Datastore> Ipam<S> {
                     read_at_ns,
                     writes_seen,
                     uses: 0,
+                    defaults: [None, None],
                 },
                 spare: Spare::default(),
             },
@@ -678,7 +719,7 @@ impl<S: Datastore> Ipam<S> {
         } = basis;
         let Carry {
             block: vb,
-            decided,
+            mut decided,
             mut spare,
         } = context;
         let from_kept = read_handles.is_none();
@@ -692,7 +733,8 @@ impl<S: Datastore> Ipam<S> {
             }
             // Not read (a kept context): created, so the commit fails if it exists.
             let handle = read_handles.as_mut().and_then(Iterator::next).flatten();
-            let take = self.take_from_block(&mut block, &decided, node, hint, &w.args, handle)?;
+            let take =
+                self.take_from_block(&mut block, &mut decided, node, hint, &w.args, handle)?;
             match take {
                 Take::Served(result, handle) => {
                     handles.push(handle);
@@ -757,7 +799,7 @@ impl<S: Datastore> Ipam<S> {
     fn take_from_block(
         &self,
         block: &mut Block,
-        decided: &Decided,
+        decided: &mut Decided,
         node: &str,
         hint: IpNetwork,
         a: &AutoAssignArgs,
@@ -771,14 +813,19 @@ impl<S: Datastore> Ipam<S> {
             Family::V4 => (&a.v4_pools, a.num_v4),
             Family::V6 => (&a.v6_pools, a.num_v6),
         };
-        let Ok(cands) = candidate_pools(
-            &decided.pools,
-            &decided.labels,
-            node,
-            a.intended_use,
-            family,
-            requested,
-        ) else {
+        let cands = if requested.is_empty() {
+            decided.default_candidates(node, a.intended_use, family)
+        } else {
+            candidate_pools(
+                &decided.pools,
+                &decided.labels,
+                node,
+                a.intended_use,
+                family,
+                requested,
+            )
+        };
+        let Ok(cands) = cands else {
             return Ok(Take::Left); // its error comes from the one-by-one path
         };
         // The one-by-one path tries the last block first only within the first pool.
@@ -845,8 +892,14 @@ impl<S: Datastore> Ipam<S> {
         let mut c = carry.take()?;
         c.decided.uses += 1;
         c.block.value.expire_cooling(now);
-        let taken =
-            self.take_from_block(&mut c.block.value, &c.decided, &args.node, hint, args, None);
+        let taken = self.take_from_block(
+            &mut c.block.value,
+            &mut c.decided,
+            &args.node,
+            hint,
+            args,
+            None,
+        );
         let (result, handle) = match taken {
             Ok(Take::Served(result, handle)) => (result, handle),
             // Served one by one, as a batch leaves it (the kept context goes with it): it may
@@ -907,7 +960,11 @@ fn settles(e: &StoreError, n: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Slot, Ticket};
+    use super::{Decided, Slot, Ticket};
+    use crate::cidr::Family;
+    use crate::ipam::assign::candidate_pools;
+    use crate::model::{AllowedUse, AssignmentMode, Pool};
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     /// A thread that sleeps on `slot`, then takes its answer.
@@ -958,5 +1015,72 @@ mod tests {
         assert!(!woke.is_finished());
         slot.nudge();
         woke.join().expect("the thread ends");
+    }
+
+    /// Pools of every kind a candidate list tells apart: family, disabled, manual, uses,
+    /// selectors that match the labels or not.
+    fn pools() -> Vec<Pool> {
+        let pool = |name: &str, cidr: &str, f: &dyn Fn(&mut crate::model::PoolParts)| {
+            let mut parts = Pool::new(name, cidr.parse().expect("a valid literal"))
+                .expect("a valid fixture")
+                .to_parts();
+            f(&mut parts);
+            Pool::try_from(parts).expect("a valid fixture")
+        };
+        vec![
+            pool("a", "10.1.0.0/16", &|_| {}),
+            pool("off", "10.2.0.0/16", &|p| p.disabled = true),
+            pool("manual", "10.3.0.0/16", &|p| {
+                p.assignment_mode = AssignmentMode::Manual
+            }),
+            pool("tunnel", "10.4.0.0/16", &|p| {
+                p.allowed_uses = vec![AllowedUse::Tunnel]
+            }),
+            pool("zone-b", "10.5.0.0/16", &|p| {
+                p.node_selector = "zone == 'b'".parse().expect("a valid selector")
+            }),
+            pool("zone-a", "10.6.0.0/16", &|p| {
+                p.node_selector = "zone == 'a'".parse().expect("a valid selector")
+            }),
+            pool("six", "fd00::/48", &|_| {}),
+        ]
+    }
+
+    #[test]
+    fn kept_default_candidates_are_the_ones_worked_out_each_time() {
+        let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
+        let mut sets = vec![
+            pools(),
+            pools().into_iter().filter(|p| p.name != "six").collect(),
+        ];
+        sets.push(Vec::new());
+        for pools in sets {
+            let mut d = Decided {
+                labels: labels.clone(),
+                pools: pools.clone(),
+                read_at_ns: 0,
+                writes_seen: 0,
+                uses: 0,
+                defaults: [None, None],
+            };
+            // Each asked twice, in an order that switches use and family between askings.
+            let asks = [
+                (AllowedUse::Workload, Family::V4),
+                (AllowedUse::Tunnel, Family::V4),
+                (AllowedUse::Workload, Family::V6),
+                (AllowedUse::Workload, Family::V4),
+                (AllowedUse::LoadBalancer, Family::V6),
+                (AllowedUse::Tunnel, Family::V4),
+                (AllowedUse::Workload, Family::V6),
+            ];
+            for (use_, family) in asks {
+                let names = |r: Result<smallvec::SmallVec<[&Pool; 4]>, _>| {
+                    r.map(|ps| ps.iter().map(|p| p.name.clone()).collect::<Vec<_>>())
+                };
+                let fresh = names(candidate_pools(&pools, &labels, "n1", use_, family, &[]));
+                let kept = names(d.default_candidates("n1", use_, family));
+                assert_eq!(kept, fresh, "{use_:?} {family:?}");
+            }
+        }
     }
 }
