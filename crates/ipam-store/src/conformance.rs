@@ -447,6 +447,32 @@ pub fn atomic_commits<S: Datastore>(s: &S) {
         .get(&Key::Handle("many0".into()))
         .expect("the store answers a read")
         .is_none());
+    // Likewise a block, and a record of the other kinds, written twice in a small commit.
+    let net7 = "10.7.0.0/26";
+    for twice in [
+        [Write::Create(block(net7)), Write::Create(block(net7))],
+        [
+            Write::Create(affinity("n1", net7)),
+            Write::Create(affinity("n1", net7)),
+        ],
+    ] {
+        let what = twice[0].key();
+        assert!(
+            s.commit(twice.into()).is_err(),
+            "{what} twice in one commit"
+        );
+        assert!(s.get(&what).expect("the store answers a read").is_none());
+    }
+    // Records of different kinds over one network, or of one kind over different ones, are
+    // different records.
+    s.commit(vec![
+        Write::Create(block(net7)),
+        Write::Create(affinity("n1", net7)),
+        Write::Create(affinity("n2", net7)),
+        Write::Create(block("10.7.0.64/26")),
+        Write::Create(handle(net7, 1)),
+    ])
+    .expect("the store takes a write the contract allows");
     // An empty commit is a no-op.
     s.commit(Vec::new())
         .expect("the store takes a write the contract allows");

@@ -303,16 +303,17 @@ impl Datastore for MemoryStore {
         if writes.is_empty() {
             return Ok(Revision(g.rev));
         }
-        // Found once each; most commits write two or three records.
-        let slots: SmallVec<[Slot; 4]> = writes.iter().map(|w| g.slot(w)).collect();
-        if let Some(i) = written_twice(&writes, &slots) {
+        if let Some(i) = written_twice(&writes, |w| g.slot(w)) {
             return Err(StoreError::Rejected(format!(
                 "{} written twice in one commit",
                 writes[i].key()
             )));
         }
-        for (w, slot) in writes.iter().zip(&slots) {
-            let kind = match (w, g.current(w, slot)) {
+        // A write's place is found where it is used, once to check and once to apply: most
+        // commits write two or three records, for which that costs less than keeping the
+        // places in a vector.
+        for w in &writes {
+            let kind = match (w, g.current(w, &g.slot(w))) {
                 (Write::Create(_), Some(_)) => Some(ConflictKind::Exists),
                 (Write::Update { .. } | Write::Delete { .. }, None) => Some(ConflictKind::Missing),
                 (Write::Update { expected, .. } | Write::Delete { expected, .. }, Some(c))
@@ -329,7 +330,8 @@ impl Datastore for MemoryStore {
         g.rev += 1;
         let rev = Revision(g.rev);
         let mut gone = Gone::default();
-        for (w, slot) in writes.drain(..).zip(slots) {
+        for w in writes.drain(..) {
+            let slot = g.slot(&w);
             g.apply(w, slot, rev, &mut gone);
         }
         // What the commit replaced or removed is freed after the lock is let go.
@@ -347,24 +349,32 @@ impl Datastore for MemoryStore {
     }
 }
 
+/// Whether two writes name the same record, compared without building keys for handles and
+/// blocks.
+fn same_target(a: &Write, b: &Write) -> bool {
+    match (handle_of(a), handle_of(b)) {
+        (Some(x), Some(y)) => return x == y,
+        (None, None) => {}
+        _ => return false,
+    }
+    match (block_of(a), block_of(b)) {
+        (Some(x), Some(y)) => return block_key(x) == block_key(y),
+        (None, None) => {}
+        _ => return false,
+    }
+    a.key() == b.key()
+}
+
 /// The index of a write whose target an earlier write of the commit also names: compared
-/// pairwise in small commits, hashed in larger ones.
-fn written_twice(writes: &[Write], slots: &[Slot]) -> Option<usize> {
-    let same = |i: usize, j: usize| match (&slots[i], &slots[j]) {
-        (Slot::Handle(a), Slot::Handle(b)) => {
-            a == b && handle_of(&writes[i]) == handle_of(&writes[j])
-        }
-        (Slot::Block(a), Slot::Block(b)) => a == b,
-        (Slot::Ordered(a), Slot::Ordered(b)) => a == b,
-        _ => false,
-    };
+/// pairwise in small commits, by their places (`slot`) hashed in larger ones.
+fn written_twice(writes: &[Write], slot: impl Fn(&Write) -> Slot) -> Option<usize> {
     if writes.len() <= PAIRWISE_LIMIT {
-        (1..writes.len()).find(|&j| (0..j).any(|i| same(i, j)))
+        (1..writes.len()).find(|&j| (0..j).any(|i| same_target(&writes[i], &writes[j])))
     } else {
         let mut handles = std::collections::HashSet::with_capacity(writes.len());
         let mut blocks = std::collections::HashSet::with_capacity(writes.len());
         let mut keys = std::collections::HashSet::with_capacity(writes.len());
-        (0..writes.len()).find(|&i| match &slots[i] {
+        (0..writes.len()).find(|&i| match slot(&writes[i]) {
             Slot::Handle(_) => !handles.insert(handle_of(&writes[i])),
             Slot::Block(k) => !blocks.insert(k),
             Slot::Ordered(k) => !keys.insert(k),
