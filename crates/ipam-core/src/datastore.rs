@@ -656,116 +656,49 @@ pub struct Lenient {
     pub corrupt: Vec<StoreError>,
 }
 
-impl<T: Datastore + ?Sized> Datastore for &T {
-    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        (**self).get(key)
-    }
-    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        (**self).list(range)
-    }
-    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
-        (**self).commit(writes)
-    }
-    fn commit_reusing(
-        &self,
-        writes: Vec<Write>,
-        spare: &mut Spare,
-    ) -> Result<Revision, StoreError> {
-        (**self).commit_reusing(writes, spare)
-    }
-    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
-        (**self).list_lenient(range)
-    }
-    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
-        (**self).read(reads)
-    }
-    fn writable(&self) -> Result<(), StoreError> {
-        (**self).writable()
-    }
-    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
-        (**self).layout()
-    }
-    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
-        (**self).set_layout(layout)
-    }
-    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
-        (**self).watch(ranges)
-    }
+/// A store behind a reference or a pointer is that store: every method passes through.
+macro_rules! forward_datastore {
+    ($($ptr:ty),*) => {$(
+        impl<T: Datastore + ?Sized> Datastore for $ptr {
+            fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
+                (**self).get(key)
+            }
+            fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
+                (**self).list(range)
+            }
+            fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
+                (**self).commit(writes)
+            }
+            fn commit_reusing(
+                &self,
+                writes: Vec<Write>,
+                spare: &mut Spare,
+            ) -> Result<Revision, StoreError> {
+                (**self).commit_reusing(writes, spare)
+            }
+            fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
+                (**self).list_lenient(range)
+            }
+            fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
+                (**self).read(reads)
+            }
+            fn writable(&self) -> Result<(), StoreError> {
+                (**self).writable()
+            }
+            fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
+                (**self).layout()
+            }
+            fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
+                (**self).set_layout(layout)
+            }
+            fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
+                (**self).watch(ranges)
+            }
+        }
+    )*};
 }
 
-impl<T: Datastore + ?Sized> Datastore for std::sync::Arc<T> {
-    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        (**self).get(key)
-    }
-    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        (**self).list(range)
-    }
-    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
-        (**self).commit(writes)
-    }
-    fn commit_reusing(
-        &self,
-        writes: Vec<Write>,
-        spare: &mut Spare,
-    ) -> Result<Revision, StoreError> {
-        (**self).commit_reusing(writes, spare)
-    }
-    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
-        (**self).list_lenient(range)
-    }
-    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
-        (**self).read(reads)
-    }
-    fn writable(&self) -> Result<(), StoreError> {
-        (**self).writable()
-    }
-    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
-        (**self).layout()
-    }
-    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
-        (**self).set_layout(layout)
-    }
-    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
-        (**self).watch(ranges)
-    }
-}
-
-impl<T: Datastore + ?Sized> Datastore for Box<T> {
-    fn get(&self, key: &Key) -> Result<Option<Versioned<Record>>, StoreError> {
-        (**self).get(key)
-    }
-    fn list(&self, range: &Range) -> Result<Vec<Versioned<Record>>, StoreError> {
-        (**self).list(range)
-    }
-    fn commit(&self, writes: Vec<Write>) -> Result<Revision, StoreError> {
-        (**self).commit(writes)
-    }
-    fn commit_reusing(
-        &self,
-        writes: Vec<Write>,
-        spare: &mut Spare,
-    ) -> Result<Revision, StoreError> {
-        (**self).commit_reusing(writes, spare)
-    }
-    fn list_lenient(&self, range: &Range) -> Result<Lenient, StoreError> {
-        (**self).list_lenient(range)
-    }
-    fn read(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Record>>>, StoreError> {
-        (**self).read(reads)
-    }
-    fn writable(&self) -> Result<(), StoreError> {
-        (**self).writable()
-    }
-    fn layout(&self) -> Result<Option<LayoutStatus>, StoreError> {
-        (**self).layout()
-    }
-    fn set_layout(&self, layout: RecordLayout) -> Result<LayoutStatus, StoreError> {
-        (**self).set_layout(layout)
-    }
-    fn watch(&self, ranges: &[Range]) -> Result<Option<Feed>, StoreError> {
-        (**self).watch(ranges)
-    }
-}
+forward_datastore!(&T, std::sync::Arc<T>, Box<T>);
 
 /// A record type that can be taken out of a [`Record`].
 pub trait RecordKind: Sized {
