@@ -11,7 +11,8 @@
 //! - `floor/{assign,release}/{...}`: the store work alone that an auto-assign and a release
 //!   cannot do without under the datastore contract, on the memory store, with no engine
 //!   logic (no lane, read, check or result): the pod's holder attributes built, the block
-//!   copied (the store keeps the old version until the commit) and changed, its handle record
+//!   changed and copied (the store keeps the old version until the commit; the copy written
+//!   over the block the last commit handed back, as the engine does), its handle record
 //!   built, and one commit of both (block update and handle create; block update and handle
 //!   delete). What the engine adds is the whole figure less this.
 //! - `floor/timer`: a timed half that does nothing: the clock reads every figure of `ipam` and

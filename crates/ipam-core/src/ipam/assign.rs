@@ -1033,20 +1033,34 @@ pub(super) fn candidate_pools<'c>(
     }
     let out: SmallVec<[&Pool; 4]> = pools
         .iter()
-        .filter(|p| {
-            !p.disabled
-                && p.family() == family
-                && p.assignment_mode == AssignmentMode::Automatic
-                && p.allows(use_)
-                && p.node_selector.matches(labels)
-        })
+        .filter(|p| selected(p, labels, use_, family))
         .collect();
     if out.is_empty() {
-        return Err(AssignError::NoPools {
-            family,
-            node: node.to_string(),
-            use_: format!("{use_:?}"),
-        });
+        return Err(no_pools(node, use_, family));
     }
     Ok(out)
+}
+
+/// Whether a request of `family` for `use_` that names no pool may take addresses from
+/// `pool`, on a node labelled `labels`.
+pub(super) fn selected(
+    pool: &Pool,
+    labels: &BTreeMap<String, String>,
+    use_: AllowedUse,
+    family: Family,
+) -> bool {
+    !pool.disabled
+        && pool.family() == family
+        && pool.assignment_mode == AssignmentMode::Automatic
+        && pool.allows(use_)
+        && pool.node_selector.matches(labels)
+}
+
+/// The refusal of a request that names no pool when no pool is [`selected`].
+pub(super) fn no_pools(node: &str, use_: AllowedUse, family: Family) -> AssignError {
+    AssignError::NoPools {
+        family,
+        node: node.to_string(),
+        use_: format!("{use_:?}"),
+    }
 }

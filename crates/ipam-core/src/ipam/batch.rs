@@ -37,7 +37,7 @@
 //! most that late, as if the read had been made that much earlier, and no write is ever made
 //! without its compare-and-swap.
 
-use super::assign::{candidate_pools, holder};
+use super::assign::{candidate_pools, holder, no_pools, selected};
 use super::held::QueuedRelease;
 use super::{AssignedIp, AutoAssignArgs, AutoAssignResult, FamilyAssignment, Ipam};
 use crate::cidr::{self, Family};
@@ -125,26 +125,23 @@ impl Decided {
             Family::V4 => 0,
             Family::V6 => 1,
         };
-        let known = matches!(&self.defaults[slot], Some((u, _)) if *u == use_);
-        if !known {
-            let cands = candidate_pools(&self.pools, &self.labels, node, use_, family, &[])?;
-            let at = |p: &Pool| {
-                self.pools
-                    .iter()
-                    .position(|q| std::ptr::eq(q, p))
-                    .and_then(|i| u32::try_from(i).ok())
-            };
-            let ix: Option<SmallVec<[u32; 4]>> = cands.iter().map(|p| at(p)).collect();
-            match ix {
-                Some(ix) => self.defaults[slot] = Some((use_, ix)),
-                None => return Ok(cands),
-            }
+        if !matches!(&self.defaults[slot], Some((u, _)) if *u == use_) {
+            let ix = (0u32..)
+                .zip(&self.pools)
+                .filter(|(_, p)| selected(p, &self.labels, use_, family))
+                .map(|(i, _)| i)
+                .collect();
+            self.defaults[slot] = Some((use_, ix));
         }
-        let pools = &self.pools;
-        Ok(match &self.defaults[slot] {
-            Some((_, ix)) => ix.iter().filter_map(|&i| pools.get(i as usize)).collect(),
-            None => SmallVec::new(),
-        })
+        let ix = self.defaults[slot].as_ref().map_or(&[][..], |(_, ix)| ix);
+        let out: SmallVec<[&Pool; 4]> = ix
+            .iter()
+            .filter_map(|&i| self.pools.get(i as usize))
+            .collect();
+        if out.is_empty() {
+            return Err(no_pools(node, use_, family));
+        }
+        Ok(out)
     }
 }
 

@@ -215,7 +215,8 @@ impl<S: Datastore> Ipam<S> {
                             record: Record::Block(b),
                             ..
                         }) => {
-                            k.block.value = b.clone();
+                            // Written over the kept copy (its allocations, its shared chunks).
+                            k.block.value.clone_from(b);
                             Some(k)
                         }
                         _ => None,
